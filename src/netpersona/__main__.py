@@ -1,0 +1,3 @@
+from netpersona.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``netpersona`` command line."""

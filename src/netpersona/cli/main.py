@@ -1,0 +1,39 @@
+"""The ``netpersona`` command: one Typer app, with each group of commands in its own module.
+
+Errors from the :mod:`netpersona.errors` tree are turned into a message on stderr and the
+error's exit code here, once, so no command handles them itself.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from netpersona.cli import plan_cmd
+from netpersona.errors import InvalidDocument, NetpersonaError
+
+app = typer.Typer(
+    name="netpersona",
+    help="Network personas for Linux VMs: one document says how a VM communicates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+plan_cmd.register(app)
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except InvalidDocument as exc:
+        for line in str(exc).splitlines():
+            stderr.print(f"[red]error[/red] {escape(line)}")
+        sys.exit(exc.exit_code)
+    except NetpersonaError as exc:
+        stderr.print(f"[red]error[/red] ({exc.code}) {escape(str(exc))}")
+        sys.exit(exc.exit_code)

@@ -1,0 +1,188 @@
+"""``netpersona plan | validate | schema | protocols``: the persona and its plan, offline.
+
+None of these touch the host: they read files and print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from netpersona.compiler import compile_plan, replace_table_batch
+from netpersona.compiler.plan import LinkSetting, Plan, Route, RoutingRule, TcClass, TcQdisc
+from netpersona.errors import InvalidDocument
+from netpersona.facts import HostFacts, parse_facts
+from netpersona.model import Persona, load_document, parse_persona, parse_persona_text
+from netpersona.model.protocols import SERVICES
+from netpersona.model.schema import persona_schema
+from netpersona.model.units import format_rate
+from netpersona.nftables.render import render_batch
+
+__all__ = ["load_facts", "load_persona", "register"]
+
+
+class PlanFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    NFT = "nft"
+
+
+def _read(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+def load_persona(path: Path) -> Persona:
+    return parse_persona_text(_read(path), str(path))
+
+
+def load_facts(path: Path | None) -> HostFacts:
+    if path is None:
+        return HostFacts()
+    try:
+        return parse_facts(load_document(_read(path), str(path)))
+    except InvalidDocument as exc:
+        raise InvalidDocument(exc.errors, str(path)) from None
+
+
+def nft_script(plan: Plan) -> str:
+    """The plan's nftables part as the nft script that replaces the table in one transaction."""
+    return render_batch(replace_table_batch(plan.nftables_objects()))
+
+
+def _text(console: Console, persona: Persona, plan: Plan) -> None:
+    console.print(
+        f"[bold]persona[/bold] mode={persona.communication_mode} "
+        f"profile={persona.security_profile} priority={persona.priority} dscp={persona.dscp}"
+    )
+    console.print(f"[bold]plan[/bold] {plan.digest}  (ruleset {plan.ruleset_digest[:16]})")
+    sections: list[tuple[str, list[str]]] = [
+        ("tc", [_tc_line(op) for op in plan.tc]),
+        ("routes", [_route_line(r) for r in plan.routes]),
+        ("rules", [_rule_line(r) for r in plan.rules]),
+        ("sysctls", [f"{s.key} = {s.value}" for s in plan.sysctls]),
+        ("links", [_link_line(link) for link in plan.links]),
+    ]
+    peers = plan.peer_sets
+    sections.append(
+        (
+            "peer sets",
+            [
+                f"peer_addrs_v4 {', '.join(peers.addrs_v4) or '(empty)'}",
+                f"peer_addrs_v6 {', '.join(peers.addrs_v6) or '(empty)'}",
+                *(f"peer_dscp {addr} -> {dscp}" for addr, dscp in peers.dscp_v4 + peers.dscp_v6),
+            ],
+        )
+    )
+    for title, lines in sections:
+        console.print(f"\n[bold]{title}[/bold]")
+        for line in lines or ["(none)"]:
+            console.print(f"  {escape(line)}")
+    console.print("\n[bold]nftables[/bold] (inet netpersona, replaced in one transaction)")
+    console.print(escape(nft_script(plan)), end="")
+
+
+def _tc_line(op: TcQdisc | TcClass) -> str:
+    if isinstance(op, TcQdisc):
+        return f"qdisc {op.kind} {op.handle} dev {op.dev} {op.parent} default {op.default_class}"
+    burst = f" burst {op.burst}b" if op.burst else ""
+    return (
+        f"class htb {op.classid} dev {op.dev} parent {op.parent} rate {format_rate(op.rate)} "
+        f"ceil {format_rate(op.ceil)}{burst} prio {op.prio}"
+    )
+
+
+def _route_line(route: Route) -> str:
+    via = f" via {route.gateway}" if route.gateway else ""
+    src = f" src {route.src}" if route.src else ""
+    kind = "multicast " if route.kind == "multicast" else ""
+    return f"-{route.family} {kind}{route.dst}{via} dev {route.dev}{src} table {route.table}"
+
+
+def _rule_line(rule: RoutingRule) -> str:
+    to = f" to {rule.dst}" if rule.dst else ""
+    suppress = (
+        f" suppress_prefixlength {rule.suppress_prefixlength}"
+        if rule.suppress_prefixlength is not None
+        else ""
+    )
+    return f"-{rule.family} pref {rule.priority}{to} lookup {rule.table}{suppress}"
+
+
+def _link_line(link: LinkSetting) -> str:
+    parts = [f"dev {link.ifname}"]
+    if link.mtu is not None:
+        parts.append(f"mtu {link.mtu}")
+    if link.multicast is not None:
+        parts.append(f"multicast {'on' if link.multicast else 'off'}")
+    return " ".join(parts)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def plan(
+        persona: Annotated[
+            Path, typer.Argument(help="Persona document (YAML or JSON); - for stdin.")
+        ],
+        facts: Annotated[
+            Path | None,
+            typer.Option(help="Host facts file (YAML or JSON): uplinks, metadata, peers."),
+        ] = None,
+        format: Annotated[
+            PlanFormat, typer.Option("--format", "-f", help="text, json, or nft.")
+        ] = PlanFormat.TEXT,
+    ) -> None:
+        """Print what PERSONA would do to a VM's kernel. Touches nothing."""
+        the_persona = load_persona(persona)
+        the_plan = compile_plan(the_persona, load_facts(facts))
+        if format is PlanFormat.JSON:
+            body = {
+                "digest": the_plan.digest,
+                "ruleset_digest": the_plan.ruleset_digest,
+                **the_plan.to_json(),
+            }
+            sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        elif format is PlanFormat.NFT:
+            sys.stdout.write(nft_script(the_plan))
+        else:
+            _text(Console(highlight=False, soft_wrap=True), the_persona, the_plan)
+
+    @app.command()
+    def validate(
+        personas: Annotated[list[Path], typer.Argument(help="Persona documents to check.")],
+    ) -> None:
+        """Check persona documents: one line per error, exit 1 if any is invalid."""
+        failed = False
+        for path in personas:
+            try:
+                parse_persona(load_document(_read(path), str(path)))
+            except InvalidDocument as exc:
+                failed = True
+                for error in exc.errors:
+                    sys.stdout.write(f"{path}:{error.pointer or '/'}: {error.message}\n")
+        raise typer.Exit(1 if failed else 0)
+
+    @app.command()
+    def schema() -> None:
+        """Print the JSON Schema of a persona document."""
+        sys.stdout.write(json.dumps(persona_schema(), indent=2) + "\n")
+
+    @app.command()
+    def protocols() -> None:
+        """List the built-in service names usable in allowed_protocols."""
+        table = Table("service", "means")
+        for name, rules in sorted(SERVICES.items()):
+            table.add_row(name, ", ".join(str(r) for r in rules))
+        Console().print(table)

@@ -1,0 +1,52 @@
+"""Sysctls and link settings (spec sections 4 and 5)."""
+
+from __future__ import annotations
+
+from netpersona.compiler.plan import LinkSetting, Sysctl
+from netpersona.compiler.routing import steering_uplink
+from netpersona.facts import HostFacts
+from netpersona.model.persona import CommunicationMode, Persona, SecurityProfile
+from netpersona.model.protocols import L4
+
+__all__ = ["RP_FILTER", "compile_links", "compile_sysctls", "sysctl_ifname"]
+
+# Spec section 4, ip-sysctl.rst: 0 no source validation, 1 strict (RFC 3704), 2 loose.
+RP_FILTER = {SecurityProfile.LOW: "0", SecurityProfile.MEDIUM: "2", SecurityProfile.HIGH: "1"}
+
+
+def sysctl_ifname(name: str) -> str:
+    """sysctl(8) separates with dots, so a dot inside an interface name is written '/'."""
+    return name.replace(".", "/")
+
+
+def compile_sysctls(persona: Persona, facts: HostFacts) -> tuple[Sysctl, ...]:
+    profile = persona.security_profile
+    out: list[Sysctl] = []
+    for uplink in facts.uplinks:
+        dev = sysctl_ifname(uplink.name)
+        out.append(Sysctl(f"net.ipv4.conf.{dev}.rp_filter", RP_FILTER[profile]))
+        if profile is not SecurityProfile.LOW:
+            # ip-sysctl.rst: a redirect is accepted if conf/all or conf/<if> allows it (with
+            # forwarding off) and sent if either allows it, so both must say no.
+            for scope in (dev, "all"):
+                out.append(Sysctl(f"net.ipv4.conf.{scope}.accept_redirects", "0"))
+                out.append(Sysctl(f"net.ipv4.conf.{scope}.send_redirects", "0"))
+                out.append(Sysctl(f"net.ipv6.conf.{scope}.accept_redirects", "0"))
+    if persona.communication_mode is CommunicationMode.BROADCAST:
+        icmp = any(rule.l4 is L4.ICMP for rule in persona.rules)
+        out.append(Sysctl("net.ipv4.icmp_echo_ignore_broadcasts", "0" if icmp else "1"))
+    return tuple(sorted(set(out)))
+
+
+def compile_links(persona: Persona, facts: HostFacts) -> tuple[LinkSetting, ...]:
+    mtu = persona.qos.mtu
+    multicast_dev = None
+    if persona.communication_mode is CommunicationMode.MULTICAST and facts.uplinks:
+        steer = steering_uplink(persona, facts)
+        multicast_dev = (steer or sorted(facts.uplinks, key=lambda u: u.name)[0]).name
+    links = []
+    for uplink in sorted(facts.uplinks, key=lambda u: u.name):
+        multicast = True if uplink.name == multicast_dev else None
+        if mtu is not None or multicast is not None:
+            links.append(LinkSetting(uplink.name, mtu=mtu, multicast=multicast))
+    return tuple(links)

@@ -1,0 +1,82 @@
+"""Rates and sizes as tc(8) writes them.
+
+Rates use SI multipliers (``kbit`` = 1000 bit/s) and sizes use binary ones (``kb`` = 1024
+bytes), exactly as tc does, so a value an operator copies from a tc command line means the
+same here. The ``bps`` forms are *bytes* per second, again as in tc(8): ``1mbps`` is 8 mbit/s.
+"""
+
+from __future__ import annotations
+
+import re
+
+from netpersona.model.quote import quote
+
+__all__ = ["UnitError", "format_rate", "parse_rate", "parse_size"]
+
+_RATE_UNITS = {
+    "bit": 1,
+    "kbit": 1_000,
+    "mbit": 1_000_000,
+    "gbit": 1_000_000_000,
+    "tbit": 1_000_000_000_000,
+    "bps": 8,
+    "kbps": 8_000,
+    "mbps": 8_000_000,
+    "gbps": 8_000_000_000,
+    "tbps": 8_000_000_000_000,
+}
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 * 1024}
+_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+
+# HTB keeps 64-bit rates; anything past 1 tbit/s on a VM uplink is a typo, not a plan.
+MAX_RATE_BPS = 1_000_000_000_000
+MAX_SIZE_BYTES = 64 * 1024 * 1024
+
+
+class UnitError(ValueError):
+    """The value is not a rate or size; the message is meant for the user as is."""
+
+
+def _parse(value: object, units: dict[str, int], kind: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise UnitError(f"{quote(value)} is not a {kind} (expected e.g. {example})")
+    match = _NUMBER_UNIT.match(value.lower())
+    if match is None or match.group(2) not in units:
+        raise UnitError(f"{quote(value)} is not a {kind} (expected e.g. {example})")
+    number, unit = match.groups()
+    # Decimal arithmetic by hand keeps "1.5mbit" exact without floats.
+    whole, _, frac = number.partition(".")
+    scale = units[unit]
+    return (
+        int(whole) * scale + (int(frac) * scale) // (10 ** len(frac))
+        if frac
+        else int(whole) * scale
+    )
+
+
+def parse_rate(value: object) -> int:
+    """``"100mbit"`` -> 100_000_000 (bits per second)."""
+    bits = _parse(value, _RATE_UNITS, "rate", "100mbit")
+    if bits <= 0:
+        raise UnitError(f"{quote(value)} is not a rate above zero")
+    if bits > MAX_RATE_BPS:
+        raise UnitError(f"{quote(value)} is above the largest rate accepted (1tbit)")
+    return bits
+
+
+def parse_size(value: object) -> int:
+    """``"64kb"`` -> 65536 (bytes)."""
+    size = _parse(value, _SIZE_UNITS, "size", "64kb")
+    if size <= 0:
+        raise UnitError(f"{quote(value)} is not a size above zero")
+    if size > MAX_SIZE_BYTES:
+        raise UnitError(f"{quote(value)} is above the largest size accepted (64mb)")
+    return size
+
+
+def format_rate(bits_per_second: int) -> str:
+    """The shortest exact tc spelling of a rate: 100_000_000 -> ``"100mbit"``."""
+    for unit, scale in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
+        if bits_per_second % scale == 0:
+            return f"{bits_per_second // scale}{unit}"
+    return f"{bits_per_second}bit"

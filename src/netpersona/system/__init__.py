@@ -1,0 +1,1 @@
+"""The edge where netpersona meets the operating system."""

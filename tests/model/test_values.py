@@ -1,0 +1,83 @@
+"""Rates, sizes, DSCP and protocol entries: the small grammars of a persona."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netpersona.model.dscp import PRIORITY_DSCP, dscp_name, parse_dscp
+from netpersona.model.protocols import (
+    L4,
+    SERVICES,
+    PortRange,
+    ProtocolError,
+    ProtocolRule,
+    parse_protocol,
+)
+from netpersona.model.units import UnitError, format_rate, parse_rate, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        ("100mbit", 100_000_000),
+        ("1gbit", 1_000_000_000),
+        ("10kbit", 10_000),
+        ("500bit", 500),
+        ("1.5mbit", 1_500_000),
+        ("100Mbit", 100_000_000),
+        # tc(8): the bps forms are bytes per second.
+        ("1mbps", 8_000_000),
+        ("125kbps", 1_000_000),
+    ],
+)
+def test_rates_follow_tc(text: str, bits: int) -> None:
+    assert parse_rate(text) == bits
+
+
+@pytest.mark.parametrize(("text", "size"), [("64kb", 65536), ("1mb", 1048576), ("1500b", 1500)])
+def test_sizes_follow_tc(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["fast", "100", 100, "mbit", "-5mbit", "10 furlongs", True, None])
+def test_bad_rates_are_refused(bad: object) -> None:
+    with pytest.raises(UnitError):
+        parse_rate(bad)
+
+
+@given(st.integers(min_value=1, max_value=10**12))
+def test_format_rate_round_trips(bits: int) -> None:
+    assert parse_rate(format_rate(bits)) == bits
+
+
+def test_priority_dscp_table_is_spec_section_6() -> None:
+    names = [dscp_name(v) for v in PRIORITY_DSCP]
+    assert names == ["cs0", "cs1", "af11", "af21", "af31", "af41", "cs5", "ef"]
+
+
+@pytest.mark.parametrize(
+    ("value", "code"), [("af41", 34), ("EF", 46), (46, 46), ("63", 63), ("cs0", 0)]
+)
+def test_dscp_names_and_numbers(value: object, code: int) -> None:
+    assert parse_dscp(value) == code
+
+
+def test_protocol_entries() -> None:
+    assert parse_protocol("tcp").rules == (ProtocolRule(L4.TCP),)
+    assert parse_protocol("tcp/22").rules == (ProtocolRule(L4.TCP, PortRange(22, 22)),)
+    assert parse_protocol("udp/5000-5010").rules == (ProtocolRule(L4.UDP, PortRange(5000, 5010)),)
+    assert parse_protocol("postgres").rules == (ProtocolRule(L4.TCP, PortRange(5432, 5432)),)
+    assert {str(r) for r in parse_protocol("dns").rules} == {"udp/53", "tcp/53"}
+
+
+def test_service_table_has_the_names_the_spec_requires() -> None:
+    required = "ssh http https dns ntp dhcp mdns postgres mysql redis amqp mqtt kafka smtp ldap"
+    required += " syslog snmp"
+    assert set(required.split()) <= set(SERVICES)
+
+
+def test_unknown_protocol_message_points_to_the_table() -> None:
+    with pytest.raises(ProtocolError, match="netpersona protocols"):
+        parse_protocol("quic")
