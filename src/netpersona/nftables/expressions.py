@@ -88,7 +88,7 @@ def at(path: str, key: str | int) -> str:
 
 
 def _show(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -98,7 +98,7 @@ def fail(path: str, message: str) -> NoReturn:
 
 def single(value: object, path: str) -> tuple[str, Any]:
     """The one key and its value of a ``{"kind": body}`` object."""
-    if not isinstance(value, dict) or len(value) != 1:
+    if not isinstance(value, Mapping) or len(value) != 1:
         fail(path, f"expected an object with exactly one property, got {_show(value)}")
     ((key, body),) = value.items()
     return str(key), body
@@ -106,9 +106,9 @@ def single(value: object, path: str) -> tuple[str, Any]:
 
 def fields(
     body: object, path: str, required: Collection[str], optional: Collection[str] = ()
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """``body`` as an object holding every ``required`` and only known properties."""
-    if not isinstance(body, dict):
+    if not isinstance(body, Mapping):
         fail(path, f"expected an object, got {_show(body)}")
     for key in sorted(body):
         if key not in required and key not in optional:
@@ -188,7 +188,7 @@ def _immediate(value: object, path: str, *, bare_words: bool = True) -> str:
 
 
 def _payload(body: object, path: str) -> str:
-    if isinstance(body, dict) and "base" in body:
+    if isinstance(body, Mapping) and "base" in body:
         raw = fields(body, path, ("base", "offset", "len"))
         base = word(raw["base"], at(path, "base"), ("ll", "nh", "th"))
         return (
@@ -285,9 +285,9 @@ _EXPRESSIONS: dict[str, Callable[[object, str], str]] = {
 
 
 def expression(value: object, path: str) -> str:
-    if not isinstance(value, dict):
+    if not isinstance(value, Mapping):
         if isinstance(value, list):
-            fail(path, 'a list is only supported as the right side of an "in" match')
+            fail(path, "a list is only supported as the right side of a match")
         return _immediate(value, path)
     kind, body = single(value, path)
     render = _EXPRESSIONS.get(kind)
@@ -298,7 +298,7 @@ def expression(value: object, path: str) -> str:
 
 def _element_key(value: object, path: str) -> str:
     """A set element: an expression, or {"elem": {"val", "timeout", "expires", "comment"}}."""
-    if not (isinstance(value, dict) and set(value) == {"elem"}):
+    if not (isinstance(value, Mapping) and set(value) == {"elem"}):
         return expression(value, path)
     epath = at(path, "elem")
     b = fields(value["elem"], epath, ("val",), ("timeout", "expires", "comment"))
@@ -314,7 +314,7 @@ def _element_key(value: object, path: str) -> str:
 
 def _map_value(value: object, path: str) -> str:
     """The value of a map element: an expression or a verdict (verdict maps)."""
-    if isinstance(value, dict) and len(value) == 1:
+    if isinstance(value, Mapping) and len(value) == 1:
         kind = next(iter(value))
         if kind in _VERDICTS or kind in ("jump", "goto"):
             return _verdict(kind, value[kind], at(path, kind))
@@ -357,20 +357,21 @@ def _match(body: object, path: str) -> str:
     if op not in _MATCH_OPS:
         fail(at(path, "op"), f"operator {_show(op)} is not one of {', '.join(_MATCH_OPS)}")
     left = b["left"]
-    if not (isinstance(left, dict) and len(left) == 1 and next(iter(left)) in _LEFT_KINDS):
+    if not (isinstance(left, Mapping) and len(left) == 1 and next(iter(left)) in _LEFT_KINDS):
         fail(at(path, "left"), f"unsupported left side {_show(left)}")
     right, rpath = b["right"], at(path, "right")
     if isinstance(right, list):
-        # A flag list (ct state established,related) only means something to "in".
-        if op != "in" or not right:
-            fail(rpath, 'a list is only supported as the right side of an "in" match')
+        # A flag list: "in" tests for any of the flags (ct state established,related), "=="
+        # and "!=" compare with all of them together, in JSON and in text alike.
+        if op not in ("in", "==", "!=") or not right:
+            fail(rpath, 'a list is only supported with "in", "==" and "!="')
         rendered = ",".join(_immediate(v, at(rpath, i)) for i, v in enumerate(right))
     else:
         rendered = expression(right, rpath)
     # "in" is nft's implicit operator: no operator in the text (libnftables-json(5), MATCH).
     # Against a set, implicit and "==" are the same lookup; leave it out, as nft lists it.
     lookup = (isinstance(right, str) and right.startswith("@")) or (
-        isinstance(right, dict) and set(right) == {"set"}
+        isinstance(right, Mapping) and set(right) == {"set"}
     )
     shown = "" if lookup and op == "==" else _MATCH_OPS[op]
     parts = [expression(left, at(path, "left")), shown, rendered]
@@ -382,19 +383,20 @@ def _counter(body: object, path: str) -> str:
         return "counter"
     if isinstance(body, str):
         return f"counter name {quoted(body, path)}"
-    b = fields(body, path, (), ("packets", "bytes"))
-    parts = ["counter"]
-    parts += [f"{k} {uint(b[k], at(path, k))}" for k in ("packets", "bytes") if k in b]
-    return " ".join(parts)
+    # nft 1.0.6's JSON parser takes an anonymous counter's values both or not at all (null).
+    b = fields(body, path, ("packets", "bytes"))
+    packets, octets = uint(b["packets"], at(path, "packets")), uint(b["bytes"], at(path, "bytes"))
+    return f"counter packets {packets} bytes {octets}"
 
 
 def _limit(body: object, path: str) -> str:
     if isinstance(body, str):
         fail(path, "named limit objects are not supported by the nft renderer")
-    b = fields(body, path, ("rate",), ("rate_unit", "per", "burst", "burst_unit", "inv"))
+    # "per" is required: nft 1.0.6's JSON parser takes a limit without it for a named limit.
+    b = fields(body, path, ("rate", "per"), ("rate_unit", "burst", "burst_unit", "inv"))
     rate = uint(b["rate"], at(path, "rate"))
     unit = word(b.get("rate_unit", "packets"), at(path, "rate_unit"), _RATE_UNITS)
-    per = word(b.get("per", "second"), at(path, "per"), _TIME_UNITS)
+    per = word(b["per"], at(path, "per"), _TIME_UNITS)
     burst = uint(b.get("burst", 0), at(path, "burst"))
     burst_unit = word(b.get("burst_unit", "bytes"), at(path, "burst_unit"), _BYTE_UNITS)
     inv = b.get("inv", False)
@@ -413,7 +415,7 @@ def _mangle(body: object, path: str) -> str:
     b = fields(body, path, ("key", "value"))
     key = b["key"]
     if not (
-        isinstance(key, dict) and len(key) == 1 and next(iter(key)) in {"payload", "meta", "ct"}
+        isinstance(key, Mapping) and len(key) == 1 and next(iter(key)) in {"payload", "meta", "ct"}
     ):
         fail(at(path, "key"), f"unsupported mangle key {_show(key)}")
     return f"{expression(key, at(path, 'key'))} set {expression(b['value'], at(path, 'value'))}"

@@ -60,11 +60,11 @@ def _command(command: object, path: str) -> str | None:
     return f"{verb} {kind} {render(obj, at(at(path, verb), kind))}"
 
 
-def _family(body: dict[str, Any], path: str) -> str:
+def _family(body: Mapping[str, Any], path: str) -> str:
     return word(body["family"], at(path, "family"), _FAMILIES)
 
 
-def _spec(body: dict[str, Any], path: str) -> str:
+def _spec(body: Mapping[str, Any], path: str) -> str:
     """``family table name`` of an object inside a table."""
     family = _family(body, path)
     return (
