@@ -1,0 +1,377 @@
+"""The agent loop: watch the metadata service, converge the kernel, report.
+
+    watchers (one long-poll each: instance, network_persona, peers)  ---+
+    drift timer (every drift_interval seconds)                        ---+--> dirty -> reconcile
+    reconcile: parse -> gather facts -> compile -> apply | update peer sets | nothing -> report
+
+Everything that can fail outside the VM (service down, slow, answering garbage, tokens
+expiring) only delays news: the kernel keeps the last persona that applied, and a watcher
+retries with capped exponential backoff and jitter. A persona that fails validation is never
+applied; one that fails to apply is rolled back by the applier. Both are reported to the service
+as soon as it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from netpersona.agent.backoff import Backoff
+from netpersona.agent.client import MetadataClient, MetadataUnavailable, Watched
+from netpersona.agent.view import (
+    MalformedAnswer,
+    PersonaAnswer,
+    compose_facts,
+    parse_peer_view,
+    parse_persona_answer,
+    uplink_tiers,
+)
+from netpersona.compiler import compile_plan
+from netpersona.compiler.plan import Plan
+from netpersona.dataplane.apply import Applier, ApplyRolledBack
+from netpersona.dataplane.drift import detect_drift, drop_counters
+from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.state import StateStore
+from netpersona.errors import InvalidDocument, NetpersonaError
+from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint
+from netpersona.model import parse_persona
+
+__all__ = ["Agent", "AgentConfig", "AgentRecord"]
+
+PATHS = {
+    "instance": "/v1/instance",
+    "persona": "/v1/instance/network_persona",
+    "peers": "/v1/instance/peers",
+}
+RECORD_FILE = "agent.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    metadata_url: str
+    state_dir: Path
+    control_port: int = DEFAULT_CONTROL_PORT
+    watch_timeout: float = 300.0
+    drift_interval: float = 30.0
+    backoff_cap: float = 30.0
+
+
+@dataclass
+class AgentRecord:
+    """What the agent holds and why: written to ``agent.json`` for ``netpersona status``."""
+
+    instance: str | None = None
+    persona: str | None = None
+    version: int | None = None
+    digest: str | None = None
+    result: str | None = None  # applied, unchanged, peers-updated, failed, rejected, removed
+    error: str | None = None
+    service: str = "unknown"  # reachable, unreachable
+    service_since: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def metadata_endpoint(url: str) -> Endpoint:
+    parsed = httpx.URL(url)
+    try:
+        address = ip_address(parsed.host)
+    except ValueError:
+        raise NetpersonaError(
+            f"--metadata-url {url!r}: the host must be an IP address (the firewall keeps it open)"
+        ) from None
+    return Endpoint(address, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        kernel: Kernel,
+        client: MetadataClient | None = None,
+        *,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.store = StateStore(config.state_dir)
+        self.applier = Applier(kernel, self.store)
+        self.client = client or MetadataClient(config.metadata_url)
+        self.endpoint = metadata_endpoint(config.metadata_url)
+        self.sleep = sleep
+        self.latest: dict[str, Watched] = {}
+        self.dirty = asyncio.Event()
+        self.drift_due = False
+        self.record = AgentRecord()
+        self.pending_report: dict[str, Any] | None = None
+        self.reported_key: tuple[Any, ...] | None = None
+        self.pending_key: tuple[Any, ...] | None = None
+        self.log = structlog.get_logger("netpersona.agent")
+
+    # --- the service side
+    def _service_state(self, reachable: bool, why: str = "") -> None:
+        state = "reachable" if reachable else "unreachable"
+        if state != self.record.service:
+            # Logged once per change of state, not once per retry.
+            if reachable:
+                self.log.info("metadata service reachable", url=self.config.metadata_url)
+            else:
+                self.log.warning(
+                    "metadata service unreachable; keeping the persona in force", error=why
+                )
+            self.record.service, self.record.service_since = state, time.time()
+            self._save_record()
+
+    async def fetch(self, name: str, *, wait: bool) -> Watched:
+        last = self.latest.get(name)
+        answer = await self.client.get(
+            PATHS[name],
+            last_etag=last.etag if last else None,
+            wait=self.config.watch_timeout if wait else None,
+        )
+        self._service_state(True)
+        return answer
+
+    async def fetch_all(self) -> None:
+        for name in PATHS:
+            self.latest[name] = await self.fetch(name, wait=False)
+
+    async def watch(self, name: str) -> None:
+        backoff = Backoff(cap=self.config.backoff_cap)
+        while True:
+            try:
+                answer = await self.fetch(name, wait=True)
+            except MetadataUnavailable as exc:
+                self._service_state(False, str(exc))
+                await self.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            last = self.latest.get(name)
+            if last is None or answer.etag != last.etag or answer.body != last.body:
+                self.latest[name] = answer
+                self.dirty.set()
+            if self.pending_report is not None:
+                self.dirty.set()
+
+    async def drift_timer(self) -> None:
+        while True:
+            await self.sleep(self.config.drift_interval)
+            self.drift_due = True
+            self.dirty.set()
+
+    # --- the kernel side
+    async def reconcile(self) -> None:
+        """Bring the kernel to what the latest answers say; never raises for outside failures."""
+        if not {"instance", "persona", "peers"} <= set(self.latest):
+            return
+        instance = self.latest["instance"].body
+        self.record.instance = str(instance.get("id"))
+        try:
+            answer = parse_persona_answer(self.latest["persona"].body)
+            peers = parse_peer_view(self.latest["peers"].body)
+        except MalformedAnswer as exc:
+            self.log.warning(
+                "ignoring a malformed answer; keeping the persona in force", error=str(exc)
+            )
+            return
+        log = self.log.bind(vm=self.record.instance, persona=answer.name, version=answer.version)
+        if answer.document is None:
+            await self._remove(log)
+        else:
+            await self._converge(answer, peers, instance, log)
+        await self._flush_report(log)
+
+    async def _remove(self, log: Any) -> None:
+        if self.store.load() is None:
+            return
+        try:
+            report = await asyncio.to_thread(self.applier.remove)
+        except ApplyRolledBack as exc:
+            self._set_result(None, None, None, "failed", str(exc))
+            log.error("remove failed and was rolled back", error=str(exc))
+            return
+        log.info("persona removed", steps=len(report.steps))
+        self._set_result(None, None, None, "removed", None)
+
+    async def _converge(
+        self, answer: PersonaAnswer, peers: Any, instance: dict[str, Any], log: Any
+    ) -> None:
+        assert answer.document is not None
+        try:
+            persona = parse_persona(dict(answer.document))
+        except InvalidDocument as exc:
+            if (
+                self.record.result != "rejected"
+                or self.record.version != answer.version
+                or self.record.persona != answer.name
+            ):
+                log.error(
+                    "persona refused: it is not valid; keeping the previous one",
+                    errors=[str(e) for e in exc.errors],
+                )
+            self._set_result(answer.name, answer.version, self.record.digest, "rejected", str(exc))
+            return
+        live = await asyncio.to_thread(
+            gather_facts,
+            self.kernel,
+            metadata=self.endpoint,
+            control_port=self.config.control_port,
+            tiers=uplink_tiers(instance),
+        )
+        plan = compile_plan(persona, compose_facts(live, peers))
+        state = self.store.load()
+        drift_check, self.drift_due = self.drift_due, False
+        try:
+            if (
+                state is not None
+                and state.persona == answer.name
+                and state.plan.digest == plan.digest
+            ):
+                if not drift_check:
+                    self._set_result(answer.name, answer.version, plan.digest, "unchanged", None)
+                    return
+                problems = await asyncio.to_thread(
+                    detect_drift, self.kernel, state, self.store.load_originals()
+                )
+                if not problems:
+                    self._set_result(answer.name, answer.version, plan.digest, "unchanged", None)
+                    return
+                log.warning(
+                    "owned state changed behind the agent's back; re-applying", drift=problems
+                )
+                await self._apply(plan, answer, log, why="drift")
+            elif (
+                state is not None
+                and state.persona == answer.name
+                and state.plan.ruleset_digest == plan.ruleset_digest
+            ):
+                update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets)
+                log.info("peer sets updated in place", added=update.added, deleted=update.deleted)
+                self._set_result(answer.name, answer.version, plan.digest, "peers-updated", None)
+            else:
+                await self._apply(plan, answer, log, why="persona")
+        except ApplyRolledBack as exc:
+            log.error(
+                "apply failed and was rolled back",
+                error=str(exc),
+                rollback_held=exc.report.rollback_held,
+            )
+            self._set_result(answer.name, answer.version, self.record.digest, "failed", str(exc))
+        except NetpersonaError as exc:
+            log.error("apply failed", error=str(exc))
+            self._set_result(answer.name, answer.version, self.record.digest, "failed", str(exc))
+
+    async def _apply(self, plan: Plan, answer: PersonaAnswer, log: Any, *, why: str) -> None:
+        assert answer.name is not None
+        report = await asyncio.to_thread(self.applier.apply, plan, answer.name)
+        log.info(
+            "persona applied",
+            why=why,
+            steps=len(report.steps),
+            seconds=round(report.seconds, 3),
+            digest=plan.digest[:12],
+        )
+        self._set_result(answer.name, answer.version, plan.digest, "applied", None)
+
+    # --- reporting
+    def _set_result(
+        self,
+        persona: str | None,
+        version: int | None,
+        digest: str | None,
+        result: str,
+        error: str | None,
+    ) -> None:
+        r = self.record
+        r.persona, r.version, r.digest, r.result, r.error = persona, version, digest, result, error
+        r.updated_at = time.time()
+        self._save_record()
+        # The service hears of each outcome once: "applied" covers unchanged and peer updates,
+        # "failed" covers a refused document and a rolled-back apply (the message says which).
+        status = {"unchanged": "applied", "peers-updated": "applied", "rejected": "failed"}.get(
+            result, result
+        )
+        key = (persona, version, status, error)
+        if key != self.reported_key:
+            self.pending_report = {
+                "persona": persona,
+                "version": version,
+                "result": status,
+                "message": error or "",
+                "drops": {},
+            }
+            self.pending_key = key
+
+    async def _flush_report(self, log: Any) -> None:
+        if self.pending_report is None:
+            return
+        report = dict(self.pending_report)
+        with contextlib.suppress(NetpersonaError):
+            counters = await asyncio.to_thread(drop_counters, self.kernel)
+            report["drops"] = {
+                name.removeprefix("drop_"): packets for name, (packets, _) in counters.items()
+            }
+        try:
+            await self.client.report(report)
+        except MetadataUnavailable as exc:
+            self._service_state(False, str(exc))
+            return
+        self.reported_key = self.pending_key
+        self.pending_report = None
+        log.debug("status reported", result=report["result"])
+
+    def _save_record(self) -> None:
+        path = self.config.state_dir / RECORD_FILE
+        with contextlib.suppress(OSError):
+            self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.record.to_json(), indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    # --- running
+    async def run_once(self) -> bool:
+        """One pass: fetch, converge, report. True when the kernel holds the service's persona."""
+        try:
+            await self.fetch_all()
+        except MetadataUnavailable as exc:
+            self._service_state(False, str(exc))
+            return False
+        await self.reconcile()
+        return self.record.result in ("applied", "unchanged", "peers-updated", "removed")
+
+    async def run(self) -> None:
+        backoff = Backoff(cap=self.config.backoff_cap)
+        while True:
+            try:
+                await self.fetch_all()
+                break
+            except MetadataUnavailable as exc:
+                self._service_state(False, str(exc))
+                await self.sleep(backoff.next_delay())
+        self.dirty.set()
+        tasks = [asyncio.create_task(self.watch(name), name=f"watch-{name}") for name in PATHS]
+        tasks.append(asyncio.create_task(self.drift_timer(), name="drift"))
+        try:
+            while True:
+                await self.dirty.wait()
+                self.dirty.clear()
+                await self.reconcile()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.client.aclose()

@@ -1,0 +1,68 @@
+"""``netpersona agent``: the VM agent (see :mod:`netpersona.agent.runner`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netpersona.agent.runner import Agent, AgentConfig
+from netpersona.dataplane.kernel import LinuxKernel
+from netpersona.facts import DEFAULT_CONTROL_PORT
+from netpersona.logs import configure_logging
+
+__all__ = ["register"]
+
+DEFAULT_URL = "http://169.254.169.254"
+DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def agent(
+        metadata_url: Annotated[
+            str, typer.Option(envvar="NETPERSONA_METADATA_URL", help="The metadata service.")
+        ] = DEFAULT_URL,
+        state_dir: Annotated[Path, typer.Option(help="Where the agent keeps what it applied.")] = (
+            DEFAULT_STATE_DIR
+        ),
+        once: Annotated[
+            bool, typer.Option("--once", help="One pass, then exit (0: in force).")
+        ] = False,
+        control_port: Annotated[int, typer.Option(help="The control channel's UDP port.")] = (
+            DEFAULT_CONTROL_PORT
+        ),
+        watch_timeout: Annotated[float, typer.Option(help="Seconds a long-poll may wait.")] = 300.0,
+        drift_interval: Annotated[
+            float, typer.Option(help="Seconds between checks for changes made behind its back.")
+        ] = 30.0,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    ) -> None:
+        """Query this VM's persona, apply it, keep watching, and report to the service."""
+        configure_logging(log_level)
+        config = AgentConfig(
+            metadata_url=metadata_url,
+            state_dir=state_dir,
+            control_port=control_port,
+            watch_timeout=watch_timeout,
+            drift_interval=drift_interval,
+        )
+        the_agent = Agent(config, LinuxKernel())
+        if once:
+            ok = asyncio.run(the_agent.run_once())
+            raise typer.Exit(0 if ok else 1)
+        asyncio.run(_run_until_signalled(the_agent))
+
+
+async def _run_until_signalled(the_agent: Agent) -> None:
+    """Run until SIGTERM or SIGINT. Stopping leaves the persona in force: the VM stays as it is."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(the_agent.run())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

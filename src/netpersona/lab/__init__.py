@@ -1,0 +1,1 @@
+"""The lab: the whole system on one machine, VMs as network namespaces."""

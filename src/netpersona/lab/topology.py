@@ -1,0 +1,108 @@
+"""A hypervisor and its VMs, as network namespaces joined by a bridge.
+
+    hypervisor netns:  bridge br0 with the gateway address and the metadata address
+                       (169.254.169.254/32, answered by ARP on the bridge, as a cloud host does)
+    one netns per VM:  eth0, a veth whose other end is a port of br0; an on-link route to the
+                       metadata address
+
+Every namespace is named ``<prefix>-<name>``; :meth:`Topology.destroy` (and the context manager)
+deletes them all with their links and processes, and :func:`destroy_prefix` removes what a
+crashed run left behind. The host's own namespace is never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, ip_interface
+
+from netpersona.system.command import run
+from netpersona.testing.netns import Netns, delete_netns, list_netns
+
+__all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "destroy_prefix", "topology"]
+
+METADATA_ADDRESS = "169.254.169.254"
+
+
+@dataclass(frozen=True, slots=True)
+class VmPort:
+    vm: str
+    ifname: str
+    address: IPv4Interface
+
+
+@dataclass
+class Topology:
+    prefix: str
+    gateway: IPv4Interface = field(default_factory=lambda: IPv4Interface("10.77.0.1/24"))
+    hypervisor: Netns | None = None
+    vms: dict[str, Netns] = field(default_factory=dict)
+    ports: list[VmPort] = field(default_factory=list)
+
+    def ns_name(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def create_hypervisor(self) -> Netns:
+        hv = Netns(self.ns_name("hv"))
+        run(["ip", "netns", "add", hv.name])
+        self.hypervisor = hv
+        hv.run(["ip", "link", "set", "lo", "up"])
+        hv.run(["ip", "link", "add", "br0", "type", "bridge"])
+        hv.run(["ip", "addr", "add", str(self.gateway), "dev", "br0"])
+        hv.run(["ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", "br0"])
+        hv.run(["ip", "link", "set", "br0", "up"])
+        return hv
+
+    def add_vm(self, name: str, address: str, ifname: str = "eth0") -> Netns:
+        """A VM namespace with ``ifname`` on the bridge at ``address`` (CIDR)."""
+        assert self.hypervisor is not None, "create_hypervisor() first"
+        hv = self.hypervisor
+        vm = self.vms.get(name)
+        if vm is None:
+            vm = Netns(self.ns_name(name))
+            run(["ip", "netns", "add", vm.name])
+            self.vms[name] = vm
+            vm.run(["ip", "link", "set", "lo", "up"])
+        port = f"p{len(self.ports)}"
+        hv.run(
+            ["ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", vm.name]
+        )
+        hv.run(["ip", "link", "set", port, "master", "br0", "up"])
+        iface = ip_interface(address)
+        assert isinstance(iface, IPv4Interface)
+        vm.run(["ip", "addr", "add", str(iface), "dev", ifname])
+        vm.run(["ip", "link", "set", ifname, "up"])
+        if not any(p.vm == name for p in self.ports):
+            vm.run(["ip", "route", "add", f"{METADATA_ADDRESS}/32", "dev", ifname])
+        self.ports.append(VmPort(name, ifname, iface))
+        return vm
+
+    def address(self, vm: str) -> str:
+        return str(next(p.address.ip for p in self.ports if p.vm == vm))
+
+    def destroy(self) -> None:
+        for vm in list(self.vms.values()):
+            delete_netns(vm.name)
+        if self.hypervisor is not None:
+            delete_netns(self.hypervisor.name)
+        self.vms.clear()
+        self.hypervisor = None
+
+
+def destroy_prefix(prefix: str) -> list[str]:
+    """Delete every namespace named ``<prefix>-*`` (what a crashed run left behind)."""
+    gone = [name for name in list_netns() if name.startswith(f"{prefix}-")]
+    for name in gone:
+        delete_netns(name)
+    return gone
+
+
+@contextlib.contextmanager
+def topology(prefix: str) -> Iterator[Topology]:
+    topo = Topology(prefix)
+    try:
+        topo.create_hypervisor()
+        yield topo
+    finally:
+        topo.destroy()
