@@ -1,0 +1,103 @@
+"""bench/e2e: change-to-enforced latency through the whole system (prints JSON).
+
+Builds a lab (the metadata service in a hypervisor namespace, VMS agents in VM namespaces),
+pins one persona to every VM, then changes it ROUNDS times; each change allows a new TCP port,
+and the time from the admin API's acknowledgement to the moment a SYN to that port is answered
+by each VM is one sample. Run as root from the repository root:
+
+    .venv/bin/python bench/e2e/run.py [--vms 3] [--rounds 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from netpersona.lab.fleet import METADATA_URL, Fleet
+from netpersona.lab.topology import topology
+
+DRIVER = Path(__file__).with_name("driver.py")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vms", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work, topology(f"npbe{os.getpid() % 100000}") as topo:
+        fleet = Fleet(topo, Path(work))
+        try:
+            fleet.start_service()
+            persona = Path(work) / "bench.yaml"
+            persona.write_text(
+                "network_persona: {communication_mode: unicast, security_profile: medium,"
+                " allowed_protocols: [icmp], priority: 3}\n"
+            )
+            fleet.admin("apply", str(persona), "--name", "bench")
+            addresses = []
+            for index in range(args.vms):
+                name, address = f"vm{index}", f"10.77.0.{10 + index}"
+                topo.add_vm(name, f"{address}/24")
+                fleet.admin("add-instance", name, "--address", address)
+                fleet.admin("pin", name, "bench")
+                fleet.start_agent(name, "--drift-interval", "3600", "--log-level", "warning")
+                addresses.append(address)
+            time.sleep(3)  # every agent has applied the first version
+            token = (fleet.data_dir / "admin.token").read_text().strip()
+            assert topo.hypervisor is not None
+            done = topo.hypervisor.run(
+                [
+                    sys.executable,
+                    str(DRIVER),
+                    METADATA_URL,
+                    token,
+                    "bench",
+                    str(args.rounds),
+                    *addresses,
+                ],
+                timeout=args.rounds * 40,
+            )
+            result = json.loads(done.stdout)
+        finally:
+            fleet.stop_all()
+    samples = [s * 1000 for s in result["samples"]]
+    print(
+        json.dumps(
+            {
+                "benchmark": "e2e change-to-enforced",
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "kernel": platform.release(),
+                    "python": platform.python_version(),
+                },
+                "vms": args.vms,
+                "changes": args.rounds,
+                "samples": len(samples),
+                "timeouts": result["timeouts"],
+                "latency_ms": {
+                    "p50": round(percentile(samples, 0.50), 1),
+                    "p90": round(percentile(samples, 0.90), 1),
+                    "p99": round(percentile(samples, 0.99), 1),
+                    "max": round(max(samples), 1),
+                    "mean": round(statistics.fmean(samples), 1),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
