@@ -1,0 +1,26 @@
+"""The control channel (spec section 8): a sans-I/O gossip core, its simulator, its transport.
+
+Pure: :mod:`~netpersona.gossip.wire`, :mod:`~netpersona.gossip.store`,
+:mod:`~netpersona.gossip.node`, :mod:`~netpersona.gossip.limits` and
+:mod:`~netpersona.gossip.simulator`. The only I/O is :mod:`netpersona.gossip.transport`
+(asyncio UDP), which is not imported here.
+"""
+
+from netpersona.gossip.node import Datagram, GossipConfig, GossipNode, Step
+from netpersona.gossip.store import Held, Store, StoreSnapshot
+from netpersona.gossip.wire import MAX_DATAGRAM, WireError, decode, encode, instance_key
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "Datagram",
+    "GossipConfig",
+    "GossipNode",
+    "Held",
+    "Step",
+    "Store",
+    "StoreSnapshot",
+    "WireError",
+    "decode",
+    "encode",
+    "instance_key",
+]

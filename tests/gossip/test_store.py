@@ -1,0 +1,84 @@
+"""Range summaries stay equal to a brute-force count however entries come and go."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netpersona.gossip.store import Held, Store, StoreSnapshot
+from netpersona.gossip.wire import BUCKETS, Bucket, KeyRange, entry_hash
+from netpersona.testing.certs import make_certificate
+
+CERT = make_certificate()
+
+
+def held(key: int, seq: int) -> Held:
+    return Held(key, replace(CERT, seq=seq, instance=f"vm-{key:x}"), b"token")
+
+
+def brute_summary(entries: dict[int, int], key_range: KeyRange) -> tuple[Bucket, ...]:
+    counts = [0] * BUCKETS
+    hashes = [0] * BUCKETS
+    for key, seq in entries.items():
+        if key_range.contains(key):
+            index = key_range.child_index(key)
+            counts[index] += 1
+            hashes[index] ^= entry_hash(key, seq)
+    return tuple(Bucket(c, h) for c, h in zip(counts, hashes, strict=True))
+
+
+# Keys crowd into a few top-level ranges so deep levels (prefix 10 and 15) get exercised.
+keys = st.integers(0, 2**20 - 1).map(lambda k: (k << 44) | (k * 2654435761 % (1 << 44)))
+operations = st.lists(st.tuples(st.sampled_from(["put", "remove"]), keys, st.integers(1, 9)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, st.integers(1, 9), max_size=40), operations)
+def test_summaries_match_a_brute_force_count(
+    base: dict[int, int], ops: list[tuple[str, int, int]]
+) -> None:
+    store = Store(StoreSnapshot(held(k, s) for k, s in base.items()))
+    expected = dict(base)
+    for op, key, seq in ops:
+        if op == "put":
+            store.put(held(key, seq))
+            expected[key] = seq
+        else:
+            store.remove(key)
+            expected.pop(key, None)
+    assert len(store) == len(expected)
+    assert {h.key: h.seq for h in store} == expected
+    probes = {KeyRange(0, 0)}
+    for key in list(expected)[:5]:
+        for length in (5, 10, 15):
+            probes.add(KeyRange(length, key & ~((1 << (64 - length)) - 1)))
+    for key_range in probes:
+        assert store.summary(key_range) == brute_summary(expected, key_range)
+        assert sorted(store.keys_in(key_range)) == sorted(
+            k for k in expected if key_range.contains(k)
+        )
+
+
+def test_a_full_store_refuses_new_instances_but_takes_updates() -> None:
+    store = Store(max_entries=2)
+    store.put(held(1, 1))
+    store.put(held(2, 1))
+    assert store.full
+    store.put(held(2, 2))
+    assert store.get(2) is not None
+    with pytest.raises(OverflowError, match="max 2"):
+        store.put(held(3, 1))
+
+
+def test_owner_of_follows_address_changes() -> None:
+    store = Store()
+    first = Held(7, replace(CERT, addresses=CERT.addresses), b"t1")
+    store.put(first)
+    assert store.owner_of(CERT.addresses[0]) == first
+    moved = make_certificate(addresses=("10.9.9.9",), seq=2)
+    store.put(Held(7, moved, b"t2"))
+    assert store.owner_of(CERT.addresses[0]) is None
+    assert store.owner_of(moved.addresses[0]) == Held(7, moved, b"t2")
