@@ -3,7 +3,7 @@
 Chain layout (every drop passes a named counter that says why; base chains accept by policy so
 a missing rule can never silently cut a VM off):
 
-    input    (filter, hook input, prio 0)   lo -> lockout_in -> ingress policing ->
+    input    (filter, hook input, prio 0)   lo -> lockout_in -> ingress policing -> echo limit ->
              established/related -> invalid -> broadcast -> multicast -> peer check -> in_new
     in_new                                  connection limit -> allowed protocols -> drop_protocol
     output   (filter, hook output, prio 0)  lo -> lockout_out -> established/related -> invalid ->
@@ -146,7 +146,7 @@ def compile_ruleset(persona: Persona, facts: HostFacts) -> list[JSON]:
     _input(t, persona)
     _in_new(t, persona)
     _output(t, persona)
-    _protocols(t, "out_proto", persona.rules, echo_limit=False)
+    _protocols(t, "out_proto", persona.rules)
     t.rule("out_proto", *_drop("drop_protocol"))
     _mark_out(t, persona, facts)
     return t.objects
@@ -242,6 +242,8 @@ def _input(t: _Table, persona: Persona) -> None:
         t.rule(
             c, j.limit_bytes(rate_bytes, burst), *_drop("drop_ingress_rate"), comment="ingress_rate"
         )
+    if profile is not SecurityProfile.LOW and _allows_icmp(persona):
+        _echo_limit(t, c)
     _conntrack(t, c, profile)
     # Broadcast (spec section 5): only broadcast mode lets it through, for allowed protocols.
     if mode is not CommunicationMode.BROADCAST:
@@ -261,6 +263,29 @@ def _input(t: _Table, persona: Persona) -> None:
         _peer_check(t, c, "saddr", j.goto("in_new"))
     else:
         t.rule(c, j.goto("in_new"))
+
+
+def _echo_limit(t: _Table, chain: str) -> None:
+    """Spec section 4: echo requests per source, before conntrack. Requests that share an ICMP
+    identifier (ping -f) are one conntrack flow, so a limit placed after the established
+    accept would see only the first of them."""
+    for version, proto in ((4, "icmp"), (6, "icmpv6")):
+        t.rule(
+            chain,
+            j.match(j.payload(proto, "type"), "echo-request"),
+            j.meter(
+                f"echo_v{version}",
+                j.payload(_ip(version), "saddr"),
+                j.limit_packets(ECHO_RATE, ECHO_BURST),
+                METER_SIZE,
+            ),
+            *_drop("drop_rate_limit"),
+            comment="echo rate per source",
+        )
+
+
+def _allows_icmp(persona: Persona) -> bool:
+    return any(rule.l4 is L4.ICMP for rule in persona.rules)
 
 
 def _conntrack(t: _Table, chain: str, profile: SecurityProfile) -> None:
@@ -324,13 +349,11 @@ def _in_new(t: _Table, persona: Persona) -> None:
                 *_drop("drop_conn_limit"),
                 comment="max_connections per source",
             )
-    _protocols(
-        t, "in_new", persona.rules, echo_limit=persona.security_profile is not SecurityProfile.LOW
-    )
+    _protocols(t, "in_new", persona.rules)
     t.rule("in_new", *_drop("drop_protocol"))
 
 
-def _protocols(t: _Table, chain: str, rules: tuple[ProtocolRule, ...], *, echo_limit: bool) -> None:
+def _protocols(t: _Table, chain: str, rules: tuple[ProtocolRule, ...]) -> None:
     """One rule per transport with a set of destination ports, then port-less protocols."""
     for l4 in (L4.TCP, L4.UDP, L4.SCTP):
         mine = [r for r in rules if r.l4 is l4]
@@ -343,19 +366,8 @@ def _protocols(t: _Table, chain: str, rules: tuple[ProtocolRule, ...], *, echo_l
     if bare:
         t.rule(chain, j.match(j.meta("l4proto"), j.anon_set(bare)), j.ACCEPT)
     if any(r.l4 is L4.ICMP for r in rules):
-        for version, proto in ((4, "icmp"), (6, "icmpv6")):
-            echo = j.match(j.payload(proto, "type"), "echo-request")
-            if echo_limit:
-                meter = j.meter(
-                    f"echo_v{version}",
-                    j.payload(_ip(version), "saddr"),
-                    j.limit_packets(ECHO_RATE, ECHO_BURST),
-                    METER_SIZE,
-                )
-                t.rule(
-                    chain, echo, meter, *_drop("drop_rate_limit"), comment="echo rate per source"
-                )
-            t.rule(chain, echo, j.ACCEPT)
+        for proto in ("icmp", "icmpv6"):
+            t.rule(chain, j.match(j.payload(proto, "type"), "echo-request"), j.ACCEPT)
 
 
 def _output(t: _Table, persona: Persona) -> None:
