@@ -1,0 +1,268 @@
+"""``netpersona policy validate | test | explain | diff``: the policy engine, offline, on files.
+
+A policy file, a directory of persona files (each ``NAME.yaml`` is persona NAME), an inventory
+file of instances and a context file (a mapping of context key to value). Nothing is stored and
+nothing touches the host: these commands read files and print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netpersona.errors import FieldError, InvalidDocument, UsageError
+from netpersona.model import load_document
+from netpersona.model.labels import check_label_key, check_label_value
+from netpersona.policy import (
+    Change,
+    ContextChanged,
+    InstanceFacts,
+    LabelsChanged,
+    PersonaSource,
+    Policy,
+    PolicyChanged,
+    PolicyEngine,
+    parse_inventory,
+    parse_policy,
+    parse_policy_tests,
+    run_policy_tests,
+    what_if,
+)
+
+__all__ = ["load_personas", "register"]
+
+PersonasOption = Annotated[
+    Path,
+    typer.Option(
+        "--personas", help="Directory of persona files; NAME.yaml (or .yml, .json) is persona NAME."
+    ),
+]
+InventoryOption = Annotated[
+    Path, typer.Option("--inventory", help="Inventory file: {instances: [{id, name, ...}]}.")
+]
+ContextOption = Annotated[
+    Path | None, typer.Option("--context", help="Context file: a mapping of key to value.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _load(path: Path) -> object:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return load_document(text, str(path))
+    except InvalidDocument as exc:
+        raise InvalidDocument(exc.errors, str(path)) from None
+
+
+def _with_source(path: Path, exc: InvalidDocument) -> InvalidDocument:
+    return InvalidDocument(exc.errors, str(path))
+
+
+def load_personas(directory: Path) -> dict[str, PersonaSource]:
+    """Every persona file directly in ``directory`` (version 1 each: files have no history)."""
+    if not directory.is_dir():
+        raise UsageError(f"--personas {directory}: not a directory")
+    personas = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
+            continue
+        document = _load(path)
+        body = document.get("network_persona") if isinstance(document, Mapping) else None
+        if not isinstance(body, Mapping):
+            raise InvalidDocument([FieldError("/network_persona", "is required")], str(path))
+        personas[path.stem] = PersonaSource(path.stem, 1, dict(body))
+    return personas
+
+
+def _policy(path: Path, personas: Mapping[str, PersonaSource]) -> Policy:
+    try:
+        return parse_policy(_load(path), personas)
+    except InvalidDocument as exc:
+        raise _with_source(path, exc) from None
+
+
+def _inventory(path: Path) -> tuple[InstanceFacts, ...]:
+    try:
+        return parse_inventory(_load(path))
+    except InvalidDocument as exc:
+        raise _with_source(path, exc) from None
+
+
+def _context(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    document = _load(path)
+    if not isinstance(document, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in document.items()
+    ):
+        raise InvalidDocument(
+            [FieldError("", "expected a mapping of context key to string value")], str(path)
+        )
+    return dict(document)
+
+
+def _engine(policy: Path, personas: Path, inventory: Path, context: Path | None) -> PolicyEngine:
+    catalog = load_personas(personas)
+    the_policy = _policy(policy, catalog)
+    values = _context(context)
+    problems = [
+        FieldError(f"/{k}", problem)
+        for k, v in values.items()
+        if (problem := the_policy.context_problem(k, v))
+    ]
+    if problems:
+        raise InvalidDocument(problems, str(context))
+    return PolicyEngine(the_policy, catalog, values, _inventory(inventory))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _assignment(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise UsageError(f"{option} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _label_change(engine: PolicyEngine, text: str) -> LabelsChanged:
+    """``INSTANCE:KEY=VALUE`` sets a label, ``INSTANCE:KEY-`` removes it (as kubectl label)."""
+    instance_id, sep, change = text.partition(":")
+    if not sep or instance_id not in engine.instances:
+        raise UsageError(f"--label {text!r}: expected INSTANCE:KEY=VALUE with a known instance")
+    labels = dict(engine.instances[instance_id].labels)
+    if change.endswith("-") and "=" not in change:
+        labels.pop(change[:-1], None)
+    else:
+        key, value = _assignment(change, "--label")
+        problem = check_label_key(key) or check_label_value(value)
+        if problem:
+            raise UsageError(f"--label {text!r}: {problem}")
+        labels[key] = value
+    return LabelsChanged(instance_id, labels)
+
+
+def register(app: typer.Typer) -> None:
+    policy_app = typer.Typer(
+        name="policy",
+        help="Assign personas by policy: validate, test, explain and diff, offline on files.",
+        no_args_is_help=True,
+    )
+    app.add_typer(policy_app)
+
+    @policy_app.command("validate")
+    def validate(
+        policy: Annotated[Path, typer.Argument(help="Policy file (YAML or JSON).")],
+        personas: PersonasOption,
+    ) -> None:
+        """Check a policy: one line per error (pointer and message), exit 1 if invalid."""
+        catalog = load_personas(personas)
+        try:
+            parsed = parse_policy(_load(policy), catalog)
+        except InvalidDocument as exc:
+            for error in exc.errors:
+                _write(f"{policy}:{error.pointer or '/'}: {error.message}")
+            raise typer.Exit(1) from None
+        _write(
+            f"{policy}: ok ({len(parsed.rules)} rules, {len(parsed.overlays)} overlays, "
+            f"default {parsed.default or 'none'})"
+        )
+
+    @policy_app.command("test")
+    def test(
+        policy: Annotated[Path, typer.Argument(help="Policy file.")],
+        tests: Annotated[Path, typer.Argument(help="Policy tests file.")],
+        personas: PersonasOption,
+        inventory: InventoryOption,
+    ) -> None:
+        """Check the expected assignments of a tests file; exit 1 if any fails."""
+        catalog = load_personas(personas)
+        the_policy = _policy(policy, catalog)
+        fleet = {i.id: i for i in _inventory(inventory)}
+        try:
+            cases = parse_policy_tests(_load(tests), fleet)
+        except InvalidDocument as exc:
+            raise _with_source(tests, exc) from None
+        results = run_policy_tests(the_policy, catalog, cases)
+        for result in results:
+            _write(f"{'PASS' if result.passed else 'FAIL'} {result.test.name}")
+            for failure in result.failures:
+                _write(f"  {tests}:{failure.pointer}: {failure.message}")
+        failed = sum(not r.passed for r in results)
+        _write(f"{len(results) - failed} passed, {failed} failed")
+        raise typer.Exit(1 if failed else 0)
+
+    @policy_app.command("explain")
+    def explain(
+        policy: Annotated[Path, typer.Argument(help="Policy file.")],
+        personas: PersonasOption,
+        inventory: InventoryOption,
+        instances: Annotated[
+            list[str] | None, typer.Argument(help="Instance ids (default: every instance).")
+        ] = None,
+        context: ContextOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Why each instance has its persona: the deciding rule, earlier rules, overlays."""
+        engine = _engine(policy, personas, inventory, context)
+        wanted = instances or sorted(engine.instances)
+        unknown = [i for i in wanted if i not in engine.instances]
+        if unknown:
+            raise UsageError(f"not in the inventory: {', '.join(unknown)}")
+        explanations = [engine.explain(i) for i in wanted]
+        if as_json:
+            _write(json.dumps([e.to_json() for e in explanations], indent=2))
+            return
+        _write("\n".join("\n".join(e.lines()) for e in explanations))
+
+    @policy_app.command("diff")
+    def diff(
+        policy: Annotated[Path, typer.Argument(help="The policy in force.")],
+        personas: PersonasOption,
+        inventory: InventoryOption,
+        context: ContextOption = None,
+        to_policy: Annotated[
+            Path | None, typer.Option("--to-policy", help="A proposed policy file.")
+        ] = None,
+        set_context: Annotated[
+            list[str] | None,
+            typer.Option("--set-context", help="A proposed context value, KEY=VALUE."),
+        ] = None,
+        label: Annotated[
+            list[str] | None,
+            typer.Option("--label", help="A proposed label change, INSTANCE:KEY=VALUE or KEY-."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """What-if: every instance whose persona would change, and how; commits nothing."""
+        engine = _engine(policy, personas, inventory, context)
+        changes: list[Change] = []
+        target = engine.policy
+        if to_policy is not None:
+            target = _policy(to_policy, engine.personas)
+            changes.append(PolicyChanged(target))
+        for text in set_context or ():
+            key, value = _assignment(text, "--set-context")
+            problem = target.context_problem(key, value)
+            if problem:
+                raise UsageError(f"--set-context {text!r}: {problem}")
+            changes.append(ContextChanged(key, value))
+        changes += [_label_change(engine, text) for text in label or ()]
+        if not changes:
+            raise UsageError("nothing proposed: give --to-policy, --set-context or --label")
+        moved = what_if(engine, changes)
+        if as_json:
+            _write(json.dumps([m.to_json() for m in moved], indent=2))
+            return
+        for change in moved:
+            _write("\n".join(change.lines()))
+        _write(f"{len(moved)} of {len(engine.instances)} instances would change")

@@ -1,0 +1,512 @@
+"""The policy engine: instances, context and the persona catalog in, a decision per instance out.
+
+Pure and incremental. The engine keeps, for every instance, the :class:`Decision` it currently
+has; :meth:`PolicyEngine.recompute` takes changes (labels, pins, instances, context, personas,
+the policy) and returns exactly the instances whose decision changed, having recomputed only
+what each change can affect:
+
+* instances are decided by *signature*: the projection of the instance onto what the policy
+  reads (the label keys its selectors name, or every label when a condition reads ``labels``;
+  the name, addresses, subnets and interfaces only when something reads them; the pin). Equal
+  signatures get the same decision, computed once;
+* a label or pin change moves one instance to another signature, nothing else;
+* a context change re-decides the signatures that examined a rule or overlay reading that key
+  (rules after the one that matched were never examined and cannot matter);
+* a persona change re-decides the signatures whose decision used that persona;
+* rules are found through an index on one ``In`` / ``matchLabels`` requirement each, so an
+  instance is only tested against rules it could match, in policy order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from netpersona.errors import InvalidDocument, NotFound
+from netpersona.model import parse_persona
+from netpersona.policy.compiled import CompiledPolicy, Signature
+from netpersona.policy.decision import Decision, DecisionSource, EffectivePersona
+from netpersona.policy.document import Match, Overlay, Policy, Rule
+from netpersona.policy.explain import Explanation, explain_decision
+from netpersona.policy.facts import InstanceFacts, PersonaSource
+from netpersona.policy.matching import context_failure
+from netpersona.policy.overlays import apply_overlay
+
+__all__ = [
+    "Change",
+    "ContextChanged",
+    "InstanceRemoved",
+    "InstanceUpserted",
+    "LabelsChanged",
+    "PersonaChanged",
+    "PinChanged",
+    "PolicyChanged",
+    "PolicyEngine",
+]
+
+
+# --- changes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceUpserted:
+    instance: InstanceFacts
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRemoved:
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsChanged:
+    instance_id: str
+    labels: Mapping[str, str]  # the full new label set
+
+
+@dataclass(frozen=True, slots=True)
+class PinChanged:
+    instance_id: str
+    pin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextChanged:
+    key: str
+    value: str | None  # None: deleted
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaChanged:
+    name: str
+    source: PersonaSource | None  # None: deleted
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChanged:
+    policy: Policy
+
+
+Change = (
+    InstanceUpserted
+    | InstanceRemoved
+    | LabelsChanged
+    | PinChanged
+    | ContextChanged
+    | PersonaChanged
+    | PolicyChanged
+)
+
+
+def _digest(document: Mapping[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class _Outcome:
+    decision: Decision
+    context_keys: frozenset[str]
+    personas: frozenset[str]
+
+
+class PolicyEngine:
+    """Decides every instance's persona and keeps the decisions current as inputs change.
+
+    Not thread-safe: one owner applies changes (the service does so under its write lock).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        personas: Mapping[str, PersonaSource],
+        context: Mapping[str, str] | None = None,
+        instances: Iterable[InstanceFacts] = (),
+    ) -> None:
+        self._personas: dict[str, PersonaSource] = dict(personas)
+        self._context: dict[str, str] = dict(context or {})
+        self._instances: dict[str, InstanceFacts] = {i.id: i for i in instances}
+        self._effective: dict[
+            tuple[str, int, tuple[int, ...]], tuple[EffectivePersona | None, tuple[str, ...]]
+        ] = {}
+        self._touched: dict[str, Decision | None] = {}
+        self._made: dict[tuple[Any, ...], tuple[Decision, frozenset[str]]] = {}
+        self._install(policy)
+        self._decide_all()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._compiled.policy
+
+    @property
+    def decisions(self) -> Mapping[str, Decision]:
+        """The current decision of every instance (read-only view)."""
+        return self._decisions
+
+    @property
+    def instances(self) -> Mapping[str, InstanceFacts]:
+        return self._instances
+
+    @property
+    def context(self) -> Mapping[str, str]:
+        return self._context
+
+    @property
+    def personas(self) -> Mapping[str, PersonaSource]:
+        return self._personas
+
+    @property
+    def signatures(self) -> int:
+        """How many distinct signatures the fleet has (how many times the rules were run)."""
+        return len(self._members)
+
+    def decision(self, instance_id: str) -> Decision:
+        return self._decisions[instance_id]
+
+    def evaluate(self, instance: InstanceFacts) -> Decision:
+        """The decision ``instance`` would get now; changes nothing."""
+        signature = self._signature(instance)
+        known = self._outcomes.get(signature)
+        return known.decision if known else self._decide(signature).decision
+
+    def explain(self, instance: str | InstanceFacts) -> Explanation:
+        """Why an instance (by id, or facts not in the fleet) has the decision it has."""
+        facts = self._instances[instance] if isinstance(instance, str) else instance
+        decision = self._decisions[facts.id] if isinstance(instance, str) else self.evaluate(facts)
+        return explain_decision(
+            facts, decision, self.policy, self._context_view, self._context_vars
+        )
+
+    def recompute(self, changes: Iterable[Change]) -> dict[str, Decision]:
+        """Apply ``changes``; return the instances whose decision changed, with the new one.
+
+        Removed instances are not in the result (they have no decision any more). A label or
+        pin change for an instance that does not exist (at that point of the batch) raises
+        :class:`~netpersona.errors.NotFound` before anything is applied.
+        """
+        batch = list(changes)
+        present: dict[str, bool] = {}  # what the batch itself adds or removes, in order
+        for change in batch:
+            if isinstance(change, InstanceUpserted):
+                present[change.instance.id] = True
+            elif isinstance(change, InstanceRemoved):
+                present[change.instance_id] = False
+            elif isinstance(change, LabelsChanged | PinChanged) and not present.get(
+                change.instance_id, change.instance_id in self._instances
+            ):
+                raise NotFound(f"instance {change.instance_id} does not exist")
+        for change in batch:
+            self._apply(change)
+        changed = {}
+        for instance_id, old in self._touched.items():
+            new = self._decisions.get(instance_id)
+            if new is not None and new != old:
+                changed[instance_id] = new
+        self._touched = {}
+        return changed
+
+    # --- state changes --------------------------------------------------------------------
+
+    def _remember(self, instance_id: str) -> None:
+        if instance_id not in self._touched:
+            self._touched[instance_id] = self._decisions.get(instance_id)
+
+    def _apply(self, change: Change) -> None:
+        if isinstance(change, InstanceUpserted):
+            self._place(change.instance)
+        elif isinstance(change, InstanceRemoved):
+            self._remove(change.instance_id)
+        elif isinstance(change, LabelsChanged):
+            old = self._instances[change.instance_id]
+            self._place(replace(old, labels=tuple(sorted(change.labels.items()))))
+        elif isinstance(change, PinChanged):
+            old = self._instances[change.instance_id]
+            self._place(replace(old, pin=change.pin))
+        elif isinstance(change, ContextChanged):
+            self._set_context(change.key, change.value)
+        elif isinstance(change, PersonaChanged):
+            self._set_persona(change.name, change.source)
+        else:
+            for instance_id in self._decisions:
+                self._remember(instance_id)
+            self._install(change.policy)
+            self._effective.clear()
+            self._made.clear()
+            self._decide_all()
+
+    def _place(self, instance: InstanceFacts) -> None:
+        self._remember(instance.id)
+        old = self._signature_of.get(instance.id)
+        self._instances[instance.id] = instance
+        signature = self._signature(instance)
+        if signature == old:
+            return
+        if old is not None:
+            self._leave(instance.id, old)
+        self._join(instance.id, signature)
+
+    def _remove(self, instance_id: str) -> None:
+        self._remember(instance_id)  # removed then re-added in one batch: compare with this
+        signature = self._signature_of.pop(instance_id, None)
+        self._instances.pop(instance_id, None)
+        self._decisions.pop(instance_id, None)
+        if signature is not None:
+            self._members[signature].discard(instance_id)
+            if not self._members[signature]:
+                self._forget(signature)
+
+    def _set_context(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._context.pop(key, None)
+        else:
+            self._context[key] = value
+        if key not in self.policy.context:
+            return  # the policy reads only the keys it declares
+        self._refresh_context_views()
+        compiled = self._compiled
+        for index in compiled.rules_by_context.get(key, ()):
+            self._rule_ok[index] = self._context_ok(self.policy.rules[index].match)
+        for index in compiled.overlays_by_context.get(key, ()):
+            self._overlay_ok[index] = self._context_ok(self.policy.overlays[index].match)
+        self._redecide(set(self._by_context.get(key, ())))
+
+    def _set_persona(self, name: str, source: PersonaSource | None) -> None:
+        if source is None:
+            self._personas.pop(name, None)
+        else:
+            self._personas[name] = source
+        self._effective.clear()  # small, and a persona may be an overlay's replacement too
+        self._made.clear()
+        self._redecide(set(self._by_persona.get(name, ())))
+
+    def _redecide(self, signatures: set[Signature]) -> None:
+        for signature in signatures:
+            members = self._members.get(signature)
+            if not members:
+                continue
+            old = self._outcomes[signature]
+            self._unindex(signature, old)
+            outcome = self._decide(signature)
+            self._outcomes[signature] = outcome
+            self._index(signature, outcome)
+            if outcome.decision != old.decision:
+                # Every member had the signature's old decision (or was touched earlier in
+                # this batch, and keeps what it had before the batch).
+                touched = self._touched
+                if touched:
+                    fresh = [i for i in members if i not in touched]
+                    touched.update(dict.fromkeys(fresh, old.decision))
+                else:
+                    touched.update(dict.fromkeys(members, old.decision))
+                self._decisions.update(dict.fromkeys(members, outcome.decision))
+
+    # --- signatures -----------------------------------------------------------------------
+
+    def _signature(self, instance: InstanceFacts) -> Signature:
+        return self._compiled.signature(instance)
+
+    def _join(self, instance_id: str, signature: Signature) -> None:
+        self._signature_of[instance_id] = signature
+        members = self._members.get(signature)
+        if members is None:
+            members = self._members[signature] = set()
+            outcome = self._decide(signature)
+            self._outcomes[signature] = outcome
+            self._index(signature, outcome)
+        members.add(instance_id)
+        self._decisions[instance_id] = self._outcomes[signature].decision
+
+    def _leave(self, instance_id: str, signature: Signature) -> None:
+        members = self._members[signature]
+        members.discard(instance_id)
+        if not members:
+            self._forget(signature)
+
+    def _forget(self, signature: Signature) -> None:
+        del self._members[signature]
+        self._unindex(signature, self._outcomes.pop(signature))
+
+    def _index(self, signature: Signature, outcome: _Outcome) -> None:
+        for key in outcome.context_keys:
+            self._by_context.setdefault(key, set()).add(signature)
+        for name in outcome.personas:
+            self._by_persona.setdefault(name, set()).add(signature)
+
+    def _unindex(self, signature: Signature, outcome: _Outcome) -> None:
+        for key in outcome.context_keys:
+            self._by_context[key].discard(signature)
+        for name in outcome.personas:
+            self._by_persona[name].discard(signature)
+
+    # --- deciding -------------------------------------------------------------------------
+
+    def _install(self, policy: Policy) -> None:
+        self._compiled = CompiledPolicy(policy)
+        self._refresh_context_views()
+        self._rule_ok = [self._context_ok(r.match) for r in policy.rules]
+        self._overlay_ok = [self._context_ok(o.match) for o in policy.overlays]
+
+    def _refresh_context_views(self) -> None:
+        declared = self.policy.context
+        view: dict[str, str] = {}
+        for key, spec in declared.items():
+            value = self._context.get(key, spec.default)
+            if value is not None:
+                view[key] = value
+        self._context_view = view
+        self._context_vars = {key: view.get(key, "") for key in declared}
+
+    def _context_ok(self, match: Match) -> bool:
+        return context_failure(match, self._context_view, self._context_vars) is None
+
+    def _decide_all(self) -> None:
+        self._signature_of: dict[str, Signature] = {}
+        self._members: dict[Signature, set[str]] = {}
+        self._outcomes: dict[Signature, _Outcome] = {}
+        self._by_context: dict[str, set[Signature]] = {}
+        self._by_persona: dict[str, set[Signature]] = {}
+        self._decisions: dict[str, Decision] = {}
+        # Group first, then decide each signature once: the same as joining one by one,
+        # without the per-instance bookkeeping calls.
+        signature = self._compiled.signature
+        groups: dict[Signature, list[str]] = {}
+        for instance_id, instance in self._instances.items():
+            key = signature(instance)
+            self._signature_of[instance_id] = key
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [instance_id]
+            else:
+                group.append(instance_id)
+        for key, ids in groups.items():
+            outcome = self._decide(key)
+            self._outcomes[key] = outcome
+            self._index(key, outcome)
+            self._members[key] = set(ids)
+            self._decisions.update(dict.fromkeys(ids, outcome.decision))
+
+    def _decide(self, signature: Signature) -> _Outcome:
+        c = self._compiled
+        policy = c.policy
+        subject = c.subject(signature)
+        pin: str | None = signature[-1]
+        context_keys: set[str] = set()
+        variables = self._context_vars
+        rule: Rule | None = None
+        rule_index = -1
+        if pin is None:
+            for index in c.candidates(c.rule_anchor, c.rule_free, subject.labels):
+                compiled = c.rules[index]
+                if compiled.context_keys:
+                    context_keys |= compiled.context_keys
+                if self._rule_ok[index] and compiled.matches(subject, variables):
+                    rule, rule_index = policy.rules[index], index
+                    break
+        applied: list[int] = []
+        for index in c.candidates(c.overlay_anchor, c.overlay_free, subject.labels):
+            if pin is not None and not policy.overlays[index].enforce:
+                continue
+            compiled = c.overlays[index]
+            if compiled.context_keys:
+                context_keys |= compiled.context_keys
+            if self._overlay_ok[index] and compiled.matches(subject, variables):
+                applied.append(index)
+        if pin is not None:
+            source, base = DecisionSource.PIN, pin
+        elif rule is not None:
+            source, base = DecisionSource.RULE, rule.persona
+        elif policy.default is not None:
+            source, base = DecisionSource.DEFAULT, policy.default
+        else:
+            source, base = DecisionSource.NONE, None
+        key = (source, base, rule_index, tuple(applied))
+        made = self._made.get(key)
+        if made is None:
+            made = self._make_decision(source, base, rule, key[3])
+            self._made[key] = made
+        return _Outcome(made[0], frozenset(context_keys), made[1])
+
+    def _make_decision(
+        self,
+        source: DecisionSource,
+        base: str | None,
+        rule: Rule | None,
+        applied: tuple[int, ...],
+    ) -> tuple[Decision, frozenset[str]]:
+        """One decision object per distinct outcome, shared by every signature that has it."""
+        if base is None:
+            return Decision(source, None, None, (), None), frozenset()
+        effective, problems = self._effective_persona(base, applied)
+        overlays = self.policy.overlays
+        personas = {base} | {
+            replacement for i in applied if (replacement := overlays[i].changes.persona)
+        }
+        decision = Decision(
+            source,
+            base,
+            rule.name if rule is not None else None,
+            effective.overlays if effective else (),
+            effective,
+            problems,
+        )
+        return decision, frozenset(personas)
+
+    def _effective_persona(
+        self, base: str, applied: tuple[int, ...]
+    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
+        source = self._personas.get(base)
+        if source is None:
+            return None, (f"persona {base} does not exist",)
+        key = (base, source.version, applied)
+        cached = self._effective.get(key)
+        if cached is None:
+            cached = self._build_effective(source, [self.policy.overlays[i] for i in applied])
+            self._effective[key] = cached
+        return cached
+
+    def _build_effective(
+        self, source: PersonaSource, overlays: list[Overlay]
+    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
+        body: dict[str, Any] = dict(source.body)
+        problems: list[str] = []
+        try:
+            persona = parse_persona(body)
+        except InvalidDocument as exc:
+            return None, (f"persona {source.name} v{source.version} is invalid: {exc}",)
+        names: list[str] = []
+        current = source
+        for overlay in overlays:
+            replacement, other = None, None
+            if overlay.changes.persona is not None:
+                other = self._personas.get(overlay.changes.persona)
+                if other is None:
+                    problems.append(
+                        f"overlay {overlay.name} skipped: persona "
+                        f"{overlay.changes.persona} does not exist"
+                    )
+                    continue
+                replacement = other.body
+            candidate = apply_overlay(body, overlay, replacement)
+            try:
+                persona = parse_persona(candidate)
+            except InvalidDocument as exc:
+                problems.append(f"overlay {overlay.name} skipped: the result is invalid: {exc}")
+                continue
+            body = candidate
+            names.append(overlay.name)
+            if replacement is not None and other is not None:
+                current = other
+        effective = EffectivePersona(
+            name=current.name,
+            version=current.version,
+            overlays=tuple(names),
+            digest=_digest(body),
+            document=body,
+            persona=persona,
+        )
+        return effective, tuple(problems)
