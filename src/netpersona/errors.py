@@ -10,6 +10,7 @@
     +-- KernelError                 kernel_error         6   500
     |   +-- CommandFailed           command_failed       6   500
     +-- ApplyFailed                 apply_failed         7   500
+    +-- StateError                  state_error          9   500
     +-- UsageError                  usage_error          2   400
 
 Third-party exceptions are translated where they enter the program, so the CLI and the
@@ -32,6 +33,7 @@ __all__ = [
     "NetpersonaError",
     "NotFound",
     "PreconditionFailed",
+    "StateError",
     "Unauthorized",
     "UsageError",
 ]
@@ -120,6 +122,14 @@ class CommandFailed(KernelError):
 class ApplyFailed(NetpersonaError):
     code = "apply_failed"
     exit_code = 7
+    http_status = 500
+
+
+class StateError(NetpersonaError):
+    """The agent's state directory cannot be read or written (names the file and why)."""
+
+    code = "state_error"
+    exit_code = 9
     http_status = 500
 
 

@@ -1,0 +1,360 @@
+"""``netpersona admin ...``: drive a running metadata service through its admin API.
+
+The service URL and bearer token come from ``--url`` / ``--token`` or ``NETPERSONA_URL`` /
+``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree,
+so the CLI prints them (and picks the exit code) the same way as local errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from netpersona.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidDocument,
+    NetpersonaError,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+    UsageError,
+)
+from netpersona.model import load_document, parse_persona
+
+__all__ = ["AdminClient", "register"]
+
+_ERRORS: dict[int, type[NetpersonaError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+    400: UsageError,
+}
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+class AdminClient:
+    """The admin API over HTTP, raising the error tree instead of returning error bodies."""
+
+    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
+        if not url:
+            raise UsageError("--url (or NETPERSONA_URL) is required, e.g. http://10.0.0.1:8080")
+        if not token:
+            raise UsageError("--token (or NETPERSONA_TOKEN) is required")
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+            transport=transport,
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise NetpersonaError(f"cannot reach {self.url}{path}: {exc}") from None
+        if response.status_code == 204:
+            return None
+        if response.is_success:
+            return response.json()
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"message": response.text or response.reason_phrase}
+        message = f"{method} {path}: {error.get('message', '')}"
+        if response.status_code == 422:
+            raise InvalidDocument(
+                [FieldError(e["pointer"], e["message"]) for e in error.get("errors", [])]
+                or [FieldError("", message)]
+            )
+        raise _ERRORS.get(response.status_code, NetpersonaError)(message)
+
+    def pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.request(
+                "GET", path, params={**params, "cursor": cursor} if cursor else params
+            )
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _client(ctx: typer.Context) -> AdminClient:
+    """The client for this invocation, made on first use (so --help needs no URL)."""
+    settings = ctx.obj
+    assert isinstance(settings, dict)
+    if "client" not in settings:
+        settings["client"] = AdminClient(settings["url"], settings["token"])
+        ctx.call_on_close(settings["client"].close)
+    client = settings["client"]
+    assert isinstance(client, AdminClient)
+    return client
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str | None]:
+    """``key=value`` sets, ``key-`` removes (kubectl's spelling)."""
+    changes: dict[str, str | None] = {}
+    for pair in pairs:
+        if pair.endswith("-") and "=" not in pair:
+            changes[pair[:-1]] = None
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"label {pair!r}: expected KEY=VALUE, or KEY- to remove")
+        changes[key] = value
+    return changes
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _instances_table(items: list[dict[str, Any]]) -> Table:
+    table = Table("id", "name", "addresses", "labels", "pin", "rev")
+    for i in items:
+        table.add_row(
+            escape(i["id"]),
+            escape(i["name"]),
+            "\n".join(i["addresses"]),
+            escape(_labels_text(i["labels"])),
+            escape(i["pin"] or "-"),
+            str(i["revision"]),
+        )
+    return table
+
+
+def _show_json(data: Any) -> None:
+    out.print_json(json.dumps(data))
+
+
+def register(app: typer.Typer) -> None:
+    admin = typer.Typer(help="Manage a running metadata service (instances, personas, pins).")
+    app.add_typer(admin, name="admin")
+
+    @admin.callback()
+    def connect(
+        ctx: typer.Context,
+        url: Annotated[
+            str, typer.Option(envvar="NETPERSONA_URL", help="Service URL, e.g. http://host:8080")
+        ] = "",
+        token: Annotated[
+            str, typer.Option(envvar="NETPERSONA_TOKEN", help="Admin API bearer token.")
+        ] = "",
+    ) -> None:
+        ctx.obj = {"url": url, "token": token}
+
+    @admin.command("instances")
+    def instances(ctx: typer.Context) -> None:
+        """List every instance."""
+        out.print(_instances_table(_client(ctx).pages("/v1/admin/instances", limit=500)))
+
+    @admin.command("add-instance")
+    def add_instance(
+        ctx: typer.Context,
+        *,
+        instance_id: Annotated[str, typer.Argument(help="Instance id, e.g. db1.")],
+        address: Annotated[
+            list[str], typer.Option("--address", "-a", help="An address it calls from.")
+        ],
+        name: Annotated[str, typer.Option(help="A display name.")] = "",
+        label: Annotated[
+            list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")
+        ] = None,
+        interfaces: Annotated[
+            Path | None,
+            typer.Option(help="YAML/JSON list of {name, addresses, tier} interfaces."),
+        ] = None,
+    ) -> None:
+        """Register an instance (its addresses identify it to the VM-facing API)."""
+        body: dict[str, Any] = {
+            "id": instance_id,
+            "name": name,
+            "addresses": address,
+            "labels": {k: v for k, v in _labels(label or []).items() if v is not None},
+        }
+        if interfaces is not None:
+            body["interfaces"] = load_document(interfaces.read_text(), str(interfaces))
+        made = _client(ctx).request("POST", "/v1/admin/instances", json=body)
+        out.print(_instances_table([made]))
+
+    @admin.command("remove-instance")
+    def remove_instance(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+        """Delete an instance."""
+        _client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}")
+        out.print(f"deleted {escape(instance_id)}")
+
+    @admin.command("label")
+    def label_cmd(
+        ctx: typer.Context,
+        instance_id: Annotated[str, typer.Argument()],
+        labels: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove.")],
+    ) -> None:
+        """Set or remove labels on an instance."""
+        done = _client(ctx).request(
+            "PATCH", f"/v1/admin/instances/{instance_id}/labels", json=_labels(labels)
+        )
+        out.print(_instances_table([done]))
+
+    @admin.command("pin")
+    def pin(
+        ctx: typer.Context,
+        instance_id: Annotated[str, typer.Argument()],
+        persona: Annotated[str, typer.Argument()],
+    ) -> None:
+        """Pin a persona to an instance."""
+        done = _client(ctx).request(
+            "PUT", f"/v1/admin/instances/{instance_id}/pin", json={"persona": persona}
+        )
+        out.print(_instances_table([done]))
+
+    @admin.command("unpin")
+    def unpin(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+        """Remove an instance's pin."""
+        done = _client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}/pin")
+        out.print(_instances_table([done]))
+
+    @admin.command("apply")
+    def apply(
+        ctx: typer.Context,
+        file: Annotated[Path, typer.Argument(help="Persona document (YAML or JSON).")],
+        name: Annotated[str, typer.Option("--name", "-n", help="The persona's name.")],
+    ) -> None:
+        """Create a persona or store a new version of it from FILE (checked locally first)."""
+        document = load_document(file.read_text(), str(file))
+        try:
+            parse_persona(document)
+        except InvalidDocument as exc:
+            raise InvalidDocument(exc.errors, str(file)) from None
+        done = _client(ctx).request("PUT", f"/v1/admin/personas/{name}", json=document)
+        out.print(f"persona {escape(done['name'])} is at version {done['version']}")
+
+    @admin.command("personas")
+    def personas(ctx: typer.Context) -> None:
+        """List personas with their current version."""
+        table = Table("name", "version", "mode", "profile", "priority", "by")
+        for p in _client(ctx).pages("/v1/admin/personas", limit=500):
+            doc = p["network_persona"]
+            table.add_row(
+                escape(p["name"]),
+                str(p["version"]),
+                str(doc.get("communication_mode")),
+                str(doc.get("security_profile")),
+                str(doc.get("priority")),
+                escape(p["created_by"]),
+            )
+        out.print(table)
+
+    @admin.command("show")
+    def show(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Persona name.")],
+        version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+    ) -> None:
+        """Print a persona (current or a given version) as JSON."""
+        path = f"/v1/admin/personas/{name}" + (f"/versions/{version}" if version else "")
+        _show_json(_client(ctx).request("GET", path))
+
+    @admin.command("history")
+    def history(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+        """Every version of a persona, newest first."""
+        table = Table("version", "created by", "restored from", "priority", "mode")
+        for v in _client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500):
+            table.add_row(
+                str(v["version"]),
+                escape(v["created_by"]),
+                str(v["restored_from"] or "-"),
+                str(v["network_persona"].get("priority")),
+                str(v["network_persona"].get("communication_mode")),
+            )
+        out.print(table)
+
+    @admin.command("restore")
+    def restore(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument()],
+        version: Annotated[int, typer.Argument(help="The version to make current again.")],
+    ) -> None:
+        """Restore an old version of a persona (as a new version)."""
+        done = _client(ctx).request(
+            "POST", f"/v1/admin/personas/{name}/restore", json={"version": version}
+        )
+        out.print(f"persona {escape(name)} is at version {done['version']} (from {version})")
+
+    @admin.command("context")
+    def context(
+        ctx: typer.Context,
+        assignment: Annotated[
+            list[str] | None, typer.Argument(help="KEY=VALUE to set, KEY- to remove.")
+        ] = None,
+    ) -> None:
+        """Show the network context, or set/remove keys first."""
+        client = _client(ctx)
+        for key, value in _labels(assignment or []).items():
+            if value is None:
+                client.request("DELETE", f"/v1/admin/context/{key}")
+            else:
+                client.request("PUT", f"/v1/admin/context/{key}", json={"value": value})
+        table = Table("key", "value", "rev")
+        for e in client.request("GET", "/v1/admin/context")["items"]:
+            table.add_row(escape(e["key"]), escape(e["value"]), str(e["revision"]))
+        out.print(table)
+
+    @admin.command("audit")
+    def audit(
+        ctx: typer.Context,
+        target: Annotated[
+            str | None, typer.Option(help="Only this record, e.g. persona/db, instance/vm1.")
+        ] = None,
+        limit: Annotated[int, typer.Option(help="How many entries (newest first).")] = 50,
+    ) -> None:
+        """Who changed what, when."""
+        params: dict[str, Any] = {"limit": limit}
+        if target:
+            params["target"] = target
+        table = Table("seq", "actor", "action", "target", "change")
+        for e in _client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]:
+            table.add_row(
+                str(e["seq"]),
+                escape(e["actor"]),
+                e["action"],
+                escape(e["target"]),
+                escape(_diff(e["before"], e["after"])),
+            )
+        out.print(table)
+
+    @admin.command("status")
+    def status(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+        """The last status the instance's agent reported, with drop counters."""
+        _show_json(_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
+
+
+def _diff(before: Any, after: Any) -> str:
+    """The top-level fields that changed, as ``field: old -> new``."""
+    if before is None or after is None:
+        return "created" if before is None else "deleted"
+    skip = {"revision", "updated_at", "created_at", "version", "created_by", "restored_from"}
+    changed = [
+        f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
+        for key in sorted(set(before) | set(after))
+        if key not in skip and before.get(key) != after.get(key)
+    ]
+    return "; ".join(changed) or "-"

@@ -1,0 +1,166 @@
+"""``netpersona serve`` runs the metadata service; ``netpersona token`` manages API tokens.
+
+``token`` works on the database directly (no running service needed, and safe while one runs:
+SQLite locks the file), so an operator who lost every admin token can still make one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from netpersona.errors import UsageError
+from netpersona.logs import configure_logging
+from netpersona.store import Role, Store, open_store
+
+__all__ = ["ensure_admin_token", "parse_listen", "register"]
+
+DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
+DEFAULT_LISTEN = "127.0.0.1:8080"
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
+
+log = structlog.get_logger("netpersona.serve")
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Where the database and admin.token live.",
+        envvar="NETPERSONA_DATA_DIR",
+    ),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default sqlite:///DATA_DIR/netpersona.db)."),
+]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6ADDR]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 169.254.169.254:80")
+    try:
+        ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise UsageError(f"--listen {text!r}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def _open(data_dir: Path, db: str | None) -> Store:
+    if db is None:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = f"sqlite:///{data_dir.resolve()}/netpersona.db"
+    return open_store(db)
+
+
+def ensure_admin_token(store: Store, data_dir: Path) -> Path | None:
+    """On first start (no admin token exists), make one and write it to DATA_DIR/admin.token
+    with mode 0600. Returns the file written, or None when an admin token already existed."""
+    if any(t.role is Role.ADMIN for t in store.list_tokens()):
+        return None
+    _, secret = store.create_token("bootstrap", Role.ADMIN, "netpersona serve")
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / ADMIN_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return path
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        listen: Annotated[
+            str, typer.Option("--listen", help="HOST:PORT to listen on.")
+        ] = DEFAULT_LISTEN,
+        db: DbUrl = None,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    ) -> None:
+        """Run the metadata service (VM-facing API, admin API, /metrics)."""
+        # The web stack loads only for this command: the agent shares this CLI and must not
+        # import it.
+        from netpersona.service import create_app  # noqa: PLC0415
+
+        host, port = parse_listen(listen)
+        configure_logging(log_level)
+        store = _open(data_dir, db)
+        try:
+            written = ensure_admin_token(store, data_dir)
+            if written is not None:
+                log.warning("admin token created", path=str(written))
+            app_ = create_app(store)
+            log.info("serving", listen=f"{host}:{port}", data_dir=str(data_dir))
+            config = uvicorn.Config(
+                app_,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                backlog=8192,
+                # Long polls would otherwise hold a shutdown for their whole timeout; agents
+                # reconnect and resume by ETag.
+                timeout_graceful_shutdown=2,
+            )
+            uvicorn.Server(config).run()
+        finally:
+            store.close()
+
+    token_app = typer.Typer(help="Admin API tokens (works on the database directly).")
+    app.add_typer(token_app, name="token")
+
+    @token_app.command("create")
+    def token_create(
+        name: Annotated[str, typer.Option(help="What the token is for (shown in the audit).")],
+        role: Annotated[Role, typer.Option(help="reader, operator or admin.")] = Role.READER,
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+    ) -> None:
+        """Make a token and print its secret (shown once; only a hash is kept)."""
+        store = _open(data_dir, db)
+        try:
+            token, secret = store.create_token(name, role, "netpersona token create")
+        finally:
+            store.close()
+        Console(stderr=True).print(f"created {token.id} ({token.role.value}) for {token.name}")
+        sys.stdout.write(secret + "\n")
+
+    @token_app.command("list")
+    def token_list(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
+        """List tokens (never their secrets)."""
+        store = _open(data_dir, db)
+        try:
+            tokens = store.list_tokens()
+        finally:
+            store.close()
+        table = Table("id", "name", "role", "created by")
+        for t in tokens:
+            table.add_row(t.id, t.name, t.role.value, t.created_by)
+        Console().print(table)
+
+    @token_app.command("revoke")
+    def token_revoke(
+        token_id: Annotated[str, typer.Argument(help="The token's id (tok-...).")],
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+    ) -> None:
+        """Revoke a token at once."""
+        store = _open(data_dir, db)
+        try:
+            store.revoke_token(token_id, "netpersona token revoke")
+        finally:
+            store.close()

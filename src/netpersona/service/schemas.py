@@ -1,0 +1,142 @@
+"""Request bodies of the HTTP API, and their checks beyond shape (pointers into the body).
+
+Pydantic checks the shape (FastAPI answers 422 with the location); the functions here check
+meaning (addresses parse, label keys are valid) and raise :class:`InvalidDocument` with RFC 6901
+pointers, so both kinds of problem reach the client in the same form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import ip_address, ip_interface
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from netpersona.errors import FieldError, InvalidDocument
+from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
+from netpersona.model.parse import escape_pointer
+from netpersona.store.base import InstanceSpec, Interface, Role, Tier
+
+__all__ = [
+    "InstanceBody",
+    "InterfaceBody",
+    "PinBody",
+    "RestoreBody",
+    "StatusBody",
+    "TokenBody",
+    "ValueBody",
+    "check_instance_id",
+    "check_labels",
+    "instance_spec",
+]
+
+MAX_CONTEXT_VALUE = 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InterfaceBody(_Body):
+    name: str = Field(min_length=1, max_length=15)  # IFNAMSIZ - 1
+    addresses: list[str] = Field(default_factory=list, max_length=64)
+    tier: Tier | None = None
+
+
+class InstanceBody(_Body):
+    name: str = Field(default="", max_length=253)
+    addresses: list[str] = Field(min_length=1, max_length=64)
+    interfaces: list[InterfaceBody] = Field(default_factory=list, max_length=32)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NewInstanceBody(InstanceBody):
+    id: str
+
+
+class PinBody(_Body):
+    persona: str
+
+
+class RestoreBody(_Body):
+    version: int = Field(ge=1)
+
+
+class ValueBody(_Body):
+    value: str = Field(max_length=MAX_CONTEXT_VALUE)
+
+
+class TokenBody(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class StatusBody(_Body):
+    """What an agent reports after applying (or failing to apply) its persona."""
+
+    persona: str | None = None
+    version: int | None = Field(default=None, ge=1)
+    result: str = Field(pattern=r"^(applied|failed|removed)$")
+    message: str = Field(default="", max_length=65536)
+    drops: dict[str, int] = Field(default_factory=dict)
+
+
+def check_instance_id(instance_id: str, pointer: str = "/id") -> None:
+    # Instance ids follow the persona-name syntax: DNS-label-like, safe in URLs and logs.
+    problem = check_persona_name(instance_id)
+    if problem:
+        raise InvalidDocument([FieldError(pointer, problem.replace("persona name", "instance id"))])
+
+
+def check_labels(labels: Mapping[str, str | None], at: str = "/labels") -> list[FieldError]:
+    errors = []
+    for key, value in labels.items():
+        problem = check_label_key(key)
+        if problem is None and value is not None:
+            problem = check_label_value(value)
+        if problem:
+            errors.append(FieldError(f"{at}/{escape_pointer(key)}", problem))
+    return errors
+
+
+def instance_spec(body: InstanceBody) -> InstanceSpec:
+    errors: list[FieldError] = []
+    addresses: list[str] = []
+    for index, text in enumerate(body.addresses):
+        try:
+            address = str(ip_address(text))
+        except ValueError:
+            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is not an IP address"))
+            continue
+        if address in addresses:
+            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is listed twice"))
+        addresses.append(address)
+    interfaces = []
+    names: set[str] = set()
+    for index, iface in enumerate(body.interfaces):
+        if iface.name in names:
+            errors.append(
+                FieldError(f"/interfaces/{index}/name", f"{iface.name!r} is listed twice")
+            )
+        names.add(iface.name)
+        iface_addresses = []
+        for a_index, text in enumerate(iface.addresses):
+            try:
+                iface_addresses.append(str(ip_interface(text)))
+            except ValueError:
+                errors.append(
+                    FieldError(
+                        f"/interfaces/{index}/addresses/{a_index}",
+                        f"{text!r} is not an interface address (expected e.g. 10.0.0.5/24)",
+                    )
+                )
+        interfaces.append(Interface(iface.name, tuple(iface_addresses), iface.tier))
+    errors += check_labels(body.labels)
+    if errors:
+        raise InvalidDocument(errors)
+    return InstanceSpec(
+        name=body.name,
+        addresses=tuple(addresses),
+        interfaces=tuple(interfaces),
+        labels=tuple(sorted(body.labels.items())),
+    )

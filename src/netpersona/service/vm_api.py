@@ -1,0 +1,240 @@
+"""The API a VM (its agent) calls: its own metadata, persona and peer view, and its status.
+
+No route takes an instance id: the caller is whoever owns the source address, so there is
+nothing to change in a URL to reach another VM's data. See docs/metadata-api.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from netpersona.errors import FieldError, Forbidden, InvalidDocument, NotFound
+from netpersona.service.auth import (
+    TOKEN_HEADER,
+    TOKEN_TTL_HEADER,
+    canonical_address,
+    refuse_forwarded,
+)
+from netpersona.service.context import ServiceContext, service
+from netpersona.service.schemas import StatusBody
+from netpersona.service.views import View, ViewKind, normalize_etag
+from netpersona.store.base import Instance, InstanceStatus
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["instance"])
+log = structlog.get_logger("netpersona.service")
+
+DEFAULT_WAIT = 300
+MAX_WAIT = 3600
+
+
+def _source(request: Request) -> str:
+    refuse_forwarded(request.headers)
+    if request.client is None:
+        raise Forbidden("the request has no source address, so no instance can be identified")
+    return canonical_address(request.client.host)
+
+
+def _identify(ctx: ServiceContext, address: str) -> Instance:
+    instance = ctx.fleet.view.instance_for_address(address)
+    if instance is None:
+        raise Forbidden(f"no instance is known by the address {address}")
+    return instance
+
+
+async def caller(
+    request: Request,
+    ctx: Annotated[ServiceContext, Depends(service)],
+    token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
+) -> Instance:
+    """The instance making the request, after its session token is checked."""
+    address = _source(request)
+    instance = _identify(ctx, address)
+    ctx.sessions.check(token, address, instance.id)
+    return instance
+
+
+Caller = Annotated[Instance, Depends(caller)]
+Ctx = Annotated[ServiceContext, Depends(service)]
+
+
+@router.put("/token", response_class=PlainTextResponse)
+async def put_token(
+    request: Request,
+    ctx: Ctx,
+    ttl: Annotated[str | None, Header(alias=TOKEN_TTL_HEADER)] = None,
+) -> PlainTextResponse:
+    """A session token for the calling instance, valid from its address for ``ttl`` seconds."""
+    address = _source(request)
+    seconds = ctx.sessions.parse_ttl(ttl)
+    instance = _identify(ctx, address)
+    return PlainTextResponse(
+        ctx.sessions.issue(address, instance.id, seconds),
+        headers={TOKEN_TTL_HEADER: str(seconds), "Cache-Control": "no-store"},
+    )
+
+
+def _respond(view: View | None) -> Response:
+    if view is None:
+        raise NotFound("this instance was deleted")
+    return Response(
+        view.body,
+        media_type="application/json",
+        headers={"ETag": view.etag, "Cache-Control": "no-store"},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """The GCE long-poll parameters, and a plain conditional GET's If-None-Match."""
+
+    wait_for_change: bool
+    last_etag: str | None
+    timeout_sec: int
+    if_none_match: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> Watch:
+        # Read by hand rather than by FastAPI's parameter injection: these three GETs are the
+        # hot path (every agent, every poll), and injection was most of their cost. The same
+        # parameters are declared for OpenAPI in WATCH_PARAMETERS.
+        query = request.query_params
+        errors = []
+        wait = query.get("wait_for_change", "false").lower()
+        if wait not in _BOOLEANS:
+            errors.append(FieldError("/wait_for_change", f"{wait!r} is not true or false"))
+        timeout_text = query.get("timeout_sec", str(DEFAULT_WAIT))
+        timeout = int(timeout_text) if timeout_text.isdigit() else 0
+        if not 1 <= timeout <= MAX_WAIT:
+            errors.append(
+                FieldError(
+                    "/timeout_sec", f"{timeout_text!r} is not a number of seconds 1..{MAX_WAIT}"
+                )
+            )
+        if errors:
+            raise InvalidDocument(errors)
+        return cls(
+            wait_for_change=_BOOLEANS.get(wait, False),
+            last_etag=query.get("last_etag") or None,
+            timeout_sec=timeout,
+            if_none_match=request.headers.get("if-none-match"),
+        )
+
+
+_BOOLEANS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
+
+WATCH_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "wait_for_change",
+        "in": "query",
+        "schema": {"type": "boolean", "default": False},
+        "description": "hold the request until the value differs from last_etag (GCE semantics)",
+    },
+    {
+        "name": "last_etag",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "the ETag the caller already has; without it, wait for the next change",
+    },
+    {
+        "name": "timeout_sec",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT, "default": DEFAULT_WAIT},
+        "description": "longest wait, in seconds; then the current value is returned",
+    },
+    {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+    {
+        "name": TOKEN_HEADER,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "the session token from PUT /v1/token",
+    },
+]
+
+
+async def _serve_view(request: Request, kind: ViewKind) -> Response:
+    ctx = request.app.state.netpersona
+    assert isinstance(ctx, ServiceContext)
+    instance = await caller(request, ctx, request.headers.get(TOKEN_HEADER))
+    watch = Watch.of(request)
+    key = (kind, instance.id)
+    current = ctx.fleet.view.view(key)
+    if not watch.wait_for_change:
+        if (
+            current is not None
+            and watch.if_none_match
+            and normalize_etag(watch.if_none_match) == current.etag
+        ):
+            return Response(status_code=304, headers={"ETag": current.etag})
+        return _respond(current)
+    # GCE semantics: without last_etag, wait for the next change from now.
+    if watch.last_etag:
+        etag = normalize_etag(watch.last_etag)
+    else:
+        etag = current.etag if current is not None else ""
+    return _respond(await ctx.fleet.notifier.wait(key, etag, float(watch.timeout_sec)))
+
+
+_VIEW_ROUTE: dict[str, Any] = {
+    "response_class": Response,
+    "openapi_extra": {"parameters": WATCH_PARAMETERS},
+}
+
+
+@router.get("/instance", **_VIEW_ROUTE)
+async def get_instance(request: Request) -> Response:
+    """The caller's own metadata: id, name, addresses, interfaces (with tier), labels."""
+    return await _serve_view(request, ViewKind.INSTANCE)
+
+
+@router.get("/instance/network_persona", **_VIEW_ROUTE)
+async def get_network_persona(request: Request) -> Response:
+    """The caller's effective persona (name, version, document); all null when it has none."""
+    return await _serve_view(request, ViewKind.PERSONA)
+
+
+@router.get("/instance/peers", **_VIEW_ROUTE)
+async def get_peers(request: Request) -> Response:
+    """Every instance the caller's ``peers`` selectors match: addresses, persona, priority,
+    labels, and nothing else."""
+    return await _serve_view(request, ViewKind.PEERS)
+
+
+@router.post("/instance/status", status_code=204)
+async def post_status(ctx: Ctx, instance: Caller, body: StatusBody) -> Response:
+    """The agent's report: which persona version it applied, the result, drop counters."""
+    status = InstanceStatus(
+        instance_id=instance.id,
+        persona=body.persona,
+        version=body.version,
+        result=body.result,
+        message=body.message,
+        drops=tuple(sorted(body.drops.items())),
+        reported_at=time.time(),
+    )
+    await ctx.fleet.read(lambda: ctx.store.record_status(status))
+    log.info(
+        "status reported",
+        vm=instance.id,
+        persona=body.persona,
+        version=body.version,
+        result=body.result,
+    )
+    return Response(status_code=204)

@@ -1,0 +1,312 @@
+"""What the metadata service keeps, and the :class:`Store` seam it keeps it behind.
+
+The records are frozen values; the :class:`Store` protocol is everything the service asks of a
+backend, so a PostgreSQL store can replace the SQLite one without the API code changing. A
+store checks what only it can check atomically (existence, uniqueness, the revision an
+``If-Match`` names) and records every change in the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "ContextEntry",
+    "FleetData",
+    "Instance",
+    "InstanceSpec",
+    "InstanceStatus",
+    "Interface",
+    "Page",
+    "PersonaVersion",
+    "Role",
+    "Store",
+    "Tier",
+]
+
+T = TypeVar("T")
+
+
+class Role(StrEnum):
+    """What an API token may do; each role can do everything the ones before it can."""
+
+    READER = "reader"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return ("reader", "operator", "admin").index(self.value)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class Tier(StrEnum):
+    """Spec section 6: the uplink an instance's priority routes through."""
+
+    PREMIUM = "premium"
+    STANDARD = "standard"
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    addresses: tuple[str, ...] = ()  # interface addresses with prefix, e.g. 10.0.0.5/24
+    tier: Tier | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "addresses": list(self.addresses),
+            "tier": self.tier.value if self.tier else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """What an operator says about an instance; the store adds revision, pin and times."""
+
+    name: str
+    addresses: tuple[str, ...]  # the source addresses the instance is known by (its identity)
+    interfaces: tuple[Interface, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    id: str
+    name: str
+    addresses: tuple[str, ...]
+    interfaces: tuple[Interface, ...]
+    labels: tuple[tuple[str, str], ...]  # sorted by key
+    pin: str | None
+    revision: int
+    created_at: float
+    updated_at: float
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "addresses": list(self.addresses),
+            "interfaces": [i.to_json() for i in self.interfaces],
+            "labels": self.label_map,
+            "pin": self.pin,
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaVersion:
+    name: str
+    version: int
+    document: str  # the inner network_persona mapping as canonical JSON
+    created_at: float
+    created_by: str
+    restored_from: int | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.document)
+        return loaded
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "network_persona": self.body,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "restored_from": self.restored_from,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    key: str
+    value: str
+    revision: int
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "revision": self.revision,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str  # e.g. persona.put, instance.labels
+    target: str  # e.g. persona/db, instance/vm1
+    before: Any  # the record before the change (plain JSON data), None on create
+    after: Any  # the record after, None on delete
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "before": self.before,
+            "after": self.after,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An admin API token as stored: its secret is only ever kept as a SHA-256 hash."""
+
+    id: str
+    name: str
+    role: Role
+    created_at: float
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role.value,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """The last report an instance's agent made about applying its persona."""
+
+    instance_id: str
+    persona: str | None
+    version: int | None
+    result: str
+    message: str
+    drops: tuple[tuple[str, int], ...]
+    reported_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance_id,
+            "persona": self.persona,
+            "version": self.version,
+            "result": self.result,
+            "message": self.message,
+            "drops": dict(self.drops),
+            "reported_at": self.reported_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetData:
+    """Everything the VM-facing views derive from, read in one consistent transaction.
+
+    ``revision`` is the sequence number of the last change (the newest audit entry), so two
+    reads can be ordered and an older one never replaces a newer one.
+    """
+
+    revision: int
+    instances: tuple[Instance, ...]
+    personas: Mapping[str, PersonaVersion]  # current version of every persona
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """The service's storage seam. Every method is blocking; the service calls it off-loop.
+
+    Writes take the ``actor`` (for the audit log) and, where the API offers ``If-Match``, the
+    revision or version the caller last saw (``None`` = unconditional); a mismatch raises
+    :class:`~netpersona.errors.PreconditionFailed`. Missing records raise ``NotFound``,
+    duplicates ``Conflict``, references to missing records ``InvalidDocument``.
+    """
+
+    # instances
+    def create_instance(self, instance_id: str, spec: InstanceSpec, actor: str) -> Instance: ...
+    def get_instance(self, instance_id: str) -> Instance: ...
+    def list_instances(self, limit: int, cursor: str | None = None) -> Page[Instance]: ...
+    def replace_instance(
+        self, instance_id: str, spec: InstanceSpec, actor: str, expect: int | None = None
+    ) -> Instance: ...
+    def delete_instance(self, instance_id: str, actor: str, expect: int | None = None) -> None: ...
+    def patch_labels(
+        self,
+        instance_id: str,
+        changes: Mapping[str, str | None],
+        actor: str,
+        expect: int | None = None,
+    ) -> Instance: ...
+    def set_pin(
+        self, instance_id: str, persona: str | None, actor: str, expect: int | None = None
+    ) -> Instance: ...
+
+    # personas
+    def put_persona(
+        self,
+        name: str,
+        document: str,
+        actor: str,
+        expect: int | None = None,
+        create_only: bool = False,
+    ) -> PersonaVersion: ...
+    def get_persona(self, name: str, version: int | None = None) -> PersonaVersion: ...
+    def list_personas(self, limit: int, cursor: str | None = None) -> Page[PersonaVersion]: ...
+    def persona_history(
+        self, name: str, limit: int, cursor: str | None = None
+    ) -> Page[PersonaVersion]: ...
+    def restore_persona(
+        self, name: str, version: int, actor: str, expect: int | None = None
+    ) -> PersonaVersion: ...
+    def delete_persona(self, name: str, actor: str, expect: int | None = None) -> None: ...
+
+    # network context
+    def list_context(self) -> Sequence[ContextEntry]: ...
+    def get_context(self, key: str) -> ContextEntry: ...
+    def set_context(
+        self, key: str, value: str, actor: str, expect: int | None = None
+    ) -> ContextEntry: ...
+    def delete_context(self, key: str, actor: str, expect: int | None = None) -> None: ...
+
+    # audit
+    def list_audit(
+        self, limit: int, cursor: str | None = None, target: str | None = None
+    ) -> Page[AuditEntry]: ...
+
+    # API tokens
+    def create_token(self, name: str, role: Role, actor: str) -> tuple[ApiToken, str]: ...
+    def token_for_secret(self, secret: str) -> ApiToken | None: ...
+    def list_tokens(self) -> Sequence[ApiToken]: ...
+    def revoke_token(self, token_id: str, actor: str) -> None: ...
+
+    # agent reports
+    def record_status(self, status: InstanceStatus) -> None: ...
+    def get_status(self, instance_id: str) -> InstanceStatus: ...
+
+    # whole-fleet read for the VM-facing views, and service secrets
+    def fleet(self) -> FleetData: ...
+    def secret(self, name: str) -> bytes: ...
+    def close(self) -> None: ...
