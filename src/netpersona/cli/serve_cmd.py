@@ -6,7 +6,9 @@ SQLite locks the file), so an operator who lost every admin token can still make
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
 from ipaddress import ip_address
 from pathlib import Path
@@ -81,6 +83,29 @@ def ensure_admin_token(store: Store, data_dir: Path) -> Path | None:
     return path
 
 
+def _tcp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=8192)
+    except OSError as exc:
+        raise UsageError(f"--listen {host}:{port}: {exc.strerror}") from None
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A listening Unix socket only its owner may use; a stale one from a crash is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(1024)
+    return sock
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -90,6 +115,13 @@ def register(app: typer.Typer) -> None:
         ] = DEFAULT_LISTEN,
         db: DbUrl = None,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        admin_socket: Annotated[
+            Path | None,
+            typer.Option(
+                help="Also answer on this Unix socket (mode 0600), for operators on this host;"
+                " it carries no VM identity, so only the admin API is of use on it."
+            ),
+        ] = None,
     ) -> None:
         """Run the metadata service (VM-facing API, admin API, /metrics)."""
         # The web stack loads only for this command: the agent shares this CLI and must not
@@ -116,7 +148,10 @@ def register(app: typer.Typer) -> None:
                 # reconnect and resume by ETag.
                 timeout_graceful_shutdown=2,
             )
-            uvicorn.Server(config).run()
+            sockets = [_tcp_socket(host, port)]
+            if admin_socket is not None:
+                sockets.append(_unix_socket(admin_socket))
+            uvicorn.Server(config).run(sockets=sockets)
         finally:
             store.close()
 

@@ -40,6 +40,10 @@ class Fleet:
     def data_dir(self) -> Path:
         return self.workdir / "service"
 
+    @property
+    def admin_socket(self) -> Path:
+        return self.workdir / "service" / "admin.sock"
+
     def state_dir(self, vm: str) -> Path:
         return self.workdir / "agents" / vm
 
@@ -60,6 +64,7 @@ class Fleet:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [*netpersona_argv(), "serve", "--data-dir", str(self.data_dir)]
         argv += ["--listen", f"{METADATA_ADDRESS}:80", "--log-level", "warning"]
+        argv += ["--admin-socket", str(self.admin_socket)]
         self.service = self._spawn(self.topo.hypervisor.name, argv, "service")
         self._wait_listening(timeout)
 

@@ -13,7 +13,7 @@ crashed run left behind. The host's own namespace is never changed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, ip_interface
 
@@ -43,19 +43,22 @@ class Topology:
     def ns_name(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
-    def create_hypervisor(self) -> Netns:
+    def create_hypervisor(self, extra: Mapping[str, IPv4Interface] | None = None) -> Netns:
+        """The hypervisor: ``br0`` at :attr:`gateway` with the metadata address, and any
+        ``extra`` bridges (name -> the hypervisor's address on it)."""
         hv = Netns(self.ns_name("hv"))
         run(["ip", "netns", "add", hv.name])
         self.hypervisor = hv
         hv.run(["ip", "link", "set", "lo", "up"])
-        hv.run(["ip", "link", "add", "br0", "type", "bridge"])
-        hv.run(["ip", "addr", "add", str(self.gateway), "dev", "br0"])
+        for bridge, gateway in {"br0": self.gateway, **(extra or {})}.items():
+            hv.run(["ip", "link", "add", bridge, "type", "bridge"])
+            hv.run(["ip", "addr", "add", str(gateway), "dev", bridge])
+            hv.run(["ip", "link", "set", bridge, "up"])
         hv.run(["ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", "br0"])
-        hv.run(["ip", "link", "set", "br0", "up"])
         return hv
 
-    def add_vm(self, name: str, address: str, ifname: str = "eth0") -> Netns:
-        """A VM namespace with ``ifname`` on the bridge at ``address`` (CIDR)."""
+    def add_vm(self, name: str, address: str, ifname: str = "eth0", bridge: str = "br0") -> Netns:
+        """A VM namespace with ``ifname`` on ``bridge`` at ``address`` (CIDR)."""
         assert self.hypervisor is not None, "create_hypervisor() first"
         hv = self.hypervisor
         vm = self.vms.get(name)
@@ -68,12 +71,12 @@ class Topology:
         hv.run(
             ["ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", vm.name]
         )
-        hv.run(["ip", "link", "set", port, "master", "br0", "up"])
+        hv.run(["ip", "link", "set", port, "master", bridge, "up"])
         iface = ip_interface(address)
         assert isinstance(iface, IPv4Interface)
         vm.run(["ip", "addr", "add", str(iface), "dev", ifname])
         vm.run(["ip", "link", "set", ifname, "up"])
-        if not any(p.vm == name for p in self.ports):
+        if bridge == "br0" and not any(p.vm == name for p in self.ports):
             vm.run(["ip", "route", "add", f"{METADATA_ADDRESS}/32", "dev", ifname])
         self.ports.append(VmPort(name, ifname, iface))
         return vm
@@ -99,10 +102,12 @@ def destroy_prefix(prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def topology(prefix: str) -> Iterator[Topology]:
-    topo = Topology(prefix)
+def topology(
+    prefix: str, gateway: str = "10.77.0.1/24", extra: Mapping[str, IPv4Interface] | None = None
+) -> Iterator[Topology]:
+    topo = Topology(prefix, IPv4Interface(gateway))
     try:
-        topo.create_hypervisor()
+        topo.create_hypervisor(extra)
         yield topo
     finally:
         topo.destroy()

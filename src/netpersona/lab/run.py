@@ -1,0 +1,229 @@
+"""Running a lab: build it, converge it, probe it, raise the threat level, probe again, tear down.
+
+A lab is a hypervisor namespace (bridges, the metadata service) and one namespace per VM with
+its own agent. Everything is named ``<prefix>-*`` and lives under a work directory; the lab's
+record (``lab.json``) lets ``netpersona lab status|probe|down`` find a lab that ``lab up`` built.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+
+from netpersona.errors import NetpersonaError
+from netpersona.lab.admin import AdminClient
+from netpersona.lab.expect import Host
+from netpersona.lab.fleet import Fleet
+from netpersona.lab.matrix import Cell, run_matrix
+from netpersona.lab.scenario import Scenario, load_scenario
+from netpersona.lab.topology import Topology
+from netpersona.model import parse_persona
+from netpersona.testing.netns import Netns
+
+__all__ = ["Lab", "LabRecord"]
+
+RECORD = "lab.json"
+CONVERGE_TIMEOUT = 120.0
+SETTLE = 1.5  # seconds without any agent changing anything: peer views have caught up
+IN_FORCE = ("applied", "unchanged", "peers-updated")
+
+
+@dataclass
+class LabRecord:
+    prefix: str
+    scenario: str
+    workdir: str
+
+    @classmethod
+    def load(cls, workdir: Path) -> LabRecord:
+        try:
+            return cls(**json.loads((workdir / RECORD).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise NetpersonaError(f"no lab recorded in {workdir} ({exc})") from None
+
+    def save(self) -> None:
+        (Path(self.workdir) / RECORD).write_text(json.dumps(self.__dict__, indent=1))
+
+
+@dataclass
+class Lab:
+    scenario: Scenario
+    prefix: str
+    workdir: Path
+    console: Console = field(default_factory=Console)
+    topo: Topology = field(init=False)
+    fleet: Fleet = field(init=False)
+    _admin: AdminClient | None = None
+    agents_started: float = 0.0  # monotonic time the first agent was started
+
+    def __post_init__(self) -> None:
+        extra = {k: v for k, v in self.scenario.networks.items() if k != "br0"}
+        self.topo = Topology(self.prefix, self.scenario.networks["br0"])
+        self._extra = extra
+        self.fleet = Fleet(self.topo, self.workdir)
+
+    @classmethod
+    def attach(cls, workdir: Path, console: Console) -> Lab:
+        """The lab ``lab up`` left running in ``workdir``."""
+        record = LabRecord.load(workdir)
+        lab = cls(load_scenario(Path(record.scenario)), record.prefix, workdir, console)
+        lab.topo.hypervisor = Netns(lab.topo.ns_name("hv"))
+        for vm in lab.scenario.vms:
+            lab.topo.vms[vm.name] = Netns(lab.topo.ns_name(vm.name))
+        return lab
+
+    @property
+    def admin(self) -> AdminClient:
+        if self._admin is None:
+            token = (self.fleet.data_dir / "admin.token").read_text().strip()
+            self._admin = AdminClient(str(self.fleet.admin_socket), token)
+        return self._admin
+
+    # --- building
+    def build(self) -> None:
+        s = self.scenario
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        LabRecord(self.prefix, str(s.path), str(self.workdir)).save()
+        steps = 4 + len(s.vms) * 2 + len(s.personas)
+        with Progress(console=self.console, transient=True) as progress:
+            task = progress.add_task("building the lab", total=steps)
+
+            def step(what: str) -> None:
+                progress.update(task, advance=1, description=what)
+
+            self.topo.create_hypervisor(self._extra)
+            step("hypervisor and bridges")
+            for vm in s.vms:
+                for iface in vm.interfaces:
+                    self.topo.add_vm(vm.name, str(iface.address), iface.name, iface.bridge)
+                step(f"VM {vm.name}")
+            self.fleet.start_service()
+            step("metadata service")
+            for name, path in sorted(s.personas.items()):
+                document = yaml.safe_load(path.read_text())
+                self.admin.call("PUT", f"/v1/admin/personas/{name}", document)
+                step(f"persona {name}")
+            self.admin.call("PUT", "/v1/admin/policy", yaml.safe_load(s.policy.read_text()))
+            for key, value in s.context.items():
+                self.admin.call("PUT", f"/v1/admin/context/{key}", {"value": value})
+            step("policy and context")
+            self.agents_started = time.monotonic()
+            for vm in s.vms:
+                interfaces = [
+                    {"name": i.name, "addresses": [str(i.address)], "tier": i.tier}
+                    for i in vm.interfaces
+                ]
+                body = {
+                    "id": vm.name,
+                    "name": vm.name,
+                    "addresses": [str(i.address.ip) for i in vm.interfaces],
+                    "interfaces": interfaces,
+                    "labels": dict(vm.labels),
+                }
+                self.admin.call("POST", "/v1/admin/instances", body)
+                self.fleet.start_agent(vm.name, "--log-level", "warning")
+                step(f"agent in {vm.name}")
+
+    # --- state
+    def views(self) -> dict[str, dict[str, Any]]:
+        """What the service tells each VM right now (persona name, version, document)."""
+        out = {}
+        for vm in self.scenario.vms:
+            view = self.admin.call("GET", f"/v1/admin/instances/{vm.name}/view")
+            out[vm.name] = view["network_persona"]
+        return out
+
+    def agent_record(self, vm: str) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = json.loads((self.fleet.state_dir(vm) / "agent.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return body
+
+    def wait_converged(self, since: float, label: str) -> dict[str, float]:
+        """Seconds from ``since`` until each VM's agent holds what the service says."""
+        wanted = {vm: (v.get("name"), v.get("version")) for vm, v in self.views().items()}
+        took: dict[str, float] = {}
+        deadline = time.monotonic() + CONVERGE_TIMEOUT
+        with Progress(console=self.console, transient=True) as progress:
+            task = progress.add_task(label, total=len(wanted))
+            while len(took) < len(wanted):
+                if time.monotonic() > deadline:
+                    late = sorted(set(wanted) - set(took))
+                    raise NetpersonaError(
+                        f"{', '.join(late)} did not converge within {CONVERGE_TIMEOUT:g}s"
+                    )
+                for vm, (name, version) in wanted.items():
+                    record = self.agent_record(vm)
+                    if (
+                        vm not in took
+                        and record.get("result") in IN_FORCE
+                        and (
+                            record.get("persona"),
+                            record.get("version"),
+                        )
+                        == (name, version)
+                    ):
+                        took[vm] = time.monotonic() - since
+                        progress.advance(task)
+                time.sleep(0.05)
+        self._settle()
+        return took
+
+    def _settle(self) -> None:
+        """Wait until no agent has changed anything for SETTLE seconds (peer views followed)."""
+        last: dict[str, Any] = {}
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < SETTLE:
+            now = {
+                vm.name: self.agent_record(vm.name).get("updated_at") for vm in self.scenario.vms
+            }
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            time.sleep(0.1)
+
+    def hosts(self) -> list[Host]:
+        views = self.views()
+        hosts = []
+        for vm in self.scenario.vms:
+            view = views[vm.name]
+            document = view.get("network_persona")
+            hosts.append(
+                Host(
+                    name=vm.name,
+                    persona_name=view.get("name"),
+                    persona=parse_persona(document) if document is not None else None,
+                    interfaces=tuple(i.address for i in vm.interfaces),
+                    labels=dict(vm.labels),
+                )
+            )
+        return hosts
+
+    def probe(
+        self, expect_override: Mapping[tuple[str, str, str], bool] | None = None
+    ) -> tuple[list[Cell], dict[str, str]]:
+        hosts = self.hosts()
+        personas = {h.name: h.persona_name or "-" for h in hosts}
+        with self.console.status("probing every pair of VMs with real packets"):
+            cells = run_matrix(self.topo, self.scenario, hosts, expect_override=expect_override)
+        return cells, personas
+
+    def set_context(self, values: Mapping[str, str]) -> float:
+        """Change the network context; returns the monotonic time the service acknowledged it."""
+        for key, value in values.items():
+            self.admin.call("PUT", f"/v1/admin/context/{key}", {"value": value})
+        return time.monotonic()
+
+    def down(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+        self.fleet.stop_all()
+        self.topo.destroy()
