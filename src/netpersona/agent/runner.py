@@ -76,6 +76,7 @@ class AgentRecord:
     persona: str | None = None
     version: int | None = None
     digest: str | None = None
+    persona_etag: str | None = None  # the ETag of the persona answer this outcome is for
     result: str | None = None  # applied, unchanged, peers-updated, failed, rejected, removed
     error: str | None = None
     service: str = "unknown"  # reachable, unreachable
@@ -298,6 +299,8 @@ class Agent:
     ) -> None:
         r = self.record
         r.persona, r.version, r.digest, r.result, r.error = persona, version, digest, result, error
+        answer = self.latest.get("persona")
+        r.persona_etag = answer.etag if answer is not None else None
         r.updated_at = time.time()
         self._save_record()
         # The service hears of each outcome once: "applied" covers unchanged and peer updates,

@@ -12,7 +12,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from netpersona.cli import plan_cmd
+from netpersona.cli import (
+    admin_cmd,
+    agent_cmd,
+    apply_cmd,
+    lab_cmd,
+    plan_cmd,
+    policy_cmd,
+    serve_cmd,
+)
 from netpersona.errors import InvalidDocument, NetpersonaError
 
 app = typer.Typer(
@@ -23,6 +31,12 @@ app = typer.Typer(
     add_completion=False,
 )
 plan_cmd.register(app)
+policy_cmd.register(app)
+apply_cmd.register(app)
+serve_cmd.register(app)
+admin_cmd.register(app)
+agent_cmd.register(app)
+lab_cmd.register(app)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -50,7 +50,7 @@ def probes_for(src: Host, dst: Host, settings: ProbeSettings) -> dict[ProbeKind,
         ProbeKind.TCP_DENIED: Probe(ProbeKind.TCP_DENIED, L4.TCP, settings.tcp_denied),
         ProbeKind.UDP: Probe(ProbeKind.UDP, L4.UDP, settings.udp),
         ProbeKind.ICMP: Probe(ProbeKind.ICMP, L4.ICMP),
-        ProbeKind.BROADCAST: Probe(ProbeKind.BROADCAST, L4.UDP, settings.udp),
+        ProbeKind.BROADCAST: Probe(ProbeKind.BROADCAST, L4.UDP, settings.broadcast_udp),
         ProbeKind.MULTICAST_LISTED: Probe(
             ProbeKind.MULTICAST_LISTED, L4.UDP, settings.udp, settings.listed_group
         ),
@@ -107,7 +107,7 @@ def run_matrix(
                 listening(
                     topo.vms[host.name],
                     tcp=ports,
-                    udp=[settings.udp],
+                    udp=sorted({settings.udp, settings.broadcast_udp}),
                     groups=groups,
                     ifname="eth0",
                     duration=LISTEN_SECONDS,

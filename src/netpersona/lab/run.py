@@ -8,6 +8,7 @@ record (``lab.json``) lets ``netpersona lab status|probe|down`` find a lab that 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,7 +91,8 @@ class Lab:
     # --- building
     def build(self) -> None:
         s = self.scenario
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh service database every time
+        self.workdir.mkdir(parents=True)
         LabRecord(self.prefix, str(s.path), str(self.workdir)).save()
         steps = 4 + len(s.vms) * 2 + len(s.personas)
         with Progress(console=self.console, transient=True) as progress:
@@ -134,11 +136,11 @@ class Lab:
 
     # --- state
     def views(self) -> dict[str, dict[str, Any]]:
-        """What the service tells each VM right now (persona name, version, document)."""
+        """What the service tells each VM right now: the persona answer and its ETag."""
         out = {}
         for vm in self.scenario.vms:
             view = self.admin.call("GET", f"/v1/admin/instances/{vm.name}/view")
-            out[vm.name] = view["network_persona"]
+            out[vm.name] = {**view["persona"]["body"], "etag": view["persona"]["etag"]}
         return out
 
     def agent_record(self, vm: str) -> dict[str, Any]:
@@ -150,7 +152,7 @@ class Lab:
 
     def wait_converged(self, since: float, label: str) -> dict[str, float]:
         """Seconds from ``since`` until each VM's agent holds what the service says."""
-        wanted = {vm: (v.get("name"), v.get("version")) for vm, v in self.views().items()}
+        wanted = {vm: v["etag"] for vm, v in self.views().items()}
         took: dict[str, float] = {}
         deadline = time.monotonic() + CONVERGE_TIMEOUT
         with Progress(console=self.console, transient=True) as progress:
@@ -161,16 +163,12 @@ class Lab:
                     raise NetpersonaError(
                         f"{', '.join(late)} did not converge within {CONVERGE_TIMEOUT:g}s"
                     )
-                for vm, (name, version) in wanted.items():
+                for vm, etag in wanted.items():
                     record = self.agent_record(vm)
                     if (
                         vm not in took
                         and record.get("result") in IN_FORCE
-                        and (
-                            record.get("persona"),
-                            record.get("version"),
-                        )
-                        == (name, version)
+                        and record.get("persona_etag") == etag
                     ):
                         took[vm] = time.monotonic() - since
                         progress.advance(task)

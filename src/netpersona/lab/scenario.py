@@ -41,6 +41,7 @@ class LabVm:
 class ProbeSettings:
     tcp_denied: int = 4444
     udp: int = 5004
+    broadcast_udp: int = 6000
     listed_group: str = "239.1.1.1"
     unlisted_group: str = "239.9.9.9"
 

@@ -1,0 +1,214 @@
+"""``netpersona apply | confirm | remove | status``: the persona in this VM's kernel.
+
+Every command takes ``--state-dir`` (default /var/lib/netpersona; give each network namespace
+its own) and ``--netns`` (act on a named network namespace instead of the current one).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from netpersona.cli.plan_cmd import load_facts, load_persona
+from netpersona.compiler import DROP_COUNTERS, compile_plan
+from netpersona.dataplane.apply import Applier, ApplyReport
+from netpersona.dataplane.drift import detect_drift, drop_counters
+from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.kernel import LinuxKernel
+from netpersona.dataplane.state import DEFAULT_STATE_DIR, StateStore
+from netpersona.dataplane.trial import confirm, start_trial
+from netpersona.errors import FieldError, InvalidDocument
+from netpersona.facts import DEFAULT_CONTROL_PORT, DEFAULT_METADATA, HostFacts, Tier, parse_facts
+
+__all__ = ["CHECK_DIFFERS", "register"]
+
+# `apply --check` exit status when the kernel differs from the plan (0 when it matches).
+CHECK_DIFFERS = 10
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        help="Where the applied plan and the VM's originals are kept.",
+        envvar="NETPERSONA_STATE_DIR",
+    ),
+]
+NetnsOption = Annotated[
+    str | None,
+    typer.Option("--netns", help="Act on this network namespace instead of the current one."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _tiers(values: list[str]) -> dict[str, Tier]:
+    tiers: dict[str, Tier] = {}
+    for value in values:
+        name, _, tier = value.partition("=")
+        try:
+            tiers[name] = Tier(tier)
+        except ValueError:
+            raise InvalidDocument(
+                [FieldError("/tier", f"{value!r} is not IFNAME=premium or IFNAME=standard")]
+            ) from None
+    return tiers
+
+
+def _facts(
+    source: str, kernel: LinuxKernel, metadata: str | None, control_port: int, tiers: list[str]
+) -> HostFacts:
+    if source != "auto":
+        return load_facts(Path(source))
+    endpoint = parse_facts({"metadata": metadata}).metadata if metadata else DEFAULT_METADATA
+    return gather_facts(kernel, metadata=endpoint, control_port=control_port, tiers=_tiers(tiers))
+
+
+def _print_report(report: ApplyReport, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+        return
+    if report.unchanged:
+        out.print(f"{report.action}: nothing to change")
+        return
+    for step in report.steps:
+        out.print(f"  {escape(step)}")
+    what = f" {report.persona}" if report.persona else ""
+    out.print(f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def apply(
+        persona: Annotated[Path, typer.Argument(help="Persona document (YAML or JSON).")],
+        facts: Annotated[
+            str,
+            typer.Option(help="'auto' (read this host) or a host facts file (YAML or JSON)."),
+        ] = "auto",
+        state_dir: StateDir = DEFAULT_STATE_DIR,
+        netns: NetnsOption = None,
+        name: Annotated[
+            str | None, typer.Option(help="Name to record the persona under (default: file stem).")
+        ] = None,
+        metadata: Annotated[
+            str | None,
+            typer.Option(help=f"Metadata service endpoint with --facts auto [{DEFAULT_METADATA}]."),
+        ] = None,
+        control_port: Annotated[
+            int, typer.Option(help="Control channel UDP port with --facts auto.")
+        ] = DEFAULT_CONTROL_PORT,
+        tier: Annotated[
+            list[str] | None,
+            typer.Option(help="IFNAME=premium|standard, with --facts auto; repeatable."),
+        ] = None,
+        check: Annotated[
+            bool,
+            typer.Option(
+                "--check",
+                help=f"Print how the kernel differs from the plan; change nothing. "
+                f"Exit 0 if it matches, {CHECK_DIFFERS} if not.",
+            ),
+        ] = False,
+        confirm_timeout: Annotated[
+            float | None,
+            typer.Option(
+                help="Revert to the previous persona after SECONDS unless "
+                "`netpersona confirm` is run first.",
+                min=1,
+            ),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Apply PERSONA to this VM's kernel, all or nothing, verified by reading it back."""
+        kernel = LinuxKernel(netns)
+        the_persona = load_persona(persona)
+        the_plan = compile_plan(
+            the_persona, _facts(facts, kernel, metadata, control_port, tier or [])
+        )
+        applier = Applier(kernel, StateStore(state_dir))
+        if check:
+            diff = applier.check(the_plan)
+            if as_json:
+                sys.stdout.write(json.dumps({"differences": diff}) + "\n")
+            else:
+                for line in diff:
+                    out.print(escape(line))
+                out.print("the kernel matches the plan" if not diff else f"{len(diff)} differences")
+            raise typer.Exit(CHECK_DIFFERS if diff else 0)
+        persona_name = name or persona.stem
+        if confirm_timeout is None:
+            _print_report(applier.apply(the_plan, persona_name), as_json)
+            return
+        report, pending = start_trial(applier, the_plan, persona_name, confirm_timeout, netns=netns)
+        _print_report(report, as_json)
+        if not as_json:
+            deadline = time.strftime("%H:%M:%S", time.localtime(pending.deadline))
+            out.print(f"run `netpersona confirm` before {deadline} to keep it; else it reverts")
+
+    @app.command(name="confirm")
+    def confirm_command(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+        """Keep the persona applied with --confirm-timeout."""
+        state = confirm(StateStore(state_dir))
+        out.print(f"confirmed {state.persona}")
+
+    @app.command()
+    def remove(
+        state_dir: StateDir = DEFAULT_STATE_DIR,
+        netns: NetnsOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Remove the persona and restore what the VM had before the first apply."""
+        _print_report(Applier(LinuxKernel(netns), StateStore(state_dir)).remove(), as_json)
+
+    @app.command()
+    def status(
+        state_dir: StateDir = DEFAULT_STATE_DIR,
+        netns: NetnsOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """What is applied, drop counters by reason, and what drifted since apply."""
+        store = StateStore(state_dir)
+        kernel = LinuxKernel(netns)
+        state = store.load()
+        body: dict[str, Any] = {"applied": state is not None}
+        if state is not None:
+            counters = drop_counters(kernel)
+            body |= {
+                "persona": state.persona,
+                "digest": state.plan.digest,
+                "applied_at": state.applied_at,
+                "pending_confirm_until": state.pending.deadline if state.pending else None,
+                "drops": {
+                    reason: {"packets": counters[reason][0], "bytes": counters[reason][1]}
+                    for reason in (*DROP_COUNTERS, *sorted(set(counters) - set(DROP_COUNTERS)))
+                    if reason in counters
+                },
+                "drift": detect_drift(kernel, state, store.load_originals()),
+            }
+        if as_json:
+            sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+            return
+        if state is None:
+            out.print("no persona applied")
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.applied_at))
+        out.print(f"persona {state.persona}  plan {state.plan.digest[:16]}  applied {when}")
+        if state.pending:
+            until = time.strftime("%H:%M:%S", time.localtime(state.pending.deadline))
+            out.print(f"on trial: reverts at {until} unless confirmed")
+        out.print("drops:")
+        for reason, count in body["drops"].items():
+            out.print(f"  {reason.removeprefix('drop_'):<14} {count['packets']:>10} packets")
+        if body["drift"]:
+            out.print(f"[red]drift[/red]: {len(body['drift'])} differences", markup=True)
+            for line in body["drift"]:
+                out.print(f"  {escape(line)}")
+        else:
+            out.print("drift: none")

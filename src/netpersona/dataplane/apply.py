@@ -1,0 +1,517 @@
+"""Make a plan true in the kernel, all or nothing (spec section 7).
+
+An apply is: snapshot what the agent owns -> change it step by step, recording how to undo each
+step -> read the kernel back and compare with the plan -> on any failure, undo in reverse
+order and read back again to verify the previous state is in force. Steps, in order:
+
+    links (MTU, MULTICAST)  -> sysctls -> tc (HTB per uplink) -> routes (table 7480)
+    -> rules (prefs 7480..) -> nftables (the whole table, one kernel transaction)
+
+Remove is the same machinery with the VM's originals as the target. The originals are recorded
+on disk before the first change, field by field as a plan first touches them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from netpersona.compiler.plan import (
+    TABLE_FAMILY,
+    TABLE_NAME,
+    TC_HANDLE,
+    LinkSetting,
+    PeerSets,
+    Plan,
+    Route,
+    RoutingRule,
+    TcClass,
+    TcQdisc,
+    replace_table_batch,
+)
+from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.nftview import table_mismatches
+from netpersona.dataplane.peers import PeerUpdate, update_peer_sets
+from netpersona.dataplane.snapshot import (
+    KernelSnapshot,
+    Target,
+    read_snapshot,
+    show_route,
+    show_rule,
+    target_mismatches,
+)
+from netpersona.dataplane.state import AppliedState, Originals, StateStore
+from netpersona.errors import ApplyFailed, Conflict, NetpersonaError
+
+__all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_table_text"]
+
+JSON = dict[str, Any]
+TcItem = TcQdisc | TcClass
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    action: str  # "apply" or "remove"
+    persona: str | None
+    steps: tuple[str, ...]  # what was changed, in order (also on failure: what was undone)
+    unchanged: bool = False
+    failed: str | None = None  # the error that stopped the apply
+    rollback_held: bool | None = None  # None: no rollback was needed
+    rollback_problems: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def to_json(self) -> JSON:
+        return {
+            "action": self.action,
+            "persona": self.persona,
+            "steps": list(self.steps),
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "rollback_held": self.rollback_held,
+            "rollback_problems": list(self.rollback_problems),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class ApplyRolledBack(ApplyFailed):
+    """An apply or remove failed and was undone; ``report`` says what failed and if undo held."""
+
+    def __init__(self, report: ApplyReport) -> None:
+        self.report = report
+        held = (
+            "the previous state is back in force (verified by readback)"
+            if report.rollback_held
+            else "ROLLBACK DID NOT HOLD: " + "; ".join(report.rollback_problems)
+        )
+        super().__init__(f"{report.action} failed: {report.failed}; {held}")
+
+
+def restore_table_text(listing: str | None) -> str:
+    """An ``nft -f`` script that puts the table back as listed (or removes it), atomically."""
+    head = f"add table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n"
+    return head + (listing or "")
+
+
+@dataclass
+class _Transaction:
+    """The undo log. A step is logged before it runs: a command that fails may still have
+    taken effect (a timeout, a partial batch of iproute2), so its undo is tried as well; an
+    undo of such a step that fails is not an error, the readback after rollback judges."""
+
+    steps: list[tuple[str, Callable[[], None] | None]] = field(default_factory=list)
+    completed: int = 0
+
+    def step(self, what: str, do: Callable[[], None], undo: Callable[[], None] | None) -> None:
+        self.steps.append((what, undo))
+        do()
+        self.completed += 1
+
+    def rollback(self) -> list[str]:
+        problems = []
+        for index in reversed(range(len(self.steps))):
+            what, undo = self.steps[index]
+            if undo is None:
+                continue
+            try:
+                undo()
+            except NetpersonaError as exc:
+                if index < self.completed:
+                    problems.append(f"undo of {what!r} failed: {exc}")
+        return problems
+
+    @property
+    def descriptions(self) -> tuple[str, ...]:
+        return tuple(what for what, _ in self.steps)
+
+
+class Applier:
+    """Applies plans to one kernel, keeping its records in one state directory."""
+
+    def __init__(
+        self, kernel: Kernel, store: StateStore, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.kernel = kernel
+        self.store = store
+        self.clock = clock
+
+    # --- public operations
+    def apply(self, plan: Plan, persona: str) -> ApplyReport:
+        """Make ``plan`` the kernel's owned state; raise :class:`ApplyRolledBack` if it fails."""
+        with self.store.locked():
+            return self._apply(plan, persona)
+
+    def remove(self) -> ApplyReport:
+        """Restore what the VM had before the first apply, and forget the state."""
+        with self.store.locked():
+            return self._remove()
+
+    def update_peers(self, peers: PeerSets) -> PeerUpdate:
+        """Change only the peer sets' elements, in place (no table reload)."""
+        return update_peer_sets(self.kernel, self.store, peers)
+
+    def _apply(self, plan: Plan, persona: str) -> ApplyReport:
+        started = time.monotonic()
+        previous = self.store.load()
+        originals = self.store.load_originals()
+        target = plan_target(plan, originals)
+        before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+        self._check_ownership(target, before)
+        first = not self.store.originals_path.exists()
+        recorded = _record_originals(originals, target, before, first=first)
+        if first or recorded != originals:
+            self.store.save_originals(recorded)
+        # The table is current only if it holds exactly this plan's objects: the structural
+        # comparison in _converge cannot see a changed port inside a rule.
+        same_table = (
+            previous is not None and previous.plan.nftables_objects() == plan.nftables_objects()
+        )
+        listing = previous.nft_listing if previous is not None and same_table else None
+        txn = _Transaction()
+        try:
+            self._converge(target, before, txn, known_listing=listing)
+            # With nothing changed, the snapshot just taken is the readback.
+            after = (
+                read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+                if txn.steps
+                else before
+            )
+            problems = target_mismatches(target, after)
+            if problems:
+                raise ApplyFailed("readback differs from the plan: " + "; ".join(problems))
+            same = (
+                not txn.steps
+                and previous is not None
+                and previous.persona == persona
+                and previous.plan == plan
+                and previous.pending is None
+            )
+            if not same:
+                self.store.save(
+                    AppliedState(
+                        persona=persona,
+                        plan=plan,
+                        applied_at=self.clock(),
+                        nft_listing=after.nft or (),
+                    )
+                )
+        except NetpersonaError as exc:
+            raise self._rolled_back(
+                "apply",
+                persona=persona,
+                txn=txn,
+                before=before,
+                target=target,
+                exc=exc,
+                started=started,
+            ) from exc
+        return ApplyReport(
+            "apply",
+            persona,
+            txn.descriptions,
+            unchanged=not txn.steps,
+            seconds=time.monotonic() - started,
+        )
+
+    def _remove(self) -> ApplyReport:
+        started = time.monotonic()
+        originals = self.store.load_originals()
+        target = Target(
+            nft=None,
+            tc={},
+            routes=originals.routes,
+            rules=originals.rules,
+            sysctls=dict(originals.sysctls),
+            links=_original_links(originals),
+        )
+        before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+        txn = _Transaction()
+        try:
+            self._converge(target, before, txn, known_listing=None)
+            after = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+            problems = target_mismatches(target, after)
+            if problems:
+                raise ApplyFailed("readback differs from the originals: " + "; ".join(problems))
+            self.store.clear()
+        except NetpersonaError as exc:
+            raise self._rolled_back(
+                "remove",
+                persona=None,
+                txn=txn,
+                before=before,
+                target=target,
+                exc=exc,
+                started=started,
+            ) from exc
+        return ApplyReport(
+            "remove",
+            None,
+            txn.descriptions,
+            unchanged=not txn.steps,
+            seconds=time.monotonic() - started,
+        )
+
+    def check(self, plan: Plan) -> list[str]:
+        """What applying ``plan`` would change (the live kernel against the plan)."""
+        target = plan_target(plan, self.store.load_originals())
+        live = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+        return target_mismatches(target, live)
+
+    # --- internals
+    def _check_ownership(self, target: Target, before: KernelSnapshot) -> None:
+        for dev in sorted(target.tc):
+            root = before.root(dev)
+            if root is None:
+                raise ApplyFailed(f"tc: device {dev!r} does not exist")
+            if not root.is_kernel_default and root.handle != TC_HANDLE:
+                raise Conflict(
+                    f"tc: {dev} has a root qdisc {root.kind} {root.handle} that netpersona "
+                    "does not own; it is left alone, so the persona's egress QoS cannot be "
+                    "applied there"
+                )
+        missing = [key for key in target.sysctl_keys if key not in dict(before.sysctls)]
+        if missing:
+            raise ApplyFailed(f"sysctl: the kernel has no {', '.join(missing)}")
+
+    def _converge(
+        self,
+        target: Target,
+        before: KernelSnapshot,
+        txn: _Transaction,
+        *,
+        known_listing: tuple[JSON, ...] | None,
+    ) -> None:
+        k = self.kernel
+        live_links = {link.ifname: link for link in before.links}
+        for name, want in sorted(target.links.items()):
+            have = live_links[name]
+            if want.mtu is not None and want.mtu != have.mtu:
+                txn.step(
+                    f"link {name}: mtu {have.mtu} -> {want.mtu}",
+                    partial(k.link_set, LinkSetting(name, mtu=want.mtu)),
+                    partial(k.link_set, LinkSetting(name, mtu=have.mtu)),
+                )
+            if want.multicast is not None and want.multicast != have.multicast:
+                txn.step(
+                    f"link {name}: multicast {_onoff(have.multicast)} -> {_onoff(want.multicast)}",
+                    partial(k.link_set, LinkSetting(name, multicast=want.multicast)),
+                    partial(k.link_set, LinkSetting(name, multicast=have.multicast)),
+                )
+        live_sysctls = dict(before.sysctls)
+        for key, value in sorted(target.sysctls.items()):
+            old = live_sysctls[key]
+            if old != value:
+                txn.step(
+                    f"sysctl {key}: {old} -> {value}",
+                    partial(k.sysctl_set, key, value),
+                    partial(k.sysctl_set, key, old),
+                )
+        self._converge_tc(target, before, txn)
+        for route in sorted(set(before.routes) - set(target.routes)):
+            txn.step(
+                f"route delete {show_route(route)}",
+                partial(k.route_delete, route),
+                partial(k.route_add, route),
+            )
+        for route in sorted(set(target.routes) - set(before.routes)):
+            txn.step(
+                f"route add {show_route(route)}",
+                partial(k.route_add, route),
+                partial(k.route_delete, route),
+            )
+        for rule in sorted(set(before.rules) - set(target.rules)):
+            txn.step(
+                f"rule delete {show_rule(rule)}",
+                partial(k.rule_delete, rule),
+                partial(k.rule_add, rule),
+            )
+        for rule in sorted(set(target.rules) - set(before.rules)):
+            txn.step(
+                f"rule add {show_rule(rule)}",
+                partial(k.rule_add, rule),
+                partial(k.rule_delete, rule),
+            )
+        table = {"family": TABLE_FAMILY, "name": TABLE_NAME}
+        if target.nft is not None:
+            current = (
+                known_listing is not None
+                and before.nft == known_listing
+                and not table_mismatches(list(target.nft), list(before.nft_raw or ()) or None)
+            )
+            if current:
+                return
+            what, batch = "replace", replace_table_batch(list(target.nft))
+        elif before.nft is not None:
+            what, batch = "delete", {"nftables": [{"delete": {"table": table}}]}
+        else:
+            return
+        # The kernel's own listing, reloadable as is, is what an undo puts back. It is read
+        # just before the table changes (no earlier step touches it), and only if it will.
+        listing_text = k.nft_table_text() if before.nft is not None else None
+        restore = partial(k.nft_load_text, restore_table_text(listing_text))
+        txn.step(f"nftables: {what} table inet netpersona", partial(k.nft_load, batch), restore)
+
+    def _converge_tc(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
+        k = self.kernel
+        for dev in sorted({item.dev for item in before.tc} - set(target.tc)):
+            old = before.tc_on(dev)
+            txn.step(
+                f"tc: delete qdisc {TC_HANDLE} on {dev}",
+                partial(k.qdisc_delete, dev),
+                partial(_recreate_tc, k, old),
+            )
+        for dev, items in sorted(target.tc.items()):
+            old_items = before.tc_on(dev)
+            ours = bool(old_items)
+            old_qdisc = next((i for i in old_items if isinstance(i, TcQdisc)), None)
+            old_classes = {c.classid: c for c in old_items if isinstance(c, TcClass)}
+            for item in items:
+                if isinstance(item, TcQdisc):
+                    if old_qdisc is None:
+                        txn.step(
+                            f"tc: add qdisc {item.handle} htb on {dev}",
+                            partial(k.qdisc_replace, item),
+                            partial(k.qdisc_delete, dev),
+                        )
+                    elif old_qdisc.default_class.lstrip("0") != item.default_class.lstrip("0"):
+                        txn.step(
+                            f"tc: change qdisc {item.handle} on {dev}",
+                            partial(k.qdisc_replace, item),
+                            partial(k.qdisc_replace, old_qdisc),
+                        )
+                    continue
+                was = old_classes.get(item.classid)
+                if was is None:
+                    # A class made under a qdisc this apply created goes with that qdisc.
+                    undo = partial(k.class_delete, dev, item.classid) if ours else None
+                    txn.step(
+                        f"tc: add class {item.classid} on {dev}",
+                        partial(k.class_replace, item),
+                        undo,
+                    )
+                elif _class_differs(was, item):
+                    txn.step(
+                        f"tc: change class {item.classid} on {dev}",
+                        partial(k.class_replace, item),
+                        partial(k.class_replace, was),
+                    )
+            wanted = {i.classid for i in items if isinstance(i, TcClass)}
+            extra = [c for c in old_classes.values() if c.classid not in wanted]
+            # Children before parents: a class with children cannot be deleted.
+            for cls in sorted(extra, key=lambda c: c.parent == TC_HANDLE):
+                txn.step(
+                    f"tc: delete class {cls.classid} on {dev}",
+                    partial(k.class_delete, dev, cls.classid),
+                    partial(k.class_replace, cls),
+                )
+
+    def _rolled_back(
+        self,
+        action: str,
+        *,
+        persona: str | None,
+        txn: _Transaction,
+        before: KernelSnapshot,
+        target: Target,
+        exc: NetpersonaError,
+        started: float,
+    ) -> ApplyRolledBack:
+        problems = txn.rollback()
+        try:
+            now = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+            problems += before.differences(now)
+        except NetpersonaError as read_exc:
+            problems.append(f"readback after rollback failed: {read_exc}")
+        return ApplyRolledBack(
+            ApplyReport(
+                action,
+                persona,
+                txn.descriptions,
+                failed=str(exc),
+                rollback_held=not problems,
+                rollback_problems=tuple(problems),
+                seconds=time.monotonic() - started,
+            )
+        )
+
+
+def plan_target(plan: Plan, originals: Originals) -> Target:
+    """The plan's owned state, plus the originals of whatever an earlier plan changed and this
+    one leaves alone (so those go back to what the VM had)."""
+    target = Target.from_plan(plan)
+    sysctls = {**originals.sysctls, **target.sysctls}
+    links = dict(_original_links(originals))
+    for name, setting in target.links.items():
+        old = links.get(name, LinkSetting(name))
+        links[name] = LinkSetting(
+            name,
+            mtu=setting.mtu if setting.mtu is not None else old.mtu,
+            multicast=setting.multicast if setting.multicast is not None else old.multicast,
+        )
+    return replace(target, sysctls=sysctls, links=links)
+
+
+def _onoff(flag: bool | None) -> str:
+    return "on" if flag else "off"
+
+
+def _class_differs(old: TcClass, new: TcClass) -> bool:
+    return (old.parent, old.rate, old.ceil, old.prio) != (
+        new.parent,
+        new.rate,
+        new.ceil,
+        new.prio,
+    ) or (new.burst is not None and old.burst != new.burst)
+
+
+def _recreate_tc(kernel: Kernel, items: list[TcItem]) -> None:
+    """Put an owned HTB tree back as it was read (qdisc first, parents before children)."""
+    for item in items:
+        if isinstance(item, TcQdisc):
+            kernel.qdisc_replace(item)
+    classes = [c for c in items if isinstance(c, TcClass)]
+    done = {TC_HANDLE}
+    while classes:
+        ready = [c for c in classes if c.parent in done] or classes
+        for cls in ready:
+            kernel.class_replace(cls)
+            done.add(cls.classid)
+            classes.remove(cls)
+
+
+def _original_links(originals: Originals) -> dict[str, LinkSetting]:
+    names = set(originals.mtu) | set(originals.multicast)
+    return {
+        name: LinkSetting(
+            name, mtu=originals.mtu.get(name), multicast=originals.multicast.get(name)
+        )
+        for name in sorted(names)
+    }
+
+
+def _record_originals(
+    originals: Originals, target: Target, before: KernelSnapshot, *, first: bool
+) -> Originals:
+    """``originals`` plus the live value of everything ``target`` touches for the first time."""
+    sysctls = dict(originals.sysctls)
+    for key, value in before.sysctls:
+        sysctls.setdefault(key, value)
+    mtu, multicast = dict(originals.mtu), dict(originals.multicast)
+    for link in before.links:
+        want = target.links.get(link.ifname)
+        if want is None:
+            continue
+        if want.mtu is not None and link.mtu is not None:
+            mtu.setdefault(link.ifname, link.mtu)
+        if want.multicast is not None and link.multicast is not None:
+            multicast.setdefault(link.ifname, link.multicast)
+    qdiscs = dict(originals.qdiscs)
+    for dev in target.tc:
+        root = before.root(dev)
+        if root is not None and root.handle != TC_HANDLE:
+            qdiscs.setdefault(dev, root.kind)
+    routes: tuple[Route, ...] = before.routes if first else originals.routes
+    rules: tuple[RoutingRule, ...] = before.rules if first else originals.rules
+    return Originals(sysctls, mtu, multicast, routes, rules, qdiscs)

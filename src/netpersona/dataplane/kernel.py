@@ -1,0 +1,426 @@
+"""The kernel seam: every read and every change the applier makes, as one small Protocol.
+
+:class:`Kernel` is what the applier talks to; :class:`LinuxKernel` implements it with iproute2
+(``ip -j``, ``tc``), ``nft -j`` and ``sysctl``, all through the one command chokepoint
+(:func:`netpersona.system.command.run`). Every method takes effect in one network namespace: the
+current one, or the one named at construction (``ip -n`` / ``ip netns exec``), so tests target a
+throwaway namespace without the test process ever leaving its own.
+
+Methods listed in :data:`MUTATIONS` change the kernel; everything else only reads. The
+fault-injection wrapper of the tests counts exactly these.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_network
+from typing import Any, Literal, Protocol
+
+from netpersona.compiler.plan import (
+    MAIN_TABLE,
+    TABLE_FAMILY,
+    TABLE_NAME,
+    LinkSetting,
+    Route,
+    RoutingRule,
+    TcClass,
+    TcQdisc,
+)
+from netpersona.errors import CommandFailed, KernelError
+from netpersona.system.command import in_netns, run
+
+__all__ = [
+    "MUTATIONS",
+    "Kernel",
+    "LinuxKernel",
+    "RootQdisc",
+    "parse_htb_classes",
+    "parse_rate",
+    "parse_size",
+]
+
+JSON = dict[str, Any]
+Family = Literal[4, 6]
+
+# The methods of Kernel that change state, in no particular order.
+MUTATIONS = (
+    "nft_load",
+    "nft_load_text",
+    "qdisc_replace",
+    "qdisc_delete",
+    "class_replace",
+    "class_delete",
+    "route_add",
+    "route_delete",
+    "rule_add",
+    "rule_delete",
+    "sysctl_set",
+    "link_set",
+)
+
+_TABLE_NAMES = {"main": MAIN_TABLE, "local": 255, "default": 253, "unspec": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class RootQdisc:
+    """The root qdisc of one device: ``handle`` "0:" is the kernel's own default."""
+
+    dev: str
+    kind: str
+    handle: str
+    default_class: str | None = None
+
+    @property
+    def is_kernel_default(self) -> bool:
+        return self.handle == "0:"
+
+
+class Kernel(Protocol):
+    """What the applier needs from a Linux network stack."""
+
+    # --- reads
+    def nft_table(self) -> list[JSON] | None:
+        """The objects of ``inet netpersona`` as ``nft -j`` lists them, or None if absent."""
+        ...
+
+    def nft_table_text(self) -> str | None:
+        """The table in nft's own syntax (reloadable with ``nft -f``), or None if absent."""
+        ...
+
+    def root_qdiscs(self) -> list[RootQdisc]: ...
+
+    def htb_classes(self, dev: str) -> list[TcClass]: ...
+
+    def routes(self, family: Family, table: int) -> list[Route]: ...
+
+    def rules(self, family: Family) -> list[RoutingRule]: ...
+
+    def sysctls(self, keys: Sequence[str]) -> dict[str, str]:
+        """Current values; a key the kernel does not have is left out."""
+        ...
+
+    def link(self, ifname: str) -> LinkSetting:
+        """The link's MTU and MULTICAST flag (both always set)."""
+        ...
+
+    def addresses(self) -> list[JSON]:
+        """``ip -j address show``: every link with its addresses."""
+        ...
+
+    def default_routes(self, family: Family) -> list[JSON]:
+        """``ip -j route show default`` in the main table."""
+        ...
+
+    # --- changes
+    def nft_load(self, document: JSON) -> None:
+        """Load one libnftables JSON batch: the kernel commits all of it or none."""
+        ...
+
+    def nft_load_text(self, text: str) -> None: ...
+
+    def qdisc_replace(self, qdisc: TcQdisc) -> None: ...
+
+    def qdisc_delete(self, dev: str) -> None:
+        """Delete the root qdisc of ``dev`` (the kernel puts its default back)."""
+        ...
+
+    def class_replace(self, cls: TcClass) -> None: ...
+
+    def class_delete(self, dev: str, classid: str) -> None: ...
+
+    def route_add(self, route: Route) -> None: ...
+
+    def route_delete(self, route: Route) -> None: ...
+
+    def rule_add(self, rule: RoutingRule) -> None: ...
+
+    def rule_delete(self, rule: RoutingRule) -> None: ...
+
+    def sysctl_set(self, key: str, value: str) -> None: ...
+
+    def link_set(self, setting: LinkSetting) -> None:
+        """Set the fields of ``setting`` that are not None."""
+        ...
+
+
+class LinuxKernel:
+    """:class:`Kernel` over iproute2, nft and sysctl, in ``netns`` or the current namespace."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def __repr__(self) -> str:
+        return f"LinuxKernel(netns={self.netns!r})"
+
+    # --- plumbing
+    def _ip(self, *args: str) -> list[str]:
+        return ["ip", *(["-n", self.netns] if self.netns else []), *args]
+
+    def _tc(self, *args: str) -> list[str]:
+        return ["tc", *(["-n", self.netns] if self.netns else []), *args]
+
+    def _exec(self, argv: Sequence[str]) -> list[str]:
+        return in_netns(self.netns, argv)
+
+    # --- nftables
+    def nft_table(self) -> list[JSON] | None:
+        done = run(
+            self._exec(["nft", "-j", "list", "table", TABLE_FAMILY, TABLE_NAME]), check=False
+        )
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise CommandFailed(done.args, done.returncode, done.stderr)
+        items = json.loads(done.stdout)["nftables"]
+        return [obj for obj in items if "metainfo" not in obj]
+
+    def nft_table_text(self) -> str | None:
+        done = run(self._exec(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME]), check=False)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise CommandFailed(done.args, done.returncode, done.stderr)
+        return done.stdout
+
+    def nft_load(self, document: JSON) -> None:
+        run(self._exec(["nft", "-j", "-f", "-"]), input=json.dumps(document))
+
+    def nft_load_text(self, text: str) -> None:
+        run(self._exec(["nft", "-f", "-"]), input=text)
+
+    # --- tc
+    def root_qdiscs(self) -> list[RootQdisc]:
+        out = run(self._tc("-j", "qdisc", "show")).stdout
+        roots = []
+        for q in json.loads(out or "[]"):
+            if not q.get("root"):
+                continue
+            default = q.get("options", {}).get("default")
+            if isinstance(default, str) and default.startswith("0x"):
+                default = format(int(default, 16), "x")
+            roots.append(
+                RootQdisc(
+                    dev=q["dev"],
+                    kind=q["kind"],
+                    handle=q["handle"],
+                    default_class=str(default) if default is not None else None,
+                )
+            )
+        return roots
+
+    def htb_classes(self, dev: str) -> list[TcClass]:
+        # iproute2 6.1 prints HTB classes as text even with -j, so the text is parsed.
+        return parse_htb_classes(dev, run(self._tc("class", "show", "dev", dev)).stdout)
+
+    def qdisc_replace(self, qdisc: TcQdisc) -> None:
+        argv = ["qdisc", "replace", "dev", qdisc.dev]
+        argv += ["root"] if qdisc.parent == "root" else ["parent", qdisc.parent]
+        argv += ["handle", qdisc.handle, qdisc.kind, "default", qdisc.default_class]
+        if qdisc.r2q is not None:
+            argv += ["r2q", str(qdisc.r2q)]
+        run(self._tc(*argv))
+
+    def qdisc_delete(self, dev: str) -> None:
+        run(self._tc("qdisc", "del", "dev", dev, "root"))
+
+    def class_replace(self, cls: TcClass) -> None:
+        argv = ["class", "replace", "dev", cls.dev, "parent", cls.parent, "classid", cls.classid]
+        argv += ["htb", "rate", f"{cls.rate}bit", "ceil", f"{cls.ceil}bit", "prio", str(cls.prio)]
+        if cls.burst is not None:
+            argv += ["burst", f"{cls.burst}b"]
+        run(self._tc(*argv))
+
+    def class_delete(self, dev: str, classid: str) -> None:
+        run(self._tc("class", "del", "dev", dev, "classid", classid))
+
+    # --- routes and rules
+    def routes(self, family: Family, table: int) -> list[Route]:
+        done = run(self._ip(f"-{family}", "-j", "route", "show", "table", str(table)), check=False)
+        if done.returncode != 0:
+            if "table does not exist" in done.stderr:
+                return []
+            raise CommandFailed(done.args, done.returncode, done.stderr)
+        return [_route(family, table, r) for r in json.loads(done.stdout or "[]")]
+
+    def _route_argv(self, verb: str, route: Route) -> list[str]:
+        argv = [f"-{route.family}", "route", verb]
+        if route.kind != "unicast":
+            argv.append(route.kind)
+        argv += [route.dst, "dev", route.dev]
+        if route.gateway:
+            argv += ["via", route.gateway]
+        if route.src and verb == "add":
+            argv += ["src", route.src]
+        argv += ["table", str(route.table)]
+        return self._ip(*argv)
+
+    def route_add(self, route: Route) -> None:
+        run(self._route_argv("add", route))
+
+    def route_delete(self, route: Route) -> None:
+        run(self._route_argv("del", route))
+
+    def rules(self, family: Family) -> list[RoutingRule]:
+        out = run(self._ip(f"-{family}", "-j", "rule", "show")).stdout
+        return [_rule(family, r) for r in json.loads(out or "[]")]
+
+    def _rule_argv(self, verb: str, rule: RoutingRule) -> list[str]:
+        argv = [f"-{rule.family}", "rule", verb, "pref", str(rule.priority)]
+        if rule.dst:
+            argv += ["to", rule.dst]
+        argv += ["lookup", str(rule.table)]
+        if rule.suppress_prefixlength is not None:
+            argv += ["suppress_prefixlength", str(rule.suppress_prefixlength)]
+        return self._ip(*argv)
+
+    def rule_add(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("add", rule))
+
+    def rule_delete(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("del", rule))
+
+    # --- sysctls and links
+    def sysctls(self, keys: Sequence[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        done = run(self._exec(["sysctl", "-n", *keys]), check=False)
+        lines = done.stdout.splitlines()
+        if done.returncode == 0 and len(lines) == len(keys):
+            return {key: _sysctl_value(line) for key, line in zip(keys, lines, strict=True)}
+        # Some key is missing: ask one by one so the others still answer.
+        values = {}
+        for key in keys:
+            one = run(self._exec(["sysctl", "-n", key]), check=False)
+            if one.returncode == 0:
+                values[key] = _sysctl_value(one.stdout.rstrip("\n"))
+        return values
+
+    def sysctl_set(self, key: str, value: str) -> None:
+        run(self._exec(["sysctl", "-q", "-w", f"{key}={value}"]))
+
+    def link(self, ifname: str) -> LinkSetting:
+        out = run(self._ip("-j", "link", "show", "dev", ifname)).stdout
+        info = json.loads(out)[0]
+        return LinkSetting(ifname, mtu=int(info["mtu"]), multicast="MULTICAST" in info["flags"])
+
+    def link_set(self, setting: LinkSetting) -> None:
+        argv = ["link", "set", "dev", setting.ifname]
+        if setting.mtu is not None:
+            argv += ["mtu", str(setting.mtu)]
+        if setting.multicast is not None:
+            argv += ["multicast", "on" if setting.multicast else "off"]
+        run(self._ip(*argv))
+
+    def addresses(self) -> list[JSON]:
+        out = run(self._ip("-j", "address", "show")).stdout
+        return list(json.loads(out or "[]"))
+
+    def default_routes(self, family: Family) -> list[JSON]:
+        out = run(self._ip(f"-{family}", "-j", "route", "show", "default")).stdout
+        return list(json.loads(out or "[]"))
+
+
+def _sysctl_value(line: str) -> str:
+    # Multi-value sysctls are tab-separated; compare them with single spaces.
+    return " ".join(line.split())
+
+
+def _prefix(dst: str, family: Family) -> str:
+    if dst == "default":
+        return dst
+    net = ip_network(dst, strict=False)
+    if net.prefixlen == 0:
+        return "default"
+    return str(net)
+
+
+def _route(family: Family, table: int, raw: JSON) -> Route:
+    kind = raw.get("type", "unicast")
+    return Route(
+        family=family,
+        table=table,
+        dst=_prefix(raw["dst"], family),
+        dev=raw.get("dev", ""),
+        gateway=raw.get("gateway"),
+        src=raw.get("prefsrc"),
+        kind=kind if kind in ("unicast", "multicast") else "unicast",
+    )
+
+
+def _table_id(name: object) -> int:
+    text = str(name)
+    return _TABLE_NAMES[text] if text in _TABLE_NAMES else int(text)
+
+
+def _rule(family: Family, raw: JSON) -> RoutingRule:
+    dst = None
+    if raw.get("dst") and raw["dst"] != "all":
+        dst = str(ip_network(f"{raw['dst']}/{raw.get('dstlen', 32 if family == 4 else 128)}"))
+    return RoutingRule(
+        family=family,
+        priority=int(raw.get("priority", 0)),
+        table=_table_id(raw.get("table", "main")),
+        dst=dst,
+        suppress_prefixlength=raw.get("suppress_prefixlen"),
+    )
+
+
+# tc(8) prints rates with SI prefixes on bits and sizes with binary prefixes on bytes.
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12}
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+_NUMBER = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+
+
+def parse_rate(text: str) -> int:
+    """``10Mbit`` -> 10000000 (bits per second), as tc(8) prints rates."""
+    match = _NUMBER.match(text)
+    if not match or match.group(2).lower() not in _RATE_UNITS:
+        raise KernelError(f"tc printed a rate {text!r} that is not understood")
+    return round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+
+
+def parse_size(text: str) -> int:
+    """``64Kb`` -> 65536 (bytes); tc appends ``/cell`` details with -d, which are ignored."""
+    match = _NUMBER.match(text.split("/", maxsplit=1)[0])
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise KernelError(f"tc printed a size {text!r} that is not understood")
+    return round(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_htb_classes(dev: str, text: str) -> list[TcClass]:
+    """The HTB classes in ``tc class show dev DEV`` output."""
+    classes = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:2] != ["class", "htb"]:
+            continue
+        fields = dict(_pairs(words[3:]))
+        parent = fields.get("parent")
+        if parent is None:
+            # A class under the qdisc itself is printed as "root"; its parent is the qdisc.
+            parent = words[2].split(":")[0] + ":"
+        classes.append(
+            TcClass(
+                dev=dev,
+                classid=words[2],
+                parent=parent,
+                rate=parse_rate(fields["rate"]),
+                ceil=parse_rate(fields["ceil"]),
+                burst=parse_size(fields["burst"]),
+                prio=int(fields.get("prio", "0")),
+            )
+        )
+    return classes
+
+
+def _pairs(words: Iterable[str]) -> Iterable[tuple[str, str]]:
+    items = iter(words)
+    for word in items:
+        if word == "root":
+            continue
+        value = next(items, None)
+        if value is not None:
+            yield word, value

@@ -1,0 +1,257 @@
+"""What the agent owns, on disk: the last applied plan and the VM's originals.
+
+One JSON file, ``state.json``, in a state directory (``/var/lib/netpersona`` by default; one
+per network namespace when several share a host). It is replaced atomically: written to a
+temporary file in the same directory, fsync'd, renamed over the old one, and the directory
+fsync'd (rename(2) is atomic within a filesystem), so a crash leaves either the old state or the
+new, never half of one. ``lock`` serialises the commands that change it (flock(2)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from netpersona.compiler.plan import (
+    LinkSetting,
+    PeerSets,
+    Plan,
+    Route,
+    RoutingRule,
+    Sysctl,
+    TcClass,
+    TcQdisc,
+)
+from netpersona.errors import StateError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "AppliedState",
+    "Originals",
+    "Pending",
+    "StateError",
+    "StateStore",
+    "plan_from_json",
+]
+
+JSON = dict[str, Any]
+DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Originals:
+    """What the VM had before the agent first changed it, field by field."""
+
+    sysctls: dict[str, str] = field(default_factory=dict)
+    mtu: dict[str, int] = field(default_factory=dict)
+    multicast: dict[str, bool] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    rules: tuple[RoutingRule, ...] = ()
+    qdiscs: dict[str, str] = field(default_factory=dict)  # dev -> root qdisc kind, for the record
+
+    def to_json(self) -> JSON:
+        return {
+            "sysctls": self.sysctls,
+            "mtu": self.mtu,
+            "multicast": self.multicast,
+            "routes": [asdict(r) for r in self.routes],
+            "rules": [asdict(r) for r in self.rules],
+            "qdiscs": self.qdiscs,
+        }
+
+    @classmethod
+    def from_json(cls, body: JSON) -> Originals:
+        return cls(
+            sysctls=dict(body.get("sysctls", {})),
+            mtu={k: int(v) for k, v in body.get("mtu", {}).items()},
+            multicast={k: bool(v) for k, v in body.get("multicast", {}).items()},
+            routes=tuple(Route(**r) for r in body.get("routes", [])),
+            rules=tuple(RoutingRule(**r) for r in body.get("rules", [])),
+            qdiscs=dict(body.get("qdiscs", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An apply on trial: reverted at ``deadline`` (epoch seconds) unless confirmed."""
+
+    token: str
+    deadline: float
+    previous: JSON | None  # the AppliedState to go back to, or None for "nothing applied"
+    watchdog_pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedState:
+    persona: str
+    plan: Plan
+    applied_at: float
+    nft_listing: tuple[JSON, ...] = ()  # normalised listing right after apply, for drift
+    pending: Pending | None = None
+
+    def to_json(self) -> JSON:
+        return {
+            "format": FORMAT,
+            "persona": self.persona,
+            "plan": self.plan.to_json(),
+            "applied_at": self.applied_at,
+            "nft_listing": list(self.nft_listing),
+            "pending": asdict(self.pending) if self.pending else None,
+        }
+
+    @classmethod
+    def from_json(cls, body: JSON) -> AppliedState:
+        if body.get("format") != FORMAT:
+            raise StateError(f"state format {body.get('format')!r} is not {FORMAT}")
+        pending = body.get("pending")
+        return cls(
+            persona=body["persona"],
+            plan=plan_from_json(body["plan"]),
+            applied_at=float(body["applied_at"]),
+            nft_listing=tuple(body.get("nft_listing", [])),
+            pending=Pending(**pending) if pending else None,
+        )
+
+    def with_pending(self, pending: Pending | None) -> AppliedState:
+        return replace(self, pending=pending)
+
+
+def plan_from_json(body: JSON) -> Plan:
+    """The inverse of :meth:`Plan.to_json`."""
+    peer = body.get("peer_sets", {})
+    tc: list[TcQdisc | TcClass] = []
+    for item in body.get("tc", []):
+        fields = {k: v for k, v in item.items() if k != "type"}
+        tc.append(TcQdisc(**fields) if item["type"] == "TcQdisc" else TcClass(**fields))
+    return Plan(
+        nftables=tuple(body["nftables"]),
+        peer_sets=PeerSets(
+            addrs_v4=tuple(peer.get("addrs_v4", ())),
+            addrs_v6=tuple(peer.get("addrs_v6", ())),
+            dscp_v4=tuple((a, int(d)) for a, d in peer.get("dscp_v4", ())),
+            dscp_v6=tuple((a, int(d)) for a, d in peer.get("dscp_v6", ())),
+        ),
+        tc=tuple(tc),
+        routes=tuple(Route(**r) for r in body.get("routes", [])),
+        rules=tuple(RoutingRule(**r) for r in body.get("rules", [])),
+        sysctls=tuple(Sysctl(**s) for s in body.get("sysctls", [])),
+        links=tuple(LinkSetting(**link) for link in body.get("links", [])),
+    )
+
+
+class StateStore:
+    """The state directory: ``state.json`` (the applied state), ``originals.json`` and ``lock``.
+
+    The originals are written before the first change to the kernel, so even an agent killed
+    mid-apply leaves behind what ``remove`` needs to put the VM back.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self._depth = 0
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "state.json"
+
+    def load(self) -> AppliedState | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot read state: {exc}") from None
+        try:
+            return AppliedState.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{self.path}: state is not readable: {exc}") from None
+
+    @property
+    def originals_path(self) -> Path:
+        return self.directory / "originals.json"
+
+    def save(self, state: AppliedState) -> None:
+        self._write(self.path, json.dumps(state.to_json(), indent=1, sort_keys=True))
+
+    def load_originals(self) -> Originals:
+        try:
+            text = self.originals_path.read_text()
+        except FileNotFoundError:
+            return Originals()
+        except OSError as exc:
+            raise StateError(f"{self.originals_path}: cannot read originals: {exc}") from None
+        try:
+            return Originals.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{self.originals_path}: originals are not readable: {exc}") from None
+
+    def save_originals(self, originals: Originals) -> None:
+        body = json.dumps(originals.to_json(), indent=1, sort_keys=True)
+        self._write(self.originals_path, body)
+
+    def clear(self) -> None:
+        """Forget everything: nothing is applied and nothing needs restoring."""
+        for path in (self.path, self.originals_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if self.directory.exists():
+            self._sync_directory()
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=self.directory)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            self._sync_directory()
+        except OSError as exc:
+            raise StateError(f"{path}: cannot write state: {exc}") from None
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state directory's lock (blocking) for the duration of the block.
+
+        Re-entrant within one store object, so an operation can call another under the lock.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle = open(self.directory / "lock", "a")  # noqa: SIM115 - held across the yield
+        except OSError as exc:
+            raise StateError(f"{self.directory}: cannot lock state: {exc}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._depth = 1
+            yield
+        finally:
+            self._depth = 0
+            handle.close()

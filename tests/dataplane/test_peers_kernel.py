@@ -1,0 +1,103 @@
+"""Peer changes update the nftables sets in place: no reload, established flows kept."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netpersona.compiler import compile_plan, resolve_peer_sets
+from netpersona.dataplane import Applier, LinuxKernel, StateStore
+from netpersona.dataplane.drift import detect_drift
+from netpersona.model import parse_persona_text
+from netpersona.probe.runner import PROBE, listening, send_probes
+from netpersona.testing.topology import Lab, lab
+
+pytestmark = pytest.mark.kernel
+
+PERSONA = parse_persona_text(
+    """
+network_persona:
+  communication_mode: restricted
+  security_profile: high
+  allowed_protocols: [postgres]
+  priority: 2
+  peers: [{persona: api}]
+"""
+)
+
+
+@pytest.fixture
+def net() -> Iterator[Lab]:
+    with lab() as built:
+        yield built
+
+
+def _peer(name: str, address: str, persona: str, priority: int = 1) -> dict[str, object]:
+    return {"instance": name, "addresses": [address], "persona": persona, "priority": priority}
+
+
+def _chain_handles(applier: Applier) -> list[int]:
+    return [obj["chain"]["handle"] for obj in applier.kernel.nft_table() or () if "chain" in obj]
+
+
+def _connects(net: Lab, source: str) -> bool:
+    ns = net.peer if source == "peer" else net.stranger
+    probe = {"id": "c", "proto": "tcp", "dst": net.vm4, "port": 5432, "timeout": 0.5}
+    return bool(send_probes(ns, [probe])["c"]["ok"])
+
+
+def test_peer_changes_are_in_place_and_keep_established_flows(net: Lab, tmp_path: Path) -> None:
+    applier = Applier(LinuxKernel(net.vm.name), StateStore(tmp_path / "state"))
+    only_peer = net.facts(peers=[_peer("peer", net.peer4, "api")])
+    applier.apply(compile_plan(PERSONA, only_peer), "db")
+    handles = _chain_handles(applier)
+
+    with listening(net.vm, tcp=[5432]):
+        assert not _connects(net, "stranger")
+        session = net.peer.popen(
+            [*PROBE, "hold", net.vm4, "5432"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert session.stdin is not None
+            assert session.stdout is not None
+            assert session.stdout.readline() == "connected\n"
+
+            # The stranger becomes an "api" VM with a higher priority: one set update.
+            both = net.facts(
+                peers=[
+                    _peer("peer", net.peer4, "api"),
+                    _peer("stranger", net.stranger4, "api", priority=6),
+                ]
+            )
+            update = applier.update_peers(resolve_peer_sets(PERSONA, both))
+            assert update.added >= 2  # an address and a DSCP entry
+            assert _connects(net, "stranger")
+            session.stdin.write("after-join\n")
+            session.stdin.flush()
+            assert session.stdout.readline() == "ok\n"
+
+            # The peer leaves: no new flows from it, but its open connection lives on.
+            only_stranger = net.facts(peers=[_peer("stranger", net.stranger4, "api", 6)])
+            update = applier.update_peers(resolve_peer_sets(PERSONA, only_stranger))
+            assert update.deleted >= 1
+            assert not _connects(net, "peer")
+            session.stdin.write("after-leave\n")
+            session.stdin.flush()
+            assert session.stdout.readline() == "ok\n"
+        finally:
+            session.kill()
+            session.communicate(timeout=10)
+
+    # Same chains, same handles: the table was never reloaded.
+    assert _chain_handles(applier) == handles
+    state = applier.store.load()
+    assert state is not None
+    assert state.plan.peer_sets == resolve_peer_sets(PERSONA, only_stranger)
+    assert detect_drift(applier.kernel, state, applier.store.load_originals()) == []
+    applier.remove()
