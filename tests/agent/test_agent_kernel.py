@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netpersona.lab.fleet import Fleet
+from netpersona.lab.fleet import Fleet, netpersona_argv
 from netpersona.lab.topology import topology
 from netpersona.store.sqlite import SqliteStore
 
@@ -106,6 +106,10 @@ def test_persona_change_reaches_the_kernel(fleet: Fleet, tmp_path: Path) -> None
     assert took < 15
     status = fleet.admin("status", "vm1").stdout
     assert "applied" in status
+    # On the VM, `netpersona status` says what the agent holds and why.
+    argv = [*netpersona_argv(), "status", "--state-dir", str(fleet.state_dir("vm1"))]
+    local = fleet.topo.vms["vm1"].run(argv).stdout
+    assert "agent: vm1 holds web v2 (applied); metadata service reachable" in local
 
 
 def test_service_outage_keeps_rules_and_catches_up(fleet: Fleet) -> None:

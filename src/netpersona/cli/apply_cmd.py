@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from netpersona.agent.runner import RECORD_FILE
 from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
 from netpersona.dataplane.apply import Applier, ApplyReport
@@ -82,6 +83,15 @@ def _print_report(report: ApplyReport, as_json: bool) -> None:
         out.print(f"  {escape(step)}")
     what = f" {report.persona}" if report.persona else ""
     out.print(f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s")
+
+
+def read_agent_record(state_dir: Path) -> dict[str, Any] | None:
+    """What the agent (``netpersona agent``) last wrote about itself, if it runs here."""
+    try:
+        record: dict[str, Any] = json.loads((state_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record
 
 
 def register(app: typer.Typer) -> None:
@@ -178,6 +188,9 @@ def register(app: typer.Typer) -> None:
         kernel = LinuxKernel(netns)
         state = store.load()
         body: dict[str, Any] = {"applied": state is not None}
+        agent = read_agent_record(state_dir)
+        if agent is not None:
+            body["agent"] = agent
         if state is not None:
             counters = drop_counters(kernel)
             body |= {
@@ -195,6 +208,15 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
             return
+        if agent is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(agent.get("service_since", 0)))
+            out.print(
+                f"agent: {agent.get('instance')} holds {agent.get('persona')} "
+                f"v{agent.get('version')} ({agent.get('result')}); metadata service "
+                f"{agent.get('service')} since {since}"
+            )
+            if agent.get("error"):
+                out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
         if state is None:
             out.print("no persona applied")
             return

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from netpersona.lab.expect import ProbeKind
-from netpersona.lab.matrix import Cell
+from netpersona.lab.matrix import GROUP_KINDS, PAIR_KINDS, Cell
 
 __all__ = ["print_matrix"]
 
@@ -40,17 +41,13 @@ def _glyph(cell: Cell) -> Text:
     return Text(shown, style="green" if cell.actual else "dim")
 
 
-def print_matrix(
-    console: Console, title: str, cells: Sequence[Cell], personas: dict[str, str]
-) -> int:
-    """Print the matrix; return the number of mismatches."""
-    names = list(dict.fromkeys([c.src for c in cells] + [c.dst for c in cells]))
-    table = Table(title=title, show_lines=False, header_style="bold")
-    table.add_column("from \\ to", style="bold")
+def _grid(title: str, names: list[str], cells: Sequence[Cell]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAVY, header_style="bold", padding=(0, 1))
+    table.add_column("from\\to", style="bold", no_wrap=True)
     for name in names:
-        table.add_column(f"{name}\n[dim]{personas.get(name, '-')}[/dim]", justify="center")
+        table.add_column(name, justify="center", no_wrap=True)
     for src in names:
-        row: list[Text | str] = [f"{src} [dim]{personas.get(src, '-')}[/dim]"]
+        row: list[Text | str] = [src]
         for dst in names:
             if dst == src:
                 row.append(Text("·", style="dim"))
@@ -61,7 +58,22 @@ def print_matrix(
                     text.append_text(_glyph(cell))
             row.append(text)
         table.add_row(*row)
-    console.print(table)
+    return table
+
+
+def print_matrix(
+    console: Console, title: str, cells: Sequence[Cell], personas: dict[str, str]
+) -> int:
+    """Print the matrix; return the number of mismatches."""
+    names = list(dict.fromkeys([c.src for c in cells] + [c.dst for c in cells]))
+    legend = Table(box=box.SIMPLE, show_header=True, header_style="bold", padding=(0, 1))
+    legend.add_column("VM")
+    legend.add_column("persona")
+    for name in names:
+        legend.add_row(name, personas.get(name, "-"))
+    console.print(legend)
+    for part, kinds in (("unicast", PAIR_KINDS), ("broadcast and multicast", GROUP_KINDS)):
+        console.print(_grid(f"{title}: {part}", names, [c for c in cells if c.kind in kinds]))
     console.print(
         "[dim]T tcp allowed port · t tcp denied port · U udp · I icmp echo · B broadcast · "
         "M multicast listed group · m unlisted group; letter = delivered, . = dropped[/dim]"
