@@ -115,10 +115,22 @@ def test_persona_change_reaches_the_kernel(fleet: Fleet, tmp_path: Path) -> None
 def test_service_outage_keeps_rules_and_catches_up(fleet: Fleet) -> None:
     fleet.start_agent("vm1", "--drift-interval", "3600")
     fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
-    before = table(fleet)
+    before, handle = table(fleet), table_handle(fleet)
+    record = fleet.state_dir("vm1") / "agent.json"
+
+    def service_is(state: str) -> bool:
+        return bool(json.loads(record.read_text())["service"] == state)
+
+    # A restart with nothing changed: the agent resumes its watch, and reloads nothing.
     fleet.stop_service()
-    time.sleep(2)  # the agent notices: its long-polls fail and back off
+    fleet.wait_for(lambda: service_is("unreachable"), 30, "the agent to notice the outage")
     assert table(fleet) == before, "the kernel changed while the service was away"
+    fleet.start_service()
+    fleet.wait_for(lambda: service_is("reachable"), 60, "the agent to reconnect")
+    time.sleep(1)
+    assert table_handle(fleet) == handle
+    assert json.loads(record.read_text())["result"] in ("applied", "unchanged")
+    fleet.stop_service()
     # A change made while the service is down (written to its database by the store itself).
     store = open_store(fleet)
     store.put_persona("web", json.dumps(yaml.safe_load(with_port(7070))), "test")

@@ -155,7 +155,10 @@ class Agent:
         backoff = Backoff(cap=self.config.backoff_cap)
         while True:
             try:
-                answer = await self.fetch(name, wait=True)
+                # After a failure, ask without waiting first: a long-poll would only answer
+                # when something changes, and the agent wants to know at once that the
+                # service is back (and whether anything changed while it was away).
+                answer = await self.fetch(name, wait=backoff.attempt == 0)
             except MetadataUnavailable as exc:
                 self._service_state(False, str(exc))
                 await self.sleep(backoff.next_delay())

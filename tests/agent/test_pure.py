@@ -1,0 +1,71 @@
+"""The agent's pure parts: backoff, and what it makes of the service's answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from netpersona.agent.backoff import Backoff
+from netpersona.agent.view import (
+    MalformedAnswer,
+    parse_peer_view,
+    parse_persona_answer,
+    uplink_tiers,
+)
+from netpersona.facts import Tier
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(base=0.5, cap=8.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(12)]
+    ceilings = [min(8.0, 0.5 * 2**n) for n in range(12)]
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays[6:]) <= 8.0
+    assert len(set(delays)) == len(delays)  # jitter: no two waits alike
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_persona_answer_without_persona_means_remove() -> None:
+    answer = parse_persona_answer({"name": None, "version": None, "network_persona": None})
+    assert answer.document is None
+
+
+def test_persona_answer_without_version_is_garbage() -> None:
+    with pytest.raises(MalformedAnswer):
+        parse_persona_answer({"name": "web", "network_persona": {"priority": 1}})
+
+
+def test_peer_view_entries_become_peer_infos() -> None:
+    peers = parse_peer_view(
+        {
+            "peers": [
+                {
+                    "addresses": ["10.0.0.7"],
+                    "persona": "api",
+                    "priority": 5,
+                    "labels": {"app": "api"},
+                }
+            ]
+        }
+    )
+    assert peers[0].persona == "api"
+    assert peers[0].priority == 5
+    assert str(peers[0].addresses[0]) == "10.0.0.7"
+    assert peers[0].labels == (("app", "api"),)
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"peers": "x"}, {"peers": [{"addresses": ["not an ip"]}]}, {"peers": [3]}]
+)
+def test_malformed_peer_views_are_refused_whole(body: dict[str, object]) -> None:
+    with pytest.raises(MalformedAnswer):
+        parse_peer_view(body)
+
+
+def test_uplink_tiers_come_from_instance_interfaces() -> None:
+    instance = {
+        "interfaces": [{"name": "eth0", "tier": "premium"}, {"name": "eth1", "tier": None}, "junk"]
+    }
+    assert uplink_tiers(instance) == {"eth0": Tier.PREMIUM}
