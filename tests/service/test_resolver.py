@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from netpersona.service import create_app
-from netpersona.service.views import ViewKind
-from netpersona.store import FleetData, PersonaVersion, Role, SqliteStore
+from netpersona.service.views import EffectiveVersion, ViewKind
+from netpersona.store import FleetData, Role, SqliteStore
 from tests.service.conftest import Service, persona_doc
 
 pytestmark = pytest.mark.anyio
@@ -22,12 +22,12 @@ class ByRoleLabel:
     def __init__(self) -> None:
         self.override: str | None = None
 
-    def resolve(self, data: FleetData) -> Mapping[str, PersonaVersion]:
+    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
         chosen = {}
         for instance in data.instances:
             name = self.override or instance.label_map.get("role")
             if name is not None and name in data.personas:
-                chosen[instance.id] = data.personas[name]
+                chosen[instance.id] = EffectiveVersion.stored(data.personas[name])
         return chosen
 
 

@@ -34,7 +34,12 @@ async def test_an_unpinned_vm_gets_a_null_persona_it_can_watch(service: Service)
     async with await service.vm("10.0.0.1") as vm:
         response = await vm.get("/v1/instance/network_persona")
     assert response.status_code == 200
-    assert response.json() == {"name": None, "version": None, "network_persona": None}
+    assert response.json() == {
+        "name": None,
+        "version": None,
+        "overlays": [],
+        "network_persona": None,
+    }
 
 
 async def test_the_etag_changes_with_the_version_and_if_none_match_gets_304(

@@ -346,6 +346,82 @@ def register(app: typer.Typer) -> None:
         """The last status the instance's agent reported, with drop counters."""
         _show_json(_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
 
+    _register_policy(admin)
+
+
+def _register_policy(admin: typer.Typer) -> None:
+    policy = typer.Typer(help="The service's persona policy: apply, show, explain, what-if.")
+    admin.add_typer(policy, name="policy")
+
+    @policy.command("apply")
+    def apply(
+        ctx: typer.Context,
+        file: Annotated[Path, typer.Argument(help="Policy document (YAML or JSON).")],
+        tests: Annotated[
+            Path | None,
+            typer.Option(help="Policy tests the service must see pass before it stores this."),
+        ] = None,
+    ) -> None:
+        """Store FILE as the policy's new version (the service checks it in full first)."""
+        document = load_document(file.read_text(), str(file))
+        if not isinstance(document, dict):
+            raise InvalidDocument([FieldError("", "expected a mapping (a policy document)")])
+        if tests is not None:
+            document = {**document, "tests": load_document(tests.read_text(), str(tests))}
+        done = _client(ctx).request("PUT", "/v1/admin/policy", json=document)
+        out.print(f"policy is at version {done['version']}")
+
+    @policy.command("show")
+    def show(
+        ctx: typer.Context,
+        version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+    ) -> None:
+        """Print the policy (current or a given version) as JSON."""
+        path = "/v1/admin/policy" + (f"/versions/{version}" if version else "")
+        _show_json(_client(ctx).request("GET", path))
+
+    @policy.command("explain")
+    def explain(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+        """Why an instance has its persona: the deciding rule, earlier rules, overlays."""
+        answer = _client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/explain")
+        for line in answer["lines"]:
+            out.print(escape(line))
+
+    @policy.command("diff")
+    def diff(
+        ctx: typer.Context,
+        policy_file: Annotated[
+            Path | None, typer.Option("--policy", help="A proposed policy document.")
+        ] = None,
+        context: Annotated[
+            list[str] | None,
+            typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),
+        ] = None,
+        label: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--label", help="INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove (repeatable)."
+            ),
+        ] = None,
+    ) -> None:
+        """Which instances a proposed change would move, and how. Nothing is committed."""
+        body: dict[str, Any] = {"context": _labels(context or []), "labels": {}}
+        if policy_file is not None:
+            body["policy"] = load_document(policy_file.read_text(), str(policy_file))
+        for item in label or []:
+            instance_id, sep, pair = item.partition(":")
+            if not sep or not instance_id:
+                raise UsageError(f"--label {item!r}: expected INSTANCE:KEY=VALUE or INSTANCE:KEY-")
+            body["labels"].setdefault(instance_id, {}).update(_labels([pair]))
+        answer = _client(ctx).request("POST", "/v1/admin/policy/diff", json=body)
+        if not answer["changes"]:
+            out.print("no instance would change")
+        for change in answer["changes"]:
+            for line in change["lines"]:
+                out.print(escape(line))
+        if answer["changes"]:
+            out.print(f"{answer['count']} instance(s) would change")
+
 
 def _diff(before: Any, after: Any) -> str:
     """The top-level fields that changed, as ``field: old -> new``."""

@@ -3,7 +3,13 @@
 Roles: ``reader`` may read everything but tokens; ``operator`` may also change instances,
 labels, personas, pins and context; ``admin`` may also manage tokens. Every write names the
 token in the audit log. ``If-Match`` takes the ETag a read returned (``"r<revision>"`` for
-instances and context keys, ``"v<version>"`` for personas); a stale one gets 412.
+instances and context keys, ``"v<version>"`` for personas, ``"p<version>"`` for the policy); a
+stale one gets 412.
+
+The persona policy (``/v1/admin/policy``) is checked in full before it is stored (catalog
+references, shadowed rules, CEL, and the tests it carries); context values the policy does not
+allow and deleting a persona the policy hands out are refused. Explain and what-if (``diff``)
+ask the service's policy engine and commit nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from netpersona.errors import (
+    Conflict,
     FieldError,
     Forbidden,
     InvalidDocument,
@@ -26,8 +33,20 @@ from netpersona.errors import (
 from netpersona.errors import Unauthorized as UnauthorizedError
 from netpersona.model import parse_persona
 from netpersona.model.labels import check_label_key, check_persona_name
+from netpersona.model.parse import escape_pointer
+from netpersona.policy import (
+    Change,
+    ContextChanged,
+    LabelsChanged,
+    PolicyChanged,
+    PolicyEngine,
+    parse_policy,
+    what_if,
+)
 from netpersona.service.context import ServiceContext, service
+from netpersona.service.policy import check_policy, split_policy_document
 from netpersona.service.schemas import (
+    DiffBody,
     InstanceBody,
     NewInstanceBody,
     PinBody,
@@ -39,7 +58,14 @@ from netpersona.service.schemas import (
     instance_spec,
 )
 from netpersona.service.views import ViewKind
-from netpersona.store.base import ApiToken, Page, PersonaVersion, Role
+from netpersona.store.base import (
+    ApiToken,
+    ContextEntry,
+    Page,
+    PersonaVersion,
+    PolicyVersion,
+    Role,
+)
 
 __all__ = ["router"]
 
@@ -110,6 +136,21 @@ async def _write(ctx: ServiceContext, token: ApiToken, kind: str, op: Callable[[
     ctx.metrics.changes.labels(kind).inc()
     log.info("change", kind=kind, actor=_actor(token), revision=ctx.fleet.view.revision)
     return result
+
+
+async def _guarded_write(ctx: ServiceContext, token: ApiToken, kind: str, op: Callable[[], T]) -> T:
+    """:func:`_write` for a change whose checks read the stored policy."""
+    result = await ctx.fleet.guarded_write(op)
+    ctx.metrics.changes.labels(kind).inc()
+    log.info("change", kind=kind, actor=_actor(token), revision=ctx.fleet.view.revision)
+    return result
+
+
+async def _body_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:
+        raise InvalidDocument([FieldError("", f"the body is not JSON: {exc}")]) from None
 
 
 def _check_name(name: str) -> None:
@@ -246,6 +287,21 @@ async def instance_view(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
     )
 
 
+@router.get("/instances/{instance_id}/explain")
+async def explain_instance(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
+    """Why the instance has its persona: the deciding rule, why each earlier rule did not
+    match, the overlays applied, and the effective persona served."""
+    await ctx.fleet.read(lambda: ctx.store.get_instance(instance_id))  # 404 when unknown
+
+    def explain(engine: PolicyEngine) -> dict[str, Any]:
+        if instance_id not in engine.instances:
+            raise NotFound(f"instance {instance_id!r} does not exist")
+        explanation = engine.explain(instance_id)
+        return {**explanation.to_json(), "lines": explanation.lines()}
+
+    return _json(await ctx.fleet.with_engine(explain))
+
+
 # -- personas ---------------------------------------------------------------------------
 
 
@@ -310,9 +366,17 @@ async def delete_persona(
     ctx: Ctx, token: Operator, name: str, if_match: IfMatch = None
 ) -> Response:
     expect = _expect(if_match, "v")
-    await _write(
-        ctx, token, "persona", lambda: ctx.store.delete_persona(name, _actor(token), expect)
-    )
+
+    def delete() -> None:
+        stored, policy = ctx.fleet.stored_policy()
+        if stored is not None and name in policy.personas:
+            raise Conflict(
+                f"persona {name!r} is handed out by the policy (version {stored.version}); "
+                "change the policy first"
+            )
+        ctx.store.delete_persona(name, _actor(token), expect)
+
+    await _guarded_write(ctx, token, "persona", delete)
     return Response(status_code=204)
 
 
@@ -347,6 +411,129 @@ async def restore_persona(
     return _json(done.to_json(), f'"v{done.version}"')
 
 
+# -- the persona policy -----------------------------------------------------------------
+
+_POLICY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": (
+            "the policy document ({persona_policy: ...}, see docs/policy.md), optionally with "
+            "a top-level `tests` key holding a policy tests document"
+        ),
+    }
+}
+
+
+@router.get("/policy")
+async def get_policy(ctx: Ctx, _: Reader) -> JSONResponse:
+    found = await ctx.fleet.read(ctx.store.get_policy)
+    return _json(found.to_json(), f'"p{found.version}"')
+
+
+@router.put("/policy", openapi_extra=_POLICY_BODY)
+async def put_policy(
+    *, ctx: Ctx, token: Operator, request: Request, if_match: IfMatch = None
+) -> JSONResponse:
+    """Store the policy as a new version, after checking it (and its tests) in full."""
+    document = await _body_json(request)
+    if not isinstance(document, dict):
+        raise InvalidDocument([FieldError("", "expected a mapping (a policy document)")])
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    expect = _expect(if_match, "p")
+
+    def put() -> tuple[bool, PolicyVersion]:
+        before, _ = ctx.fleet.stored_policy()
+        check_policy(document, ctx.store.fleet())
+        return before is not None, ctx.store.put_policy(canonical, _actor(token), expect)
+
+    existed, done = await _guarded_write(ctx, token, "policy", put)
+    return _json(done.to_json(), f'"p{done.version}"', 200 if existed else 201)
+
+
+@router.delete("/policy", status_code=204)
+async def delete_policy(ctx: Ctx, token: Operator, if_match: IfMatch = None) -> Response:
+    """No policy: pinned instances keep their pin, the others get no persona."""
+    expect = _expect(if_match, "p")
+    await _guarded_write(
+        ctx, token, "policy", lambda: ctx.store.delete_policy(_actor(token), expect)
+    )
+    return Response(status_code=204)
+
+
+@router.get("/policy/versions")
+async def policy_history(
+    ctx: Ctx, _: Reader, limit: Limit = 100, cursor: Cursor = None
+) -> JSONResponse:
+    """Every version of the policy, newest first."""
+    return _json(_page(await ctx.fleet.read(lambda: ctx.store.policy_history(limit, cursor))))
+
+
+@router.get("/policy/versions/{version}")
+async def policy_version(ctx: Ctx, _: Reader, version: int) -> JSONResponse:
+    found = await ctx.fleet.read(lambda: ctx.store.get_policy(version))
+    return _json(found.to_json())
+
+
+@router.post("/policy/diff")
+async def policy_diff(ctx: Ctx, _: Reader, body: DiffBody) -> JSONResponse:
+    """What-if: every instance whose decision a proposed policy, context values and label
+    changes would change, and how. Nothing is committed."""
+    errors = [
+        e
+        for instance_id, patch in body.labels.items()
+        for e in check_labels(patch, at=f"/labels/{escape_pointer(instance_id)}")
+    ]
+    for key in body.context:
+        problem = check_label_key(key)
+        if problem:
+            errors.append(FieldError(f"/context/{escape_pointer(key)}", problem))
+    if errors:
+        raise InvalidDocument(errors)
+
+    def propose(engine: PolicyEngine) -> list[dict[str, Any]]:
+        changes: list[Change] = []
+        policy = engine.policy
+        if body.policy is not None:
+            try:
+                policy = parse_policy(
+                    split_policy_document(body.policy)[0], personas=set(engine.personas)
+                )
+            except InvalidDocument as exc:
+                raise InvalidDocument(
+                    [FieldError("/policy" + e.pointer, e.message) for e in exc.errors]
+                ) from None
+            changes.append(PolicyChanged(policy))
+        problems = []
+        for key, value in body.context.items():
+            problem = None if value is None else policy.context_problem(key, value)
+            if problem:
+                problems.append(FieldError(f"/context/{escape_pointer(key)}", problem))
+            changes.append(ContextChanged(key, value))
+        for instance_id, patch in body.labels.items():
+            facts = engine.instances.get(instance_id)
+            if facts is None:
+                problems.append(
+                    FieldError(
+                        f"/labels/{escape_pointer(instance_id)}", f"no instance {instance_id!r}"
+                    )
+                )
+                continue
+            labels = dict(facts.labels)
+            for key, value in patch.items():
+                if value is None:
+                    labels.pop(key, None)
+                else:
+                    labels[key] = value
+            changes.append(LabelsChanged(instance_id, labels))
+        if problems:
+            raise InvalidDocument(problems)
+        return [{**c.to_json(), "lines": c.lines()} for c in what_if(engine, changes)]
+
+    moved = await ctx.fleet.with_engine(propose)
+    return _json({"changes": moved, "count": len(moved)})
+
+
 # -- network context --------------------------------------------------------------------
 
 
@@ -374,9 +561,14 @@ async def set_context(
 ) -> JSONResponse:
     _check_context_key(key)
     expect = _expect(if_match, "r")
-    entry = await _write(
-        ctx, token, "context", lambda: ctx.store.set_context(key, body.value, _actor(token), expect)
-    )
+
+    def set_value() -> ContextEntry:
+        problem = ctx.fleet.stored_policy()[1].context_problem(key, body.value)
+        if problem:
+            raise InvalidDocument([FieldError("/value", problem)])
+        return ctx.store.set_context(key, body.value, _actor(token), expect)
+
+    entry = await _guarded_write(ctx, token, "context", set_value)
     return _json(entry.to_json(), f'"r{entry.revision}"')
 
 

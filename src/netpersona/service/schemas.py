@@ -18,6 +18,7 @@ from netpersona.model.parse import escape_pointer
 from netpersona.store.base import InstanceSpec, Interface, Role, Tier
 
 __all__ = [
+    "DiffBody",
     "InstanceBody",
     "InterfaceBody",
     "PinBody",
@@ -64,6 +65,14 @@ class RestoreBody(_Body):
 
 class ValueBody(_Body):
     value: str = Field(max_length=MAX_CONTEXT_VALUE)
+
+
+class DiffBody(_Body):
+    """A what-if proposal: any of a new policy, context values, label patches (null removes)."""
+
+    policy: dict[str, object] | None = None
+    context: dict[str, str | None] = Field(default_factory=dict)
+    labels: dict[str, dict[str, str | None]] = Field(default_factory=dict)
 
 
 class TokenBody(_Body):

@@ -1,10 +1,11 @@
 """What each VM sees, derived from one consistent read of the store.
 
 A :class:`FleetView` is an immutable snapshot: every instance, the *effective* persona of each
-(what a :class:`PersonaResolver` decides; today the pinned persona's current version), and the
-three per-VM views the VM-facing API serves (``instance``, ``persona``, ``peers``), each as
-JSON bytes with an ETag derived from those bytes. Because the ETag is a hash of the content, it
-survives a restart of the service, which is what lets an agent resume a watch.
+(what a :class:`PersonaResolver` decides: the policy engine's decision, see
+:mod:`netpersona.service.policy`), and the three per-VM views the VM-facing API serves
+(``instance``, ``persona``, ``peers``), each as JSON bytes with an ETag derived from those
+bytes. Because the ETag is a hash of the content, it survives a restart of the service, which
+is what lets an agent resume a watch.
 
 :func:`affected_keys` compares two snapshots and names exactly the watched views whose content
 changed; the change notifier wakes those and nobody else.
@@ -34,6 +35,7 @@ from netpersona.model import (
 from netpersona.store.base import FleetData, Instance, PersonaVersion
 
 __all__ = [
+    "EffectiveVersion",
     "FleetView",
     "PersonaResolver",
     "PinnedPersonas",
@@ -74,23 +76,48 @@ def normalize_etag(value: str) -> str:
     return '"' + value.strip('"') + '"'
 
 
+@dataclass(frozen=True, slots=True)
+class EffectiveVersion:
+    """The persona an instance is served: the document after overlays, the name and version of
+    the stored persona it derives from, and the overlays applied (in order).
+
+    Two instances hold the same effective persona when name, version, overlays and digest (a
+    hash of the canonical document) are equal; ``body`` and ``persona`` are not compared.
+    """
+
+    name: str
+    version: int
+    digest: str
+    overlays: tuple[str, ...] = ()
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The parsed document when the resolver already has it (saves parsing it again).
+    persona: Persona | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def stored(cls, version: PersonaVersion) -> EffectiveVersion:
+        """A stored persona version served as it is (no overlays)."""
+        digest = hashlib.sha256(version.document.encode()).hexdigest()
+        return cls(version.name, version.version, digest, (), version.body)
+
+
 class PersonaResolver(Protocol):
     """Decides the effective persona of every instance from the whole fleet.
 
-    A policy engine (labels and network context -> persona) implements this same protocol and,
-    when its inputs change, asks the service to rebuild the view (``Fleet.refresh``), which
-    wakes exactly the watchers whose view changed.
+    The service's resolver is the policy engine (:class:`~netpersona.service.policy.
+    PolicyPersonas`); it is called after every write, under one lock, with the fleet as the
+    write left it, and when its inputs change outside a write the service rebuilds the view
+    (``Fleet.refresh``), which wakes exactly the watchers whose view changed.
     """
 
-    def resolve(self, data: FleetData) -> Mapping[str, PersonaVersion]: ...
+    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]: ...
 
 
 class PinnedPersonas:
     """The effective persona is the pinned persona's current version; unpinned = none."""
 
-    def resolve(self, data: FleetData) -> Mapping[str, PersonaVersion]:
+    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
         return {
-            i.id: data.personas[i.pin]
+            i.id: EffectiveVersion.stored(data.personas[i.pin])
             for i in data.instances
             if i.pin is not None and i.pin in data.personas
         }
@@ -110,26 +137,29 @@ class _PeerFacts:
 class FleetView:
     revision: int
     instances: Mapping[str, Instance]
-    effective: Mapping[str, PersonaVersion]
-    parsed: Mapping[tuple[str, int], Persona | None]  # None: the stored document is invalid
+    effective: Mapping[str, EffectiveVersion]
+    parsed: Mapping[EffectiveVersion, Persona | None]  # None: the document is invalid
     by_address: Mapping[str, str]
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
-    _persona_cache: dict[tuple[str, int] | None, View] = field(default_factory=dict)
+    _persona_cache: dict[EffectiveVersion | None, View] = field(default_factory=dict)
 
     @classmethod
     def build(
         cls,
         data: FleetData,
         resolver: PersonaResolver,
-        parsed_cache: dict[tuple[str, int], Persona | None] | None = None,
+        parsed_cache: dict[EffectiveVersion, Persona | None] | None = None,
     ) -> FleetView:
         cache = parsed_cache if parsed_cache is not None else {}
         effective = dict(resolver.resolve(data))
-        parsed: dict[tuple[str, int], Persona | None] = {}
-        for version in {(v.name, v.version): v for v in effective.values()}.values():
-            key = (version.name, version.version)
+        parsed: dict[EffectiveVersion, Persona | None] = {}
+        # The resolver hands out one object per distinct effective persona: dedupe by identity
+        # (cheap) before hashing.
+        for key in {id(v): v for v in effective.values()}.values():
+            if key in parsed:
+                continue
             if key not in cache:
-                cache[key] = _parse(version)
+                cache[key] = key.persona if key.persona is not None else _parse(key)
             parsed[key] = cache[key]
         for stale in set(cache) - set(parsed):
             del cache[stale]
@@ -152,11 +182,11 @@ class FleetView:
         instance_id = self.by_address.get(address)
         return None if instance_id is None else self.instances.get(instance_id)
 
-    def persona_of(self, instance_id: str) -> tuple[PersonaVersion, Persona | None] | None:
+    def persona_of(self, instance_id: str) -> tuple[EffectiveVersion, Persona | None] | None:
         version = self.effective.get(instance_id)
         if version is None:
             return None
-        return version, self.parsed[(version.name, version.version)]
+        return version, self.parsed[version]
 
     def view(self, key: WatchKey) -> View | None:
         """The view ``key`` names, or None when the instance does not exist (any more)."""
@@ -173,20 +203,20 @@ class FleetView:
         return self._cache[key]
 
     def _persona_view(self, instance_id: str) -> View:
-        # Instances holding the same persona version share one view object (and its bytes).
+        # Instances holding the same effective persona share one view object (and its bytes).
         version = self.effective.get(instance_id)
-        key = None if version is None else (version.name, version.version)
-        if key not in self._persona_cache:
-            self._persona_cache[key] = View.of(
-                {"name": None, "version": None, "network_persona": None}
+        if version not in self._persona_cache:
+            self._persona_cache[version] = View.of(
+                {"name": None, "version": None, "overlays": [], "network_persona": None}
                 if version is None
                 else {
                     "name": version.name,
                     "version": version.version,
+                    "overlays": list(version.overlays),
                     "network_persona": version.body,
                 }
             )
-        return self._persona_cache[key]
+        return self._persona_cache[version]
 
     def _instance_data(self, instance_id: str) -> dict[str, Any]:
         instance = self.instances[instance_id]
@@ -242,8 +272,8 @@ class FleetView:
         return sorted(found, key=lambda p: (p["addresses"], p["persona"] or ""))
 
 
-def _parse(version: PersonaVersion) -> Persona | None:
-    """The stored document as a Persona; None when it does not validate.
+def _parse(version: EffectiveVersion) -> Persona | None:
+    """The served document as a Persona; None when it does not validate.
 
     The admin API validates every document, but one written past it, or judged by newer rules,
     must not take the service down for every VM: it is still served (the agent validates and
@@ -253,7 +283,7 @@ def _parse(version: PersonaVersion) -> Persona | None:
         return parse_persona(version.body)
     except InvalidDocument as exc:
         log.warning(
-            "stored persona does not validate",
+            "served persona does not validate",
             persona=version.name,
             version=version.version,
             errors=[str(e) for e in exc.errors],
@@ -280,9 +310,10 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     """The watched views whose content differs between ``old`` and ``new``.
 
     Cheap tests first: a persona view changes only with the instance's effective persona
-    version; an instance view only with its record or that version; a peers view only when its
-    own selectors changed or an instance whose peer facts changed matches them (before or
-    after). Candidates are then confirmed by comparing ETags, so the result is exact.
+    (name, version, overlays, document); an instance view only with its record or that
+    persona; a peers view only when its own selectors changed or an instance whose peer facts
+    changed matches them (before or after). Candidates are then confirmed by comparing ETags,
+    so the result is exact.
     """
     watched = list(watched)
     changed_facts: list[str] | None = None
@@ -313,9 +344,8 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     return result
 
 
-def _held(view: FleetView, instance_id: str) -> tuple[str, int] | None:
-    version = view.effective.get(instance_id)
-    return None if version is None else (version.name, version.version)
+def _held(view: FleetView, instance_id: str) -> EffectiveVersion | None:
+    return view.effective.get(instance_id)
 
 
 def _peers_candidate(old: FleetView, new: FleetView, instance_id: str, changed: list[str]) -> bool:

@@ -25,6 +25,7 @@ __all__ = [
     "Interface",
     "Page",
     "PersonaVersion",
+    "PolicyVersion",
     "Role",
     "Store",
     "Tier",
@@ -135,6 +136,30 @@ class PersonaVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """One version of the persona policy: the document as stored (canonical JSON), which holds
+    ``persona_policy`` and, optionally, the ``tests`` it was saved with."""
+
+    version: int
+    document: str
+    created_at: float
+    created_by: str
+
+    @property
+    def body(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.document)
+        return loaded
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "document": self.body,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ContextEntry:
     key: str
     value: str
@@ -234,6 +259,7 @@ class FleetData:
     instances: tuple[Instance, ...]
     personas: Mapping[str, PersonaVersion]  # current version of every persona
     context: Mapping[str, str] = field(default_factory=dict)
+    policy: PolicyVersion | None = None  # the current policy; None: none (or deleted)
 
 
 class Store(Protocol):
@@ -282,6 +308,15 @@ class Store(Protocol):
         self, name: str, version: int, actor: str, expect: int | None = None
     ) -> PersonaVersion: ...
     def delete_persona(self, name: str, actor: str, expect: int | None = None) -> None: ...
+
+    # the persona policy (one document, versioned like a persona)
+    def put_policy(self, document: str, actor: str, expect: int | None = None) -> PolicyVersion:
+        """A new version (the same document again is not one); ``expect`` as with If-Match."""
+        ...
+
+    def get_policy(self, version: int | None = None) -> PolicyVersion: ...
+    def policy_history(self, limit: int, cursor: str | None = None) -> Page[PolicyVersion]: ...
+    def delete_policy(self, actor: str, expect: int | None = None) -> None: ...
 
     # network context
     def list_context(self) -> Sequence[ContextEntry]: ...

@@ -75,4 +75,17 @@ MIGRATIONS: tuple[str, ...] = (
         reported_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE policy_versions (
+        version INTEGER PRIMARY KEY,
+        document TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE policy (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        current INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 )

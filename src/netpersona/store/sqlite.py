@@ -41,6 +41,7 @@ from netpersona.store.base import (
     Interface,
     Page,
     PersonaVersion,
+    PolicyVersion,
     Role,
     Tier,
 )
@@ -537,6 +538,91 @@ class SqliteStore:
                 db, actor, "persona.delete", f"persona/{name}", before=current.to_json(), after=None
             )
 
+    # -- the persona policy ---------------------------------------------------------------
+
+    @staticmethod
+    def _policy_version(row: sqlite3.Row) -> PolicyVersion:
+        return PolicyVersion(
+            version=row["version"],
+            document=row["document"],
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+        )
+
+    def _current_policy(self, db: sqlite3.Connection) -> PolicyVersion | None:
+        row = db.execute(
+            "SELECT v.* FROM policy p JOIN policy_versions v ON v.version = p.current "
+            "WHERE p.id = 1 AND p.deleted = 0"
+        ).fetchone()
+        return None if row is None else self._policy_version(row)
+
+    def put_policy(self, document: str, actor: str, expect: int | None = None) -> PolicyVersion:
+        with self._write() as db:
+            before = self._current_policy(db)
+            if expect is not None:
+                if before is None:
+                    raise PreconditionFailed(
+                        f"there is no policy, so it is not at version {expect} (If-Match)"
+                    )
+                _check_expect("the policy", before.version, expect)
+            if before is not None and before.document == document:
+                return before  # the same document again is not a change
+            # Versions keep growing across delete and re-create, as persona versions do.
+            last = db.execute("SELECT COALESCE(MAX(version), 0) FROM policy_versions").fetchone()
+            created = PolicyVersion(int(last[0]) + 1, document, self._clock(), actor)
+            db.execute(
+                "INSERT INTO policy_versions (version, document, created_at, created_by) "
+                "VALUES (?,?,?,?)",
+                (created.version, document, created.created_at, actor),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO policy (id, current, deleted) VALUES (1, ?, 0)",
+                (created.version,),
+            )
+            self._audit(
+                db,
+                actor,
+                "policy.put",
+                "policy",
+                before=None if before is None else before.to_json(),
+                after=created.to_json(),
+            )
+            return created
+
+    def get_policy(self, version: int | None = None) -> PolicyVersion:
+        with self._read() as db:
+            if version is None:
+                current = self._current_policy(db)
+                if current is None:
+                    raise NotFound("there is no policy (PUT /v1/admin/policy makes one)")
+                return current
+            row = db.execute(
+                "SELECT * FROM policy_versions WHERE version = ?", (version,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"the policy has no version {version}")
+        return self._policy_version(row)
+
+    def policy_history(self, limit: int, cursor: str | None = None) -> Page[PolicyVersion]:
+        before = _int_cursor(cursor)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM policy_versions WHERE version < ? ORDER BY version DESC LIMIT ?",
+                (before if before is not None else 2**62, limit + 1),
+            ).fetchall()
+        items = tuple(self._policy_version(r) for r in rows[:limit])
+        more = len(rows) > limit
+        return Page(items, _encode_cursor(str(items[-1].version)) if more and items else None)
+
+    def delete_policy(self, actor: str, expect: int | None = None) -> None:
+        with self._write() as db:
+            current = self._current_policy(db)
+            if current is None:
+                raise NotFound("there is no policy to delete")
+            _check_expect("the policy", current.version, expect)
+            db.execute("UPDATE policy SET deleted = 1 WHERE id = 1")
+            self._audit(db, actor, "policy.delete", "policy", before=current.to_json(), after=None)
+
     # -- network context ------------------------------------------------------------------
 
     @staticmethod
@@ -740,10 +826,11 @@ class SqliteStore:
                 )
             }
             context = {r["key"]: r["value"] for r in db.execute("SELECT key, value FROM context")}
+            policy = self._current_policy(db)
             instances = tuple(self._fleet_cache[k[0]] for k in keys)
             if len(self._fleet_cache) > len(keys):
                 self._fleet_cache = {i.id: i for i in instances}
-        return FleetData(int(revision), instances, personas, context)
+        return FleetData(int(revision), instances, personas, context, policy)
 
     def secret(self, name: str) -> bytes:
         with self._write() as db:

@@ -1,0 +1,267 @@
+"""The policy engine inside the service: effective personas from the stored policy.
+
+:class:`PolicyPersonas` is the service's :class:`~netpersona.service.views.PersonaResolver`.
+It owns one :class:`~netpersona.policy.PolicyEngine`, built from the first fleet read, and on
+every later read (after each committed write) it compares the fleet with what the engine was
+last given and feeds the engine exactly the differences (instances upserted or removed, which
+carries label and pin changes; context keys; persona versions; the policy version), so the
+engine recomputes only what those can affect. With no stored policy the engine runs an empty
+one: pinned instances get their pin, everyone else nothing.
+
+Effective persona: a pin if the instance has one (only ``enforce`` overlays still apply), else
+the policy's decision, else none. A persona whose stored document no longer validates is served
+as stored (without overlays), as the service always has: the agent refuses it and says so.
+
+Not thread-safe, like the engine: :class:`~netpersona.service.fleet.Fleet` calls it under its
+build lock, and :meth:`PolicyPersonas.engine` hands the engine out under the same lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from netpersona.errors import FieldError, InvalidDocument
+from netpersona.policy import (
+    Change,
+    ContextChanged,
+    Decision,
+    InstanceFacts,
+    InstanceRemoved,
+    InstanceUpserted,
+    InterfaceFacts,
+    PersonaChanged,
+    PersonaSource,
+    Policy,
+    PolicyChanged,
+    PolicyEngine,
+    parse_policy,
+    parse_policy_tests,
+    require_passing,
+    run_policy_tests,
+)
+from netpersona.service.views import EffectiveVersion
+from netpersona.store.base import FleetData, Instance, PersonaVersion, PolicyVersion
+
+__all__ = [
+    "EMPTY_POLICY",
+    "PolicyPersonas",
+    "check_policy",
+    "facts_of",
+    "policy_of",
+    "source_of",
+    "split_policy_document",
+]
+
+log = structlog.get_logger("netpersona.service")
+
+EMPTY_POLICY = parse_policy({"rules": []})
+TESTS_KEY = "tests"
+
+
+def facts_of(instance: Instance) -> InstanceFacts:
+    return InstanceFacts(
+        id=instance.id,
+        name=instance.name,
+        addresses=instance.addresses,
+        interfaces=tuple(InterfaceFacts(i.name, i.addresses) for i in instance.interfaces),
+        labels=instance.labels,
+        pin=instance.pin,
+    )
+
+
+def source_of(version: PersonaVersion) -> PersonaSource:
+    return PersonaSource(version.name, version.version, version.body)
+
+
+def split_policy_document(document: object) -> tuple[object, object | None]:
+    """A stored or submitted policy body -> (the policy document, its tests document or None).
+
+    The body is the policy document as written (``{"persona_policy": {...}}`` or the bare
+    mapping), optionally with a top-level ``tests`` key holding a policy tests document.
+    """
+    if isinstance(document, Mapping) and TESTS_KEY in document:
+        rest = {k: v for k, v in document.items() if k != TESTS_KEY}
+        return rest, document[TESTS_KEY]
+    return document, None
+
+
+def _prefixed(exc: InvalidDocument, prefix: str) -> InvalidDocument:
+    return InvalidDocument([FieldError(prefix + e.pointer, e.message) for e in exc.errors])
+
+
+def check_policy(document: object, data: FleetData) -> Policy:
+    """Parse a submitted policy against the catalog in ``data`` and run the tests it carries.
+
+    Raises :class:`InvalidDocument` (pointers into the submitted body) for a bad policy, a bad
+    tests document or a failing test; nothing is stored then.
+    """
+    policy_document, tests_document = split_policy_document(document)
+    policy = parse_policy(policy_document, personas=set(data.personas))
+    if tests_document is not None:
+        inventory = {i.id: facts_of(i) for i in data.instances}
+        try:
+            tests = parse_policy_tests(tests_document, inventory)
+            results = run_policy_tests(
+                policy, {n: source_of(v) for n, v in data.personas.items()}, tests
+            )
+            require_passing(results)
+        except InvalidDocument as exc:
+            raise _prefixed(exc, "/" + TESTS_KEY) from None
+    return policy
+
+
+def policy_of(version: PolicyVersion | None) -> Policy:
+    """The stored policy compiled (catalog references were checked when it was saved)."""
+    if version is None:
+        return EMPTY_POLICY
+    try:
+        return parse_policy(split_policy_document(version.body)[0])
+    except InvalidDocument as exc:
+        # Saved past the checks or judged by newer rules: never fatal to the service.
+        log.error(
+            "stored policy does not compile; serving pins only",
+            version=version.version,
+            errors=[str(e) for e in exc.errors],
+        )
+        return EMPTY_POLICY
+
+
+class PolicyPersonas:
+    """The effective persona of every instance, kept by a policy engine fed with each write."""
+
+    def __init__(self) -> None:
+        self._engine: PolicyEngine | None = None
+        self._policy_version: int | None = None
+        self._policy: Policy = EMPTY_POLICY
+        self._order: tuple[Instance, ...] = ()  # the instances of the last read, by id
+        self._personas: dict[str, PersonaVersion] = {}
+        self._context: dict[str, str] = {}
+        self._result: dict[str, EffectiveVersion] = {}
+        self._served: dict[Decision, EffectiveVersion | None] = {}
+
+    @property
+    def engine(self) -> PolicyEngine:
+        """The engine as of the last resolve (call only under the fleet's build lock)."""
+        assert self._engine is not None, "resolve() has not run yet"
+        return self._engine
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
+        version = None if data.policy is None else data.policy.version
+        policy_changed = self._engine is None or version != self._policy_version
+        if policy_changed:
+            self._policy = policy_of(data.policy)
+            self._policy_version = version
+        if self._engine is None:
+            self._engine = PolicyEngine(
+                self._policy,
+                {n: source_of(v) for n, v in data.personas.items()},
+                data.context,
+                (facts_of(i) for i in data.instances),
+            )
+            self._remember(data)
+            self._served.clear()
+            self._result = {}
+            for instance_id, decision in self._engine.decisions.items():
+                self._set(instance_id, decision, data)
+            return self._result
+        changes = self._changes(data)
+        if policy_changed:
+            changes.append(PolicyChanged(self._policy))
+        self._remember(data)
+        if not changes:
+            return self._result
+        if any(isinstance(c, PersonaChanged | PolicyChanged) for c in changes):
+            self._served.clear()
+        changed = self._engine.recompute(changes)
+        result = dict(self._result)  # views built before keep their mapping unchanged
+        for change in changes:
+            if isinstance(change, InstanceRemoved):
+                result.pop(change.instance_id, None)
+        self._result = result
+        for instance_id, decision in changed.items():
+            self._set(instance_id, decision, data)
+        return self._result
+
+    # --- feeding the engine --------------------------------------------------------------
+
+    def _remember(self, data: FleetData) -> None:
+        self._order = data.instances
+        self._personas = dict(data.personas)
+        self._context = dict(data.context)
+
+    def _changes(self, data: FleetData) -> list[Change]:
+        changes: list[Change] = []
+        for name, persona in data.personas.items():
+            old = self._personas.get(name)
+            if old is None or old.version != persona.version:
+                changes.append(PersonaChanged(name, source_of(persona)))
+        changes += [PersonaChanged(n, None) for n in self._personas if n not in data.personas]
+        for key, value in data.context.items():
+            if self._context.get(key) != value:
+                changes.append(ContextChanged(key, value))
+        changes += [ContextChanged(k, None) for k in self._context if k not in data.context]
+        return changes + self._instance_changes(data.instances)
+
+    def _instance_changes(self, instances: tuple[Instance, ...]) -> list[Change]:
+        # The store hands out the same object for a row that did not change, in id order, so
+        # with no instance added or removed a pass by identity finds the changed ones.
+        if len(instances) == len(self._order):
+            pairs = [(a, b) for a, b in zip(self._order, instances, strict=True) if a is not b]
+            if all(a.id == b.id for a, b in pairs):
+                return [
+                    InstanceUpserted(facts_of(b)) for a, b in pairs if facts_of(a) != facts_of(b)
+                ]
+        before = {i.id: i for i in self._order}
+        changes: list[Change] = []
+        for instance in instances:
+            old = before.pop(instance.id, None)
+            if old is None or (old is not instance and facts_of(old) != facts_of(instance)):
+                changes.append(InstanceUpserted(facts_of(instance)))
+        changes += [InstanceRemoved(i) for i in before]
+        return changes
+
+    # --- what is served ------------------------------------------------------------------
+
+    def _set(self, instance_id: str, decision: Decision, data: FleetData) -> None:
+        if decision not in self._served:
+            if len(self._served) > 4096:  # distinct decisions are few; never let it grow
+                self._served.clear()
+            self._served[decision] = self._serve(decision, data)
+        served = self._served[decision]
+        if served is None:
+            self._result.pop(instance_id, None)
+        else:
+            self._result[instance_id] = served
+
+    @staticmethod
+    def _serve(decision: Decision, data: FleetData) -> EffectiveVersion | None:
+        effective = decision.effective
+        if effective is not None:
+            body: dict[str, Any] = json.loads(
+                json.dumps(dict(effective.document), sort_keys=True, default=str)
+            )
+            return EffectiveVersion(
+                effective.name,
+                effective.version,
+                effective.digest,
+                effective.overlays,
+                body,
+                effective.persona,
+            )
+        if decision.persona is not None and decision.persona in data.personas:
+            # The assigned persona exists but does not validate: serve it as stored.
+            log.warning(
+                "serving a persona that does not validate, without overlays",
+                persona=decision.persona,
+                problems=list(decision.problems),
+            )
+            return EffectiveVersion.stored(data.personas[decision.persona])
+        return None
