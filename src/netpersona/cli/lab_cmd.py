@@ -58,12 +58,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _times(title: str, took: dict[str, float]) -> None:
-    table = Table(title=title)
-    table.add_column("VM")
-    table.add_column("seconds", justify="right")
+    """One line per VM, slowest last: how long its agent took to hold what the service says."""
+    console.print(f"[bold]{title}[/bold]")
     for vm, seconds in sorted(took.items(), key=lambda item: item[1]):
-        table.add_row(vm, f"{seconds:.2f}")
-    console.print(table)
+        console.print(f"  {vm:<12} {seconds:6.2f} s")
 
 
 @lab_app.command()
@@ -84,7 +82,7 @@ def demo(
         try:
             lab.build()
             took = lab.wait_converged(lab.agents_started, "waiting for every agent to converge")
-            _times("convergence after start (s)", took)
+            _times("convergence after start", took)
             cells, personas = lab.probe()
             if wrong_expectation:
                 src, dst, kind = wrong_expectation.split(",")
@@ -103,7 +101,7 @@ def demo(
                     "raising "
                     + ", ".join(f"{k}={v}" for k, v in lab.scenario.raised_context.items()),
                 )
-                _times(f"re-convergence after {dict(lab.scenario.raised_context)} (s)", took)
+                _times(f"re-convergence after {dict(lab.scenario.raised_context)}", took)
                 cells, personas = lab.probe(override)
                 mismatches += print_matrix(
                     console,
@@ -134,7 +132,7 @@ def up(scenario: Scenario = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
         except BaseException:
             lab.down()
             raise
-    _times("convergence (s)", took)
+    _times("convergence", took)
     console.print(f"lab {prefix} is up; its files are in {lab.workdir}")
 
 

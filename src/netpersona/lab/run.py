@@ -209,7 +209,7 @@ class Lab:
         self, expect_override: Mapping[tuple[str, str, str], bool] | None = None
     ) -> tuple[list[Cell], dict[str, str]]:
         hosts = self.hosts()
-        personas = {h.name: h.persona_name or "-" for h in hosts}
+        personas = {h.name: _describe(h) for h in hosts}
         with self.console.status("probing every pair of VMs with real packets"):
             cells = run_matrix(self.topo, self.scenario, hosts, expect_override=expect_override)
         return cells, personas
@@ -225,3 +225,10 @@ class Lab:
             self._admin.close()
         self.fleet.stop_all()
         self.topo.destroy()
+
+
+def _describe(host: Host) -> str:
+    if host.persona is None:
+        return "-"
+    p = host.persona
+    return f"{host.persona_name} ({p.communication_mode}, {p.security_profile})"
