@@ -30,6 +30,7 @@ class ServeProcess:
     data_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -51,6 +52,7 @@ class ServeProcess:
                 f"127.0.0.1:{self.port}",
                 "--log-level",
                 "warning",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,
@@ -83,8 +85,8 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(data_dir, free_port())
+def serve(data_dir: Path, *extra_args: str) -> Iterator[ServeProcess]:
+    server = ServeProcess(data_dir, free_port(), extra_args=extra_args)
     try:
         server.start()
         yield server

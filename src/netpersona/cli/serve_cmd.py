@@ -1,5 +1,8 @@
 """``netpersona serve`` runs the metadata service; ``netpersona token`` manages API tokens.
 
+``keys`` works on the certificate key file in the data directory (while the service runs or
+not: the service re-reads the file when it changes).
+
 ``token`` works on the database directly (no running service needed, and safe while one runs:
 SQLite locks the file), so an operator who lost every admin token can still make one.
 """
@@ -10,6 +13,8 @@ import contextlib
 import os
 import socket
 import sys
+import time
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +34,7 @@ __all__ = ["ensure_admin_token", "parse_listen", "register"]
 DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
+DEFAULT_CERTIFICATE_LIFETIME = 3600  # netpersona.service.certificates.DEFAULT_LIFETIME
 
 log = structlog.get_logger("netpersona.serve")
 
@@ -122,11 +128,20 @@ def register(app: typer.Typer) -> None:
                 " it carries no VM identity, so only the admin API is of use on it."
             ),
         ] = None,
+        certificate_lifetime: Annotated[
+            int,
+            typer.Option(
+                min=30,
+                help="Seconds a persona certificate is valid; it is re-issued when a third is"
+                " left.",
+            ),
+        ] = DEFAULT_CERTIFICATE_LIFETIME,
     ) -> None:
         """Run the metadata service (VM-facing API, admin API, /metrics)."""
         # The web stack loads only for this command: the agent shares this CLI and must not
         # import it.
         from netpersona.service import create_app  # noqa: PLC0415
+        from netpersona.service.keyring import KeyFile  # noqa: PLC0415
 
         host, port = parse_listen(listen)
         configure_logging(log_level)
@@ -135,7 +150,9 @@ def register(app: typer.Typer) -> None:
             written = ensure_admin_token(store, data_dir)
             if written is not None:
                 log.warning("admin token created", path=str(written))
-            app_ = create_app(store)
+            keys = KeyFile.in_dir(data_dir)
+            keys.load_or_create(time.time())
+            app_ = create_app(store, keys=keys, certificate_lifetime=certificate_lifetime)
             log.info("serving", listen=f"{host}:{port}", data_dir=str(data_dir))
             config = uvicorn.Config(
                 app_,
@@ -199,3 +216,68 @@ def register(app: typer.Typer) -> None:
             store.revoke_token(token_id, "netpersona token revoke")
         finally:
             store.close()
+
+    keys_app = typer.Typer(help="Certificate signing keys (works on DATA_DIR's key file).")
+    app.add_typer(keys_app, name="keys")
+
+    @keys_app.command("rotate")
+    def keys_rotate(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        overlap: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="Seconds the old key stays valid for verification (default: one"
+                " certificate lifetime).",
+            ),
+        ] = DEFAULT_CERTIFICATE_LIFETIME,
+        publish_ahead: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="Seconds the new key is served for verification before it signs (so"
+                " agents have it before they see certificates it signed).",
+            ),
+        ] = 0,
+    ) -> None:
+        """Make a new signing key; older keys stay valid for verification for OVERLAP seconds
+        after it starts signing, then are dropped. Prints the new key id."""
+        from netpersona.service.keyring import KeyFile  # noqa: PLC0415
+
+        ring = KeyFile.in_dir(data_dir).rotate(time.time(), overlap, publish_ahead=publish_ahead)
+        Console(stderr=True).print(
+            f"new key {ring.newest.kid}, signing in {publish_ahead} s; older keys valid for"
+            f" {publish_ahead + overlap} s"
+        )
+        sys.stdout.write(ring.newest.kid + "\n")
+
+    @keys_app.command("list")
+    def keys_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+        """List the keys: which one signs, which are still valid for verification until when."""
+        from netpersona.service.keyring import KeyFile  # noqa: PLC0415
+
+        ring = KeyFile.in_dir(data_dir).current()
+        now = time.time()
+        signer = ring.signer(now).kid
+
+        def when(t: int | None) -> str:
+            return (
+                "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+
+        # Plain columns (not a table that narrows to the terminal): scripts read key ids here.
+        lines = [f"{'kid':<18}{'state':<13}{'created':<22}{'signs from':<22}valid until"]
+        for key in ring.keys:
+            if key.key.kid == signer:
+                state = "signing"
+            elif not key.valid(now):
+                state = "retired"
+            elif key.signs_from is not None and now < key.signs_from:
+                state = "published"
+            else:
+                state = "verify only"
+            lines.append(
+                f"{key.key.kid:<18}{state:<13}{when(key.created_at):<22}"
+                f"{when(key.signs_from or key.created_at):<22}{when(key.retire_at)}"
+            )
+        sys.stdout.write("\n".join(lines) + "\n")

@@ -7,10 +7,13 @@ validation errors are given the same shape, with RFC 6901 pointers into the requ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -21,13 +24,17 @@ from netpersona.errors import FieldError, InvalidDocument, NetpersonaError
 from netpersona.model.parse import escape_pointer
 from netpersona.service import admin_api, vm_api
 from netpersona.service.auth import SessionTokens
+from netpersona.service.certificates import DEFAULT_LIFETIME, CertificateAuthority
 from netpersona.service.context import ServiceContext
 from netpersona.service.fleet import Fleet
+from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
 from netpersona.service.metrics import MetricsMiddleware, ServiceMetrics
 from netpersona.service.views import PersonaResolver
 from netpersona.store.base import Store
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "renew_interval"]
+
+log = structlog.get_logger("netpersona.service")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
 
@@ -49,13 +56,52 @@ def _pointer(location: Sequence[int | str]) -> str:
     return "".join("/" + escape_pointer(str(p)) for p in parts)
 
 
+def renew_interval(lifetime: int) -> float:
+    """How often certificates are checked for renewal and the key file for a change: often
+    enough that a certificate is re-issued well before the last third of its lifetime ends."""
+    return max(0.5, min(5.0, lifetime / 10))
+
+
 def create_app(
     store: Store,
     *,
     resolver: PersonaResolver | None = None,
     clock: Callable[[], float] = time.time,
+    keys: KeySource | None = None,
+    certificate_lifetime: int = DEFAULT_LIFETIME,
 ) -> FastAPI:
-    """The service over ``store``. The caller owns the store (and closes it)."""
+    """The service over ``store``. The caller owns the store (and closes it).
+
+    ``keys``: where the certificate signing keys come from (``KeyFile`` in the data
+    directory); without it, one key is made and kept in memory only.
+    """
+    authority = CertificateAuthority(
+        store,
+        keys if keys is not None else StaticKeys(KeyRing.generate(clock())),
+        lifetime=certificate_lifetime,
+        clock=clock,
+    )
+    fleet = Fleet(store, resolver, authority=authority)
+    interval = renew_interval(certificate_lifetime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await fleet.renew()
+                except Exception:  # a bad key file or a busy disk must not stop renewals
+                    log.exception("certificate renewal failed")
+
+        task = asyncio.create_task(renew_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title="netpersona metadata service",
         version="1",
@@ -63,8 +109,8 @@ def create_app(
             "VMs ask for their network persona (identity = source address + session token); "
             "operators manage instances, personas, pins and context under /v1/admin."
         ),
+        lifespan=lifespan,
     )
-    fleet = Fleet(store, resolver)
     metrics = ServiceMetrics(fleet.notifier.waiting)
     fleet.notifier.on_wake = metrics.woke
     app.state.netpersona = ServiceContext(

@@ -8,13 +8,19 @@ engine sees every write's result in order; :meth:`Fleet.with_engine` hands it ou
 lock for explain and what-if. Writes whose checks read the stored policy (a policy save, a
 context value, deleting a persona) run check and write under :attr:`Fleet.policy_lock`
 (:meth:`Fleet.guarded_write`), so no policy change slips in between.
-:meth:`Fleet.refresh` rebuilds the view without a write.
+:meth:`Fleet.refresh` rebuilds the view without a write. With a certificate authority
+(:mod:`netpersona.service.certificates`) every view built carries each instance's persona
+certificate and the key set: a write publishes the new view first (with the certificates held
+so far), then :meth:`Fleet.renew` issues the certificates it changed and publishes again; the
+app also runs :meth:`Fleet.renew` on a timer for the certificates that time or a new signing
+key made due.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import anyio.to_thread
@@ -22,6 +28,7 @@ import anyio.to_thread
 from netpersona.errors import NotFound, UsageError
 from netpersona.model import Persona
 from netpersona.policy import Policy, PolicyEngine
+from netpersona.service.certificates import CertificateAuthority
 from netpersona.service.notifier import ChangeNotifier
 from netpersona.service.policy import PolicyPersonas, policy_of
 from netpersona.service.views import EffectiveVersion, FleetView, PersonaResolver, WatchKey
@@ -38,22 +45,56 @@ class Fleet:
         store: Store,
         resolver: PersonaResolver | None = None,
         on_wake: Callable[[set[WatchKey]], None] | None = None,
+        authority: CertificateAuthority | None = None,
     ) -> None:
         self.store = store
         self.resolver: PersonaResolver = resolver or PolicyPersonas()
+        self.authority = authority
         self._parsed: dict[EffectiveVersion, Persona | None] = {}
         self._build_lock = threading.Lock()
         self.policy_lock = threading.Lock()
         self._policy_cache: tuple[int | None, Policy] | None = None
+        self._generation = 0
+        self._latest: FleetView | None = None
         self.notifier = ChangeNotifier(self._build(), on_wake)
 
     @property
     def view(self) -> FleetView:
         return self.notifier.view
 
+    def _stamp(self, view: FleetView, issue: bool) -> tuple[FleetView, bool]:
+        """(Under the build lock.) Attach certificates, number the view, remember it.
+
+        Without ``issue`` the certificates are those of the previous view: signing every
+        certificate a change concerns takes ~0.1 ms each, and the persona watchers should not
+        wait for it. :meth:`renew` issues them right after the view is published.
+        """
+        changed = True
+        if self.authority is not None:
+            if issue or self._latest is None:
+                view, changed = self.authority.attach(view)
+            else:
+                held = self._latest.certificates
+                view = replace(
+                    view,
+                    certificates={i: c for i, c in held.items() if i in view.instances},
+                    keys=self._latest.keys,
+                )
+        self._generation += 1
+        view.generation = self._generation
+        self._latest = view
+        return view, changed
+
     def _build(self) -> FleetView:
         with self._build_lock:  # builds from two writer threads share the parse cache
-            return FleetView.build(self.store.fleet(), self.resolver, self._parsed)
+            built = FleetView.build(self.store.fleet(), self.resolver, self._parsed)
+            return self._stamp(built, issue=False)[0]
+
+    def _renew(self) -> FleetView | None:
+        with self._build_lock:
+            assert self._latest is not None
+            view, changed = self._stamp(self._latest, issue=True)
+            return view if changed else None
 
     def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView]:
         result = op()
@@ -63,6 +104,7 @@ class Fleet:
         """Run the store write ``op``, then publish the fleet as it is after it."""
         result, view = await anyio.to_thread.run_sync(self._write_then_build, op)
         self.notifier.publish(view)
+        await self.renew()  # the certificates the write changed
         return result
 
     async def read(self, op: Callable[[], T]) -> T:
@@ -100,7 +142,16 @@ class Fleet:
 
         return await anyio.to_thread.run_sync(run)
 
+    async def renew(self) -> set[WatchKey]:
+        """Re-issue the certificates that are due (near expiry, or a new signing key), take
+        up a changed key set, and wake whoever that changed; nothing is re-read from the store.
+        """
+        if self.authority is None:
+            return set()
+        view = await anyio.to_thread.run_sync(self._renew)
+        return set() if view is None else self.notifier.publish(view)
+
     async def refresh(self) -> set[WatchKey]:
         """Re-read the fleet and re-resolve effective personas; wake whoever that changed."""
         view = await anyio.to_thread.run_sync(self._build)
-        return self.notifier.publish(view)
+        return self.notifier.publish(view) | await self.renew()

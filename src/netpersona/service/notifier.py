@@ -43,9 +43,10 @@ class ChangeNotifier:
     def publish(self, view: FleetView) -> set[WatchKey]:
         """Make ``view`` current and wake the watchers whose view it changed.
 
-        A view older than the current one (two writes finishing out of order) is ignored.
+        A view built before the current one (two writes finishing out of order, or a
+        certificate renewal racing a write) is ignored.
         """
-        if view.revision < self._view.revision:
+        if (view.revision, view.generation) < (self._view.revision, self._view.generation):
             return set()
         old, self._view = self._view, view
         affected = affected_keys(old, view, list(self._events)) if self._events else set()

@@ -43,6 +43,8 @@ __all__ = [
     "ViewKind",
     "WatchKey",
     "affected_keys",
+    "NO_CERTIFICATE",
+    "NO_KEYS",
     "normalize_etag",
 ]
 
@@ -53,6 +55,8 @@ class ViewKind(StrEnum):
     INSTANCE = "instance"
     PERSONA = "persona"
     PEERS = "peers"
+    CERTIFICATE = "certificate"
+    KEYS = "keys"  # the same content for every instance
 
 
 WatchKey = tuple[ViewKind, str]  # (which view, instance id)
@@ -67,6 +71,10 @@ class View:
     def of(cls, data: object) -> View:
         body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return cls(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+NO_CERTIFICATE = View.of({"certificate": None, "expires_at": None, "seq": None})
+NO_KEYS = View.of({"keys": []})
 
 
 def normalize_etag(value: str) -> str:
@@ -140,6 +148,10 @@ class FleetView:
     effective: Mapping[str, EffectiveVersion]
     parsed: Mapping[EffectiveVersion, Persona | None]  # None: the document is invalid
     by_address: Mapping[str, str]
+    # Attached by the certificate authority (service.certificates); empty without one.
+    certificates: Mapping[str, View] = field(default_factory=dict)
+    keys: View | None = None
+    generation: int = 0  # the order views were built in (the fleet's build counter)
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
     _persona_cache: dict[EffectiveVersion | None, View] = field(default_factory=dict)
 
@@ -190,11 +202,17 @@ class FleetView:
 
     def view(self, key: WatchKey) -> View | None:
         """The view ``key`` names, or None when the instance does not exist (any more)."""
+        kind, instance_id = key
+        if instance_id not in self.instances:
+            return None
+        if kind is ViewKind.CERTIFICATE:
+            return self.certificates.get(instance_id, NO_CERTIFICATE)
+        if kind is ViewKind.KEYS:
+            return self.keys if self.keys is not None else NO_KEYS
+        # Views of the fleet data only: shared with the views the certificate authority makes
+        # from this one (same data, other certificates).
         if key not in self._cache:
-            kind, instance_id = key
-            if instance_id not in self.instances:
-                self._cache[key] = None
-            elif kind is ViewKind.PERSONA:
+            if kind is ViewKind.PERSONA:
                 self._cache[key] = self._persona_view(instance_id)
             elif kind is ViewKind.PEERS:
                 self._cache[key] = View.of({"peers": self.peers(instance_id)})
@@ -320,7 +338,9 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     result: set[WatchKey] = set()
     for key in watched:
         kind, instance_id = key
-        if kind is ViewKind.PERSONA:
+        if kind is ViewKind.CERTIFICATE or kind is ViewKind.KEYS:
+            candidate = True  # precomputed views: comparing ETags is the cheap test
+        elif kind is ViewKind.PERSONA:
             candidate = _held(old, instance_id) != _held(new, instance_id) or (
                 (instance_id in old.instances) != (instance_id in new.instances)
             )

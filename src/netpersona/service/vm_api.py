@@ -217,6 +217,21 @@ async def get_peers(request: Request) -> Response:
     return await _serve_view(request, ViewKind.PEERS)
 
 
+@router.get("/instance/certificate", **_VIEW_ROUTE)
+async def get_certificate(request: Request) -> Response:
+    """The caller's persona certificate (spec section 8): ``certificate`` (a compact JWS),
+    ``expires_at`` and ``seq``; all null when it has no effective persona. Re-issued on every
+    change of what it binds and before expiry, which wakes a watch."""
+    return await _serve_view(request, ViewKind.CERTIFICATE)
+
+
+@router.get("/keys", **_VIEW_ROUTE)
+async def get_keys(request: Request) -> Response:
+    """The public keys certificates are verified with (a JWKS); during a key rotation both
+    the old and the new key."""
+    return await _serve_view(request, ViewKind.KEYS)
+
+
 @router.post("/instance/status", status_code=204)
 async def post_status(ctx: Ctx, instance: Caller, body: StatusBody) -> Response:
     """The agent's report: which persona version it applied, the result, drop counters."""

@@ -23,6 +23,7 @@ __all__ = [
     "InstanceSpec",
     "InstanceStatus",
     "Interface",
+    "IssuedCertificate",
     "Page",
     "PersonaVersion",
     "PolicyVersion",
@@ -242,6 +243,23 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """The last persona certificate issued to an instance (spec section 8).
+
+    ``summary`` is the canonical JSON of what the certificate vouches for (everything but its
+    times and ``seq``, with the signing key id), so a change is found by comparing it. The row
+    outlives the instance: ``seq`` must keep growing if the id comes back.
+    """
+
+    instance_id: str
+    seq: int
+    summary: str
+    token: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: tuple[T, ...]
     next_cursor: str | None = None
@@ -343,5 +361,9 @@ class Store(Protocol):
 
     # whole-fleet read for the VM-facing views, and service secrets
     def fleet(self) -> FleetData: ...
+
+    # -- persona certificates (the newest issued to each instance, ever) ---------------------
+    def certificates(self) -> Sequence[IssuedCertificate]: ...
+    def save_certificates(self, issued: Sequence[IssuedCertificate]) -> None: ...
     def secret(self, name: str) -> bytes: ...
     def close(self) -> None: ...

@@ -88,4 +88,14 @@ MIGRATIONS: tuple[str, ...] = (
         deleted INTEGER NOT NULL DEFAULT 0
     );
     """,
+    """
+    CREATE TABLE certificates (
+        instance_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        summary TEXT NOT NULL,
+        token TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    """,
 )

@@ -39,6 +39,7 @@ from netpersona.store.base import (
     InstanceSpec,
     InstanceStatus,
     Interface,
+    IssuedCertificate,
     Page,
     PersonaVersion,
     PolicyVersion,
@@ -831,6 +832,38 @@ class SqliteStore:
             if len(self._fleet_cache) > len(keys):
                 self._fleet_cache = {i.id: i for i in instances}
         return FleetData(int(revision), instances, personas, context, policy)
+
+    def certificates(self) -> Sequence[IssuedCertificate]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM certificates ORDER BY instance_id").fetchall()
+        return [
+            IssuedCertificate(
+                instance_id=r["instance_id"],
+                seq=r["seq"],
+                summary=r["summary"],
+                token=r["token"],
+                issued_at=r["issued_at"],
+                expires_at=r["expires_at"],
+            )
+            for r in rows
+        ]
+
+    def save_certificates(self, issued: Sequence[IssuedCertificate]) -> None:
+        """Record newly issued certificates; a row never goes back to a lower ``seq``."""
+        if not issued:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO certificates (instance_id, seq, summary, token, issued_at,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET"
+                " seq = excluded.seq, summary = excluded.summary, token = excluded.token,"
+                " issued_at = excluded.issued_at, expires_at = excluded.expires_at"
+                " WHERE excluded.seq > certificates.seq",
+                [
+                    (c.instance_id, c.seq, c.summary, c.token, c.issued_at, c.expires_at)
+                    for c in issued
+                ],
+            )
 
     def secret(self, name: str) -> bytes:
         with self._write() as db:

@@ -1,0 +1,223 @@
+"""The certificate authority: one signed persona certificate per instance (spec section 8).
+
+:meth:`CertificateAuthority.attach` takes a :class:`FleetView` and returns it with each
+instance's certificate view (``GET /v1/instance/certificate``) and the public key set view
+(``GET /v1/keys``). A certificate is re-issued, with a higher ``seq``, when what it vouches
+for changes (addresses, effective persona name and version, mode, profile, priority, DSCP
+override, labels), when the signing key changes, and when less than a third of its lifetime is
+left (or a little more, see :meth:`CertificateAuthority.due`); otherwise the one issued before
+is served again, byte for byte (so its ETag holds). Every certificate issued is saved in the
+store before it is served: ``seq`` keeps growing across restarts, and a restart serves the same
+certificates.
+
+``seq`` is the larger of the previous one plus one and the issue time in milliseconds, so it
+grows even if the store were lost. Blocking (store writes): runs in a worker thread, under the
+fleet's build lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from ipaddress import ip_address
+
+import structlog
+
+from netpersona.certs import PersonaCertificate, certificate_claims, issue_certificate
+from netpersona.certs.keys import SigningKey
+from netpersona.errors import InvalidDocument
+from netpersona.service.keyring import KeySource
+from netpersona.service.views import NO_CERTIFICATE, EffectiveVersion, FleetView, View
+from netpersona.store.base import Instance, IssuedCertificate, Store
+
+__all__ = ["DEFAULT_LIFETIME", "NO_CERTIFICATE", "CertificateAuthority"]
+
+DEFAULT_LIFETIME = 3600
+
+log = structlog.get_logger("netpersona.service")
+
+_TIMES = ("iat", "exp", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    instance: Instance
+    version: EffectiveVersion
+    kid: str
+    cert: PersonaCertificate | None  # None: nothing to certify (no valid persona)
+    text: str
+
+
+class CertificateAuthority:
+    def __init__(
+        self,
+        store: Store,
+        keys: KeySource,
+        *,
+        lifetime: int = DEFAULT_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if lifetime < 3:
+            raise ValueError(f"certificate lifetime {lifetime}: at least 3 seconds")
+        self.store = store
+        self.keys = keys
+        self.lifetime = lifetime
+        self.clock = clock
+        self._issued = {c.instance_id: c for c in store.certificates()}
+        self._views: dict[str, tuple[int, View]] = {}
+        self._summaries: dict[str, _Summary] = {}
+        self._refused: set[str] = set()
+        self._keys_view: View | None = None
+        # What the last attach saw of each instance (by identity: the store and the resolver
+        # hand out the same objects for what did not change), the signing key it used, and
+        # the earliest time a served certificate falls due: a write or a renewal tick looks
+        # only at the instances that changed, unless a key change or the time needs them all.
+        self._basis: dict[str, tuple[Instance, EffectiveVersion | None]] = {}
+        self._kid: str | None = None
+        self._next_due = 0.0
+        self._maps: tuple[Mapping[str, Instance], Mapping[str, EffectiveVersion]] | None = None
+
+    @staticmethod
+    def due_at(issued: IssuedCertificate) -> float:
+        """When less than a third of the certificate's lifetime is left, or a little more:
+        each instance renews at its own point between a half and a third left (a hash of its
+        id), so certificates issued together (a start, a rotation) do not all renew together."""
+        lifetime = issued.expires_at - issued.issued_at
+        spread = hashlib.blake2b(issued.instance_id.encode(), digest_size=2).digest()
+        fraction = 1 / 3 + int.from_bytes(spread) / 65536 / 6
+        return issued.expires_at - lifetime * fraction
+
+    def _summary(self, view: FleetView, instance: Instance, signer: SigningKey) -> _Summary | None:
+        held = view.persona_of(instance.id)
+        if held is None:
+            return None
+        version, persona = held
+        cached = self._summaries.get(instance.id)
+        if (
+            cached is not None
+            and cached.instance is instance
+            and cached.version is version
+            and cached.kid == signer.kid
+        ):
+            return cached
+        cert = None
+        text = ""
+        if persona is not None:
+            cert = PersonaCertificate(
+                instance=instance.id,
+                addresses=tuple(ip_address(a) for a in instance.addresses),
+                persona=version.name,
+                persona_version=version.version,
+                mode=persona.communication_mode,
+                profile=persona.security_profile,
+                priority=persona.priority,
+                labels=instance.labels,
+                issued_at=0,
+                expires_at=1,
+                seq=0,
+                key_id=signer.kid,
+                dscp=persona.qos.dscp,
+            )
+            claims = {k: v for k, v in certificate_claims(cert).items() if k not in _TIMES}
+            claims["kid"] = signer.kid
+            text = json.dumps(claims, sort_keys=True, separators=(",", ":"))
+        summary = _Summary(instance, version, signer.kid, cert, text)
+        self._summaries[instance.id] = summary
+        return summary
+
+    def _issue(self, summary: _Summary, signer: SigningKey, now: int) -> IssuedCertificate | None:
+        assert summary.cert is not None
+        last = self._issued.get(summary.instance.id)
+        seq = max(1 if last is None else last.seq + 1, int(self.clock() * 1000))
+        cert = replace(summary.cert, issued_at=now, expires_at=now + self.lifetime, seq=seq)
+        try:
+            token = issue_certificate(cert, signer)
+        except InvalidDocument as exc:
+            if summary.text not in self._refused:
+                self._refused.add(summary.text)
+                log.warning(
+                    "cannot certify instance",
+                    vm=summary.instance.id,
+                    errors=[str(e) for e in exc.errors],
+                )
+            return None
+        return IssuedCertificate(
+            summary.instance.id, seq, summary.text, token, now, now + self.lifetime
+        )
+
+    def attach(self, view: FleetView) -> tuple[FleetView, bool]:
+        """``view`` with certificate and key views, issuing what is due; and whether any
+        certificate or the key set differs from those ``view`` carries."""
+        now_f = self.clock()
+        now = int(now_f)
+        ring = self.keys.current()
+        signer = ring.signer(now_f)
+        keys_view = View.of(ring.key_set(now_f).to_jwks())
+        changed = view.keys is None or keys_view.etag != view.keys.etag
+        self._keys_view = keys_view
+
+        full = signer.kid != self._kid or now_f > self._next_due
+        maps = self._maps
+        if not full and maps and maps[0] is view.instances and maps[1] is view.effective:
+            # The very fleet data of the last call (a renewal tick): nothing to look at.
+            return replace(view, keys=keys_view), changed
+        self._maps = (view.instances, view.effective)
+        if full:
+            self._basis.clear()
+        certificates = {} if full else dict(view.certificates)
+        for gone in [i for i in certificates if i not in view.instances]:
+            del certificates[gone]
+        fresh: list[IssuedCertificate] = []
+        for instance_id, instance in view.instances.items():
+            version = view.effective.get(instance_id)
+            seen = self._basis.get(instance_id)
+            if seen is not None and seen[0] is instance and seen[1] is version:
+                continue
+            self._basis[instance_id] = (instance, version)
+            certificates.pop(instance_id, None)
+            summary = self._summary(view, instance, signer)
+            if summary is None or summary.cert is None:
+                continue
+            last = self._issued.get(instance_id)
+            if last is None or last.summary != summary.text or now_f > self.due_at(last):
+                issued = self._issue(summary, signer, now)
+                if issued is None:
+                    continue
+                fresh.append(issued)
+                last = issued
+            certificates[instance_id] = self._view_of(last)
+        for cache in (self._summaries, self._views, self._basis):
+            if len(cache) > len(view.instances):
+                for gone in [i for i in cache if i not in view.instances]:
+                    del cache[gone]
+        # Saved before anything is served: a restart never serves a lower seq.
+        self.store.save_certificates(fresh)
+        for issued in fresh:
+            self._issued[issued.instance_id] = issued
+        if fresh:
+            log.info("certificates issued", count=len(fresh))
+        self._kid = signer.kid
+        due = [self.due_at(self._issued[i]) for i in (certificates if full else ())]
+        due.extend(self.due_at(issued) for issued in fresh)
+        self._next_due = min([*due, self._next_due if not full else float("inf")])
+        changed = changed or fresh != [] or certificates.keys() != view.certificates.keys()
+        return replace(view, certificates=certificates, keys=keys_view), changed
+
+    def _view_of(self, issued: IssuedCertificate) -> View:
+        cached = self._views.get(issued.instance_id)
+        if cached is None or cached[0] != issued.seq:
+            cached = (
+                issued.seq,
+                View.of(
+                    {
+                        "certificate": issued.token,
+                        "expires_at": issued.expires_at,
+                        "seq": issued.seq,
+                    }
+                ),
+            )
+            self._views[issued.instance_id] = cached
+        return cached[1]
