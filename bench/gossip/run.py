@@ -6,8 +6,8 @@
 Prints one JSON document. For each fleet size the simulator starts settled, measures the
 background (no news) traffic over one push-pull period, then for each loss rate lets one VM's
 certificate change and runs until every node holds it. Bytes count UDP payload plus 28 bytes
-of IPv4/UDP header per datagram. The real-namespace cluster and the Serf comparison need the
-agent and are not part of this script.
+of IPv4/UDP header per datagram. The real-namespace cluster and the Serf comparison are
+bench/gossip/cluster.py.
 """
 
 from __future__ import annotations

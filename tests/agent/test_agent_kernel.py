@@ -110,6 +110,7 @@ def test_persona_change_reaches_the_kernel(fleet: Fleet, tmp_path: Path) -> None
     argv = [*netpersona_argv(), "status", "--state-dir", str(fleet.state_dir("vm1"))]
     local = fleet.topo.vms["vm1"].run(argv).stdout
     assert "agent: vm1 holds web v2 (applied); metadata service reachable" in local
+    assert "control channel: listening, 0 peers learned; rejected: none" in local
 
 
 def test_service_outage_keeps_rules_and_catches_up(fleet: Fleet) -> None:

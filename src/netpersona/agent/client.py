@@ -9,7 +9,8 @@ thing to handle: keep what it has and try again later.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -35,10 +36,13 @@ class MetadataUnavailable(NetpersonaError):
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """One answer of a watched path: the body and its ETag."""
+    """One answer of a watched path: the body, its ETag, and when the service said it."""
 
     body: JSON
     etag: str
+    # The service's clock (its ``Date`` header, whole seconds), the clock certificates' ``iat``
+    # is on; this VM's clock when the header is missing or unreadable.
+    served_at: float = field(default_factory=time.time)
 
 
 class MetadataClient:
@@ -117,7 +121,7 @@ class MetadataClient:
             raise MetadataUnavailable(f"GET {path} answered something that is not JSON") from None
         if not isinstance(body, dict):
             raise MetadataUnavailable(f"GET {path} answered JSON that is not an object")
-        return Watched(body, response.headers.get("etag", ""))
+        return Watched(body, response.headers.get("etag", ""), served_at(response))
 
     async def report(self, status: JSON) -> None:
         response = await self._call("POST", "/v1/instance/status", json=status)
@@ -125,3 +129,11 @@ class MetadataClient:
             raise MetadataUnavailable(
                 f"POST /v1/instance/status answered {response.status_code}: {response.text[:200]}"
             )
+
+
+def served_at(response: httpx.Response) -> float:
+    """When the service answered, by its own clock (``Date``, RFC 9110 section 6.6.1)."""
+    try:
+        return parsedate_to_datetime(response.headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return time.time()

@@ -2,7 +2,15 @@
 
     watchers (one long-poll each: instance, network_persona, peers)  ---+
     drift timer (every drift_interval seconds)                        ---+--> dirty -> reconcile
+    gossip (control channel; wakes only when the merged peer view changes) -+
     reconcile: parse -> gather facts -> compile -> apply | update peer sets | nothing -> report
+
+The control channel (spec section 8, docs/propagation.md) runs beside the watchers: two more
+long-polls bring this VM's own certificate and the service's key set, the gossip core
+(:mod:`netpersona.gossip.node`) runs on UDP ``control_port``, seeded with the addresses of the
+service's peer view, and what it learns is merged into that view (newest knowledge wins, see
+:func:`~netpersona.agent.view.merge_peer_views`). When the service is away, gossip alone keeps
+the view current: a peer changing persona or expiring changes the nftables peer sets in place.
 
 Everything that can fail outside the VM (service down, slow, answering garbage, tokens
 expiring) only delays news: the kernel keeps the last persona that applied, and a watcher
@@ -17,10 +25,11 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +42,13 @@ from netpersona.agent.view import (
     MalformedAnswer,
     PersonaAnswer,
     compose_facts,
+    merge_peer_views,
     parse_peer_view,
     parse_persona_answer,
     uplink_tiers,
 )
+from netpersona.certs.keys import KeySet
+from netpersona.certs.verify import Accepted, Rejected, Verifier
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan
 from netpersona.dataplane.apply import Applier, ApplyRolledBack
@@ -45,7 +57,9 @@ from netpersona.dataplane.facts_live import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import InvalidDocument, NetpersonaError
-from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint
+from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint, PeerInfo
+from netpersona.gossip.node import GossipConfig, GossipNode, Step
+from netpersona.gossip.transport import GossipTransport
 from netpersona.model import parse_persona
 
 __all__ = ["Agent", "AgentConfig", "AgentRecord"]
@@ -55,7 +69,14 @@ PATHS = {
     "persona": "/v1/instance/network_persona",
     "peers": "/v1/instance/peers",
 }
+# Watched for the control channel only: the agent converges without them.
+GOSSIP_PATHS = {
+    "certificate": "/v1/instance/certificate",
+    "keys": "/v1/keys",
+}
 RECORD_FILE = "agent.json"
+# How often the gossip counters are copied into agent.json (when they changed).
+COUNTERS_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +87,8 @@ class AgentConfig:
     watch_timeout: float = 300.0
     drift_interval: float = 30.0
     backoff_cap: float = 30.0
+    gossip: bool = True
+    gossip_config: GossipConfig = field(default_factory=GossipConfig)
 
 
 @dataclass
@@ -81,7 +104,13 @@ class AgentRecord:
     error: str | None = None
     service: str = "unknown"  # reachable, unreachable
     service_since: float = field(default_factory=time.time)
+    service_answered_at: float | None = None  # the last answer from the service (this clock)
     updated_at: float = field(default_factory=time.time)
+    # The control channel: listening or not, peers learned, and its counters (rejects by
+    # reason as reject_<reason>, drops as drop_<reason>, traffic as rx_/tx_).
+    gossip: str = "off"  # off, waiting (for a certificate and keys), listening, failed
+    gossip_peers: int = 0
+    gossip_counters: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -122,6 +151,11 @@ class Agent:
         self.reported_key: tuple[Any, ...] | None = None
         self.pending_key: tuple[Any, ...] | None = None
         self.log = structlog.get_logger("netpersona.agent")
+        self.node: GossipNode | None = None
+        self.transport: GossipTransport | None = None
+        self.verifier: Verifier | None = None
+        self.own_token: str | None = None  # the certificate the node holds as its own
+        self.compiled_view: tuple[PeerInfo, ...] | None = None
 
     # --- the service side
     def _service_state(self, reachable: bool, why: str = "") -> None:
@@ -140,10 +174,11 @@ class Agent:
     async def fetch(self, name: str, *, wait: bool) -> Watched:
         last = self.latest.get(name)
         answer = await self.client.get(
-            PATHS[name],
+            PATHS.get(name) or GOSSIP_PATHS[name],
             last_etag=last.etag if last else None,
             wait=self.config.watch_timeout if wait else None,
         )
+        self.record.service_answered_at = time.time()
         self._service_state(True)
         return answer
 
@@ -155,17 +190,30 @@ class Agent:
         backoff = Backoff(cap=self.config.backoff_cap)
         while True:
             try:
-                # After a failure, ask without waiting first: a long-poll would only answer
-                # when something changes, and the agent wants to know at once that the
-                # service is back (and whether anything changed while it was away).
-                answer = await self.fetch(name, wait=backoff.attempt == 0)
+                # Ask without waiting the first time (a long-poll without an ETag answers only
+                # at the next change) and after a failure (the agent wants to know at once that
+                # the service is back, and whether anything changed while it was away).
+                answer = await self.fetch(name, wait=backoff.attempt == 0 and name in self.latest)
             except MetadataUnavailable as exc:
-                self._service_state(False, str(exc))
+                if name in PATHS:
+                    # The control channel's paths say nothing the other watchers do not about
+                    # the service's health (and an older service has no such paths).
+                    self._service_state(False, str(exc))
                 await self.sleep(backoff.next_delay())
                 continue
             backoff.reset()
             last = self.latest.get(name)
-            if last is None or answer.etag != last.etag or answer.body != last.body:
+            changed = last is None or answer.etag != last.etag or answer.body != last.body
+            if name in GOSSIP_PATHS:
+                if changed:
+                    self.latest[name] = answer
+                    await self._gossip_update()
+                continue
+            if name == "peers" and not changed:
+                # The same view, said later: it may now be newer than what gossip learned.
+                self.latest[name] = answer
+                self._wake_if_view_changed()
+            elif changed:
                 self.latest[name] = answer
                 self.dirty.set()
             if self.pending_report is not None:
@@ -186,12 +234,16 @@ class Agent:
         self.record.instance = str(instance.get("id"))
         try:
             answer = parse_persona_answer(self.latest["persona"].body)
-            peers = parse_peer_view(self.latest["peers"].body)
+            served = parse_peer_view(self.latest["peers"].body)
+            peers = self.peer_view(served)
         except MalformedAnswer as exc:
             self.log.warning(
                 "ignoring a malformed answer; keeping the persona in force", error=str(exc)
             )
             return
+        self.compiled_view = peers
+        if self.node is not None:
+            self.node.set_seeds(a for peer in served for a in peer.addresses)
         log = self.log.bind(vm=self.record.instance, persona=answer.name, version=answer.version)
         if answer.document is None:
             await self._remove(log)
@@ -291,6 +343,128 @@ class Agent:
         )
         self._set_result(answer.name, answer.version, plan.digest, "applied", None)
 
+    # --- the control channel
+    def peer_view(self, served: tuple[PeerInfo, ...] | None = None) -> tuple[PeerInfo, ...]:
+        """The view to compile with: the service's merged with what gossip learned."""
+        answer = self.latest["peers"]
+        if served is None:
+            served = parse_peer_view(answer.body)
+        if self.node is None:
+            return served
+        now = time.time()
+        own = self.node.own
+        learned = [
+            held.certificate
+            for held in self.node.store
+            if (own is None or held.key != own.key) and not held.certificate.expired(now)
+        ]
+        return merge_peer_views(served, answer.served_at, learned)
+
+    def _wake_if_view_changed(self) -> None:
+        """Wake the reconciler only when the view it would compile with differs."""
+        if "peers" not in self.latest:
+            return
+        try:
+            view = self.peer_view()
+        except MalformedAnswer:
+            return
+        if view != self.compiled_view:
+            self.dirty.set()
+
+    def _on_gossip(self, step: Step) -> None:
+        if self.node is not None:
+            self.record.gossip_peers = len(self.node.peer_view(time.time()))
+        self._wake_if_view_changed()
+
+    async def _gossip_update(self) -> None:
+        """Take a new key set or own certificate; start the channel once both are here."""
+        now = time.time()
+        keys = self.latest.get("keys")
+        if keys is not None:
+            try:
+                verifier = Verifier(KeySet.from_jwks(keys.body))
+            except InvalidDocument as exc:
+                self.log.warning("ignoring a malformed key set", error=str(exc))
+            else:
+                self.verifier = verifier
+                if self.node is not None:
+                    self.node.set_verifier(verifier)
+        certificate = self.latest.get("certificate")
+        token = certificate.body.get("certificate") if certificate is not None else None
+        if self.verifier is None or not isinstance(token, str) or token == self.own_token:
+            return
+        if self.node is None:
+            checked = self.verifier.check(token, now=now)
+            if isinstance(checked, Rejected):
+                self.log.warning(
+                    "own certificate refused", reason=checked.reason.value, detail=checked.detail
+                )
+                return
+            if not await self._start_gossip(_node_address(checked), now):
+                return
+        assert self.node is not None
+        verdict = self.node.set_own_certificate(token, now)
+        if isinstance(verdict, Rejected):
+            self.log.warning(
+                "own certificate refused", reason=verdict.reason.value, detail=verdict.detail
+            )
+            return
+        self.own_token = token
+        self.log.info(
+            "own certificate in force",
+            seq=verdict.certificate.seq,
+            persona=verdict.certificate.persona,
+            expires_at=verdict.certificate.expires_at,
+        )
+
+    async def _start_gossip(self, address: IPv4Address | IPv6Address, now: float) -> bool:
+        assert self.verifier is not None
+        node = GossipNode(
+            address=address,
+            verifier=self.verifier,
+            config=self.config.gossip_config,
+            seed=secrets.randbits(64),
+            now=now,
+        )
+        if "peers" in self.latest:
+            with contextlib.suppress(MalformedAnswer):
+                served = parse_peer_view(self.latest["peers"].body)
+                node.set_seeds(a for peer in served for a in peer.addresses)
+        transport = GossipTransport(
+            node,
+            port=self.config.control_port,
+            host="::" if address.version == 6 else "0.0.0.0",  # noqa: S104 (the VM's channel)
+            on_change=self._on_gossip,
+        )
+        try:
+            await transport.start()
+        except OSError as exc:
+            self.record.gossip = "failed"
+            self.log.error(
+                "control channel failed to start", port=self.config.control_port, error=str(exc)
+            )
+            self._save_record()
+            return False
+        self.node, self.transport = node, transport
+        self.record.gossip = "listening"
+        self._save_record()
+        self.log.info(
+            "control channel listening", port=self.config.control_port, address=str(address)
+        )
+        return True
+
+    async def gossip_counters(self) -> None:
+        """Copy the channel's counters into agent.json (for ``netpersona status``)."""
+        while True:
+            await self.sleep(COUNTERS_INTERVAL)
+            if self.node is None:
+                continue
+            counters = dict(sorted(self.node.counters.items()))
+            peers = len(self.node.peer_view(time.time()))
+            if counters != self.record.gossip_counters or peers != self.record.gossip_peers:
+                self.record.gossip_counters, self.record.gossip_peers = counters, peers
+                self._save_record()
+
     # --- reporting
     def _set_result(
         self,
@@ -371,6 +545,11 @@ class Agent:
         self.dirty.set()
         tasks = [asyncio.create_task(self.watch(name), name=f"watch-{name}") for name in PATHS]
         tasks.append(asyncio.create_task(self.drift_timer(), name="drift"))
+        if self.config.gossip:
+            self.record.gossip = "waiting"
+            names = list(GOSSIP_PATHS)
+            tasks += [asyncio.create_task(self.watch(n), name=f"watch-{n}") for n in names]
+            tasks.append(asyncio.create_task(self.gossip_counters(), name="gossip-counters"))
         try:
             while True:
                 await self.dirty.wait()
@@ -380,4 +559,12 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.transport is not None:
+                await self.transport.close()
             await self.client.aclose()
+
+
+def _node_address(verdict: Accepted) -> IPv4Address | IPv6Address:
+    """The address this VM gossips from: its certificate's first IPv4 one, else its first."""
+    addresses = verdict.certificate.addresses
+    return next((a for a in addresses if a.version == 4), addresses[0])

@@ -6,11 +6,12 @@ An answer that does not have the documented shape is garbage, and garbage is ref
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import Any
 
+from netpersona.certs.certificate import PersonaCertificate
 from netpersona.errors import NetpersonaError
 from netpersona.facts import HostFacts, PeerInfo, Tier
 
@@ -18,6 +19,7 @@ __all__ = [
     "MalformedAnswer",
     "PersonaAnswer",
     "compose_facts",
+    "merge_peer_views",
     "parse_peer_view",
     "parse_persona_answer",
     "uplink_tiers",
@@ -81,3 +83,29 @@ def parse_peer_view(body: Mapping[str, Any]) -> tuple[PeerInfo, ...]:
 def compose_facts(live: HostFacts, peers: tuple[PeerInfo, ...]) -> HostFacts:
     """The live host facts with the peer view the service gave."""
     return replace(live, peers=peers)
+
+
+def merge_peer_views(
+    served: tuple[PeerInfo, ...],
+    served_at: float | None,
+    learned: Iterable[PersonaCertificate],
+) -> tuple[PeerInfo, ...]:
+    """The peer view to compile with: the service's, and what gossip learned, per instance
+    the newest knowledge winning.
+
+    ``served`` is the service's last peer view and ``served_at`` when the service said it (its
+    own clock, as certificates' ``iat``; None before any answer); ``learned`` are the current
+    certificates held for other VMs. An entry of the service and a certificate are the same
+    instance when they share an address. A certificate issued after ``served_at`` is news the
+    service's answer could not show, so it replaces the service's entry (or adds one); one issued
+    at or before it is older than the answer, and the answer wins: a VM the service no longer
+    lists, because it left the selectors, is not kept alive by its old certificate.
+    """
+    view = list(served)
+    for cert in sorted(learned, key=lambda c: c.instance):
+        if served_at is not None and cert.issued_at <= served_at:
+            continue
+        mine = set(cert.addresses)
+        view = [p for p in view if mine.isdisjoint(p.addresses)]
+        view.append(cert.peer_info())
+    return tuple(sorted(view, key=lambda p: (p.instance, [str(a) for a in p.addresses])))

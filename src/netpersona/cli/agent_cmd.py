@@ -13,12 +13,14 @@ import typer
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import DEFAULT_CONTROL_PORT
+from netpersona.gossip.node import GossipConfig
 from netpersona.logs import configure_logging
 
 __all__ = ["register"]
 
 DEFAULT_URL = "http://169.254.169.254"
 DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
+_GOSSIP_DEFAULTS = GossipConfig()
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +42,16 @@ def register(app: typer.Typer) -> None:
         drift_interval: Annotated[
             float, typer.Option(help="Seconds between checks for changes made behind its back.")
         ] = 30.0,
+        gossip: Annotated[
+            bool,
+            typer.Option(help="Run the control channel (persona certificates over UDP)."),
+        ] = True,
+        gossip_interval: Annotated[
+            float, typer.Option(help="Seconds per gossip round on the control channel.")
+        ] = _GOSSIP_DEFAULTS.interval,
+        gossip_bandwidth: Annotated[
+            int, typer.Option(help="The control channel's cap in bytes/s (headers included).")
+        ] = _GOSSIP_DEFAULTS.bandwidth,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
@@ -50,6 +62,8 @@ def register(app: typer.Typer) -> None:
             control_port=control_port,
             watch_timeout=watch_timeout,
             drift_interval=drift_interval,
+            gossip=gossip,
+            gossip_config=GossipConfig(interval=gossip_interval, bandwidth=gossip_bandwidth),
         )
         the_agent = Agent(config, LinuxKernel())
         if once:

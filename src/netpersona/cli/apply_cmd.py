@@ -215,6 +215,16 @@ def register(app: typer.Typer) -> None:
                 f"v{agent.get('version')} ({agent.get('result')}); metadata service "
                 f"{agent.get('service')} since {since}"
             )
+            if agent.get("gossip"):
+                rejects = {
+                    k.removeprefix("reject_"): v
+                    for k, v in (agent.get("gossip_counters") or {}).items()
+                    if k.startswith("reject_") and v
+                }
+                out.print(
+                    f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
+                    f"learned; rejected: {rejects or 'none'}"
+                )
             if agent.get("error"):
                 out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
         if state is None:

@@ -1,0 +1,130 @@
+"""The agent's side of propagation without processes: merging the service's peer view with what
+gossip learned, and waking the reconciler only when that merged view changes."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import ip_address
+from pathlib import Path
+
+from netpersona.agent.client import Watched
+from netpersona.agent.runner import Agent, AgentConfig
+from netpersona.agent.view import merge_peer_views, parse_peer_view
+from netpersona.certs import Verifier
+from netpersona.dataplane.kernel import LinuxKernel
+from netpersona.facts import PeerInfo
+from netpersona.gossip import GossipNode
+from netpersona.gossip.wire import Certs, encode
+from netpersona.testing.certs import fixed_key, key_set, make_certificate, signed
+
+C = ip_address("10.0.0.3")
+
+
+def served_b_as_api() -> tuple[PeerInfo, ...]:
+    return parse_peer_view(
+        {"peers": [{"addresses": ["10.0.0.2"], "persona": "api", "priority": 3, "labels": {}}]}
+    )
+
+
+def personas(view: tuple[PeerInfo, ...]) -> dict[str, str | None]:
+    return {str(p.addresses[0]): p.persona for p in view}
+
+
+def test_without_gossip_the_service_view_stands() -> None:
+    assert merge_peer_views(served_b_as_api(), 1000.0, []) == served_b_as_api()
+
+
+def test_a_certificate_newer_than_the_answer_replaces_the_entry_and_adds_peers() -> None:
+    b_web = make_certificate("vm-b", ("10.0.0.2",), persona="web", issued_at=1001, seq=5)
+    c_api = make_certificate("vm-c", ("10.0.0.3",), persona="api", issued_at=1002, seq=5)
+    view = merge_peer_views(served_b_as_api(), 1000.0, [b_web, c_api])
+    assert personas(view) == {"10.0.0.2": "web", "10.0.0.3": "api"}
+    assert {p.instance for p in view} == {"vm-b", "vm-c"}  # one entry per instance
+
+
+def test_an_answer_newer_than_the_certificate_wins() -> None:
+    # The service answered after these were issued: B is still api, and C (web, not selected
+    # by the service any more) is not kept alive by its old certificate.
+    b_web = make_certificate("vm-b", ("10.0.0.2",), persona="web", issued_at=990)
+    c_api = make_certificate("vm-c", ("10.0.0.3",), persona="api", issued_at=1000)
+    view = merge_peer_views(served_b_as_api(), 1000.0, [b_web, c_api])
+    assert personas(view) == {"10.0.0.2": "api"}
+
+
+def test_before_any_answer_gossip_is_all_there_is() -> None:
+    c_api = make_certificate("vm-c", ("10.0.0.3",), persona="api", issued_at=5)
+    assert personas(merge_peer_views((), None, [c_api])) == {"10.0.0.3": "api"}
+
+
+def agent_with_node(tmp_path: Path, served_at: float) -> Agent:
+    """An agent (never touching a kernel here) whose gossip node holds A's own certificate."""
+    agent = Agent(
+        AgentConfig(metadata_url="http://169.254.169.254", state_dir=tmp_path),
+        LinuxKernel(),
+    )
+    verifier = Verifier(key_set(fixed_key("k1")))
+    node = GossipNode(address=ip_address("10.0.0.1"), verifier=verifier, now=time.time())
+    own = make_certificate("vm-a", ("10.0.0.1",), persona="front", issued_at=int(time.time()))
+    node.set_own_certificate(signed(own), time.time())
+    agent.node = node
+    body = {"peers": [{"addresses": ["10.0.0.2"], "persona": "api", "priority": 3}]}
+    agent.latest["peers"] = Watched(body, '"e1"', served_at)
+    agent.compiled_view = agent.peer_view()
+    return agent
+
+
+def hear(agent: Agent, source: str, persona: str, seq: int, issued_at: int) -> None:
+    """A certificate arriving on the control channel from its own VM."""
+    assert agent.node is not None
+    name = {"10.0.0.2": "vm-b", "10.0.0.3": "vm-c"}[source]
+    cert = make_certificate(name, (source,), persona=persona, seq=seq, issued_at=issued_at)
+    datagram = encode(Certs((signed(cert).encode(),)))
+    step = agent.node.receive(datagram, ip_address(source), time.time())
+    assert step.learned, agent.node.counters
+    agent._on_gossip(step)
+
+
+def test_news_that_changes_the_view_wakes_the_reconciler(tmp_path: Path) -> None:
+    now = int(time.time())
+    agent = agent_with_node(tmp_path, served_at=now - 100)
+    assert agent.compiled_view == served_b_as_api()
+    hear(agent, "10.0.0.3", "api", seq=2, issued_at=now - 10)
+    assert agent.dirty.is_set()
+    assert personas(agent.peer_view()) == {"10.0.0.2": "api", "10.0.0.3": "api"}
+
+
+def test_news_that_says_what_the_view_says_does_not_wake(tmp_path: Path) -> None:
+    now = int(time.time())
+    agent = agent_with_node(tmp_path, served_at=now - 100)
+    # B's certificate, newer than the answer, but saying the same (B holds api).
+    hear(agent, "10.0.0.2", "api", seq=2, issued_at=now - 10)
+    agent.compiled_view = agent.peer_view()
+    agent.dirty.clear()
+    hear(agent, "10.0.0.2", "api", seq=3, issued_at=now - 5)  # a renewal
+    assert not agent.dirty.is_set()
+    hear(agent, "10.0.0.2", "web", seq=4, issued_at=now - 1)  # a change of persona
+    assert agent.dirty.is_set()
+    assert personas(agent.peer_view()) == {"10.0.0.2": "web"}
+
+
+def test_news_older_than_the_service_answer_does_not_wake(tmp_path: Path) -> None:
+    now = int(time.time())
+    agent = agent_with_node(tmp_path, served_at=now)
+    hear(agent, "10.0.0.3", "api", seq=2, issued_at=now - 30)
+    assert not agent.dirty.is_set()
+
+
+def test_an_expiring_peer_wakes_the_reconciler(tmp_path: Path) -> None:
+    now = int(time.time())
+    agent = agent_with_node(tmp_path, served_at=now - 100)
+    assert agent.node is not None
+    cert = make_certificate(
+        "vm-c", ("10.0.0.3",), persona="api", seq=2, issued_at=now - 50, expires_at=now + 2
+    )
+    agent.node.receive(encode(Certs((signed(cert).encode(),))), C, time.time())
+    agent.compiled_view = agent.peer_view()
+    agent.dirty.clear()
+    step = agent.node.tick(now + 3)
+    assert step.expired == ("vm-c",)
+    agent._on_gossip(step)
+    assert agent.dirty.is_set()
