@@ -169,18 +169,8 @@ class Applier:
             previous is not None and previous.plan.nftables_objects() == plan.nftables_objects()
         )
         listing = previous.nft_listing if previous is not None and same_table else None
-        txn = _Transaction()
-        try:
-            self._converge(target, before, txn, known_listing=listing)
-            # With nothing changed, the snapshot just taken is the readback.
-            after = (
-                read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
-                if txn.steps
-                else before
-            )
-            problems = target_mismatches(target, after)
-            if problems:
-                raise ApplyFailed("readback differs from the plan: " + "; ".join(problems))
+
+        def commit(after: KernelSnapshot, txn: _Transaction) -> None:
             same = (
                 not txn.steps
                 and previous is not None
@@ -197,22 +187,16 @@ class Applier:
                         nft_listing=after.nft or (),
                     )
                 )
-        except NetpersonaError as exc:
-            raise self._rolled_back(
-                "apply",
-                persona=persona,
-                txn=txn,
-                before=before,
-                target=target,
-                exc=exc,
-                started=started,
-            ) from exc
-        return ApplyReport(
+
+        return self._transact(
             "apply",
             persona,
-            txn.descriptions,
-            unchanged=not txn.steps,
-            seconds=time.monotonic() - started,
+            target,
+            before,
+            known_listing=listing,
+            against="the plan",
+            commit=commit,
+            started=started,
         )
 
     def _remove(self) -> ApplyReport:
@@ -227,18 +211,47 @@ class Applier:
             links=_original_links(originals),
         )
         before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+        return self._transact(
+            "remove",
+            None,
+            target,
+            before,
+            known_listing=None,
+            against="the originals",
+            commit=lambda _after, _txn: self.store.clear(),
+            started=started,
+        )
+
+    def _transact(
+        self,
+        action: str,
+        persona: str | None,
+        target: Target,
+        before: KernelSnapshot,
+        *,
+        known_listing: tuple[JSON, ...] | None,
+        against: str,
+        commit: Callable[[KernelSnapshot, _Transaction], None],
+        started: float,
+    ) -> ApplyReport:
+        """Converge to ``target``, read back, ``commit``; on any failure undo and verify."""
         txn = _Transaction()
         try:
-            self._converge(target, before, txn, known_listing=None)
-            after = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+            self._converge(target, before, txn, known_listing=known_listing)
+            # With nothing changed, the snapshot just taken is the readback.
+            after = (
+                read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
+                if txn.steps
+                else before
+            )
             problems = target_mismatches(target, after)
             if problems:
-                raise ApplyFailed("readback differs from the originals: " + "; ".join(problems))
-            self.store.clear()
+                raise ApplyFailed(f"readback differs from {against}: " + "; ".join(problems))
+            commit(after, txn)
         except NetpersonaError as exc:
             raise self._rolled_back(
-                "remove",
-                persona=None,
+                action,
+                persona=persona,
                 txn=txn,
                 before=before,
                 target=target,
@@ -246,8 +259,8 @@ class Applier:
                 started=started,
             ) from exc
         return ApplyReport(
-            "remove",
-            None,
+            action,
+            persona,
             txn.descriptions,
             unchanged=not txn.steps,
             seconds=time.monotonic() - started,
