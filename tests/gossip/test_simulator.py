@@ -9,8 +9,30 @@ from netpersona.gossip.simulator import Simulator
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.2])
-def test_one_change_reaches_every_node(loss: float) -> None:
-    sim = Simulator(300, loss=loss, seed=7)
+def test_by_default_each_owner_serves_its_change_to_every_node_at_its_cap(loss: float) -> None:
+    config = GossipConfig()
+    sim = Simulator(100, loss=loss, seed=7)
+    sim.run_until(sim.now + 2)
+    result = sim.change(origin=17, max_rounds=400)
+    assert result.reached == 100
+    # Only the owner hands over its certificate, so its cap sets the pace: about one
+    # datagram of certificate per receiver, at `bandwidth` bytes a second, plus the burst.
+    token = sim.nodes[17].own
+    assert token is not None
+    per_receiver = len(token.token) + 6 + 28
+    floor = (99 * per_receiver - config.bandwidth_burst) / config.bandwidth
+    assert result.seconds_to_all is not None
+    assert floor * 0.8 <= result.seconds_to_all <= floor * (1.5 if loss == 0 else 4.0) + 10
+    assert result.peak_bytes_per_s_per_node <= config.bandwidth_burst + config.bandwidth
+    assert [name for name in result.rejects if name.startswith("reject_")] in (
+        [],
+        ["reject_duplicate"],
+    )
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.2])
+def test_with_relaying_one_change_reaches_every_node_in_a_few_rounds(loss: float) -> None:
+    sim = Simulator(300, loss=loss, seed=7, config=GossipConfig(relay=True))
     sim.run_until(sim.now + 2)
     result = sim.change(origin=17)
     assert result.reached == 300
@@ -19,7 +41,7 @@ def test_one_change_reaches_every_node(loss: float) -> None:
     assert result.rounds_to_999 <= result.rounds_to_all <= (12 if loss == 0 else 30)
     # Lazy push: each node pays for one certificate plus a few digests, not one per rumour.
     assert 400 < result.bytes_per_node < 3000
-    config = GossipConfig()
+    config = sim.config
     assert result.peak_bytes_per_s_per_node <= config.bandwidth_burst + config.bandwidth
     assert not any(name.startswith("reject_") for name in result.rejects)
 

@@ -81,7 +81,7 @@ async def _three_transports() -> None:
             rogue.sendto(b"\x00" * 1500, (HOSTS[0], port))
         await wait_for(
             lambda: (
-                nodes[0].counters["reject_unauthenticated_relay"] == 1
+                nodes[0].counters["reject_wrong_source"] == 1
                 and nodes[0].counters["drop_oversized"] == 1
             )
         )

@@ -15,6 +15,13 @@ run it, plus their push-pull anti-entropy, with two changes that cut bandwidth:
 - Push-pull compares range summaries (count and XOR-hash of 32 key ranges, descending into the
   ranges that differ), not whole states, so it fits in 1200-byte datagrams at any fleet size.
 
+Spec section 8 accepts a certificate only from one of its own addresses, and by default
+(``relay=False``) the core holds to that: rumours and summaries are hints that anyone may pass
+on, and in this mode each digest entry carries its owner's address, but a certificate is asked
+for (WANT) and taken only from its owner, who answers from a queue as its bandwidth cap allows.
+``relay=True`` is the opt-in reading in which a certified VM may hand over certificates it holds
+(docs/propagation.md weighs the two).
+
 No failure detector: a VM's liveness is its certificate, which the service alone can extend.
 See docs/propagation.md for the parameters and why.
 """
@@ -33,6 +40,7 @@ from netpersona.facts import PeerInfo
 from netpersona.gossip.limits import SourceLimiter, TokenBucket, splitmix64
 from netpersona.gossip.store import Held, Store, StoreSnapshot
 from netpersona.gossip.wire import (
+    ADDRESSED_ENTRY_SIZE,
     BUCKETS,
     ENTRY_SIZE,
     MAX_DATAGRAM,
@@ -41,6 +49,7 @@ from netpersona.gossip.wire import (
     Certs,
     Digest,
     Flag,
+    KeyRange,
     Message,
     Summary,
     Want,
@@ -56,9 +65,10 @@ IPAddress = IPv4Address | IPv6Address
 
 # IPv4 + UDP headers: counted against the bandwidth cap, since they cross the wire too.
 IP_UDP_OVERHEAD = 28
-# A digest answers a summary bucket once both sides hold at most this many entries in it.
+# A digest answers a summary bucket once both sides hold at most this many entries in it
+# (36 when entries carry their owner's address, so that a full bucket fits one datagram).
 DIGEST_CAP = 64
-_DIGEST_MAX_ENTRIES = (MAX_DATAGRAM - 16) // ENTRY_SIZE
+_DIGEST_HEAD = 16  # header, range and count
 # Peers remembered per wanted certificate, and how often it is asked for before giving up
 # (anti-entropy still brings it later).
 _MAX_OFFERS = 4
@@ -84,7 +94,7 @@ class GossipConfig:
     max_rumors: int = 4096
     summary_branches: int = 4
     max_replies: int = 8
-    relay: bool = True
+    relay: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -139,7 +149,7 @@ class _Want:
 
     seq: int
     asked_at: float
-    offers: list[tuple[IPAddress, int]]  # (peer, the flags of its offer)
+    offers: list[IPAddress]  # where to ask: the peers that offered it, or its owner alone
     tries: int = 1
 
 
@@ -150,6 +160,14 @@ class _Round:
 
     def step(self, expired: tuple[str, ...] = ()) -> Step:
         return Step(tuple(self.out), tuple(self.learned), expired)
+
+
+def _remember(recent: OrderedDict[IPAddress, None], address: IPAddress, limit: int) -> None:
+    """Mark ``address`` most recent in a bounded set (the least recent falls out)."""
+    recent[address] = None
+    recent.move_to_end(address)
+    if len(recent) > limit:
+        recent.popitem(last=False)
 
 
 def _same_content(a: PersonaCertificate, b: PersonaCertificate) -> bool:
@@ -187,6 +205,15 @@ class GossipNode:
         self._rumors: dict[int, _Rumor] = {}
         self._wants: dict[int, _Want] = {}
         self._introduced: OrderedDict[IPAddress, float] = OrderedDict()
+        # Peers whose last message showed they hold our certificate (no UNKNOWN_YOU): a WANT to
+        # anyone else carries our certificate, or the owner would not answer it.
+        self._knows_me: OrderedDict[IPAddress, None] = OrderedDict()
+        # Peers that asked for our certificate while the bandwidth cap was spent: paid first
+        # in the next rounds, so that an owner serves a burst of askers at its cap.
+        self._owed: OrderedDict[IPAddress, None] = OrderedDict()
+        entry_size = ENTRY_SIZE if self.config.relay else ADDRESSED_ENTRY_SIZE
+        self._digest_max = (MAX_DATAGRAM - _DIGEST_HEAD) // entry_size
+        self._digest_cap = min(DIGEST_CAP, self._digest_max)
         self._bandwidth = TokenBucket(self.config.bandwidth, self.config.bandwidth_burst, now)
         self._sources = SourceLimiter(
             self.config.source_rate, self.config.source_burst, self.config.max_sources
@@ -267,7 +294,10 @@ class GossipNode:
             return round_.step()
         if message.flags & Flag.UNKNOWN_YOU:
             # Before anything else, so that what follows (relayed certificates) is accepted.
+            self._knows_me.pop(source, None)
             self._introduce(source, now, round_)
+        else:
+            _remember(self._knows_me, source, self.config.max_sources)
         if isinstance(message, Certs):
             for token in message.tokens:
                 self._accept(token, source, now, round_)
@@ -283,12 +313,13 @@ class GossipNode:
         """One gossip round: expire, spread rumours to ``fanout`` peers, maybe push-pull."""
         round_ = _Round()
         expired = self._expire(now)
+        self._pay_owed(now, round_)
         if self._rumors:
             limit = self.config.retransmit_mult * len(str(len(self.store) + 1))
             for target in self._pick_targets(self.config.fanout):
                 ranked = sorted(self._rumors.items(), key=lambda kv: kv[1].transmits)
-                chosen = ranked[:_DIGEST_MAX_ENTRIES]
-                digest = Digest(tuple((k, r.seq) for k, r in chosen))
+                chosen = ranked[: self._digest_max]
+                digest = self._digest([(k, r.seq) for k, r in chosen])
                 if not self._emit(target, digest, now, round_):
                     break  # over the bandwidth cap: these rumours wait for the next round
                 for key, rumor in chosen:
@@ -311,45 +342,93 @@ class GossipNode:
 
     def _retry_wants(self, now: float, round_: _Round) -> None:
         """Ask again, of the next peer that offered it, for what has not arrived (loss)."""
-        by_target: dict[tuple[IPAddress, int], list[int]] = {}
+        by_target: dict[IPAddress, list[int]] = {}
+        # Our certificate goes with the first ask and every fourth after it (it may have been
+        # lost), not with each: a queued ask is repeated only in case of loss.
+        show: set[IPAddress] = set()
         for key, want in list(self._wants.items()):
-            if now - want.asked_at < self.config.interval / 2:
+            if not self._due(want, now):
                 continue
             if want.tries >= _MAX_TRIES:
                 del self._wants[key]
                 self.counters["want_given_up"] += 1
                 continue
-            offer = want.offers[want.tries % len(want.offers)]
+            target = want.offers[want.tries % len(want.offers)]
             want.tries += 1
             want.asked_at = now
-            by_target.setdefault(offer, []).append(key)
-        for (target, flags), keys in by_target.items():
-            self._send_wants(keys, target, flags, now, round_)
+            by_target.setdefault(target, []).append(key)
+            if want.tries % 4 == 1:
+                show.add(target)
+        budget = self.config.max_replies
+        for target, keys in by_target.items():
+            budget -= self._send_wants(keys, target, budget, now, round_, show=target in show)
+            if budget <= 0:
+                break
+
+    def _due(self, want: _Want, now: float) -> bool:
+        """Whether an unanswered WANT is asked again. Relays: every half interval, each time of
+        another offerer. Owners only: backing off (0.5, 1, 2 ... 16 intervals), since a busy
+        owner queues the askers it cannot serve yet and more asking would only cost it."""
+        wait = self.config.interval / 2
+        if not self.config.relay:
+            wait *= 1 << min(want.tries - 1, 5)
+        return now - want.asked_at >= wait
+
+    def _where(
+        self, key: int, held: Held | None, source: IPAddress, hint: IPAddress | None
+    ) -> IPAddress | None:
+        """Where to ask for the certificate of ``key``: the sender of the news when relays
+        may answer; otherwise its owner, at the address of the certificate held for it
+        (verified) or else at the digest's hint, which a certificate must then confirm."""
+        if self.config.relay:
+            return source
+        if held is not None:
+            return self._address_of(held.certificate)
+        if (
+            hint is None
+            or hint.version != self.address.version
+            or hint == self.address
+            or hint.is_unspecified
+            or hint.is_multicast
+        ):
+            return None
+        return hint
 
     def _on_digest(self, message: Digest, source: IPAddress, now: float, round_: _Round) -> None:
-        wants: list[int] = []
-        for key, seq in message.entries:
+        by_target: dict[IPAddress, list[int]] = {}
+        quiet: set[IPAddress] = set()  # targets already shown our certificate lately
+        for index, (key, seq) in enumerate(message.entries):
             held = self.store.get(key)
             if held is not None and held.seq >= seq:
                 continue
+            hint = message.owners[index] if message.owners else None
+            target = self._where(key, held, source, hint)
+            if target is None:
+                self.counters["drop_no_owner"] += 1
+                continue
             want = self._wants.get(key)
             if want is not None:
-                offer = (source, message.flags)
-                if offer not in want.offers and len(want.offers) < _MAX_OFFERS:
-                    want.offers.append(offer)
+                if target not in want.offers and len(want.offers) < _MAX_OFFERS:
+                    want.offers.append(target)
                 want.seq = max(want.seq, seq)
-                if now - want.asked_at < self.config.interval / 2:
+                if not self._due(want, now):
                     continue
                 want.asked_at = now
                 want.tries += 1
+                if want.tries % 4 != 1:
+                    quiet.add(target)
             elif (held is None and self._full) or len(self._wants) >= self.config.max_certs:
                 self.counters["drop_state_full"] += 1
                 continue
             else:
-                self._wants[key] = _Want(seq, now, [(source, message.flags)])
-            wants.append(key)
-        if wants:
-            self._send_wants(wants, source, message.flags, now, round_)
+                self._wants[key] = _Want(seq, now, [target])
+            by_target.setdefault(target, []).append(key)
+        budget = self.config.max_replies
+        for target, keys in by_target.items():
+            show = target not in quiet
+            budget -= self._send_wants(keys, target, budget, now, round_, show=show)
+            if budget <= 0:
+                break  # the rest is asked again by _retry_wants
         if message.range is not None:
             theirs = dict(message.entries)
             ours: list[tuple[int, int]] = []
@@ -357,63 +436,91 @@ class GossipNode:
                 held = self.store.get(key)
                 if held is not None and theirs.get(key, -1) < held.seq:
                     ours.append((key, held.seq))
-                    if len(ours) >= _DIGEST_MAX_ENTRIES:
+                    if len(ours) >= self._digest_max:
                         break
             if ours:
-                self._emit(source, Digest(tuple(ours)), now, round_)
-            if wants:
+                self._emit(source, self._digest(ours), now, round_)
+            if by_target:
                 # The exchange found a difference: keep reconciling at gossip pace until
                 # it stops finding any (a joining node catches up, bounded by bandwidth).
                 self._next_push_pull = min(self._next_push_pull, now + self.config.interval)
 
     def _send_wants(
-        self, wants: list[int], source: IPAddress, flags: int, now: float, round_: _Round
-    ) -> None:
-        # The sender does not know us: show our certificate first, or it will not answer.
+        self,
+        keys: list[int],
+        target: IPAddress,
+        budget: int,
+        now: float,
+        round_: _Round,
+        *,
+        show: bool = True,
+    ) -> int:
+        """WANTs for ``keys`` to ``target``, at most ``budget`` datagrams; how many were sent."""
+        # A peer that does not know us will not answer: show it our certificate too.
         own = self.own
-        token = own.token if own is not None and flags & Flag.UNKNOWN_YOU else b""
-        by_target: dict[IPAddress, list[int]] = {source: []}
-        for key in wants:
-            target = source
-            if not self.config.relay:
-                # Without relays only the owner can hand over its certificate: ask it, when
-                # its address is known (it is for an update; a newcomer introduces itself).
-                held = self.store.get(key)
-                target = (self._address_of(held.certificate) if held else None) or source
-            by_target.setdefault(target, []).append(key)
+        show = show and own is not None and target not in self._knows_me
+        token = own.token if own is not None and show else b""
+        per_datagram = (MAX_DATAGRAM - 9 - len(token)) // 8
         sent = 0
-        for target, keys in by_target.items():
-            attach = token if target == source else b""
-            per_datagram = (MAX_DATAGRAM - 9 - len(attach)) // 8
-            for start in range(0, len(keys), per_datagram):
-                if sent >= self.config.max_replies:
-                    return
-                self._emit(
-                    target, Want(tuple(keys[start : start + per_datagram]), attach), now, round_
-                )
-                sent += 1
+        for start in range(0, len(keys), per_datagram):
+            if sent >= budget:
+                break
+            want = Want(tuple(keys[start : start + per_datagram]), token)
+            if not self._emit(target, want, now, round_):
+                break
+            sent += 1
+        return sent
 
     def _on_want(self, message: Want, source: IPAddress, now: float, round_: _Round) -> None:
-        if message.token:
+        if message.token and self._sender(source, now) is None:
+            # An introduction from a sender we do not know yet (a known one's repeat of the
+            # certificate we hold is not verified again).
             self._accept(message.token, source, now, round_)
         if self._sender(source, now) is None:
             self.counters["drop_unauthenticated"] += 1
             return
-        tokens = [held.token for key in message.keys if (held := self.store.get(key))]
+        keys = message.keys
+        if not self.config.relay:
+            # Only the owner's copy of a certificate is accepted: hand over nothing else.
+            keys = tuple(k for k in keys if k == self._own_key)
+        tokens = [held.token for key in keys if (held := self.store.get(key))]
+        owed = self._own_key in keys  # refused by the cap, it is queued, not dropped
         batch: list[bytes] = []
         size = 6
         sent = 0
         for token in tokens:
             if size + 2 + len(token) > MAX_DATAGRAM or len(batch) == 255:
-                self._emit(source, Certs(tuple(batch)), now, round_)
+                if not self._emit(source, Certs(tuple(batch)), now, round_, count_refusal=not owed):
+                    break
                 sent += 1
                 batch, size = [], 6
                 if sent >= self.config.max_replies:
                     return
             batch.append(token)
             size += 2 + len(token)
-        if batch:
-            self._emit(source, Certs(tuple(batch)), now, round_)
+        else:
+            certs = Certs(tuple(batch))
+            if not batch or self._emit(source, certs, now, round_, count_refusal=not owed):
+                self._owed.pop(source, None)  # answered now: nothing left to pay
+                return
+        if owed:
+            # Over the cap: this peer is owed our certificate, paid from the next rounds.
+            if source not in self._owed and len(self._owed) >= self.config.max_sources:
+                self.counters["drop_owed_full"] += 1
+                return
+            _remember(self._owed, source, self.config.max_sources)
+
+    def _pay_owed(self, now: float, round_: _Round) -> None:
+        """Send our certificate to the peers that asked while the cap was spent, oldest first."""
+        own = self.own
+        if own is None:
+            self._owed.clear()
+            return
+        while self._owed:
+            target = next(iter(self._owed))
+            if not self._emit(target, Certs((own.token,)), now, round_, count_refusal=False):
+                return
+            del self._owed[target]
 
     def _on_summary(self, message: Summary, source: IPAddress, now: float, round_: _Round) -> None:
         mine = self.store.summary(message.range)
@@ -429,15 +536,15 @@ class GossipNode:
             branches -= 1
             child = message.range.child(i)
             biggest = max(mine[i].count, message.buckets[i].count)
-            if biggest <= DIGEST_CAP or child.prefix_len > MAX_PREFIX_LEN:
+            if biggest <= self._digest_cap or child.prefix_len > MAX_PREFIX_LEN:
                 entries: list[tuple[int, int]] = []
                 for key in self.store.keys_in(child):
                     held = self.store.get(key)
                     if held is not None:
                         entries.append((key, held.seq))
-                    if len(entries) >= _DIGEST_MAX_ENTRIES:
+                    if len(entries) >= self._digest_max:
                         break
-                self._emit(source, Digest(tuple(entries), child), now, round_)
+                self._emit(source, self._digest(entries, child), now, round_)
             else:
                 self._emit(source, Summary(child, self.store.summary(child)), now, round_)
 
@@ -502,13 +609,39 @@ class GossipNode:
             self._introduced.popitem(last=False)
         self._emit(source, Certs((own.token,)), now, round_)
 
-    def _emit(self, target: IPAddress, message: Message, now: float, round_: _Round) -> bool:
+    def _digest(
+        self, entries: Iterable[tuple[int, int]], key_range: KeyRange | None = None
+    ) -> Digest:
+        """A digest of held entries; when only owners hand over certificates, each entry
+        carries its owner's address (entries with none of this node's family are left out)."""
+        if self.config.relay:
+            return Digest(tuple(entries), key_range)
+        kept: list[tuple[int, int]] = []
+        owners: list[IPAddress] = []
+        for key, seq in entries:
+            held = self.store.get(key)
+            address = self._address_of(held.certificate) if held is not None else None
+            if address is not None:
+                kept.append((key, seq))
+                owners.append(address)
+        return Digest(tuple(kept), key_range, owners=tuple(owners))
+
+    def _emit(
+        self,
+        target: IPAddress,
+        message: Message,
+        now: float,
+        round_: _Round,
+        *,
+        count_refusal: bool = True,
+    ) -> bool:
         """Queue ``message`` for ``target`` unless the bandwidth cap refuses it."""
         if self.store.owner_of(target) is None:
             message = replace(message, flags=message.flags | Flag.UNKNOWN_YOU)
         payload = encode(message)
         if not self._bandwidth.take(len(payload) + IP_UDP_OVERHEAD, now):
-            self.counters["drop_bandwidth"] += 1
+            if count_refusal:
+                self.counters["drop_bandwidth"] += 1
             return False
         self.counters["tx_datagrams"] += 1
         self.counters["tx_bytes"] += len(payload)

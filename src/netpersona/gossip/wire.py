@@ -6,18 +6,22 @@ Every datagram is one message::
 
     flags bit 0  UNKNOWN_YOU   the sender holds no certificate for the receiver's address
     flags bit 1  RANGED        (DIGEST) the entries are all the sender holds in a key range
+    flags bit 2  ADDRESSED     (DIGEST) each entry carries its owner's address
 
-    DIGEST   [prefix_len u8, prefix u64 if RANGED] count u16, count x (key u64, seq u64)
+    DIGEST   [prefix_len u8, prefix u64 if RANGED] count u16,
+             count x (key u64, seq u64 [, owner 16 bytes if ADDRESSED])
     SUMMARY  prefix_len u8, prefix u64, 32 x (count u32, hash u64)
     WANT     count u16, count x key u64, token_len u16, token (the sender's own certificate)
     CERTS    count u8, count x (token_len u16, token)
 
-Integers are big-endian (network order). A key is the first 8 bytes of BLAKE2b of the instance
-id; a range is the keys whose top ``prefix_len`` bits equal those of ``prefix``. Nothing is
-longer than :data:`MAX_DATAGRAM` (1200 bytes: under the IPv6 minimum MTU of 1280 with the IP and
-UDP headers, so no datagram is ever fragmented, RFC 8200 section 5). Decoding checks every
-length against what is left, and any violation is one :class:`WireError`: the caller drops the
-datagram and counts it; nothing else can escape.
+Integers are big-endian (network order). An owner address is 16 bytes, IPv6 or IPv4-mapped
+(RFC 4291 section 2.5.5.2): a hint where to ask for that certificate, never trusted beyond that,
+since a certificate is accepted only from one of its own addresses. A key is the first 8 bytes
+of BLAKE2b of the instance id; a range is the keys whose top ``prefix_len`` bits equal those of
+``prefix``. Nothing is longer than :data:`MAX_DATAGRAM` (1200 bytes: under the IPv6 minimum MTU
+of 1280 with the IP and UDP headers, so no datagram is ever fragmented, RFC 8200 section 5).
+Decoding checks every length against what is left, and any violation is one
+:class:`WireError`: the caller drops the datagram and counts it; nothing else can escape.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from hashlib import blake2b
+from ipaddress import IPv4Address, IPv6Address
 
 __all__ = [
     "BUCKETS",
     "BUCKET_BITS",
+    "ADDRESSED_ENTRY_SIZE",
     "ENTRY_SIZE",
     "HEADER_SIZE",
     "MAGIC",
@@ -58,6 +64,7 @@ VERSION = 1
 MAX_DATAGRAM = 1200
 HEADER_SIZE = 5
 ENTRY_SIZE = 16
+ADDRESSED_ENTRY_SIZE = ENTRY_SIZE + 16
 BUCKET_BITS = 5
 BUCKETS = 1 << BUCKET_BITS
 MAX_PREFIX_LEN = 64 - BUCKET_BITS
@@ -74,6 +81,7 @@ class Kind(IntEnum):
 class Flag(IntEnum):
     UNKNOWN_YOU = 1
     RANGED = 2
+    ADDRESSED = 4
 
 
 class WireError(ValueError):
@@ -127,9 +135,12 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """(key, seq) entries; ``owners``, when given, is each entry's owner address (ADDRESSED)."""
+
     entries: tuple[tuple[int, int], ...]
     range: KeyRange | None = None
     flags: int = 0
+    owners: tuple[IPv4Address | IPv6Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +183,18 @@ def encode(message: Message) -> bytes:
             flags |= Flag.RANGED
             parts.append(_RANGE.pack(message.range.prefix_len, message.range.prefix))
         parts.append(_U16.pack(len(message.entries)))
-        parts.extend(_ENTRY.pack(key, seq) for key, seq in message.entries)
+        if message.owners:
+            if len(message.owners) != len(message.entries):
+                raise WireError(
+                    f"{len(message.owners)} owners for {len(message.entries)} digest entries"
+                )
+            flags |= Flag.ADDRESSED
+            parts.extend(
+                _ENTRY.pack(key, seq) + _packed(owner)
+                for (key, seq), owner in zip(message.entries, message.owners, strict=True)
+            )
+        else:
+            parts.extend(_ENTRY.pack(key, seq) for key, seq in message.entries)
     elif isinstance(message, Summary):
         kind = Kind.SUMMARY
         if len(message.buckets) != BUCKETS:
@@ -194,6 +216,17 @@ def encode(message: Message) -> bytes:
     if len(data) > MAX_DATAGRAM:
         raise WireError(f"{kind.name} of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
+
+
+def _packed(address: IPv4Address | IPv6Address) -> bytes:
+    if isinstance(address, IPv4Address):
+        return b"\0" * 10 + b"\xff\xff" + address.packed
+    return address.packed
+
+
+def _unpacked(raw: bytes) -> IPv4Address | IPv6Address:
+    address = IPv6Address(raw)
+    return address.ipv4_mapped or address
 
 
 class _Reader:
@@ -237,7 +270,7 @@ def decode(data: bytes) -> Message:
         raise WireError(f"magic {magic!r} is not {MAGIC!r}")
     if version != VERSION:
         raise WireError(f"version {version} (this node speaks {VERSION})")
-    if flags & ~(Flag.UNKNOWN_YOU | Flag.RANGED):
+    if flags & ~(Flag.UNKNOWN_YOU | Flag.RANGED | Flag.ADDRESSED):
         raise WireError(f"unknown flags {flags:#x}")
     reader = _Reader(data, HEADER_SIZE)
     message: Message
@@ -245,9 +278,22 @@ def decode(data: bytes) -> Message:
     if kind == Kind.DIGEST:
         key_range = _range(reader, 64) if flags & Flag.RANGED else None
         (count,) = reader.unpack(_U16, "digest count")
-        raw = reader.take(count * ENTRY_SIZE, "digest entries")
-        entries = tuple(_ENTRY.iter_unpack(raw))
-        message = Digest(entries, key_range, public_flags)
+        if flags & Flag.ADDRESSED:
+            if count == 0:
+                raise WireError("ADDRESSED digest with no entries")
+            raw = reader.take(count * ADDRESSED_ENTRY_SIZE, "digest entries")
+            entries = tuple(
+                _ENTRY.unpack_from(raw, offset)
+                for offset in range(0, len(raw), ADDRESSED_ENTRY_SIZE)
+            )
+            owners = tuple(
+                _unpacked(raw[offset + ENTRY_SIZE : offset + ADDRESSED_ENTRY_SIZE])
+                for offset in range(0, len(raw), ADDRESSED_ENTRY_SIZE)
+            )
+            message = Digest(entries, key_range, public_flags, owners)
+        else:
+            raw = reader.take(count * ENTRY_SIZE, "digest entries")
+            message = Digest(tuple(_ENTRY.iter_unpack(raw)), key_range, public_flags)
     elif kind == Kind.SUMMARY:
         key_range = _range(reader, MAX_PREFIX_LEN)
         raw = reader.take(BUCKETS * _BUCKET.size, "summary buckets")
@@ -267,7 +313,7 @@ def decode(data: bytes) -> Message:
         message = Certs(tuple(tokens), public_flags)
     else:
         raise WireError(f"unknown message kind {kind}")
-    if flags & Flag.RANGED and kind != Kind.DIGEST:
-        raise WireError("RANGED flag on a message that is not a digest")
+    if flags & (Flag.RANGED | Flag.ADDRESSED) and kind != Kind.DIGEST:
+        raise WireError("RANGED or ADDRESSED flag on a message that is not a digest")
     reader.end()
     return message
