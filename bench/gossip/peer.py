@@ -29,7 +29,7 @@ from netpersona.gossip.transport import GossipTransport
 
 async def serve(args: argparse.Namespace) -> None:
     verifier = Verifier(KeySet.from_jwks(json.loads(Path(args.keys).read_text())))
-    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth)
+    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth, relay=args.relay)
     node = GossipNode(
         address=ip_address(args.address),
         verifier=verifier,
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7480)
     parser.add_argument("--interval", type=float, default=GossipConfig().interval)
     parser.add_argument("--bandwidth", type=int, default=GossipConfig().bandwidth)
+    parser.add_argument("--relay", action="store_true", help="accept relayed certificates")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -197,14 +197,24 @@ def test_bandwidth_cap_bounds_what_is_sent() -> None:
     assert 0.8 * (4000 + 2000 * 10) < sent <= 4000 + 2000 * 10
 
 
-def test_wants_from_unauthenticated_sources_get_nothing() -> None:
-    node = single()
-    step = node.receive(encode(Want((instance_key("vm-a"),))), ip_address(C), NOW)
+def test_wants_from_unauthenticated_sources_get_at_most_one_introduction() -> None:
+    node = single(GossipConfig(relay=True))
+    node.receive(
+        encode(Certs((signed(make_certificate("vm-b", (B,))).encode(),))), ip_address(B), NOW
+    )
+    # Someone else's certificate: nothing for a sender we do not know.
+    step = node.receive(encode(Want((instance_key("vm-b"),))), ip_address(C), NOW)
     assert step.out == ()
     assert node.counters["drop_unauthenticated"] == 1
-    # ... but a sender that shows its own certificate is answered.
+    # Our own: the introduction, once per interval however often it is asked (no amplifier).
+    own = [
+        node.receive(encode(Want((instance_key("vm-a"),))), ip_address(C), NOW) for _ in range(5)
+    ]
+    assert [len(step.out) for step in own] == [1, 0, 0, 0, 0]
+    assert isinstance(decode(own[0].out[0].payload), Certs)
+    # ... and a sender that shows its own certificate is answered.
     token = signed(make_certificate("vm-c", (C,))).encode()
-    step = node.receive(encode(Want((instance_key("vm-a"),), token)), ip_address(C), NOW)
+    step = node.receive(encode(Want((instance_key("vm-b"),), token)), ip_address(C), NOW)
     assert any(d.address == ip_address(C) and d.payload[3] == 4 for d in step.out)
 
 

@@ -145,12 +145,13 @@ class _Rumor:
 
 @dataclass(slots=True)
 class _Want:
-    """A certificate asked for: who offered it, so a lost answer is asked again elsewhere."""
+    """A certificate wanted: where to ask (the peers that offered it, so that a lost answer
+    is asked again elsewhere, or its owner alone), when to ask next, how often it was asked."""
 
     seq: int
-    asked_at: float
-    offers: list[IPAddress]  # where to ask: the peers that offered it, or its owner alone
-    tries: int = 1
+    due: float
+    offers: list[IPAddress]
+    tries: int = 0
 
 
 @dataclass(slots=True)
@@ -208,8 +209,9 @@ class GossipNode:
         # Peers whose last message showed they hold our certificate (no UNKNOWN_YOU): a WANT to
         # anyone else carries our certificate, or the owner would not answer it.
         self._knows_me: OrderedDict[IPAddress, None] = OrderedDict()
-        # Peers that asked for our certificate while the bandwidth cap was spent: paid first
-        # in the next rounds, so that an owner serves a burst of askers at its cap.
+        # Peers owed our certificate, paid first in the next rounds at the cap, oldest first:
+        # those that asked while the cap was spent, and, when it changes without relays,
+        # every VM we know (the owner hands its news to each itself).
         self._owed: OrderedDict[IPAddress, None] = OrderedDict()
         entry_size = ENTRY_SIZE if self.config.relay else ADDRESSED_ENTRY_SIZE
         self._digest_max = (MAX_DATAGRAM - _DIGEST_HEAD) // entry_size
@@ -249,8 +251,21 @@ class GossipNode:
         if isinstance(verdict, Rejected):
             self.counters[f"reject_{verdict.reason}"] += 1
             return verdict
-        self._own_key = instance_key(verdict.certificate.instance)
-        self._hold(verdict.certificate, raw, now, rumour=True)
+        cert = verdict.certificate
+        self._own_key = instance_key(cert.instance)
+        before = self.own
+        self._hold(cert, raw, now, rumour=True)
+        if (
+            not self.config.relay
+            and before is not None
+            and not _same_content(before.certificate, cert)
+        ):
+            # Only we may hand this over: owe it to every VM we know (a renewal, which changes
+            # nothing they act on, reaches them by anti-entropy instead).
+            for held in self.store:
+                address = self._address_of(held.certificate) if held.key != self._own_key else None
+                if address is not None and address != self.address:
+                    self._owe(address)
         return verdict
 
     @property
@@ -341,38 +356,45 @@ class GossipNode:
     # -- handlers -------------------------------------------------------------------------
 
     def _retry_wants(self, now: float, round_: _Round) -> None:
-        """Ask again, of the next peer that offered it, for what has not arrived (loss)."""
+        """Ask for what is due: again, of the next peer that offered it (loss), or of the
+        owner that has not delivered it yet."""
         by_target: dict[IPAddress, list[int]] = {}
-        # Our certificate goes with the first ask and every fourth after it (it may have been
-        # lost), not with each: a queued ask is repeated only in case of loss.
-        show: set[IPAddress] = set()
         for key, want in list(self._wants.items()):
-            if not self._due(want, now):
+            if now < want.due:
                 continue
             if want.tries >= _MAX_TRIES:
                 del self._wants[key]
                 self.counters["want_given_up"] += 1
                 continue
-            target = want.offers[want.tries % len(want.offers)]
-            want.tries += 1
-            want.asked_at = now
-            by_target.setdefault(target, []).append(key)
-            if want.tries % 4 == 1:
-                show.add(target)
+            by_target.setdefault(self._asked(want, now), []).append(key)
         budget = self.config.max_replies
         for target, keys in by_target.items():
-            budget -= self._send_wants(keys, target, budget, now, round_, show=target in show)
+            budget -= self._send_wants(keys, target, budget, now, round_)
             if budget <= 0:
                 break
 
-    def _due(self, want: _Want, now: float) -> bool:
-        """Whether an unanswered WANT is asked again. Relays: every half interval, each time of
-        another offerer. Owners only: backing off (0.5, 1, 2 ... 16 intervals), since a busy
-        owner queues the askers it cannot serve yet and more asking would only cost it."""
-        wait = self.config.interval / 2
-        if not self.config.relay:
-            wait *= 1 << min(want.tries - 1, 5)
-        return now - want.asked_at >= wait
+    def _asked(self, want: _Want, now: float) -> IPAddress:
+        """Count one ask of ``want``, schedule the next, and say whom to ask.
+
+        With relays: the offerers in turn, every half interval. Owners only: backing off from
+        one interval to half a push-pull period, since a busy owner queues the askers it cannot
+        serve yet (an asker that asks again keeps its place), and asking more would only cost
+        it; the first ask for news of a known VM waits longer still (:meth:`_on_digest`)."""
+        target = want.offers[want.tries % len(want.offers)]
+        want.tries += 1
+        if self.config.relay:
+            want.due = now + self.config.interval / 2
+        else:
+            backoff = self.config.interval * (1 << min(want.tries - 1, 16))
+            want.due = now + min(backoff, self.config.push_pull_interval / 2)
+        return target
+
+    def _owner_wait(self) -> float:
+        """How long an owner may take to hand a change to every VM: one certificate each, at
+        the cap (this node's own; a fleet runs one configuration), or a push-pull period."""
+        own = self.own
+        per_vm = (len(own.token) if own is not None else 430) + 6 + IP_UDP_OVERHEAD
+        return max(self.config.push_pull_interval, len(self.store) * per_vm / self.config.bandwidth)
 
     def _where(
         self, key: int, held: Held | None, source: IPAddress, hint: IPAddress | None
@@ -396,7 +418,6 @@ class GossipNode:
 
     def _on_digest(self, message: Digest, source: IPAddress, now: float, round_: _Round) -> None:
         by_target: dict[IPAddress, list[int]] = {}
-        quiet: set[IPAddress] = set()  # targets already shown our certificate lately
         for index, (key, seq) in enumerate(message.entries):
             held = self.store.get(key)
             if held is not None and held.seq >= seq:
@@ -411,22 +432,24 @@ class GossipNode:
                 if target not in want.offers and len(want.offers) < _MAX_OFFERS:
                     want.offers.append(target)
                 want.seq = max(want.seq, seq)
-                if not self._due(want, now):
-                    continue
-                want.asked_at = now
-                want.tries += 1
-                if want.tries % 4 != 1:
-                    quiet.add(target)
             elif (held is None and self._full) or len(self._wants) >= self.config.max_certs:
                 self.counters["drop_state_full"] += 1
                 continue
+            elif held is not None and not self.config.relay:
+                # News of a VM we know: its owner is handing the change to every VM it knows,
+                # us included, at its cap. Ask only if it has not come by a random point of
+                # that time (a lost datagram, or an owner that does not know us): a fleet of
+                # askers spread out is a trickle at the owner, not a flood.
+                spread = 0.5 + self._random(1 << 16) / (1 << 17)
+                self._wants[key] = _Want(seq, now + spread * self._owner_wait(), [target])
+                continue
             else:
-                self._wants[key] = _Want(seq, now, [target])
-            by_target.setdefault(target, []).append(key)
+                want = self._wants[key] = _Want(seq, now, [target])
+            if now >= want.due:
+                by_target.setdefault(self._asked(want, now), []).append(key)
         budget = self.config.max_replies
         for target, keys in by_target.items():
-            show = target not in quiet
-            budget -= self._send_wants(keys, target, budget, now, round_, show=show)
+            budget -= self._send_wants(keys, target, budget, now, round_)
             if budget <= 0:
                 break  # the rest is asked again by _retry_wants
         if message.range is not None:
@@ -446,19 +469,13 @@ class GossipNode:
                 self._next_push_pull = min(self._next_push_pull, now + self.config.interval)
 
     def _send_wants(
-        self,
-        keys: list[int],
-        target: IPAddress,
-        budget: int,
-        now: float,
-        round_: _Round,
-        *,
-        show: bool = True,
+        self, keys: list[int], target: IPAddress, budget: int, now: float, round_: _Round
     ) -> int:
         """WANTs for ``keys`` to ``target``, at most ``budget`` datagrams; how many were sent."""
-        # A peer that does not know us will not answer: show it our certificate too.
+        # A relay that does not know us will not answer: show it our certificate too. An owner
+        # that does not know us answers by introducing itself (:meth:`_on_want`).
         own = self.own
-        show = show and own is not None and target not in self._knows_me
+        show = self.config.relay and target not in self._knows_me
         token = own.token if own is not None and show else b""
         per_datagram = (MAX_DATAGRAM - 9 - len(token)) // 8
         sent = 0
@@ -477,7 +494,12 @@ class GossipNode:
             # certificate we hold is not verified again).
             self._accept(message.token, source, now, round_)
         if self._sender(source, now) is None:
-            self.counters["drop_unauthenticated"] += 1
+            if self._own_key in message.keys:
+                # The asker wants what an introduction gives: our certificate, flagged
+                # UNKNOWN_YOU, so that it introduces itself in turn (once per interval).
+                self._introduce(source, now, round_)
+            else:
+                self.counters["drop_unauthenticated"] += 1
             return
         keys = message.keys
         if not self.config.relay:
@@ -485,6 +507,9 @@ class GossipNode:
             keys = tuple(k for k in keys if k == self._own_key)
         tokens = [held.token for key in keys if (held := self.store.get(key))]
         owed = self._own_key in keys  # refused by the cap, it is queued, not dropped
+        if owed and not self.config.relay and self._owed and next(iter(self._owed)) != source:
+            self._owe(source)  # others asked first: wait in turn
+            return
         batch: list[bytes] = []
         size = 6
         sent = 0
@@ -504,11 +529,16 @@ class GossipNode:
                 self._owed.pop(source, None)  # answered now: nothing left to pay
                 return
         if owed:
-            # Over the cap: this peer is owed our certificate, paid from the next rounds.
-            if source not in self._owed and len(self._owed) >= self.config.max_sources:
-                self.counters["drop_owed_full"] += 1
-                return
-            _remember(self._owed, source, self.config.max_sources)
+            self._owe(source)  # over the cap: paid from the next rounds
+
+    def _owe(self, source: IPAddress) -> None:
+        """Queue ``source`` for our certificate; one that asks again keeps its place."""
+        if source in self._owed:
+            return
+        if len(self._owed) >= self.config.max_certs:
+            self.counters["drop_owed_full"] += 1
+            return
+        self._owed[source] = None
 
     def _pay_owed(self, now: float, round_: _Round) -> None:
         """Send our certificate to the peers that asked while the cap was spent, oldest first."""
