@@ -377,16 +377,20 @@ class GossipNode:
         """Count one ask of ``want``, schedule the next, and say whom to ask.
 
         With relays: the offerers in turn, every half interval. Owners only: backing off from
-        one interval to half a push-pull period, since a busy owner queues the askers it cannot
-        serve yet (an asker that asks again keeps its place), and asking more would only cost
-        it; the first ask for news of a known VM waits longer still (:meth:`_on_digest`)."""
+        one interval to half a push-pull period (or 1/16 of the owner's time, in large fleets),
+        since a busy owner queues the askers it cannot serve yet (an asker that asks again keeps
+        its place), and asking more would only cost it; the first ask for news of a known VM
+        waits longer still (:meth:`_on_digest`)."""
         target = want.offers[want.tries % len(want.offers)]
         want.tries += 1
         if self.config.relay:
             want.due = now + self.config.interval / 2
         else:
+            # 16 asks must outlast the owner's queue, or a VM whose push was lost gives up
+            # while it waits its turn (and waits a whole owner's time again for the next news).
+            ceiling = max(self.config.push_pull_interval / 2, self._owner_wait() / _MAX_TRIES)
             backoff = self.config.interval * (1 << min(want.tries - 1, 16))
-            want.due = now + min(backoff, self.config.push_pull_interval / 2)
+            want.due = now + min(backoff, ceiling)
         return target
 
     def _owner_wait(self) -> float:
