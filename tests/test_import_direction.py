@@ -18,7 +18,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "netpersona"
 PURE = ["model", "compiler", "facts.py", "errors.py", "nftables"]
 # Propagation: everything but key files (certs/keyfiles.py) and the UDP transport.
 PURE += [f"certs/{m}.py" for m in ("__init__", "certificate", "issue", "keys", "verify")]
-PURE += [f"gossip/{m}.py" for m in ("__init__", "wire", "store", "limits", "node", "simulator")]
+PURE += [
+    f"gossip/{m}.py" for m in ("__init__", "config", "wire", "store", "limits", "node", "simulator")
+]
 # The only project modules the pure core may import.
 PURE_PREFIXES = (
     "netpersona.model",
@@ -27,7 +29,7 @@ PURE_PREFIXES = (
     "netpersona.errors",
     "netpersona.nftables",
     *(f"netpersona.certs.{m}" for m in ("certificate", "issue", "keys", "verify")),
-    *(f"netpersona.gossip.{m}" for m in ("wire", "store", "limits", "node")),
+    *(f"netpersona.gossip.{m}" for m in ("config", "wire", "store", "limits", "node")),
 )
 # Standard-library and third-party modules that do I/O, start processes or talk to the network.
 IO_MODULES = {

@@ -44,7 +44,7 @@ from typing import Any
 from netpersona.certs.keyfiles import generate_signing_key
 from netpersona.certs.keys import SigningKey
 from netpersona.gossip import GossipConfig
-from netpersona.gossip.node import IP_UDP_OVERHEAD
+from netpersona.gossip.config import IP_UDP_OVERHEAD
 from netpersona.lab.topology import Topology, topology
 from netpersona.testing.certs import key_set, make_certificate, signed
 

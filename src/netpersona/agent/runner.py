@@ -58,7 +58,8 @@ from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import InvalidDocument, NetpersonaError
 from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint, PeerInfo
-from netpersona.gossip.node import GossipConfig, GossipNode, Step
+from netpersona.gossip.config import GossipConfig
+from netpersona.gossip.node import GossipNode, Step
 from netpersona.gossip.transport import GossipTransport
 from netpersona.model import parse_persona
 

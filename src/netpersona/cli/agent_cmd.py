@@ -13,7 +13,7 @@ import typer
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import DEFAULT_CONTROL_PORT
-from netpersona.gossip.node import GossipConfig
+from netpersona.gossip.config import GossipConfig
 from netpersona.logs import configure_logging
 
 __all__ = ["register"]

@@ -1,12 +1,13 @@
 """The control channel (spec section 8): a sans-I/O gossip core, its simulator, its transport.
 
-Pure: :mod:`~netpersona.gossip.wire`, :mod:`~netpersona.gossip.store`,
-:mod:`~netpersona.gossip.node`, :mod:`~netpersona.gossip.limits` and
-:mod:`~netpersona.gossip.simulator`. The only I/O is :mod:`netpersona.gossip.transport`
-(asyncio UDP), which is not imported here.
+Pure: :mod:`~netpersona.gossip.config`, :mod:`~netpersona.gossip.wire`,
+:mod:`~netpersona.gossip.store`, :mod:`~netpersona.gossip.node`,
+:mod:`~netpersona.gossip.limits` and :mod:`~netpersona.gossip.simulator`. The only I/O is
+:mod:`netpersona.gossip.transport` (asyncio UDP), which is not imported here.
 """
 
-from netpersona.gossip.node import Datagram, GossipConfig, GossipNode, Step
+from netpersona.gossip.config import GossipConfig
+from netpersona.gossip.node import Datagram, GossipNode, Step
 from netpersona.gossip.store import Held, Store, StoreSnapshot
 from netpersona.gossip.wire import MAX_DATAGRAM, WireError, decode, encode, instance_key
 

@@ -35,8 +35,8 @@ from ipaddress import IPv4Address, IPv6Address
 
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.certs.verify import Accepted, Rejected, Verdict, Verifier
-from netpersona.errors import UsageError
 from netpersona.facts import PeerInfo
+from netpersona.gossip.config import IP_UDP_OVERHEAD, GossipConfig
 from netpersona.gossip.limits import SourceLimiter, TokenBucket, splitmix64
 from netpersona.gossip.store import Held, Store, StoreSnapshot
 from netpersona.gossip.wire import (
@@ -59,12 +59,10 @@ from netpersona.gossip.wire import (
     instance_key,
 )
 
-__all__ = ["Datagram", "GossipConfig", "GossipNode", "Step"]
+__all__ = ["Datagram", "GossipNode", "Step"]
 
 IPAddress = IPv4Address | IPv6Address
 
-# IPv4 + UDP headers: counted against the bandwidth cap, since they cross the wire too.
-IP_UDP_OVERHEAD = 28
 # A digest answers a summary bucket once both sides hold at most this many entries in it
 # (36 when entries carry their owner's address, so that a full bucket fits one datagram).
 DIGEST_CAP = 64
@@ -73,53 +71,6 @@ _DIGEST_HEAD = 16  # header, range and count
 # (anti-entropy still brings it later).
 _MAX_OFFERS = 4
 _MAX_TRIES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class GossipConfig:
-    """Protocol parameters; docs/propagation.md says why each default is what it is."""
-
-    interval: float = 1.0
-    fanout: int = 3
-    push_pull_interval: float = 30.0
-    retransmit_mult: int = 4
-    news_window: float = 120.0
-    bandwidth: int = 2048
-    bandwidth_burst: int = 4096
-    source_rate: float = 20.0
-    source_burst: float = 40.0
-    max_sources: int = 4096
-    max_certs: int = 16384
-    max_seeds: int = 64
-    max_rumors: int = 4096
-    summary_branches: int = 4
-    max_replies: int = 8
-    relay: bool = False
-
-    def __post_init__(self) -> None:
-        positive = {
-            "interval": self.interval,
-            "fanout": self.fanout,
-            "push_pull_interval": self.push_pull_interval,
-            "retransmit_mult": self.retransmit_mult,
-            "bandwidth": self.bandwidth,
-            "source_rate": self.source_rate,
-            "max_sources": self.max_sources,
-            "max_certs": self.max_certs,
-            "max_rumors": self.max_rumors,
-            "summary_branches": self.summary_branches,
-            "max_replies": self.max_replies,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise UsageError(f"gossip {name}: {value!r} must be positive")
-        if self.bandwidth_burst < MAX_DATAGRAM + IP_UDP_OVERHEAD:
-            raise UsageError(
-                f"gossip bandwidth_burst: {self.bandwidth_burst} is below one full datagram "
-                f"({MAX_DATAGRAM + IP_UDP_OVERHEAD} bytes)"
-            )
-        if self.source_burst < 1:
-            raise UsageError(f"gossip source_burst: {self.source_burst!r} must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from netpersona.certs.certificate import PersonaCertificate
 from netpersona.certs.issue import issue_certificate
 from netpersona.certs.keys import KeySet, SigningKey
 from netpersona.certs.verify import Verifier
+from netpersona.gossip.config import IP_UDP_OVERHEAD, GossipConfig
 from netpersona.gossip.limits import splitmix64
-from netpersona.gossip.node import IP_UDP_OVERHEAD, GossipConfig, GossipNode, Step
+from netpersona.gossip.node import GossipNode, Step
 from netpersona.gossip.store import Held, StoreSnapshot
 from netpersona.gossip.wire import instance_key
 from netpersona.model.persona import CommunicationMode, SecurityProfile
