@@ -1,18 +1,21 @@
-"""The agent's pure parts: backoff, and what it makes of the service's answers."""
+"""The agent without a kernel: backoff, what it makes of the service's answers, its record."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from netpersona.agent.backoff import Backoff
+from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.agent.view import (
     MalformedAnswer,
     parse_peer_view,
     parse_persona_answer,
     uplink_tiers,
 )
+from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import Tier
 
 
@@ -69,3 +72,24 @@ def test_uplink_tiers_come_from_instance_interfaces() -> None:
         "interfaces": [{"name": "eth0", "tier": "premium"}, {"name": "eth1", "tier": None}, "junk"]
     }
     assert uplink_tiers(instance) == {"eth0": Tier.PREMIUM}
+
+
+def test_a_second_wake_for_the_same_change_keeps_saying_applied(tmp_path: Path) -> None:
+    """Two watchers may wake the reconciler for one change: the pass that finds nothing left to
+    do must not turn the status the operator reads from "applied" into "unchanged"."""
+
+    def agent() -> Agent:
+        config = AgentConfig(metadata_url="http://169.254.169.254", state_dir=tmp_path)
+        return Agent(config, LinuxKernel())
+
+    first = agent()
+    first._set_result("web", 2, "d2", "applied", None)
+    first._unchanged("web", 2, "d2")
+    assert first.record.result == "applied"
+    # A newer version whose plan is the same digest is news of its own.
+    first._unchanged("web", 3, "d2")
+    assert first.record.result == "unchanged"
+    # A restarted agent that finds its plan in force says so.
+    restarted = agent()
+    restarted._unchanged("web", 2, "d2")
+    assert restarted.record.result == "unchanged"

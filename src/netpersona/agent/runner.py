@@ -147,6 +147,8 @@ class Agent:
         self.latest: dict[str, Watched] = {}
         self.dirty = asyncio.Event()
         self.drift_due = False
+        # (persona, version, plan digest) this process last applied or updated in place
+        self._done_here: tuple[str | None, int | None, str | None] | None = None
         self.record = AgentRecord()
         self.pending_report: dict[str, Any] | None = None
         self.reported_key: tuple[Any, ...] | None = None
@@ -299,13 +301,13 @@ class Agent:
                 and state.plan.digest == plan.digest
             ):
                 if not drift_check:
-                    self._set_result(answer.name, answer.version, plan.digest, "unchanged", None)
+                    self._unchanged(answer.name, answer.version, plan.digest)
                     return
                 problems = await asyncio.to_thread(
                     detect_drift, self.kernel, state, self.store.load_originals()
                 )
                 if not problems:
-                    self._set_result(answer.name, answer.version, plan.digest, "unchanged", None)
+                    self._unchanged(answer.name, answer.version, plan.digest)
                     return
                 log.warning(
                     "owned state changed behind the agent's back; re-applying", drift=problems
@@ -467,6 +469,14 @@ class Agent:
                 self._save_record()
 
     # --- reporting
+    def _unchanged(self, persona: str, version: int | None, digest: str) -> None:
+        """A pass that found the kernel as it should be. Right after this agent applied that
+        very plan (a second wake for the same change), the record keeps saying "applied", as
+        the operator expects; otherwise (e.g. a restarted agent) it says "unchanged"."""
+        if self._done_here == (persona, version, digest):
+            return
+        self._set_result(persona, version, digest, "unchanged", None)
+
     def _set_result(
         self,
         persona: str | None,
@@ -477,6 +487,8 @@ class Agent:
     ) -> None:
         r = self.record
         r.persona, r.version, r.digest, r.result, r.error = persona, version, digest, result, error
+        changed_here = result in ("applied", "peers-updated") and digest is not None
+        self._done_here = (persona, version, digest) if changed_here else None
         answer = self.latest.get("persona")
         r.persona_etag = answer.etag if answer is not None else None
         r.updated_at = time.time()
