@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
 
 from netpersona.agent.backoff import Backoff
+from netpersona.agent.client import Watched
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.agent.view import (
     MalformedAnswer,
@@ -84,8 +86,11 @@ def test_a_second_wake_for_the_same_change_keeps_saying_applied(tmp_path: Path) 
 
     first = agent()
     first._set_result("web", 2, "d2", "applied", None)
+    # The second wake comes with a later answer (another ETag): the record follows it.
+    first.latest["persona"] = Watched({}, '"e2"', time.time())
     first._unchanged("web", 2, "d2")
     assert first.record.result == "applied"
+    assert first.record.persona_etag == '"e2"'
     # A newer version whose plan is the same digest is news of its own.
     first._unchanged("web", 3, "d2")
     assert first.record.result == "unchanged"

@@ -473,9 +473,9 @@ class Agent:
         """A pass that found the kernel as it should be. Right after this agent applied that
         very plan (a second wake for the same change), the record keeps saying "applied", as
         the operator expects; otherwise (e.g. a restarted agent) it says "unchanged"."""
-        if self._done_here == (persona, version, digest):
-            return
-        self._set_result(persona, version, digest, "unchanged", None)
+        kept = self.record.result if self._done_here == (persona, version, digest) else None
+        # Recorded either way: the record also says which answer (ETag) it is in force for.
+        self._set_result(persona, version, digest, kept or "unchanged", None)
 
     def _set_result(
         self,
