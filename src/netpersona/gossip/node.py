@@ -64,7 +64,7 @@ __all__ = ["Datagram", "GossipNode", "Step"]
 IPAddress = IPv4Address | IPv6Address
 
 # A digest answers a summary bucket once both sides hold at most this many entries in it
-# (36 when entries carry their owner's address, so that a full bucket fits one datagram).
+# (37 when entries carry their owner's address, so that a full bucket fits one datagram).
 DIGEST_CAP = 64
 _DIGEST_HEAD = 16  # header, range and count
 # Peers remembered per wanted certificate, and how often it is asked for before giving up
@@ -157,8 +157,8 @@ class GossipNode:
         self._rumors: dict[int, _Rumor] = {}
         self._wants: dict[int, _Want] = {}
         self._introduced: OrderedDict[IPAddress, float] = OrderedDict()
-        # Peers whose last message showed they hold our certificate (no UNKNOWN_YOU): a WANT to
-        # anyone else carries our certificate, or the owner would not answer it.
+        # With relays: peers whose last message showed they hold our certificate (no
+        # UNKNOWN_YOU); a WANT to any other relay carries our certificate, or it would not answer.
         self._knows_me: OrderedDict[IPAddress, None] = OrderedDict()
         # Peers owed our certificate, paid first in the next rounds at the cap, oldest first:
         # those that asked while the cap was spent, and, when it changes without relays,
@@ -262,7 +262,7 @@ class GossipNode:
             # Before anything else, so that what follows (relayed certificates) is accepted.
             self._knows_me.pop(source, None)
             self._introduce(source, now, round_)
-        else:
+        elif self.config.relay:
             _remember(self._knows_me, source, self.config.max_sources)
         if isinstance(message, Certs):
             for token in message.tokens:
@@ -456,35 +456,39 @@ class GossipNode:
             else:
                 self.counters["drop_unauthenticated"] += 1
             return
-        keys = message.keys
         if not self.config.relay:
             # Only the owner's copy of a certificate is accepted: hand over nothing else.
-            keys = tuple(k for k in keys if k == self._own_key)
-        tokens = [held.token for key in keys if (held := self.store.get(key))]
-        owed = self._own_key in keys  # refused by the cap, it is queued, not dropped
-        if owed and not self.config.relay and self._owed and next(iter(self._owed)) != source:
-            self._owe(source)  # others asked first: wait in turn
+            if self._own_key in message.keys:
+                self._hand_over(source, now, round_)
             return
+        tokens = [held.token for key in message.keys if (held := self.store.get(key))]
         batch: list[bytes] = []
         size = 6
         sent = 0
         for token in tokens:
             if size + 2 + len(token) > MAX_DATAGRAM or len(batch) == 255:
-                if not self._emit(source, Certs(tuple(batch)), now, round_, count_refusal=not owed):
-                    break
+                self._emit(source, Certs(tuple(batch)), now, round_)
                 sent += 1
                 batch, size = [], 6
                 if sent >= self.config.max_replies:
                     return
             batch.append(token)
             size += 2 + len(token)
+        if batch:
+            self._emit(source, Certs(tuple(batch)), now, round_)
+
+    def _hand_over(self, source: IPAddress, now: float, round_: _Round) -> None:
+        """Our certificate to ``source`` now, or in turn when others asked first or the cap is
+        spent (then it is queued, not dropped)."""
+        own = self.own
+        if own is None:
+            return
+        if self._owed and next(iter(self._owed)) != source:
+            self._owe(source)
+        elif self._emit(source, Certs((own.token,)), now, round_, count_refusal=False):
+            self._owed.pop(source, None)
         else:
-            certs = Certs(tuple(batch))
-            if not batch or self._emit(source, certs, now, round_, count_refusal=not owed):
-                self._owed.pop(source, None)  # answered now: nothing left to pay
-                return
-        if owed:
-            self._owe(source)  # over the cap: paid from the next rounds
+            self._owe(source)
 
     def _owe(self, source: IPAddress) -> None:
         """Queue ``source`` for our certificate; one that asks again keeps its place."""
