@@ -1,41 +1,75 @@
-"""Every error netpersona raises, in one tree.
+"""Every error netpersona raises, in one closed tree.
 
-    NetpersonaError                 code              exit  http
-    +-- InvalidDocument             invalid_document     1   422
-    +-- NotFound                    not_found            3   404
-    +-- Conflict                    conflict             4   409
-    |   +-- PreconditionFailed      precondition_failed  4   412
-    +-- Unauthorized                unauthorized         5   401
-    +-- Forbidden                   forbidden            5   403
-    +-- KernelError                 kernel_error         6   500
-    |   +-- CommandFailed           command_failed       6   500
-    +-- ApplyFailed                 apply_failed         7   500
-    +-- StateError                  state_error          9   500
-    +-- UsageError                  usage_error          2   400
+    NetpersonaError                 code                  exit  http
+    +-- InvalidDocument             invalid_document         1   422
+    +-- InvalidValue (ValueError)   invalid_value            1   422
+    |   +-- UnitError               invalid_value            1   422
+    |   +-- DscpError               invalid_value            1   422
+    |   +-- ProtocolError           invalid_value            1   422
+    |   +-- ConditionError          invalid_value            1   422
+    |   +-- WireError               invalid_value            1   422
+    +-- UsageError                  usage_error              2   400
+    +-- PayloadTooLarge             payload_too_large        2   413
+    +-- NotFound                    not_found                3   404
+    +-- Conflict                    conflict                 4   409
+    |   +-- PreconditionFailed      precondition_failed      4   412
+    +-- Unauthorized                unauthorized             5   401
+    +-- Forbidden                   forbidden                5   403
+    +-- KernelError                 kernel_error             6   500
+    |   +-- CommandFailed           command_failed           6   500
+    +-- ApplyFailed                 apply_failed             7   500
+    |   +-- ApplyRolledBack         apply_rolled_back        7   500
+    +-- MetadataUnavailable         metadata_unavailable     8   503
+    |   +-- MalformedAnswer         malformed_answer         8   502
+    +-- StateError                  state_error              9   500
+    +-- StoreError                  store_error             10   500
+        +-- StoreUnavailable        store_unavailable       10   503
+        +-- StorageFull             storage_full            10   507
+        +-- StoreCorrupt            store_corrupt           11   500
+        +-- SchemaTooNew            schema_too_new          12   500
 
-Third-party exceptions are translated where they enter the program, so the CLI and the
-HTTP edge each map this tree once (``exit_code`` / ``http_status``) and nowhere else.
+Every class is defined here and nowhere else; modules that raise one re-export it under its
+old name where callers expect it there. Third-party exceptions (sqlite3, httpx, OSError, ...)
+are translated where they enter the program, so the CLI and the HTTP edge each map this tree
+once (``exit_code`` / ``http_status``) and nowhere else. ``code`` is stable: scripts and the
+API's error body (``{"error": {"code", "message", "errors"?}}``) may rely on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
     "ApplyFailed",
+    "ApplyRolledBack",
     "CommandFailed",
+    "ConditionError",
     "Conflict",
+    "DscpError",
     "FieldError",
     "Forbidden",
     "InvalidDocument",
+    "InvalidValue",
     "KernelError",
+    "MalformedAnswer",
+    "MetadataUnavailable",
     "NetpersonaError",
     "NotFound",
+    "PayloadTooLarge",
     "PreconditionFailed",
+    "ProtocolError",
+    "SchemaTooNew",
     "StateError",
+    "StorageFull",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreUnavailable",
     "Unauthorized",
+    "UnitError",
     "UsageError",
+    "WireError",
 ]
 
 
@@ -139,3 +173,121 @@ class UsageError(NetpersonaError):
     code = "usage_error"
     exit_code = 2
     http_status = 400
+
+
+class PayloadTooLarge(NetpersonaError):
+    """A request body, document or answer is larger than its documented limit."""
+
+    code = "payload_too_large"
+    exit_code = 2
+    http_status = 413
+
+
+class InvalidValue(NetpersonaError, ValueError):
+    """One value is not of its kind (a rate, a DSCP, a protocol, a condition, a datagram).
+
+    The message is meant for the user as is; the caller adds the field path it was found at.
+    It is a ``ValueError`` too, so pure parsers can be used where a ValueError is expected.
+    """
+
+    code = "invalid_value"
+    exit_code = 1
+    http_status = 422
+
+
+class UnitError(InvalidValue):
+    """The value is not a rate or size."""
+
+
+class DscpError(InvalidValue):
+    """The value is not a DSCP name or code point."""
+
+
+class ProtocolError(InvalidValue):
+    """The value is not a protocol entry (spec section 2)."""
+
+
+class ConditionError(InvalidValue):
+    """A policy condition does not compile."""
+
+
+class WireError(InvalidValue):
+    """A control-channel datagram that is not a valid message; the text says which part."""
+
+
+class _RollbackReport(Protocol):
+    @property
+    def action(self) -> str: ...
+    @property
+    def failed(self) -> str | None: ...
+    @property
+    def rollback_held(self) -> bool | None: ...
+    @property
+    def rollback_problems(self) -> Sequence[str]: ...
+
+
+class ApplyRolledBack(ApplyFailed):
+    """An apply or remove failed and was undone; ``report`` says what failed and if undo held."""
+
+    code = "apply_rolled_back"
+
+    def __init__(self, report: _RollbackReport) -> None:
+        self.report = report
+        held = (
+            "the previous state is back in force (verified by readback)"
+            if report.rollback_held
+            else "ROLLBACK DID NOT HOLD: " + "; ".join(report.rollback_problems)
+        )
+        super().__init__(f"{report.action} failed: {report.failed}; {held}")
+
+
+class MetadataUnavailable(NetpersonaError):
+    """The metadata service cannot be reached, or did not answer in time."""
+
+    code = "metadata_unavailable"
+    exit_code = 8
+    http_status = 503
+
+
+class MalformedAnswer(MetadataUnavailable):
+    """The metadata service answered, but not in the documented shape: refused whole, and the
+    agent keeps what it had, as if the service were away."""
+
+    code = "malformed_answer"
+    http_status = 502
+
+
+class StoreError(NetpersonaError):
+    """The database cannot do what was asked; names the database and why."""
+
+    code = "store_error"
+    exit_code = 10
+    http_status = 500
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or opened (locked, missing, permission denied)."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+class StorageFull(StoreError):
+    """The disk (or quota) under the database is full: nothing was written."""
+
+    code = "storage_full"
+    http_status = 507
+
+
+class StoreCorrupt(StoreError):
+    """The database file fails its integrity check, or a row cannot be read."""
+
+    code = "store_corrupt"
+    exit_code = 11
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer netpersona; this one refuses to touch it."""
+
+    code = "schema_too_new"
+    exit_code = 12

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from netpersona.errors import UnitError
 from netpersona.model.dscp import PRIORITY_DSCP, dscp_name, parse_dscp
 from netpersona.model.protocols import (
     L4,
@@ -15,7 +16,7 @@ from netpersona.model.protocols import (
     ProtocolRule,
     parse_protocol,
 )
-from netpersona.model.units import UnitError, format_rate, parse_rate, parse_size
+from netpersona.model.units import format_rate, parse_rate, parse_size
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from netpersona.errors import NetpersonaError
+from netpersona.errors import MetadataUnavailable
 
 __all__ = ["MetadataClient", "MetadataUnavailable", "Watched"]
 
@@ -26,12 +26,6 @@ TOKEN_TTL = 21600
 # Renew a token this long before it expires, so a long-poll never starts with a dying token.
 TOKEN_MARGIN = 300
 JSON = dict[str, Any]
-
-
-class MetadataUnavailable(NetpersonaError):
-    code = "metadata_unavailable"
-    exit_code = 8
-    http_status = 503
 
 
 @dataclass(frozen=True, slots=True)

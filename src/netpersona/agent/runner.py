@@ -37,7 +37,7 @@ import httpx
 import structlog
 
 from netpersona.agent.backoff import Backoff
-from netpersona.agent.client import MetadataClient, MetadataUnavailable, Watched
+from netpersona.agent.client import MetadataClient, Watched
 from netpersona.agent.view import (
     MalformedAnswer,
     PersonaAnswer,
@@ -51,12 +51,12 @@ from netpersona.certs.keys import KeySet
 from netpersona.certs.verify import Accepted, Rejected, Verifier
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan
-from netpersona.dataplane.apply import Applier, ApplyRolledBack
+from netpersona.dataplane.apply import Applier
 from netpersona.dataplane.drift import detect_drift, drop_counters
 from netpersona.dataplane.facts_live import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import StateStore
-from netpersona.errors import InvalidDocument, NetpersonaError
+from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
 from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint, PeerInfo
 from netpersona.gossip.config import GossipConfig
 from netpersona.gossip.node import GossipNode, Step

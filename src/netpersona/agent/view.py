@@ -12,7 +12,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from netpersona.certs.certificate import PersonaCertificate
-from netpersona.errors import NetpersonaError
+from netpersona.errors import MalformedAnswer
 from netpersona.facts import HostFacts, PeerInfo, Tier
 
 __all__ = [
@@ -24,10 +24,6 @@ __all__ = [
     "parse_persona_answer",
     "uplink_tiers",
 ]
-
-
-class MalformedAnswer(NetpersonaError):
-    code = "malformed_answer"
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from netpersona.dataplane.snapshot import (
     target_mismatches,
 )
 from netpersona.dataplane.state import AppliedState, Originals, StateStore
-from netpersona.errors import ApplyFailed, Conflict, NetpersonaError
+from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 
 __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_table_text"]
 
@@ -74,19 +74,6 @@ class ApplyReport:
             "rollback_problems": list(self.rollback_problems),
             "seconds": round(self.seconds, 4),
         }
-
-
-class ApplyRolledBack(ApplyFailed):
-    """An apply or remove failed and was undone; ``report`` says what failed and if undo held."""
-
-    def __init__(self, report: ApplyReport) -> None:
-        self.report = report
-        held = (
-            "the previous state is back in force (verified by readback)"
-            if report.rollback_held
-            else "ROLLBACK DID NOT HOLD: " + "; ".join(report.rollback_problems)
-        )
-        super().__init__(f"{report.action} failed: {report.failed}; {held}")
 
 
 def restore_table_text(listing: str | None) -> str:

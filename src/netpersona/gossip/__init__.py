@@ -6,10 +6,11 @@ Pure: :mod:`~netpersona.gossip.config`, :mod:`~netpersona.gossip.wire`,
 :mod:`netpersona.gossip.transport` (asyncio UDP), which is not imported here.
 """
 
+from netpersona.errors import WireError
 from netpersona.gossip.config import GossipConfig
 from netpersona.gossip.node import Datagram, GossipNode, Step
 from netpersona.gossip.store import Held, Store, StoreSnapshot
-from netpersona.gossip.wire import MAX_DATAGRAM, WireError, decode, encode, instance_key
+from netpersona.gossip.wire import MAX_DATAGRAM, decode, encode, instance_key
 
 __all__ = [
     "MAX_DATAGRAM",

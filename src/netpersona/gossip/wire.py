@@ -32,6 +32,8 @@ from enum import IntEnum
 from hashlib import blake2b
 from ipaddress import IPv4Address, IPv6Address
 
+from netpersona.errors import WireError
+
 __all__ = [
     "BUCKETS",
     "BUCKET_BITS",
@@ -82,10 +84,6 @@ class Flag(IntEnum):
     UNKNOWN_YOU = 1
     RANGED = 2
     ADDRESSED = 4
-
-
-class WireError(ValueError):
-    """A datagram that is not a valid message; the text says which part."""
 
 
 def instance_key(instance: str) -> int:

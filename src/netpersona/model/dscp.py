@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netpersona.errors import DscpError
 from netpersona.model.quote import quote
 
 __all__ = ["DSCP_NAMES", "PEER_DSCP_CODES", "PRIORITY_DSCP", "dscp_name", "parse_dscp"]
@@ -40,10 +41,6 @@ PRIORITY_DSCP: tuple[int, ...] = (0, 8, 10, 18, 26, 34, 40, 46)
 # The code points a peer's DSCP may take on this VM's packets (spec section 6): every named
 # one. A peer whose DSCP has no name is treated as holding its priority's code point.
 PEER_DSCP_CODES: tuple[int, ...] = tuple(sorted(DSCP_NAMES.values()))
-
-
-class DscpError(ValueError):
-    pass
 
 
 def parse_dscp(value: object) -> int:

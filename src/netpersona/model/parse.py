@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from netpersona.errors import FieldError, InvalidDocument
-from netpersona.model.dscp import DscpError, parse_dscp
+from netpersona.errors import DscpError, FieldError, InvalidDocument, ProtocolError, UnitError
+from netpersona.model.dscp import parse_dscp
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.persona import (
     CidrSelector,
@@ -26,9 +26,9 @@ from netpersona.model.persona import (
     QosParameters,
     SecurityProfile,
 )
-from netpersona.model.protocols import ProtocolEntry, ProtocolError, parse_protocol
+from netpersona.model.protocols import ProtocolEntry, parse_protocol
 from netpersona.model.quote import quote
-from netpersona.model.units import UnitError, parse_rate, parse_size
+from netpersona.model.units import parse_rate, parse_size
 
 __all__ = ["escape_pointer", "load_document", "parse_persona", "parse_persona_text"]
 

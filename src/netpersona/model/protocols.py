@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from netpersona.errors import ProtocolError
 from netpersona.model.quote import quote
 
 __all__ = [
@@ -114,10 +115,6 @@ SERVICES: dict[str, tuple[ProtocolRule, ...]] = {
 }
 
 _ENTRY = re.compile(r"^(?P<l4>[a-z]+)(?:/(?P<first>\d{1,5})(?:-(?P<last>\d{1,5}))?)?$")
-
-
-class ProtocolError(ValueError):
-    pass
 
 
 def parse_protocol(value: object) -> ProtocolEntry:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from netpersona.errors import UnitError
 from netpersona.model.quote import quote
 
 __all__ = ["UnitError", "format_rate", "parse_rate", "parse_size"]
@@ -31,10 +32,6 @@ _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 # HTB keeps 64-bit rates; anything past 1 tbit/s on a VM uplink is a typo, not a plan.
 MAX_RATE_BPS = 1_000_000_000_000
 MAX_SIZE_BYTES = 64 * 1024 * 1024
-
-
-class UnitError(ValueError):
-    """The value is not a rate or size; the message is meant for the user as is."""
 
 
 def _parse(value: object, units: dict[str, int], kind: str, example: str) -> int:

@@ -36,6 +36,8 @@ from typing import Any
 from cel_expr_python import cel  # type: ignore[import-untyped]
 from cel_expr_python.ext import ext_optional, ext_strings  # type: ignore[import-untyped]
 
+from netpersona.errors import ConditionError
+
 __all__ = [
     "INSTANCE_VARIABLES",
     "RESERVED_WORDS",
@@ -61,10 +63,6 @@ _LABEL_ACCESS = re.compile(
     r"""\s*(?:\.\s*\??\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()|\[\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\])"""
 )
 _LOCATION = re.compile(r"ERROR: <input>:(\d+:\d+): (.*?)(?: \(in container ''\))?$")
-
-
-class ConditionError(ValueError):
-    """The expression does not compile; the message is meant for the user as is."""
 
 
 def _instance_types() -> dict[str, Any]:

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from netpersona.errors import FieldError, InvalidDocument
+from netpersona.errors import FieldError, InvalidDocument, ProtocolError
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.parse import escape_pointer, parse_persona
 from netpersona.model.persona import CommunicationMode
-from netpersona.model.protocols import ProtocolEntry, ProtocolError, parse_protocol
+from netpersona.model.protocols import ProtocolEntry, parse_protocol
 from netpersona.model.quote import quote
 from netpersona.policy.analysis import unreachable_rules
 from netpersona.policy.conditions import (
