@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from netpersona.lab.fleet import METADATA_URL, Fleet
+from netpersona.lab.fleet import METADATA_URL
+from netpersona.lab.fleet import LabProcesses as Fleet
 from netpersona.lab.topology import topology
 
 DRIVER = Path(__file__).with_name("driver.py")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netpersona.lab.fleet import Fleet, netpersona_argv
+from netpersona.lab.fleet import LabProcesses as Fleet
+from netpersona.lab.fleet import netpersona_argv
 from netpersona.lab.topology import topology
 from netpersona.store.sqlite import SqliteStore
 

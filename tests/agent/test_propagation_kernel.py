@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from netpersona.lab.fleet import Fleet
+from netpersona.lab.fleet import LabProcesses as Fleet
 from netpersona.lab.topology import METADATA_ADDRESS, topology
 
 pytestmark = pytest.mark.kernel

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netpersona.gossip.store import Held, Store, StoreSnapshot
+from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
 from netpersona.gossip.wire import BUCKETS, Bucket, KeyRange, entry_hash
 from netpersona.testing.certs import make_certificate
 
@@ -40,7 +40,7 @@ operations = st.lists(st.tuples(st.sampled_from(["put", "remove"]), keys, st.int
 def test_summaries_match_a_brute_force_count(
     base: dict[int, int], ops: list[tuple[str, int, int]]
 ) -> None:
-    store = Store(StoreSnapshot(held(k, s) for k, s in base.items()))
+    store = HeldCertificates(StoreSnapshot(held(k, s) for k, s in base.items()))
     expected = dict(base)
     for op, key, seq in ops:
         if op == "put":
@@ -63,7 +63,7 @@ def test_summaries_match_a_brute_force_count(
 
 
 def test_a_full_store_refuses_new_instances_but_takes_updates() -> None:
-    store = Store(max_entries=2)
+    store = HeldCertificates(max_entries=2)
     store.put(held(1, 1))
     store.put(held(2, 1))
     assert store.full
@@ -74,7 +74,7 @@ def test_a_full_store_refuses_new_instances_but_takes_updates() -> None:
 
 
 def test_owner_of_follows_address_changes() -> None:
-    store = Store()
+    store = HeldCertificates()
     first = Held(7, replace(CERT, addresses=CERT.addresses), b"t1")
     store.put(first)
     assert store.owner_of(CERT.addresses[0]) == first

@@ -2,13 +2,13 @@
 
 ``lab demo`` is the main job: build, converge, probe, raise the threat level, converge again,
 probe again, tear down; exit 1 if any probe disagrees with the spec. ``lab up | status | probe |
-down`` do the same steps one at a time. Nothing touches the host's own network namespace.
+down`` do the same steps one at a time. Nothing touches the host's own network namespace, and
+teardown removes what the lab's ledger says it created, never what merely shares its prefix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from netpersona.lab.report import print_matrix
-from netpersona.lab.run import Lab
+from netpersona.lab.run import LabRun, exclusive, remove_recorded
 from netpersona.lab.scenario import load_scenario
-from netpersona.lab.topology import destroy_prefix
-from netpersona.testing.netns import list_netns
 
 __all__ = ["register"]
 
@@ -74,11 +72,10 @@ def demo(
     ] = None,
 ) -> None:
     """Build a lab, prove every persona with real packets, raise the threat level, prove again."""
-    destroy_prefix(prefix)
-    lab = Lab(load_scenario(scenario), prefix, _workdir(prefix), console)
+    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
     override = None
     mismatches = 0
-    with _terminate_as_interrupt():
+    with exclusive(lab.workdir), _terminate_as_interrupt():
         try:
             lab.build()
             took = lab.wait_converged(lab.agents_started, "waiting for every agent to converge")
@@ -111,9 +108,7 @@ def demo(
                 )
         finally:
             with console.status("tearing the lab down"):
-                lab.down()
-                shutil.rmtree(lab.workdir, ignore_errors=True)
-            left = [n for n in list_netns() if n.startswith(f"{prefix}-")]
+                left = lab.down()
             console.print(
                 "lab removed" if not left else f"[red]left behind: {', '.join(left)}[/red]"
             )
@@ -123,9 +118,8 @@ def demo(
 @lab_app.command()
 def up(scenario: Scenario = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
     """Build a lab and leave it running (see lab status, lab probe, lab down)."""
-    destroy_prefix(prefix)
-    lab = Lab(load_scenario(scenario), prefix, _workdir(prefix), console)
-    with _terminate_as_interrupt():
+    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
+    with exclusive(lab.workdir), _terminate_as_interrupt():
         try:
             lab.build()
             took = lab.wait_converged(lab.agents_started, "waiting for every agent to converge")
@@ -139,7 +133,7 @@ def up(scenario: Scenario = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
 @lab_app.command()
 def status(prefix: Prefix = "nplab") -> None:
     """Each VM: the persona the service assigns and what its agent holds."""
-    lab = Lab.attach(_workdir(prefix), console)
+    lab = LabRun.attach(_workdir(prefix), console)
     views = lab.views()
     table = Table(title=f"lab {prefix}")
     for column in ("VM", "persona (service)", "agent holds", "result", "error"):
@@ -159,16 +153,20 @@ def status(prefix: Prefix = "nplab") -> None:
 @lab_app.command()
 def probe(prefix: Prefix = "nplab") -> None:
     """Run the probe matrix on a running lab; exit 1 on any mismatch."""
-    lab = Lab.attach(_workdir(prefix), console)
+    lab = LabRun.attach(_workdir(prefix), console)
     cells, personas = lab.probe()
     raise typer.Exit(1 if print_matrix(console, f"lab {prefix}", cells, personas) else 0)
 
 
 @lab_app.command()
 def down(prefix: Prefix = "nplab") -> None:
-    """Remove a lab: its namespaces, links and processes, also what a crashed run left."""
-    gone = destroy_prefix(prefix)
-    shutil.rmtree(_workdir(prefix), ignore_errors=True)
+    """Remove a lab: the namespaces, links and processes it recorded, also after a crash."""
+    with exclusive(_workdir(prefix)):
+        removal = remove_recorded(_workdir(prefix))
+    if removal.left:
+        console.print(f"[red]could not remove: {', '.join(removal.left)}[/red]")
+        raise typer.Exit(1)
+    gone = removal.removed
     console.print(f"removed {len(gone)} namespace(s)" if gone else "nothing to remove")
 
 

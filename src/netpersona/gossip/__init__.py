@@ -9,7 +9,7 @@ Pure: :mod:`~netpersona.gossip.config`, :mod:`~netpersona.gossip.wire`,
 from netpersona.errors import WireError
 from netpersona.gossip.config import GossipConfig
 from netpersona.gossip.node import Datagram, GossipNode, Step
-from netpersona.gossip.store import Held, Store, StoreSnapshot
+from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
 from netpersona.gossip.wire import MAX_DATAGRAM, decode, encode, instance_key
 
 __all__ = [
@@ -18,8 +18,8 @@ __all__ = [
     "GossipConfig",
     "GossipNode",
     "Held",
+    "HeldCertificates",
     "Step",
-    "Store",
     "StoreSnapshot",
     "WireError",
     "decode",

@@ -38,7 +38,7 @@ from netpersona.certs.verify import Accepted, Rejected, Verdict, Verifier
 from netpersona.facts import PeerInfo
 from netpersona.gossip.config import IP_UDP_OVERHEAD, GossipConfig
 from netpersona.gossip.limits import SourceLimiter, TokenBucket, splitmix64
-from netpersona.gossip.store import Held, Store, StoreSnapshot
+from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
 from netpersona.gossip.wire import (
     ADDRESSED_ENTRY_SIZE,
     BUCKETS,
@@ -149,7 +149,7 @@ class GossipNode:
         self.verifier = verifier
         self.config = config or GossipConfig()
         # One slot more than peers may fill: this VM's own certificate always fits.
-        self.store = Store(base, max_entries=self.config.max_certs + 1)
+        self.store = HeldCertificates(base, max_entries=self.config.max_certs + 1)
         self.counters: Counter[str] = Counter()
         self._rng = seed & 0xFFFFFFFFFFFFFFFF
         self._seeds: list[IPAddress] = []

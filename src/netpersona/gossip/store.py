@@ -5,7 +5,8 @@ count and XOR of entry hashes in each of its 32 sub-ranges) are kept up to date 
 the top two levels (32 and 1024 ranges), so a push-pull round costs O(changed entries), not
 O(fleet). Deeper levels are computed from the entries of one 10-bit range (about n/1024 of them).
 
-A store may sit on a shared, read-only :class:`StoreSnapshot`: only differences from it are kept.
+A :class:`HeldCertificates` may sit on a shared, read-only :class:`StoreSnapshot`: only
+differences from it are kept.
 The simulator starts thousands of nodes from one snapshot of a settled fleet this way; a real
 node starts from an empty one.
 """
@@ -19,7 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.gossip.wire import BUCKETS, ROOT, Bucket, KeyRange, entry_hash
 
-__all__ = ["Held", "Store", "StoreSnapshot"]
+__all__ = ["Held", "HeldCertificates", "StoreSnapshot"]
 
 IPAddress = IPv4Address | IPv6Address
 _L2_SHIFT = 64 - 10
@@ -42,7 +43,7 @@ class Held:
 
 
 class StoreSnapshot:
-    """An immutable set of held certificates, shareable between stores."""
+    """An immutable set of held certificates, shareable between :class:`HeldCertificates`."""
 
     def __init__(self, entries: Iterable[Held] = ()) -> None:
         self.by_key: dict[int, Held] = {}
@@ -72,7 +73,7 @@ class StoreSnapshot:
 _EMPTY = StoreSnapshot()
 
 
-class Store:
+class HeldCertificates:
     """The certificates one node holds, bounded by ``max_entries``."""
 
     def __init__(self, base: StoreSnapshot | None = None, *, max_entries: int = 16384) -> None:

@@ -2,7 +2,8 @@
 
 The operator side talks to the service the way an operator would, with ``netpersona admin``
 run inside the hypervisor namespace (the host's own namespace has no route to the lab, by
-design). Processes started here die with their namespace.
+design). Processes started here die with their namespace; given the topology's ledger, each
+is also written down (pid and start time) as soon as it is started.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from netpersona.errors import KernelError
 from netpersona.lab.topology import METADATA_ADDRESS, Topology
 
-__all__ = ["Fleet", "netpersona_argv"]
+__all__ = ["LabProcesses", "netpersona_argv"]
 
 METADATA_URL = f"http://{METADATA_ADDRESS}"
 
@@ -30,7 +31,9 @@ def netpersona_argv() -> list[str]:
 
 
 @dataclass
-class Fleet:
+class LabProcesses:
+    """The metadata service and the VMs' agents of one lab, as processes in its namespaces."""
+
     topo: Topology
     workdir: Path
     service: subprocess.Popen[str] | None = None
@@ -54,9 +57,13 @@ class Fleet:
         path = self.log_path(log_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as log:
-            return subprocess.Popen(
+            # ``ip netns exec`` execs the command in place: the pid is the command's.
+            process = subprocess.Popen(
                 ["ip", "netns", "exec", netns, *argv], stdout=log, stderr=log, text=True
             )
+        if self.topo.ledger is not None:
+            self.topo.ledger.started(process.pid, netns)
+        return process
 
     # --- the service
     def start_service(self, timeout: float = 30.0) -> None:

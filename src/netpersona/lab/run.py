@@ -1,35 +1,43 @@
 """Running a lab: build it, converge it, probe it, raise the threat level, probe again, tear down.
 
 A lab is a hypervisor namespace (bridges, the metadata service) and one namespace per VM with
-its own agent. Everything is named ``<prefix>-*`` and lives under a work directory; the lab's
-record (``lab.json``) lets ``netpersona lab status|probe|down`` find a lab that ``lab up`` built.
+its own agent. Its namespaces are named ``<prefix>-<run id>-*`` (the run id is random, so no
+other run has the same names) and everything lives under a work directory: the lab's record
+(``lab.json``) lets ``netpersona lab status|probe|down`` find a lab that ``lab up`` built, and
+its ledger (:mod:`netpersona.lab.ledger`) is what ``down`` removes, whatever became of the
+process that built it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import secrets
 import shutil
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from netpersona.errors import NetpersonaError
-from netpersona.lab.admin import AdminClient
+from netpersona.admin_client import AdminClient
+from netpersona.errors import Conflict, KernelError, NetpersonaError
 from netpersona.lab.expect import Host
-from netpersona.lab.fleet import Fleet
+from netpersona.lab.fleet import LabProcesses
+from netpersona.lab.ledger import Ledger, Removal
 from netpersona.lab.matrix import Cell, run_matrix
 from netpersona.lab.scenario import Scenario, load_scenario
 from netpersona.lab.topology import Topology
 from netpersona.model import parse_persona
-from netpersona.testing.netns import Netns
+from netpersona.system.netns import Netns
 
-__all__ = ["Lab", "LabRecord"]
+__all__ = ["LabRecord", "LabRun", "exclusive", "remove_recorded"]
 
 RECORD = "lab.json"
 CONVERGE_TIMEOUT = 120.0
@@ -42,6 +50,7 @@ class LabRecord:
     prefix: str
     scenario: str
     workdir: str
+    run_id: str
 
     @classmethod
     def load(cls, workdir: Path) -> LabRecord:
@@ -51,31 +60,68 @@ class LabRecord:
             raise NetpersonaError(f"no lab recorded in {workdir} ({exc})") from None
 
     def save(self) -> None:
-        (Path(self.workdir) / RECORD).write_text(json.dumps(self.__dict__, indent=1))
+        path = Path(self.workdir) / RECORD
+        path.with_suffix(".tmp").write_text(json.dumps(asdict(self), indent=1))
+        path.with_suffix(".tmp").replace(path)
+
+
+@contextlib.contextmanager
+def exclusive(workdir: Path) -> Iterator[None]:
+    """Hold the lab in ``workdir`` for one command: building it, tearing it down.
+
+    An flock is released by the kernel when its holder dies, so a crashed run never keeps it.
+    """
+    lock = workdir.with_name(f"{workdir.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(
+                f"lab {workdir.name!r} is in use by another netpersona lab command; "
+                "wait for it, or pick another --prefix"
+            ) from None
+        yield
+
+
+def remove_recorded(workdir: Path) -> Removal:
+    """Remove what the run recorded in ``workdir`` created (also one that crashed), and
+    nothing else; the work directory goes too once nothing recorded is left."""
+    removal = Ledger.load(workdir).undo()
+    if not removal.left:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return removal
 
 
 @dataclass
-class Lab:
+class LabRun:
+    """One run of a scenario: its namespaces, its processes, and the service's admin API."""
+
     scenario: Scenario
     prefix: str
     workdir: Path
     console: Console = field(default_factory=Console)
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     topo: Topology = field(init=False)
-    fleet: Fleet = field(init=False)
+    processes: LabProcesses = field(init=False)
     _admin: AdminClient | None = None
     agents_started: float = 0.0  # monotonic time the first agent was started
 
     def __post_init__(self) -> None:
         extra = {k: v for k, v in self.scenario.networks.items() if k != "br0"}
-        self.topo = Topology(self.prefix, self.scenario.networks["br0"])
+        ledger = Ledger.load(self.workdir)
+        self.topo = Topology(
+            f"{self.prefix}-{self.run_id}", self.scenario.networks["br0"], ledger=ledger
+        )
         self._extra = extra
-        self.fleet = Fleet(self.topo, self.workdir)
+        self.processes = LabProcesses(self.topo, self.workdir)
 
     @classmethod
-    def attach(cls, workdir: Path, console: Console) -> Lab:
+    def attach(cls, workdir: Path, console: Console) -> LabRun:
         """The lab ``lab up`` left running in ``workdir``."""
         record = LabRecord.load(workdir)
-        lab = cls(load_scenario(Path(record.scenario)), record.prefix, workdir, console)
+        scenario = load_scenario(Path(record.scenario))
+        lab = cls(scenario, record.prefix, workdir, console, record.run_id)
         lab.topo.hypervisor = Netns(lab.topo.ns_name("hv"))
         for vm in lab.scenario.vms:
             lab.topo.vms[vm.name] = Netns(lab.topo.ns_name(vm.name))
@@ -84,16 +130,26 @@ class Lab:
     @property
     def admin(self) -> AdminClient:
         if self._admin is None:
-            token = (self.fleet.data_dir / "admin.token").read_text().strip()
-            self._admin = AdminClient(str(self.fleet.admin_socket), token)
+            token = (self.processes.data_dir / "admin.token").read_text().strip()
+            socket = httpx.HTTPTransport(uds=str(self.processes.admin_socket))
+            self._admin = AdminClient("http://netpersona", token, transport=socket)
         return self._admin
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        return self.admin.request(method, path, json=body)
 
     # --- building
     def build(self) -> None:
+        """Build the lab, after removing what an earlier run in the same work directory left."""
         s = self.scenario
-        shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh service database every time
-        self.workdir.mkdir(parents=True)
-        LabRecord(self.prefix, str(s.path), str(self.workdir)).save()
+        earlier = remove_recorded(self.workdir)
+        if earlier.left:
+            raise KernelError(
+                f"an earlier lab in {self.workdir} could not be removed: {', '.join(earlier.left)}"
+            )
+        self.workdir.mkdir(parents=True)  # a fresh service database every time
+        self.topo.ledger = Ledger.load(self.workdir)
+        LabRecord(self.prefix, str(s.path), str(self.workdir), self.run_id).save()
         steps = 4 + len(s.vms) * 2 + len(s.personas)
         with Progress(console=self.console, transient=True) as progress:
             task = progress.add_task("building the lab", total=steps)
@@ -107,15 +163,15 @@ class Lab:
                 for iface in vm.interfaces:
                     self.topo.add_vm(vm.name, str(iface.address), iface.name, iface.bridge)
                 step(f"VM {vm.name}")
-            self.fleet.start_service()
+            self.processes.start_service()
             step("metadata service")
             for name, path in sorted(s.personas.items()):
                 document = yaml.safe_load(path.read_text())
-                self.admin.call("PUT", f"/v1/admin/personas/{name}", document)
+                self._call("PUT", f"/v1/admin/personas/{name}", document)
                 step(f"persona {name}")
-            self.admin.call("PUT", "/v1/admin/policy", yaml.safe_load(s.policy.read_text()))
+            self._call("PUT", "/v1/admin/policy", yaml.safe_load(s.policy.read_text()))
             for key, value in s.context.items():
-                self.admin.call("PUT", f"/v1/admin/context/{key}", {"value": value})
+                self._call("PUT", f"/v1/admin/context/{key}", {"value": value})
             step("policy and context")
             self.agents_started = time.monotonic()
             for vm in s.vms:
@@ -130,8 +186,8 @@ class Lab:
                     "interfaces": interfaces,
                     "labels": dict(vm.labels),
                 }
-                self.admin.call("POST", "/v1/admin/instances", body)
-                self.fleet.start_agent(vm.name, "--log-level", "warning")
+                self._call("POST", "/v1/admin/instances", body)
+                self.processes.start_agent(vm.name, "--log-level", "warning")
                 step(f"agent in {vm.name}")
 
     # --- state
@@ -139,13 +195,15 @@ class Lab:
         """What the service tells each VM right now: the persona answer and its ETag."""
         out = {}
         for vm in self.scenario.vms:
-            view = self.admin.call("GET", f"/v1/admin/instances/{vm.name}/view")
+            view = self._call("GET", f"/v1/admin/instances/{vm.name}/view")
             out[vm.name] = {**view["persona"]["body"], "etag": view["persona"]["etag"]}
         return out
 
     def agent_record(self, vm: str) -> dict[str, Any]:
         try:
-            body: dict[str, Any] = json.loads((self.fleet.state_dir(vm) / "agent.json").read_text())
+            body: dict[str, Any] = json.loads(
+                (self.processes.state_dir(vm) / "agent.json").read_text()
+            )
         except (OSError, ValueError):
             return {}
         return body
@@ -217,14 +275,19 @@ class Lab:
     def set_context(self, values: Mapping[str, str]) -> float:
         """Change the network context; returns the monotonic time the service acknowledged it."""
         for key, value in values.items():
-            self.admin.call("PUT", f"/v1/admin/context/{key}", {"value": value})
+            self._call("PUT", f"/v1/admin/context/{key}", {"value": value})
         return time.monotonic()
 
-    def down(self) -> None:
+    def down(self) -> list[str]:
+        """Stop the processes, remove what the ledger holds; return namespaces left behind."""
         if self._admin is not None:
             self._admin.close()
-        self.fleet.stop_all()
-        self.topo.destroy()
+            self._admin = None
+        self.processes.stop_all()
+        left = self.topo.destroy()
+        if not left:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return left
 
 
 def _describe(host: Host) -> str:

@@ -6,8 +6,10 @@
                        metadata address
 
 Every namespace is named ``<prefix>-<name>``; :meth:`Topology.destroy` (and the context manager)
-deletes them all with their links and processes, and :func:`destroy_prefix` removes what a
-crashed run left behind. The host's own namespace is never changed.
+deletes the ones it made with their links and processes, and nothing else. Given a
+:class:`~netpersona.lab.ledger.Ledger`, every namespace and link is written down as it is made,
+so what a crashed run left behind can be removed later. The host's own namespace is never
+changed.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, ip_interface
 
+from netpersona.lab.ledger import Ledger
 from netpersona.system.command import run
-from netpersona.testing.netns import Netns, delete_netns, list_netns
+from netpersona.system.netns import Netns, delete_netns
 
-__all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "destroy_prefix", "topology"]
+__all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "topology"]
 
 METADATA_ADDRESS = "169.254.169.254"
 
@@ -39,15 +42,22 @@ class Topology:
     hypervisor: Netns | None = None
     vms: dict[str, Netns] = field(default_factory=dict)
     ports: list[VmPort] = field(default_factory=list)
+    ledger: Ledger | None = None
 
     def ns_name(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
+    def _create_netns(self, name: str) -> Netns:
+        if self.ledger is not None:
+            self.ledger.create_netns(name)
+        else:
+            run(["ip", "netns", "add", name])
+        return Netns(name)
+
     def create_hypervisor(self, extra: Mapping[str, IPv4Interface] | None = None) -> Netns:
         """The hypervisor: ``br0`` at :attr:`gateway` with the metadata address, and any
         ``extra`` bridges (name -> the hypervisor's address on it)."""
-        hv = Netns(self.ns_name("hv"))
-        run(["ip", "netns", "add", hv.name])
+        hv = self._create_netns(self.ns_name("hv"))
         self.hypervisor = hv
         hv.run(["ip", "link", "set", "lo", "up"])
         for bridge, gateway in {"br0": self.gateway, **(extra or {})}.items():
@@ -63,14 +73,17 @@ class Topology:
         hv = self.hypervisor
         vm = self.vms.get(name)
         if vm is None:
-            vm = Netns(self.ns_name(name))
-            run(["ip", "netns", "add", vm.name])
+            vm = self._create_netns(self.ns_name(name))
             self.vms[name] = vm
             vm.run(["ip", "link", "set", "lo", "up"])
         port = f"p{len(self.ports)}"
-        hv.run(
+        veth = hv.argv(
             ["ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", vm.name]
         )
+        if self.ledger is not None:
+            self.ledger.create_link(hv.name, port, veth)
+        else:
+            run(veth)
         hv.run(["ip", "link", "set", port, "master", bridge, "up"])
         iface = ip_interface(address)
         assert isinstance(iface, IPv4Interface)
@@ -84,21 +97,19 @@ class Topology:
     def address(self, vm: str) -> str:
         return str(next(p.address.ip for p in self.ports if p.vm == vm))
 
-    def destroy(self) -> None:
-        for vm in list(self.vms.values()):
-            delete_netns(vm.name)
-        if self.hypervisor is not None:
-            delete_netns(self.hypervisor.name)
+    def destroy(self) -> list[str]:
+        """Delete the namespaces made here; return any that could not be removed."""
+        left: list[str] = []
+        if self.ledger is not None:
+            left = self.ledger.undo().left
+        else:
+            for vm in list(self.vms.values()):
+                delete_netns(vm.name)
+            if self.hypervisor is not None:
+                delete_netns(self.hypervisor.name)
         self.vms.clear()
         self.hypervisor = None
-
-
-def destroy_prefix(prefix: str) -> list[str]:
-    """Delete every namespace named ``<prefix>-*`` (what a crashed run left behind)."""
-    gone = [name for name in list_netns() if name.startswith(f"{prefix}-")]
-    for name in gone:
-        delete_netns(name)
-    return gone
+        return left
 
 
 @contextlib.contextmanager

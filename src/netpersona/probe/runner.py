@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from netpersona.errors import KernelError
-from netpersona.testing.netns import Netns
+from netpersona.system.netns import Netns
 
 __all__ = ["Listener", "listening", "send_probes"]
 

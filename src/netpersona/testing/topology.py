@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netpersona.facts import HostFacts, Tier, parse_facts
-from netpersona.testing.netns import Netns, netns_group
+from netpersona.system.netns import Netns
+from netpersona.testing.netns import netns_group
 
 __all__ = ["Lab", "lab"]
 
