@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
+from netpersona.cli.lab_cmd import RUN_DIR
 from netpersona.lab.fleet import netpersona_argv
-from netpersona.testing.netns import list_netns
+from netpersona.system.netns import list_netns
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
@@ -44,3 +45,4 @@ def test_lab_demo_proves_personas_and_reports_a_wrong_expectation() -> None:
     assert "discovery" in out
     assert "lab removed" in out
     assert not [name for name in list_netns() if name.startswith(f"{prefix}-")]
+    (RUN_DIR / f"{prefix}.lock").unlink(missing_ok=True)
