@@ -20,6 +20,7 @@ import yaml
 from netpersona.cli.lab_cmd import RUN_DIR
 from netpersona.lab.fleet import netpersona_argv
 from netpersona.lab.ledger import Ledger
+from netpersona.lab.run import exclusive
 from netpersona.system.command import run
 from netpersona.system.netns import (
     list_netns,
@@ -141,3 +142,10 @@ def test_a_lab_killed_half_way_is_removed_completely_by_lab_down(
     assert not (RUN_DIR / prefix).exists()
     assert_alive(foreign)
     assert f"{prefix}-x" in left
+
+
+def test_a_lab_in_use_by_another_command_is_not_torn_down(prefix: str) -> None:
+    with exclusive(RUN_DIR / prefix):
+        done = lab("down", "--prefix", prefix)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"lab {prefix!r} is in use by another netpersona lab command" in done.stderr
