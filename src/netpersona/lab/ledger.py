@@ -165,25 +165,22 @@ class Ledger:
             # Ours was deleted and someone else has since made a namespace with the same name.
             log.warning("lab.netns_not_ours", netns=ns.name)
             return
-        stragglers = [(pid, process_start_time(pid)) for pid in processes_in(found)]
-        for pid, start in stragglers:
-            if start is not None:
-                kill_process(pid, start)
-        _wait_gone([(pid, start) for pid, start in stragglers if start is not None])
+        _kill_all_in(found)
         for link in self.links:
             if link.netns == ns.name:
                 run(["ip", "-n", ns.name, "link", "delete", link.name], check=False)
         run(["ip", "netns", "delete", ns.name], check=False)
         (removal.left if netns_identity(ns.name) is not None else removal.removed).append(ns.name)
 
-    def remaining(self) -> list[str]:
-        """Recorded namespaces that still exist as the ones this run made."""
-        return [
-            ns.name
-            for ns in self.namespaces.values()
-            if (found := netns_identity(ns.name)) is not None
-            and (ns.identity is None or found == ns.identity)
-        ]
+
+def _kill_all_in(identity: NetnsIdentity) -> None:
+    """Kill what still runs in a namespace of the run: processes started but not yet written
+    down, and their children (probes, ``nft``)."""
+    stragglers = [(pid, process_start_time(pid)) for pid in processes_in(identity)]
+    started = [(pid, start) for pid, start in stragglers if start is not None]
+    for pid, start in started:
+        kill_process(pid, start)
+    _wait_gone(started)
 
 
 def _wait_gone(processes: Sequence[tuple[int, int]]) -> None:
