@@ -1,1 +1,1 @@
-"""Helpers for tests of netpersona and of code built on it: throwaway namespaces and fakes."""
+"""For tests of netpersona and of code built on it: throwaway namespaces and fakes."""

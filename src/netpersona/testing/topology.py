@@ -92,7 +92,7 @@ def _address(ns: Netns, dev: str, *addresses: str) -> None:
 
 
 @contextlib.contextmanager
-def lab(prefix: str = "nplab") -> Iterator[Lab]:
+def lab(prefix: str = "nptest") -> Iterator[Lab]:
     with netns_group(4, prefix) as (vm, peer, stranger, lan):
         lan.run(["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
         lan.run(["ip", "link", "set", "br0", "up"])
