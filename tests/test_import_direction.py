@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "netpersona"
-PURE = ["model", "compiler", "facts.py", "errors.py", "nftables"]
+PURE = ["model", "compiler", "facts.py", "errors.py", "nftables", "records"]
 # Propagation: everything but key files (certs/keyfiles.py) and the UDP transport.
 PURE += [f"certs/{m}.py" for m in ("__init__", "certificate", "issue", "keys", "verify")]
 PURE += [
@@ -28,6 +28,7 @@ PURE_PREFIXES = (
     "netpersona.facts",
     "netpersona.errors",
     "netpersona.nftables",
+    "netpersona.records",
     *(f"netpersona.certs.{m}" for m in ("certificate", "issue", "keys", "verify")),
     *(f"netpersona.gossip.{m}" for m in ("config", "wire", "store", "limits", "node")),
 )
