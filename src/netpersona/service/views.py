@@ -87,12 +87,25 @@ class PersonaResolver(Protocol):
 class PinnedPersonas:
     """The effective persona is the pinned persona's current version; unpinned = none."""
 
+    def __init__(self) -> None:
+        # Every fleet read loads the catalogue afresh: a version already served keeps its
+        # parsed document (and one object per persona, as the views expect).
+        self._served: dict[tuple[str, int], EffectivePersona] = {}
+
     def resolve(self, data: FleetData) -> Mapping[str, EffectivePersona]:
-        return {
-            i.id: data.personas[i.pin].effective()
-            for i in data.instances
-            if i.pin is not None and i.pin in data.personas
-        }
+        served: dict[str, EffectivePersona] = {}
+        result = {}
+        for instance in data.instances:
+            pin = instance.pin
+            if pin is None or pin not in data.personas:
+                continue
+            if pin not in served:
+                version = data.personas[pin]
+                held = self._served.get((pin, version.version))
+                served[pin] = held if held is not None else version.effective()
+            result[instance.id] = served[pin]
+        self._served = {(e.name, e.version): e for e in served.values()}
+        return result
 
 
 @dataclass(slots=True)
