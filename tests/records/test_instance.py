@@ -34,6 +34,13 @@ def test_the_json_form_reads_back_to_the_same_record() -> None:
     assert Instance.from_json(data) == STORED
 
 
+def test_an_interface_reads_back_on_its_own() -> None:
+    for interface in STORED.interfaces:
+        assert Interface.from_json(interface.to_json()) == interface
+    with pytest.raises(MalformedAnswer, match=r"/ifaces/0/addresses/0: .* is not an interface"):
+        Interface.from_json({"name": "eth0", "addresses": ["10.0.0.5/33"]}, at="/ifaces/0")
+
+
 def test_an_instance_never_stored_needs_only_an_id() -> None:
     instance = Instance.from_json({"id": "vm-1"})
     assert (instance.name, instance.revision, instance.pin) == ("vm-1", 0, None)

@@ -60,6 +60,12 @@ class Interface:
         }
 
     @classmethod
+    def from_json(cls, data: object, at: str = "") -> Interface:
+        """The JSON form back; :class:`~netpersona.errors.MalformedAnswer` when it is not one."""
+        reader = Reader()
+        return answer(reader, cls.read(reader, data, at), "interface")
+
+    @classmethod
     def read(cls, reader: Reader, data: object, at: str) -> Interface | None:
         fields = reader.mapping(data, at, "an interface", ("name", "addresses", "tier"))
         if fields is None:

@@ -83,7 +83,11 @@ class PersonaVersion:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.document.encode()).hexdigest()
+        """:func:`digest_of` the document (whatever spelling it was stored in)."""
+        if "digest" not in self._memo:
+            self._memo["digest"] = digest_of(self.body)
+        digest: str = self._memo["digest"]
+        return digest
 
     def _parse(self) -> Persona | InvalidDocument:
         if "parsed" not in self._memo:
