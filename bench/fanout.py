@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
-from netpersona.store import InstanceSpec, Role, SqliteStore
+from netpersona.store import Instance, Role, SqliteStore
 
 PERSONA_PATH = "/v1/instance/network_persona"
 
@@ -249,7 +249,7 @@ def populate(db: Path, n: int) -> None:
     try:
         store.put_persona("bench", persona(1), "bench")
         for i in range(n):
-            store.create_instance(f"vm{i}", InstanceSpec(name="", addresses=(address(i),)), "bench")
+            store.create_instance(Instance(f"vm{i}", "", (address(i),)), "bench")
             store.set_pin(f"vm{i}", "bench", "bench")
     finally:
         store.close()

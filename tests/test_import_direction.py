@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "netpersona"
-PURE = ["model", "compiler", "facts.py", "errors.py", "nftables", "policy"]
+PURE = ["model", "compiler", "facts.py", "errors.py", "nftables", "policy", "records"]
 # Propagation: everything but key files (certs/keyfiles.py) and the UDP transport.
 PURE += [f"certs/{m}.py" for m in ("__init__", "certificate", "issue", "keys", "verify")]
 PURE += [
@@ -31,6 +31,7 @@ PURE_PREFIXES = (
     "netpersona.errors",
     "netpersona.nftables",
     "netpersona.policy",
+    "netpersona.records",
     *(f"netpersona.certs.{m}" for m in ("certificate", "issue", "keys", "verify")),
     *(f"netpersona.gossip.{m}" for m in ("config", "wire", "store", "limits", "node")),
 )

@@ -37,8 +37,9 @@ from typing import Any
 
 from netpersona.compiler import compile_plan, resolve_peer_sets
 from netpersona.dataplane import Applier, LinuxKernel, StateStore
-from netpersona.facts import HostFacts, PeerInfo
+from netpersona.facts import HostFacts
 from netpersona.model import parse_persona_text
+from netpersona.records import Peer
 from netpersona.testing.netns import Netns, netns_group
 from netpersona.testing.topology import lab
 
@@ -55,14 +56,14 @@ network_persona:
 FIRST_PEER = int(IPv4Address("10.128.0.1"))
 
 
-def _peers(count: int, start: int = 0) -> tuple[PeerInfo, ...]:
+def _peers(count: int, start: int = 0) -> tuple[Peer, ...]:
     return tuple(
-        PeerInfo(f"vm-{i}", (IPv4Address(FIRST_PEER + i),), persona="api", priority=1)
+        Peer(f"vm-{i}", (IPv4Address(FIRST_PEER + i),), persona="api", priority=1)
         for i in range(start, start + count)
     )
 
 
-def _with_peers(facts: HostFacts, peers: tuple[PeerInfo, ...]) -> HostFacts:
+def _with_peers(facts: HostFacts, peers: tuple[Peer, ...]) -> HostFacts:
     return HostFacts(facts.uplinks, facts.metadata, facts.control_port, peers)
 
 

@@ -34,13 +34,11 @@ from typing import Any
 
 from netpersona.policy import (
     ContextChanged,
-    InstanceFacts,
-    InterfaceFacts,
     LabelsChanged,
-    PersonaSource,
     PolicyEngine,
     parse_policy,
 )
+from netpersona.records import Instance, Interface, PersonaVersion
 
 ENVS = ("prod", "staging", "dev")
 TIERS = ("front", "middle", "back", "batch")
@@ -49,7 +47,7 @@ TEAMS = tuple(f"team-{i}" for i in range(12))
 PERSONA_COUNT = 24
 
 
-def personas() -> dict[str, PersonaSource]:
+def personas() -> dict[str, PersonaVersion]:
     catalog = {}
     for i in range(PERSONA_COUNT):
         body: dict[str, Any] = {
@@ -59,8 +57,8 @@ def personas() -> dict[str, PersonaSource]:
             "priority": i % 8,
             "qos_parameters": {"egress_rate": f"{100 + i}mbit"},
         }
-        catalog[f"p{i}"] = PersonaSource(f"p{i}", 1, body)
-    catalog["quarantine"] = PersonaSource(
+        catalog[f"p{i}"] = PersonaVersion.of(f"p{i}", 1, body)
+    catalog["quarantine"] = PersonaVersion.of(
         "quarantine",
         1,
         {
@@ -166,7 +164,7 @@ def policy_document(rules: int, read_names: bool = False) -> dict[str, Any]:
     }
 
 
-def fleet(size: int, rules: int, profile: str, rng: random.Random) -> list[InstanceFacts]:
+def fleet(size: int, rules: int, profile: str, rng: random.Random) -> list[Instance]:
     """``typical``: an app has one tier and one team, as services do; ``diverse``: every label
     drawn independently (many more distinct label sets); ``distinct``: diverse, and every
     instance's name is read by a rule, so no two instances share a signature."""
@@ -190,11 +188,11 @@ def fleet(size: int, rules: int, profile: str, rng: random.Random) -> list[Insta
             labels["security/compromised"] = "true"
         address = f"10.{n % 250}.{(n // 250) % 250}.{n % 200 + 1}"
         instances.append(
-            InstanceFacts(
+            Instance(
                 id=f"vm-{n}",
                 name=f"vm-{n}",
                 addresses=(address,),
-                interfaces=(InterfaceFacts("eth0", (f"{address}/16",)),),
+                interfaces=(Interface("eth0", (f"{address}/16",)),),
                 labels=tuple(sorted(labels.items())),
                 pin="p1" if rng.random() < 0.01 else None,
             )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -22,14 +21,14 @@ from ipaddress import (
 from typing import Any
 
 from netpersona.errors import FieldError, InvalidDocument
-from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
+from netpersona.records import Peer, Reader, Tier
+from netpersona.records.reading import integer
 
 __all__ = [
     "DEFAULT_CONTROL_PORT",
     "DEFAULT_METADATA",
     "Endpoint",
     "HostFacts",
-    "PeerInfo",
     "Tier",
     "Uplink",
     "parse_facts",
@@ -44,11 +43,6 @@ DEFAULT_METADATA_ADDRESS = IPv4Address("169.254.169.254")
 DEFAULT_METADATA_PORT = 80
 # The control channel: one UDP port, chosen clear of Serf/memberlist (7946) and VXLAN (4789).
 DEFAULT_CONTROL_PORT = 7480
-
-
-class Tier(StrEnum):
-    PREMIUM = "premium"
-    STANDARD = "standard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +60,14 @@ DEFAULT_METADATA = Endpoint(DEFAULT_METADATA_ADDRESS, DEFAULT_METADATA_PORT)
 
 @dataclass(frozen=True, slots=True)
 class Uplink:
+    """A live uplink of this VM: a link that carries a default route, with its gateways.
+
+    Not an :class:`~netpersona.records.Interface`: that is what an operator declared about an
+    instance (names and prefixes, kept by the service); an uplink is what the kernel says now
+    (parsed addresses, the gateways the routes go through), read on the VM. The two meet only
+    in ``tier``, which the service's record tells the agent (spec section 6).
+    """
+
     name: str
     addresses: tuple[IPInterface, ...] = ()
     gateway4: IPv4Address | None = None
@@ -80,28 +82,15 @@ class Uplink:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """One entry of the peer view: only what a VM is entitled to know about another."""
-
-    instance: str
-    addresses: tuple[IPAddress, ...]
-    persona: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    priority: int = 0
-    dscp: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class HostFacts:
     uplinks: tuple[Uplink, ...] = ()
     metadata: Endpoint = DEFAULT_METADATA
     control_port: int = DEFAULT_CONTROL_PORT
-    peers: tuple[PeerInfo, ...] = field(default=())
+    peers: tuple[Peer, ...] = field(default=())
 
 
 _FACT_KEYS = ("uplinks", "metadata", "control_port", "peers")
 _UPLINK_KEYS = ("name", "addresses", "gateway4", "gateway6", "tier")
-_PEER_KEYS = ("instance", "addresses", "persona", "labels", "priority", "dscp")
 
 
 def _parse_endpoint(text: object) -> Endpoint:
@@ -123,21 +112,36 @@ def _parse_endpoint(text: object) -> Endpoint:
 
 def parse_facts(document: object) -> HostFacts:
     """Plain data (from YAML or JSON) -> :class:`HostFacts`, or :class:`InvalidDocument`."""
-    errors: list[FieldError] = []
     if document is None:
         return HostFacts()
     if not isinstance(document, Mapping):
         raise InvalidDocument([FieldError("", "host facts must be a mapping")])
-    for key in document:
-        if key not in _FACT_KEYS:
-            errors.append(
-                FieldError(
-                    f"/{key}", f"unknown key {key!r} (expected one of {', '.join(_FACT_KEYS)})"
-                )
-            )
+    reader = Reader()
+    reader.mapping(document, "", "host facts", _FACT_KEYS)
+    errors = reader.errors
+    uplinks = _uplinks(document.get("uplinks") or (), errors)
+    metadata = DEFAULT_METADATA
+    if "metadata" in document:
+        try:
+            metadata = _parse_endpoint(document["metadata"])
+        except ValueError as exc:
+            errors.append(FieldError("/metadata", str(exc)))
+    port = integer(1, 65535)
+    control_port = reader.value(
+        document, "control_port", "", port, "a UDP port 1..65535", DEFAULT_CONTROL_PORT
+    )
+    peers = [
+        Peer.read(reader, raw, f"/peers/{i}") for i, raw in enumerate(document.get("peers") or ())
+    ]
+    if errors:
+        raise InvalidDocument(errors)
+    assert control_port is not None  # read without a problem
+    return HostFacts(uplinks, metadata, control_port, tuple(p for p in peers if p))
 
+
+def _uplinks(items: Any, errors: list[FieldError]) -> tuple[Uplink, ...]:
     uplinks: list[Uplink] = []
-    for index, raw in enumerate(document.get("uplinks") or ()):
+    for index, raw in enumerate(items):
         at = f"/uplinks/{index}"
         try:
             uplinks.append(_uplink(raw, at, errors))
@@ -146,32 +150,7 @@ def parse_facts(document: object) -> HostFacts:
     names = [u.name for u in uplinks]
     for name in {n for n in names if names.count(n) > 1}:
         errors.append(FieldError("/uplinks", f"uplink {name!r} is listed twice"))
-
-    metadata = DEFAULT_METADATA
-    if "metadata" in document:
-        try:
-            metadata = _parse_endpoint(document["metadata"])
-        except ValueError as exc:
-            errors.append(FieldError("/metadata", str(exc)))
-    control_port = document.get("control_port", DEFAULT_CONTROL_PORT)
-    if (
-        isinstance(control_port, bool)
-        or not isinstance(control_port, int)
-        or not 1 <= control_port <= 65535
-    ):
-        errors.append(FieldError("/control_port", f"{control_port!r} is not a UDP port 1..65535"))
-        control_port = DEFAULT_CONTROL_PORT
-
-    peers: list[PeerInfo] = []
-    for index, raw in enumerate(document.get("peers") or ()):
-        at = f"/peers/{index}"
-        try:
-            peers.append(_peer(raw, at, errors))
-        except (ValueError, TypeError) as exc:
-            errors.append(FieldError(at, str(exc)))
-    if errors:
-        raise InvalidDocument(errors)
-    return HostFacts(tuple(uplinks), metadata, control_port, tuple(peers))
+    return tuple(uplinks)
 
 
 def _uplink(raw: Any, at: str, errors: list[FieldError]) -> Uplink:
@@ -188,34 +167,3 @@ def _uplink(raw: Any, at: str, errors: list[FieldError]) -> Uplink:
     gateway6 = IPv6Address(raw["gateway6"]) if raw.get("gateway6") else None
     tier = Tier(raw["tier"]) if raw.get("tier") is not None else None
     return Uplink(name, addresses, gateway4, gateway6, tier)
-
-
-def _peer(raw: Any, at: str, errors: list[FieldError]) -> PeerInfo:
-    if not isinstance(raw, Mapping):
-        raise ValueError("a peer is a mapping with instance and addresses")
-    for key in raw:
-        if key not in _PEER_KEYS:
-            errors.append(FieldError(f"{at}/{key}", f"unknown key {key!r}"))
-    persona = raw.get("persona")
-    if persona is not None and (problem := check_persona_name(persona)):
-        raise ValueError(problem)
-    labels = raw.get("labels") or {}
-    for key, value in labels.items():
-        if problem := check_label_key(key) or check_label_value(value):
-            raise ValueError(problem)
-    priority = raw.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 7:
-        raise ValueError(f"priority {priority!r} is not an integer 0..7")
-    dscp = raw.get("dscp")
-    if dscp is not None and (
-        isinstance(dscp, bool) or not isinstance(dscp, int) or not 0 <= dscp <= 63
-    ):
-        raise ValueError(f"dscp {dscp!r} is not an integer 0..63")
-    return PeerInfo(
-        instance=str(raw.get("instance", "")),
-        addresses=tuple(ip_address(a) for a in raw.get("addresses") or ()),
-        persona=persona,
-        labels=tuple(sorted(labels.items())),
-        priority=priority,
-        dscp=dscp,
-    )

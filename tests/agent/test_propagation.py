@@ -12,21 +12,21 @@ from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.agent.view import merge_peer_views, parse_peer_view
 from netpersona.certs import Verifier
 from netpersona.dataplane.kernel import LinuxKernel
-from netpersona.facts import PeerInfo
 from netpersona.gossip import GossipNode
 from netpersona.gossip.wire import Certs, encode
+from netpersona.records import Peer
 from netpersona.testing.certs import fixed_key, key_set, make_certificate, signed
 
 C = ip_address("10.0.0.3")
 
 
-def served_b_as_api() -> tuple[PeerInfo, ...]:
+def served_b_as_api() -> tuple[Peer, ...]:
     return parse_peer_view(
         {"peers": [{"addresses": ["10.0.0.2"], "persona": "api", "priority": 3, "labels": {}}]}
     )
 
 
-def personas(view: tuple[PeerInfo, ...]) -> dict[str, str | None]:
+def personas(view: tuple[Peer, ...]) -> dict[str, str | None]:
     return {str(p.addresses[0]): p.persona for p in view}
 
 
@@ -77,7 +77,10 @@ def hear(agent: Agent, source: str, persona: str, seq: int, issued_at: int) -> N
     """A certificate arriving on the control channel from its own VM."""
     assert agent.node is not None
     name = {"10.0.0.2": "vm-b", "10.0.0.3": "vm-c"}[source]
-    cert = make_certificate(name, (source,), persona=persona, seq=seq, issued_at=issued_at)
+    # A renewal keeps the persona version; only seq and the times move.
+    cert = make_certificate(
+        name, (source,), persona=persona, seq=seq, issued_at=issued_at, persona_version=1
+    )
     datagram = encode(Certs((signed(cert).encode(),)))
     step = agent.node.receive(datagram, ip_address(source), time.time())
     assert step.learned, agent.node.counters

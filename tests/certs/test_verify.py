@@ -38,7 +38,7 @@ def test_a_valid_certificate_is_accepted_with_every_field(verifier: Verifier) ->
     verdict = verifier.verify(signed(cert), source=SOURCE, now=NOW, held=None)
     assert isinstance(verdict, Accepted)
     assert verdict.certificate == cert
-    peer = verdict.certificate.peer_info()
+    peer = verdict.certificate.peer()
     assert peer.instance == "vm-a"
     assert peer.persona == "api"
     assert peer.labels == (("app", "shop"),)

@@ -15,21 +15,22 @@ import pytest
 
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan, Route, RoutingRule, Sysctl, TcClass
-from netpersona.facts import HostFacts, PeerInfo, Tier, Uplink
+from netpersona.facts import HostFacts, Tier, Uplink
 from netpersona.model import parse_persona
+from netpersona.records import Peer
 
 ETH0 = Uplink("eth0", (ip_interface("10.0.0.5/24"),), IPv4Address("10.0.0.1"))
 FACTS = HostFacts(
     uplinks=(ETH0,),
     peers=(
-        PeerInfo(
+        Peer(
             "api-1",
             (IPv4Address("10.0.0.20"),),
             persona="api",
             labels=(("app", "api"),),
             priority=6,
         ),
-        PeerInfo(
+        Peer(
             "web-1",
             (IPv4Address("10.0.0.10"),),
             persona="web",

@@ -9,23 +9,22 @@ import pytest
 import yaml
 
 from netpersona.policy import (
-    InstanceFacts,
-    PersonaSource,
     Policy,
     PolicyEngine,
     parse_inventory,
     parse_policy,
 )
+from netpersona.records import Instance, PersonaVersion
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 POLICY_DIR = EXAMPLES / "policy"
 
 
-def example_personas() -> dict[str, PersonaSource]:
+def example_personas() -> dict[str, PersonaVersion]:
     personas = {}
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        personas[path.stem] = PersonaSource(
+        personas[path.stem] = PersonaVersion.of(
             path.stem, 1, yaml.safe_load(path.read_text())["network_persona"]
         )
     return personas
@@ -36,22 +35,22 @@ def load_yaml(path: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def personas() -> dict[str, PersonaSource]:
+def personas() -> dict[str, PersonaVersion]:
     return example_personas()
 
 
 @pytest.fixture(scope="session")
-def policy(personas: dict[str, PersonaSource]) -> Policy:
+def policy(personas: dict[str, PersonaVersion]) -> Policy:
     return parse_policy(load_yaml(POLICY_DIR / "policy.yaml"), personas)
 
 
 @pytest.fixture(scope="session")
-def inventory() -> tuple[InstanceFacts, ...]:
+def inventory() -> tuple[Instance, ...]:
     return parse_inventory(load_yaml(POLICY_DIR / "inventory.yaml"))
 
 
 @pytest.fixture
 def engine(
-    policy: Policy, personas: dict[str, PersonaSource], inventory: tuple[InstanceFacts, ...]
+    policy: Policy, personas: dict[str, PersonaVersion], inventory: tuple[Instance, ...]
 ) -> PolicyEngine:
     return PolicyEngine(policy, personas, {"threat_level": "low"}, inventory)

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from netpersona.errors import InvalidDocument
-from netpersona.policy import PersonaSource, Policy, parse_policy
+from netpersona.policy import Policy, parse_policy
+from netpersona.records import PersonaVersion
 
 PERSONAS = {"web", "db", "sandbox", "quarantine"}
 
@@ -301,7 +302,7 @@ def test_catalog_check_is_optional() -> None:
 
 
 def test_context_values_are_checked_against_the_declaration(
-    personas: dict[str, PersonaSource],
+    personas: dict[str, PersonaVersion],
 ) -> None:
     parsed = parse_policy(policy(), personas)
     assert parsed.context_problem("threat_level", "high") is None

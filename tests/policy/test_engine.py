@@ -14,13 +14,10 @@ from netpersona.policy import (
     Change,
     ContextChanged,
     DecisionSource,
-    InstanceFacts,
     InstanceRemoved,
     InstanceUpserted,
-    InterfaceFacts,
     LabelsChanged,
     PersonaChanged,
-    PersonaSource,
     PinChanged,
     Policy,
     PolicyChanged,
@@ -29,6 +26,7 @@ from netpersona.policy import (
     parse_policy,
     what_if,
 )
+from netpersona.records import Instance, Interface, PersonaVersion
 
 EXPECTED_LOW = {
     "web-1": ("web-frontend", "web"),
@@ -53,6 +51,7 @@ def test_every_example_instance_gets_its_persona(engine: PolicyEngine) -> None:
     assert engine.decision("dev-1").source is DecisionSource.DEFAULT
     db = engine.decision("db-1").effective
     assert db is not None
+    assert db.persona is not None
     assert db.persona.communication_mode == "restricted"
     assert db.document["peers"][0] == {"persona": "api-server"}
 
@@ -70,6 +69,7 @@ def test_raising_threat_level_changes_exactly_the_intended_instances(
         assert effective.name == "quarantine"
     web = changed["web-1"].effective
     assert web is not None
+    assert web.persona is not None
     assert web.persona.security_profile == "high"
     assert "http" not in web.document["allowed_protocols"]
     # Setting it again changes nothing; going back restores the first decisions.
@@ -126,27 +126,28 @@ def test_pins_and_instances_come_and_go(engine: PolicyEngine) -> None:
     changed = engine.recompute([PinChanged("web-1", "quarantine")])
     assert changed["web-1"].source is DecisionSource.PIN
     assert engine.recompute([PinChanged("web-1", None)])["web-1"].rule == "web"
-    new = InstanceFacts("web-3", "web-3", labels=(("app", "web"),))
+    new = Instance("web-3", "web-3", labels=(("app", "web"),))
     assert engine.recompute([InstanceUpserted(new)])["web-3"].persona == "web-frontend"
     assert engine.recompute([InstanceRemoved("web-3")]) == {}
     assert "web-3" not in engine.decisions
 
 
 def test_a_persona_change_reaches_exactly_its_holders(
-    engine: PolicyEngine, personas: dict[str, PersonaSource]
+    engine: PolicyEngine, personas: dict[str, PersonaVersion]
 ) -> None:
     body = dict(personas["api-server"].body)
     changed = engine.recompute(
-        [PersonaChanged("api-server", PersonaSource("api-server", 2, {**body, "priority": 6}))]
+        [PersonaChanged("api-server", PersonaVersion.of("api-server", 2, {**body, "priority": 6}))]
     )
     assert list(changed) == ["api-1"]
     effective = changed["api-1"].effective
     assert effective is not None
+    assert effective.persona is not None
     assert (effective.version, effective.persona.priority) == (2, 6)
 
 
 def test_a_missing_persona_is_a_problem_until_it_exists(
-    policy: Policy, personas: dict[str, PersonaSource], inventory: tuple[InstanceFacts, ...]
+    policy: Policy, personas: dict[str, PersonaVersion], inventory: tuple[Instance, ...]
 ) -> None:
     partial = {k: v for k, v in personas.items() if k != "api-server"}
     engine = PolicyEngine(policy, partial, {}, inventory)
@@ -159,7 +160,7 @@ def test_a_missing_persona_is_a_problem_until_it_exists(
 
 
 def test_an_overlay_whose_result_is_invalid_is_skipped_and_said(
-    personas: dict[str, PersonaSource],
+    personas: dict[str, PersonaVersion],
 ) -> None:
     document = {
         "persona_policy": {
@@ -176,7 +177,7 @@ def test_an_overlay_whose_result_is_invalid_is_skipped_and_said(
             ],
         }
     }
-    engine = PolicyEngine(parse_policy(document, personas), personas, {}, [InstanceFacts("a", "a")])
+    engine = PolicyEngine(parse_policy(document, personas), personas, {}, [Instance("a", "a")])
     decision = engine.decision("a")
     assert decision.overlays == ("good",)
     assert decision.problems[0].startswith("overlay bad skipped: the result is invalid:")
@@ -186,10 +187,10 @@ def test_an_overlay_whose_result_is_invalid_is_skipped_and_said(
 
 
 def test_instances_differing_only_in_unread_labels_share_one_decision(
-    policy: Policy, personas: dict[str, PersonaSource]
+    policy: Policy, personas: dict[str, PersonaVersion]
 ) -> None:
     fleet = [
-        InstanceFacts(f"vm-{n}", f"vm-{n}", labels=(("app", "web"), ("serial", str(n))))
+        Instance(f"vm-{n}", f"vm-{n}", labels=(("app", "web"), ("serial", str(n))))
         for n in range(50)
     ]
     engine = PolicyEngine(policy, personas, {}, fleet)
@@ -236,7 +237,7 @@ def test_what_if_reports_without_committing(engine: PolicyEngine) -> None:
     assert "allowed_protocols: -http" in "\n".join(web.lines())
 
 
-def test_what_if_a_new_policy(engine: PolicyEngine, personas: dict[str, PersonaSource]) -> None:
+def test_what_if_a_new_policy(engine: PolicyEngine, personas: dict[str, PersonaVersion]) -> None:
     document: dict[str, Any] = {
         "persona_policy": {
             "context": {"threat_level": {"default": "low"}},
@@ -268,7 +269,7 @@ FLEET_IDS = [f"vm-{n}" for n in range(8)]
 
 
 @st.composite
-def instances(draw: st.DrawFn, instance_id: str) -> InstanceFacts:
+def instances(draw: st.DrawFn, instance_id: str) -> Instance:
     labels: dict[str, str] = {}
     app = draw(st.sampled_from(APPS))
     if app:
@@ -284,11 +285,11 @@ def instances(draw: st.DrawFn, instance_id: str) -> InstanceFacts:
             labels[key] = draw(st.sampled_from(values))
     subnet = draw(st.sampled_from(["10.0.1", "10.0.2", "10.0.4"]))
     address = f"{subnet}.{draw(st.integers(1, 250))}"
-    return InstanceFacts(
+    return Instance(
         instance_id,
         instance_id,
         (address,),
-        (InterfaceFacts("eth0", (f"{address}/24",)),),
+        (Interface("eth0", (f"{address}/24",)),),
         tuple(sorted(labels.items())),
         draw(st.sampled_from([None, None, None, "web-frontend", "ghost"])),
     )
@@ -329,7 +330,7 @@ def _materialize(batch: list[Change | PersonaBump], engine: PolicyEngine) -> lis
         if isinstance(change, PersonaBump):
             versions[change.name] += 1
             body = {**engine.personas[change.name].body, "priority": change.priority}
-            source = PersonaSource(change.name, versions[change.name], body)
+            source = PersonaVersion.of(change.name, versions[change.name], body)
             real.append(PersonaChanged(change.name, source))
             continue
         if isinstance(change, LabelsChanged | PinChanged) and change.instance_id not in present:
@@ -353,8 +354,8 @@ def _materialize(batch: list[Change | PersonaBump], engine: PolicyEngine) -> lis
 )
 def test_incremental_recompute_equals_deciding_from_scratch(
     policy: Policy,
-    personas: dict[str, PersonaSource],
-    fleet: tuple[InstanceFacts, ...],
+    personas: dict[str, PersonaVersion],
+    fleet: tuple[Instance, ...],
     batches: list[list[Change | PersonaBump]],
 ) -> None:
     engine = PolicyEngine(policy, personas, {"threat_level": "low"}, fleet)
@@ -374,7 +375,7 @@ def test_incremental_recompute_equals_deciding_from_scratch(
 
 
 def test_a_policy_change_is_a_full_recompute(
-    engine: PolicyEngine, policy: Policy, personas: dict[str, PersonaSource]
+    engine: PolicyEngine, policy: Policy, personas: dict[str, PersonaVersion]
 ) -> None:
     empty = parse_policy({"persona_policy": {"rules": []}}, personas)
     changed = engine.recompute([PolicyChanged(empty)])
@@ -392,14 +393,14 @@ def test_evaluate_does_not_store(engine: PolicyEngine) -> None:
 
 @pytest.mark.parametrize("count", [0, 1])
 def test_an_empty_fleet_is_fine(
-    policy: Policy, personas: dict[str, PersonaSource], count: int
+    policy: Policy, personas: dict[str, PersonaVersion], count: int
 ) -> None:
-    fleet = [InstanceFacts("a", "a")][:count]
+    fleet = [Instance("a", "a")][:count]
     engine = PolicyEngine(policy, personas, {}, fleet)
     assert len(engine.decisions) == count
 
 
-def test_subnets_on_and_off_octet_boundaries_and_ipv6(personas: dict[str, PersonaSource]) -> None:
+def test_subnets_on_and_off_octet_boundaries_and_ipv6(personas: dict[str, PersonaVersion]) -> None:
     document = {
         "persona_policy": {
             "rules": [
@@ -410,11 +411,11 @@ def test_subnets_on_and_off_octet_boundaries_and_ipv6(personas: dict[str, Person
         }
     }
     fleet = [
-        InstanceFacts("a", "a", ("10.0.31.9",)),  # inside /20 (10.0.16.0-10.0.31.255)
-        InstanceFacts("b", "b", ("10.0.32.1",)),  # just outside it
-        InstanceFacts("c", "c", (), (InterfaceFacts("eth0", ("10.1.200.3/24",)),)),
-        InstanceFacts("d", "d", ("fd00:1::7",)),
-        InstanceFacts("e", "e", ("::ffff:10.1.0.1",)),  # IPv4-mapped IPv6 is not 10.1.0.0/16
+        Instance("a", "a", ("10.0.31.9",)),  # inside /20 (10.0.16.0-10.0.31.255)
+        Instance("b", "b", ("10.0.32.1",)),  # just outside it
+        Instance("c", "c", (), (Interface("eth0", ("10.1.200.3/24",)),)),
+        Instance("d", "d", ("fd00:1::7",)),
+        Instance("e", "e", ("::ffff:10.1.0.1",)),  # IPv4-mapped IPv6 is not 10.1.0.0/16
     ]
     engine = PolicyEngine(parse_policy(document, personas), personas, {}, fleet)
     assert {i: d.rule for i, d in engine.decisions.items()} == {

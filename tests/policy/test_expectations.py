@@ -8,18 +8,17 @@ import pytest
 
 from netpersona.errors import InvalidDocument
 from netpersona.policy import (
-    InstanceFacts,
-    PersonaSource,
     Policy,
     parse_policy_tests,
     require_passing,
     run_policy_tests,
 )
+from netpersona.records import Instance, PersonaVersion
 from tests.policy.conftest import POLICY_DIR, load_yaml
 
 
 def test_the_example_tests_pass(
-    policy: Policy, personas: dict[str, PersonaSource], inventory: tuple[InstanceFacts, ...]
+    policy: Policy, personas: dict[str, PersonaVersion], inventory: tuple[Instance, ...]
 ) -> None:
     tests = parse_policy_tests(load_yaml(POLICY_DIR / "tests.yaml"), {i.id: i for i in inventory})
     results = run_policy_tests(policy, personas, tests)
@@ -29,7 +28,7 @@ def test_the_example_tests_pass(
 
 
 def test_a_failed_expectation_names_pointer_and_values(
-    policy: Policy, personas: dict[str, PersonaSource], inventory: tuple[InstanceFacts, ...]
+    policy: Policy, personas: dict[str, PersonaVersion], inventory: tuple[Instance, ...]
 ) -> None:
     document: dict[str, Any] = {
         "tests": [
@@ -70,7 +69,7 @@ def test_a_failed_expectation_names_pointer_and_values(
     ],
 )
 def test_a_bad_tests_file_is_refused(
-    inventory: tuple[InstanceFacts, ...], test: dict[str, Any], pointer: str, message: str
+    inventory: tuple[Instance, ...], test: dict[str, Any], pointer: str, message: str
 ) -> None:
     with pytest.raises(InvalidDocument) as caught:
         parse_policy_tests({"tests": [test]}, {i.id: i for i in inventory})

@@ -9,7 +9,7 @@ import pytest
 from tests.test_import_direction import IO_MODULES, imported_names
 
 POLICY = Path(__file__).resolve().parents[2] / "src" / "netpersona" / "policy"
-ALLOWED = ("netpersona.model", "netpersona.errors", "netpersona.policy")
+ALLOWED = ("netpersona.model", "netpersona.errors", "netpersona.policy", "netpersona.records")
 
 
 @pytest.mark.parametrize("path", sorted(POLICY.glob("*.py")), ids=lambda p: p.name)

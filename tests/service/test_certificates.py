@@ -16,6 +16,7 @@ import pytest
 
 from netpersona.certs import Accepted, KeySet, PersonaCertificate, Rejected, RejectReason, Verifier
 from netpersona.model.persona import CommunicationMode, SecurityProfile
+from netpersona.records import Peer
 from netpersona.service import create_app
 from netpersona.service.auth import TOKEN_HEADER
 from netpersona.service.keyring import KEY_FILE, KeyFile
@@ -144,6 +145,27 @@ async def test_a_vm_gets_a_certificate_binding_its_persona_that_verifies_with_th
         jwks = (await vm.get(KEYS)).json()
     assert len(jwks["keys"]) == 1
     assert "d" not in jwks["keys"][0]
+
+
+async def test_a_certificate_and_the_peer_view_give_the_same_peer(
+    certified: CertService,
+) -> None:
+    # What a VM learns of a peer over the control channel is what the service shows it.
+    api = persona_doc(5, mode="restricted", peers=[{"persona": "db"}])
+    api["network_persona"]["qos_parameters"] = {"dscp": 46}
+    await certified.put_persona("api", api)
+    await certified.put_persona("db", persona_doc(6, peers=[{"persona": "api"}]))
+    await certified.add_instance("a1", "10.0.0.1", {"app": "api"})
+    await certified.add_instance("d1", "10.0.0.2")
+    await certified.pin("a1", "api")
+    await certified.pin("d1", "db")
+    body = await certified.certificate("10.0.0.1")
+    learned = (await certified.verify("10.0.0.1", body["certificate"])).peer()
+    async with await certified.vm("10.0.0.2") as vm:
+        served = [Peer.from_json(p) for p in (await vm.get("/v1/instance/peers")).json()["peers"]]
+    assert served == [learned]
+    assert (learned.persona, learned.priority, learned.dscp) == ("api", 5, 46)
+    assert learned.mode is CommunicationMode.RESTRICTED
 
 
 async def test_no_vm_can_get_another_vms_certificate(certified: CertService) -> None:

@@ -166,18 +166,23 @@ async def test_a_label_change_moves_an_instance_to_another_rule_and_wakes_its_pe
     assert (await _persona(service, "w1"))["name"] == "api"
     async with await service.vm("10.0.0.2") as d1:
         peers = (await d1.get(PEERS)).json()["peers"]
+    api = {"persona_version": 1, "dscp": None, "mode": "unicast", "profile": "medium"}
     assert peers == [
         {
+            "instance": "w1",
             "addresses": ["10.0.0.1"],
             "labels": {"app": "api", "env": "prod"},
             "persona": "api",
             "priority": 4,
+            **api,
         },
         {
+            "instance": "x1",
             "addresses": ["10.0.0.3"],
             "labels": {"app": "api", "env": "dev"},
             "persona": "api",
             "priority": 4,
+            **api,
         },
     ]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from netpersona.records import EffectivePersona
 from netpersona.service import create_app
-from netpersona.service.views import EffectiveVersion, ViewKind
+from netpersona.service.views import ViewKind
 from netpersona.store import FleetData, Role, SqliteStore
 from tests.service.conftest import Service, persona_doc
 
@@ -22,12 +23,12 @@ class ByRoleLabel:
     def __init__(self) -> None:
         self.override: str | None = None
 
-    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
+    def resolve(self, data: FleetData) -> Mapping[str, EffectivePersona]:
         chosen = {}
         for instance in data.instances:
             name = self.override or instance.label_map.get("role")
             if name is not None and name in data.personas:
-                chosen[instance.id] = EffectiveVersion.stored(data.personas[name])
+                chosen[instance.id] = data.personas[name].effective()
         return chosen
 
 

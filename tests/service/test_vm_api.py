@@ -35,6 +35,7 @@ async def test_an_unpinned_vm_gets_a_null_persona_it_can_watch(service: Service)
         response = await vm.get("/v1/instance/network_persona")
     assert response.status_code == 200
     assert response.json() == {
+        "assigned": False,
         "name": None,
         "version": None,
         "overlays": [],
@@ -60,7 +61,7 @@ async def test_the_etag_changes_with_the_version_and_if_none_match_gets_304(
     assert second.headers["etag"] != first.headers["etag"]
 
 
-async def test_the_peer_view_shows_only_addresses_persona_priority_and_labels(
+async def test_the_peer_view_shows_only_what_a_peer_is_entitled_to_know(
     service: Service,
 ) -> None:
     await service.add_instance("db1", "10.0.0.1", {"app": "db"})
@@ -82,10 +83,29 @@ async def test_the_peer_view_shows_only_addresses_persona_priority_and_labels(
     await service.pin("api2", "api")
     async with await service.vm("10.0.0.1") as vm:
         peers = (await vm.get("/v1/instance/peers")).json()["peers"]
+    api = {
+        "persona": "api",
+        "persona_version": 1,
+        "priority": 5,
+        "dscp": None,
+        "mode": "unicast",
+        "profile": "medium",
+        "labels": {"app": "api"},
+    }
     assert peers == [
-        {"addresses": ["10.0.0.2"], "persona": "api", "priority": 5, "labels": {"app": "api"}},
-        {"addresses": ["10.0.0.3"], "persona": "api", "priority": 5, "labels": {"app": "api"}},
-        {"addresses": ["10.0.0.4"], "persona": None, "priority": None, "labels": {"app": "backup"}},
+        {"instance": "api1", "addresses": ["10.0.0.2"], **api},
+        {"instance": "api2", "addresses": ["10.0.0.3"], **api},
+        {
+            "instance": "backup",
+            "addresses": ["10.0.0.4"],
+            "persona": None,
+            "persona_version": None,
+            "priority": 0,
+            "dscp": None,
+            "mode": None,
+            "profile": None,
+            "labels": {"app": "backup"},
+        },
     ]
 
 
@@ -164,9 +184,20 @@ async def test_a_stored_persona_that_no_longer_validates_is_served_not_fatal(
     assert mine.json()["network_persona"]["allowed_protocols"] == ["tcp/99999"]
     async with await service.vm("10.0.0.2") as db:
         peers = (await db.get("/v1/instance/peers")).json()["peers"]
-    # db still sees vm1 by persona name; the broken document's priority is unknown.
+    # db still sees vm1 by persona name; what the broken document says is unknown (priority 0,
+    # as for a peer without a persona).
     assert peers == [
-        {"addresses": ["10.0.0.1"], "persona": "web", "priority": None, "labels": {"app": "api"}}
+        {
+            "instance": "vm1",
+            "addresses": ["10.0.0.1"],
+            "persona": "web",
+            "persona_version": 2,
+            "priority": 0,
+            "dscp": None,
+            "mode": None,
+            "profile": None,
+            "labels": {"app": "api"},
+        }
     ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from netpersona.errors import Conflict, InvalidDocument, NotFound, PreconditionFailed, UsageError
-from netpersona.store import InstanceSpec, Interface, Role, SqliteStore, Tier, open_store
+from netpersona.store import Instance, Interface, Role, SqliteStore, Tier, open_store
 from netpersona.store.url import sqlite_path
 
 DOC = json.dumps({"communication_mode": "unicast", "priority": 1})
@@ -24,8 +24,9 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     opened.close()
 
 
-def spec(*addresses: str, labels: dict[str, str] | None = None) -> InstanceSpec:
-    return InstanceSpec(
+def spec(instance_id: str, *addresses: str, labels: dict[str, str] | None = None) -> Instance:
+    return Instance(
+        id=instance_id,
         name="vm",
         addresses=addresses,
         interfaces=(Interface("eth0", ("10.0.0.1/24",), Tier.PREMIUM),),
@@ -43,7 +44,7 @@ def test_the_database_is_in_wal_mode_with_full_sync(store: SqliteStore) -> None:
 
 def test_reopening_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None:
     first = SqliteStore(tmp_path / "np.db")
-    first.create_instance("vm1", spec("10.0.0.1"), "test")
+    first.create_instance(spec("vm1", "10.0.0.1"), "test")
     first.close()
     second = SqliteStore(tmp_path / "np.db")
     assert second.get_instance("vm1").addresses == ("10.0.0.1",)
@@ -51,30 +52,30 @@ def test_reopening_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> N
 
 
 def test_instances_round_trip_with_interfaces_and_labels(store: SqliteStore) -> None:
-    made = store.create_instance("vm1", spec("10.0.0.1", labels={"app": "db"}), "alice")
+    made = store.create_instance(spec("vm1", "10.0.0.1", labels={"app": "db"}), "alice")
     got = store.get_instance("vm1")
     assert got == made
     assert got.interfaces[0].tier is Tier.PREMIUM
     assert got.label_map == {"app": "db"}
     with pytest.raises(Conflict, match="already exists"):
-        store.create_instance("vm1", spec("10.0.0.9"), "alice")
+        store.create_instance(spec("vm1", "10.0.0.9"), "alice")
     with pytest.raises(NotFound, match="'nope'"):
         store.get_instance("nope")
 
 
 def test_an_address_belongs_to_one_instance(store: SqliteStore) -> None:
-    store.create_instance("vm1", spec("10.0.0.1"), "t")
+    store.create_instance(spec("vm1", "10.0.0.1"), "t")
     with pytest.raises(Conflict, match=r"10\.0\.0\.1 already belongs to instance 'vm1'"):
-        store.create_instance("vm2", spec("10.0.0.2", "10.0.0.1"), "t")
+        store.create_instance(spec("vm2", "10.0.0.2", "10.0.0.1"), "t")
     # The failed create left nothing behind, not even the first address.
-    store.create_instance("vm2", spec("10.0.0.2"), "t")
+    store.create_instance(spec("vm2", "10.0.0.2"), "t")
     store.delete_instance("vm1", "t")
-    store.replace_instance("vm2", spec("10.0.0.1"), "t")
+    store.replace_instance(spec("vm2", "10.0.0.1"), "t")
     assert store.get_instance("vm2").addresses == ("10.0.0.1",)
 
 
 def test_revisions_grow_and_if_match_is_checked(store: SqliteStore) -> None:
-    store.create_instance("vm1", spec("10.0.0.1"), "t")
+    store.create_instance(spec("vm1", "10.0.0.1"), "t")
     labelled = store.patch_labels("vm1", {"app": "db"}, "t", expect=1)
     assert labelled.revision == 2
     with pytest.raises(PreconditionFailed, match="revision 2, not 1"):
@@ -110,7 +111,7 @@ def test_a_pinned_persona_cannot_be_deleted_and_versions_never_repeat(
     store: SqliteStore,
 ) -> None:
     store.put_persona("db", DOC, "t")
-    store.create_instance("vm1", spec("10.0.0.1"), "t")
+    store.create_instance(spec("vm1", "10.0.0.1"), "t")
     store.set_pin("vm1", "db", "t")
     with pytest.raises(Conflict, match="pinned to instance"):
         store.delete_persona("db", "t")
@@ -124,7 +125,7 @@ def test_a_pinned_persona_cannot_be_deleted_and_versions_never_repeat(
 
 
 def test_every_change_is_audited_with_before_and_after(store: SqliteStore) -> None:
-    store.create_instance("vm1", spec("10.0.0.1"), "alice")
+    store.create_instance(spec("vm1", "10.0.0.1"), "alice")
     store.patch_labels("vm1", {"app": "db"}, "bob")
     store.set_context("threat_level", "high", "carol")
     page = store.list_audit(limit=10)
@@ -164,7 +165,7 @@ def test_context_keys_have_revisions(store: SqliteStore) -> None:
 
 def test_pages_walk_every_instance_once(store: SqliteStore) -> None:
     for n in range(7):
-        store.create_instance(f"vm{n}", spec(f"10.0.0.{n + 1}"), "t")
+        store.create_instance(spec(f"vm{n}", f"10.0.0.{n + 1}"), "t")
     seen: list[str] = []
     cursor = None
     while True:
@@ -184,7 +185,7 @@ def test_fleet_reads_instances_current_personas_and_a_growing_revision(
     store.put_persona("db", DOC, "t")
     store.put_persona("db", DOC2, "t")
     before = store.fleet().revision
-    store.create_instance("vm1", spec("10.0.0.1"), "t")
+    store.create_instance(spec("vm1", "10.0.0.1"), "t")
     fleet = store.fleet()
     assert fleet.revision > before
     assert fleet.personas["db"].version == 2
@@ -205,10 +206,10 @@ def test_db_urls(tmp_path: Path) -> None:
 def test_fleet_reads_see_every_change_including_a_recreated_instance(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "np.db", clock=lambda: 1000.0)  # every write at one instant
     try:
-        store.create_instance("vm1", spec("10.0.0.1", labels={"app": "db"}), "t")
+        store.create_instance(spec("vm1", "10.0.0.1", labels={"app": "db"}), "t")
         assert store.fleet().instances[0].label_map == {"app": "db"}
         store.delete_instance("vm1", "t")
-        store.create_instance("vm1", spec("10.0.0.2", labels={"app": "web"}), "t")
+        store.create_instance(spec("vm1", "10.0.0.2", labels={"app": "web"}), "t")
         again = store.fleet().instances[0]
         assert (again.addresses, again.label_map) == (("10.0.0.2",), {"app": "web"})
         # A write by another process (another connection to the same file) is seen too.

@@ -57,11 +57,12 @@ from netpersona.dataplane.facts_live import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
-from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint, PeerInfo
+from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint
 from netpersona.gossip.config import GossipConfig
 from netpersona.gossip.node import GossipNode, Step
 from netpersona.gossip.transport import GossipTransport
 from netpersona.model import parse_persona
+from netpersona.records import Peer
 
 __all__ = ["Agent", "AgentConfig", "AgentRecord"]
 
@@ -158,7 +159,7 @@ class Agent:
         self.transport: GossipTransport | None = None
         self.verifier: Verifier | None = None
         self.own_token: str | None = None  # the certificate the node holds as its own
-        self.compiled_view: tuple[PeerInfo, ...] | None = None
+        self.compiled_view: tuple[Peer, ...] | None = None
 
     # --- the service side
     def _service_state(self, reachable: bool, why: str = "") -> None:
@@ -347,7 +348,7 @@ class Agent:
         self._set_result(answer.name, answer.version, plan.digest, "applied", None)
 
     # --- the control channel
-    def peer_view(self, served: tuple[PeerInfo, ...] | None = None) -> tuple[PeerInfo, ...]:
+    def peer_view(self, served: tuple[Peer, ...] | None = None) -> tuple[Peer, ...]:
         """The view to compile with: the service's merged with what gossip learned."""
         answer = self.latest["peers"]
         if served is None:

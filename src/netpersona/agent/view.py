@@ -13,7 +13,8 @@ from typing import Any
 
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.errors import MalformedAnswer
-from netpersona.facts import HostFacts, PeerInfo, Tier
+from netpersona.facts import HostFacts, Tier
+from netpersona.records import Peer
 
 __all__ = [
     "MalformedAnswer",
@@ -53,7 +54,7 @@ def uplink_tiers(instance: Mapping[str, Any]) -> dict[str, Tier]:
     return tiers
 
 
-def parse_peer_view(body: Mapping[str, Any]) -> tuple[PeerInfo, ...]:
+def parse_peer_view(body: Mapping[str, Any]) -> tuple[Peer, ...]:
     peers = body.get("peers")
     if not isinstance(peers, list):
         raise MalformedAnswer("peer view without a peers list")
@@ -63,7 +64,7 @@ def parse_peer_view(body: Mapping[str, Any]) -> tuple[PeerInfo, ...]:
             labels = entry.get("labels") or {}
             priority = entry.get("priority")
             out.append(
-                PeerInfo(
+                Peer(
                     instance=str(entry.get("id") or entry.get("instance") or f"peer-{index}"),
                     addresses=tuple(ip_address(a) for a in entry["addresses"]),
                     persona=entry.get("persona"),
@@ -76,16 +77,16 @@ def parse_peer_view(body: Mapping[str, Any]) -> tuple[PeerInfo, ...]:
     return tuple(out)
 
 
-def compose_facts(live: HostFacts, peers: tuple[PeerInfo, ...]) -> HostFacts:
+def compose_facts(live: HostFacts, peers: tuple[Peer, ...]) -> HostFacts:
     """The live host facts with the peer view the service gave."""
     return replace(live, peers=peers)
 
 
 def merge_peer_views(
-    served: tuple[PeerInfo, ...],
+    served: tuple[Peer, ...],
     served_at: float | None,
     learned: Iterable[PersonaCertificate],
-) -> tuple[PeerInfo, ...]:
+) -> tuple[Peer, ...]:
     """The peer view to compile with: the service's, and what gossip learned, per instance
     the newest knowledge winning.
 
@@ -103,5 +104,5 @@ def merge_peer_views(
             continue
         mine = set(cert.addresses)
         view = [p for p in view if mine.isdisjoint(p.addresses)]
-        view.append(cert.peer_info())
+        view.append(cert.peer())
     return tuple(sorted(view, key=lambda p: (p.instance, [str(a) for a in p.addresses])))

@@ -25,9 +25,11 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from netpersona.errors import FieldError
-from netpersona.facts import PeerInfo
-from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
+from netpersona.model.labels import check_persona_name
 from netpersona.model.persona import CommunicationMode, SecurityProfile
+from netpersona.records import Peer, Reader
+from netpersona.records.peer import MAX_INSTANCE_ID
+from netpersona.records.reading import integer
 
 __all__ = [
     "MAX_ADDRESSES",
@@ -42,7 +44,6 @@ __all__ = [
 IPAddress = IPv4Address | IPv6Address
 
 # Bounds that keep one certificate well inside one control-channel datagram.
-MAX_INSTANCE_ID = 128
 MAX_ADDRESSES = 8
 MAX_LABELS = 16
 MAX_SEQ = 2**63 - 1
@@ -67,15 +68,18 @@ class PersonaCertificate:
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
 
-    def peer_info(self) -> PeerInfo:
+    def peer(self) -> Peer:
         """The entry this certificate contributes to a VM's peer view (spec sections 6 and 8)."""
-        return PeerInfo(
+        return Peer(
             instance=self.instance,
             addresses=self.addresses,
             persona=self.persona,
-            labels=self.labels,
+            persona_version=self.persona_version,
             priority=self.priority,
             dscp=self.dscp,
+            mode=self.mode,
+            profile=self.profile,
+            labels=self.labels,
         )
 
 
@@ -99,108 +103,53 @@ def certificate_claims(cert: PersonaCertificate) -> dict[str, object]:
     return claims
 
 
-def _int(value: object, low: int, high: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return None
-    return value
+_CLAIMS = ("sub", "adr", "pn", "pv", "md", "pf", "pr", "lb", "iat", "exp", "seq", "ds")
+
+
+def _instance(raw: Any) -> str | None:
+    return raw if isinstance(raw, str) and 1 <= len(raw) <= MAX_INSTANCE_ID else None
+
+
+def _addresses(raw: Any) -> list[Any] | None:
+    return raw if isinstance(raw, list) and 1 <= len(raw) <= MAX_ADDRESSES else None
+
+
+def _address(raw: Any) -> IPAddress | None:
+    return ip_address(raw) if isinstance(raw, str) else None
+
+
+def _persona(raw: Any) -> str | None:
+    return raw if check_persona_name(raw) is None else None
 
 
 def certificate_from_claims(
     claims: Mapping[str, Any], key_id: str
 ) -> PersonaCertificate | list[FieldError]:
     """Claims -> certificate, or every problem found (each naming its claim)."""
-    errors: list[FieldError] = []
-    known = {"sub", "adr", "pn", "pv", "md", "pf", "pr", "lb", "iat", "exp", "seq", "ds"}
-    for key in claims:
-        if key not in known:
-            errors.append(FieldError(f"/{key}", f"unknown claim {key!r}"))
-
-    instance = claims.get("sub")
-    if not isinstance(instance, str) or not 1 <= len(instance) <= MAX_INSTANCE_ID:
-        errors.append(FieldError("/sub", f"{instance!r} is not an instance id (1-128 chars)"))
-
-    addresses: list[IPAddress] = []
-    raw_addresses = claims.get("adr")
-    if not isinstance(raw_addresses, list) or not 1 <= len(raw_addresses) <= MAX_ADDRESSES:
-        errors.append(FieldError("/adr", f"{raw_addresses!r} is not a list of 1-8 addresses"))
-    else:
-        for index, raw in enumerate(raw_addresses):
-            try:
-                addresses.append(ip_address(raw if isinstance(raw, str) else "bad"))
-            except ValueError:
-                errors.append(FieldError(f"/adr/{index}", f"{raw!r} is not an IP address"))
-
-    persona = claims.get("pn")
-    if problem := check_persona_name(persona):
-        errors.append(FieldError("/pn", problem))
-    version = _int(claims.get("pv"), 0, MAX_SEQ)
-    if version is None:
-        errors.append(FieldError("/pv", f"{claims.get('pv')!r} is not a persona version"))
-
-    mode: CommunicationMode | None = None
-    try:
-        mode = CommunicationMode(str(claims.get("md")))
-    except ValueError:
-        errors.append(FieldError("/md", f"{claims.get('md')!r} is not a communication_mode"))
-    profile: SecurityProfile | None = None
-    try:
-        profile = SecurityProfile(str(claims.get("pf")))
-    except ValueError:
-        errors.append(FieldError("/pf", f"{claims.get('pf')!r} is not a security_profile"))
-
-    priority = _int(claims.get("pr"), 0, 7)
-    if priority is None:
-        errors.append(FieldError("/pr", f"{claims.get('pr')!r} is not a priority 0..7"))
-    dscp = claims.get("ds")
-    if dscp is not None and _int(dscp, 0, 63) is None:
-        errors.append(FieldError("/ds", f"{dscp!r} is not a DSCP 0..63"))
-
-    labels: list[tuple[str, str]] = []
-    raw_labels = claims.get("lb", {})
-    if not isinstance(raw_labels, Mapping) or len(raw_labels) > MAX_LABELS:
-        errors.append(FieldError("/lb", f"{raw_labels!r} is not a mapping of at most 16 labels"))
-    else:
-        for key, value in raw_labels.items():
-            if problem := check_label_key(key) or check_label_value(value):
-                errors.append(FieldError(f"/lb/{key}", problem))
-            else:
-                labels.append((key, value))
-
-    issued_at = _int(claims.get("iat"), 0, MAX_SEQ)
-    expires_at = _int(claims.get("exp"), 0, MAX_SEQ)
-    if issued_at is None:
-        errors.append(FieldError("/iat", f"{claims.get('iat')!r} is not a time in seconds"))
-    if expires_at is None or (issued_at is not None and expires_at <= issued_at):
-        errors.append(FieldError("/exp", f"{claims.get('exp')!r} is not a time after iat"))
-    seq = _int(claims.get("seq"), 0, MAX_SEQ)
-    if seq is None:
-        errors.append(FieldError("/seq", f"{claims.get('seq')!r} is not a sequence 0..2^63-1"))
-
-    if (
-        errors
-        or not isinstance(instance, str)
-        or not isinstance(persona, str)
-        or version is None
-        or mode is None
-        or profile is None
-        or priority is None
-        or issued_at is None
-        or expires_at is None
-        or seq is None
-    ):
-        return errors
-    return PersonaCertificate(
-        instance=instance,
-        addresses=tuple(addresses),
-        persona=persona,
-        persona_version=version,
-        mode=mode,
-        profile=profile,
-        priority=priority,
-        labels=tuple(sorted(labels)),
-        issued_at=issued_at,
-        expires_at=expires_at,
-        seq=seq,
-        key_id=key_id,
-        dscp=dscp if isinstance(dscp, int) else None,
-    )
+    reader = Reader()
+    reader.mapping(claims, "", "a claims set", _CLAIMS)
+    times = integer(0, MAX_SEQ)
+    addresses: tuple[IPAddress, ...] = ()
+    if reader.value(claims, "adr", "", _addresses, "a list of 1-8 addresses") is not None:
+        addresses = reader.items(claims, "adr", "", _address, "an IP address")
+    fields: dict[str, Any] = {
+        "instance": reader.value(claims, "sub", "", _instance, "an instance id (1-128 chars)"),
+        "addresses": addresses,
+        "persona": reader.value(claims, "pn", "", _persona, "a persona name"),
+        "persona_version": reader.value(claims, "pv", "", times, "a persona version"),
+        "mode": reader.value(claims, "md", "", CommunicationMode, "a communication_mode"),
+        "profile": reader.value(claims, "pf", "", SecurityProfile, "a security_profile"),
+        "priority": reader.value(claims, "pr", "", integer(0, 7), "a priority 0..7"),
+        "dscp": reader.optional(claims, "ds", "", integer(0, 63), "a DSCP 0..63"),
+        "labels": reader.labels(claims, "lb", "", MAX_LABELS),
+        "issued_at": reader.value(claims, "iat", "", times, "a time in seconds"),
+        "expires_at": reader.value(claims, "exp", "", times, "a time in seconds"),
+        "seq": reader.value(claims, "seq", "", times, "a sequence 0..2^63-1"),
+    }
+    issued_at, expires_at = fields["issued_at"], fields["expires_at"]
+    if issued_at is not None and expires_at is not None and expires_at <= issued_at:
+        reader.fail("/exp", f"{expires_at!r} is not a time after iat")
+    if reader.errors:
+        return reader.errors
+    # Every claim read without a problem: each field holds a value of its type.
+    return PersonaCertificate(key_id=key_id, **fields)

@@ -21,9 +21,7 @@ from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.policy import (
     Change,
     ContextChanged,
-    InstanceFacts,
     LabelsChanged,
-    PersonaSource,
     Policy,
     PolicyChanged,
     PolicyEngine,
@@ -33,6 +31,7 @@ from netpersona.policy import (
     run_policy_tests,
     what_if,
 )
+from netpersona.records import Instance, PersonaVersion
 
 __all__ = ["load_personas", "register"]
 
@@ -66,7 +65,7 @@ def _with_source(path: Path, exc: InvalidDocument) -> InvalidDocument:
     return InvalidDocument(exc.errors, str(path))
 
 
-def load_personas(directory: Path) -> dict[str, PersonaSource]:
+def load_personas(directory: Path) -> dict[str, PersonaVersion]:
     """Every persona file directly in ``directory`` (version 1 each: files have no history)."""
     if not directory.is_dir():
         raise UsageError(f"--personas {directory}: not a directory")
@@ -78,18 +77,18 @@ def load_personas(directory: Path) -> dict[str, PersonaSource]:
         body = document.get("network_persona") if isinstance(document, Mapping) else None
         if not isinstance(body, Mapping):
             raise InvalidDocument([FieldError("/network_persona", "is required")], str(path))
-        personas[path.stem] = PersonaSource(path.stem, 1, dict(body))
+        personas[path.stem] = PersonaVersion.of(path.stem, 1, body)
     return personas
 
 
-def _policy(path: Path, personas: Mapping[str, PersonaSource]) -> Policy:
+def _policy(path: Path, personas: Mapping[str, PersonaVersion]) -> Policy:
     try:
         return parse_policy(_load(path), personas)
     except InvalidDocument as exc:
         raise _with_source(path, exc) from None
 
 
-def _inventory(path: Path) -> tuple[InstanceFacts, ...]:
+def _inventory(path: Path) -> tuple[Instance, ...]:
     try:
         return parse_inventory(_load(path))
     except InvalidDocument as exc:

@@ -9,14 +9,15 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from netpersona.compiler.plan import PeerSets
-from netpersona.facts import HostFacts, PeerInfo
+from netpersona.facts import HostFacts
 from netpersona.model.dscp import PEER_DSCP_CODES, PRIORITY_DSCP
 from netpersona.model.persona import LabelSelector, Persona, PersonaSelector
+from netpersona.records import Peer
 
 __all__ = ["peer_dscp", "resolve_peer_sets", "selects"]
 
 
-def selects(persona: Persona, peer: PeerInfo) -> bool:
+def selects(persona: Persona, peer: Peer) -> bool:
     """Whether a persona/labels selector of ``persona`` picks ``peer`` (cidr ones are static)."""
     for selector in persona.peers:
         if isinstance(selector, PersonaSelector) and peer.persona == selector.persona:
@@ -26,7 +27,7 @@ def selects(persona: Persona, peer: PeerInfo) -> bool:
     return False
 
 
-def peer_dscp(peer: PeerInfo) -> int:
+def peer_dscp(peer: Peer) -> int:
     if peer.dscp is not None and peer.dscp in PEER_DSCP_CODES:
         return peer.dscp
     return PRIORITY_DSCP[peer.priority]

@@ -35,7 +35,6 @@ from ipaddress import IPv4Address, IPv6Address
 
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.certs.verify import Accepted, Rejected, Verdict, Verifier
-from netpersona.facts import PeerInfo
 from netpersona.gossip.config import IP_UDP_OVERHEAD, GossipConfig
 from netpersona.gossip.limits import SourceLimiter, TokenBucket, splitmix64
 from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
@@ -58,6 +57,7 @@ from netpersona.gossip.wire import (
     encode,
     instance_key,
 )
+from netpersona.records import Peer
 
 __all__ = ["Datagram", "GossipNode", "Step"]
 
@@ -223,10 +223,10 @@ class GossipNode:
     def own(self) -> Held | None:
         return self.store.get(self._own_key) if self._own_key is not None else None
 
-    def peer_view(self, now: float) -> tuple[PeerInfo, ...]:
+    def peer_view(self, now: float) -> tuple[Peer, ...]:
         """Every other VM with a current certificate: what resolves ``peers`` and DSCP."""
         view = [
-            held.certificate.peer_info()
+            held.certificate.peer()
             for held in self.store
             if held.key != self._own_key and not held.certificate.expired(now)
         ]

@@ -29,7 +29,7 @@ from netpersona.policy.expectations import (
     run_policy_tests,
 )
 from netpersona.policy.explain import Explanation, Step, StepOutcome
-from netpersona.policy.facts import InstanceFacts, InterfaceFacts, PersonaSource, parse_inventory
+from netpersona.policy.inventory import parse_inventory
 from netpersona.policy.whatif import DecisionChange, what_if
 
 __all__ = [
@@ -41,15 +41,12 @@ __all__ = [
     "DecisionSource",
     "EffectivePersona",
     "Explanation",
-    "InstanceFacts",
     "InstanceRemoved",
     "InstanceUpserted",
-    "InterfaceFacts",
     "LabelsChanged",
     "Match",
     "Overlay",
     "PersonaChanged",
-    "PersonaSource",
     "PinChanged",
     "Policy",
     "PolicyChanged",

@@ -23,9 +23,9 @@ from typing import Any
 
 from netpersona.policy.conditions import Condition
 from netpersona.policy.document import Match, Policy
-from netpersona.policy.facts import InstanceFacts
 from netpersona.policy.matching import Subject
 from netpersona.policy.selectors import Requirement
+from netpersona.records import Instance
 
 __all__ = ["CompiledMatch", "CompiledPolicy", "Signature"]
 
@@ -215,7 +215,7 @@ class CompiledPolicy:
         found.sort()
         return found
 
-    def _membership(self, instance: InstanceFacts) -> frozenset[Network]:
+    def _membership(self, instance: Instance) -> frozenset[Network]:
         found: set[Network] = set()
         for text in instance.addresses:
             self._member(text.split("/")[0], found)
@@ -243,7 +243,7 @@ class CompiledPolicy:
                 if net is not None:
                     found.add(net)
 
-    def signature(self, instance: InstanceFacts) -> Signature:
+    def signature(self, instance: Instance) -> Signature:
         if self.whole_labels:
             labels: tuple[Any, ...] = instance.labels
         else:
@@ -264,7 +264,7 @@ class CompiledPolicy:
             instance.pin,
         )
 
-    def _may_need_subnets(self, instance: InstanceFacts) -> bool:
+    def _may_need_subnets(self, instance: Instance) -> bool:
         if self.subnets_always:
             return True
         anchor = self.subnet_anchor

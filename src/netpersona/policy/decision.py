@@ -1,13 +1,13 @@
-"""What the engine decides for an instance: the persona, why, and the effective document."""
+"""What the engine decides for an instance: the persona, why, and the effective document
+(an :class:`~netpersona.records.EffectivePersona`, the record the service serves)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from netpersona.model import Persona
+from netpersona.records import EffectivePersona
 
 __all__ = ["Decision", "DecisionSource", "EffectivePersona"]
 
@@ -17,31 +17,6 @@ class DecisionSource(StrEnum):
     DEFAULT = "default"  # no rule matched: the policy's default persona
     PIN = "pin"  # pinned by hand: rules not consulted, enforce overlays still apply
     NONE = "none"  # no rule, no default, no pin: the instance has no persona
-
-
-@dataclass(frozen=True, slots=True)
-class EffectivePersona:
-    """The assigned persona after overlays, validated; equal digests mean equal documents.
-
-    ``name`` and ``version`` are those of the persona the document derives from: the assigned
-    one, or the last persona an ``override`` overlay replaced it with (e.g. quarantine).
-    """
-
-    name: str
-    version: int
-    overlays: tuple[str, ...]
-    digest: str
-    document: Mapping[str, Any] = field(compare=False, repr=False)
-    persona: Persona = field(compare=False, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "overlays": list(self.overlays),
-            "digest": self.digest,
-            "network_persona": dict(self.document),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,21 +19,18 @@ what each change can affect:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from netpersona.errors import InvalidDocument, NotFound
-from netpersona.model import parse_persona
 from netpersona.policy.compiled import CompiledPolicy, Signature
 from netpersona.policy.decision import Decision, DecisionSource, EffectivePersona
 from netpersona.policy.document import Match, Overlay, Policy, Rule
 from netpersona.policy.explain import Explanation, explain_decision
-from netpersona.policy.facts import InstanceFacts, PersonaSource
 from netpersona.policy.matching import context_failure
 from netpersona.policy.overlays import apply_overlay
+from netpersona.records import Instance, PersonaVersion
 
 __all__ = [
     "Change",
@@ -53,7 +50,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InstanceUpserted:
-    instance: InstanceFacts
+    instance: Instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +79,7 @@ class ContextChanged:
 @dataclass(frozen=True, slots=True)
 class PersonaChanged:
     name: str
-    source: PersonaSource | None  # None: deleted
+    version: PersonaVersion | None  # None: deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +98,6 @@ Change = (
 )
 
 
-def _digest(document: Mapping[str, Any]) -> str:
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 @dataclass(slots=True)
 class _Outcome:
     decision: Decision
@@ -122,13 +114,13 @@ class PolicyEngine:
     def __init__(
         self,
         policy: Policy,
-        personas: Mapping[str, PersonaSource],
+        personas: Mapping[str, PersonaVersion],
         context: Mapping[str, str] | None = None,
-        instances: Iterable[InstanceFacts] = (),
+        instances: Iterable[Instance] = (),
     ) -> None:
-        self._personas: dict[str, PersonaSource] = dict(personas)
+        self._personas: dict[str, PersonaVersion] = dict(personas)
         self._context: dict[str, str] = dict(context or {})
-        self._instances: dict[str, InstanceFacts] = {i.id: i for i in instances}
+        self._instances: dict[str, Instance] = {i.id: i for i in instances}
         self._effective: dict[
             tuple[str, int, tuple[int, ...]], tuple[EffectivePersona | None, tuple[str, ...]]
         ] = {}
@@ -149,7 +141,7 @@ class PolicyEngine:
         return self._decisions
 
     @property
-    def instances(self) -> Mapping[str, InstanceFacts]:
+    def instances(self) -> Mapping[str, Instance]:
         return self._instances
 
     @property
@@ -157,7 +149,7 @@ class PolicyEngine:
         return self._context
 
     @property
-    def personas(self) -> Mapping[str, PersonaSource]:
+    def personas(self) -> Mapping[str, PersonaVersion]:
         return self._personas
 
     @property
@@ -168,13 +160,13 @@ class PolicyEngine:
     def decision(self, instance_id: str) -> Decision:
         return self._decisions[instance_id]
 
-    def evaluate(self, instance: InstanceFacts) -> Decision:
+    def evaluate(self, instance: Instance) -> Decision:
         """The decision ``instance`` would get now; changes nothing."""
         signature = self._signature(instance)
         known = self._outcomes.get(signature)
         return known.decision if known else self._decide(signature).decision
 
-    def explain(self, instance: str | InstanceFacts) -> Explanation:
+    def explain(self, instance: str | Instance) -> Explanation:
         """Why an instance (by id, or facts not in the fleet) has the decision it has."""
         facts = self._instances[instance] if isinstance(instance, str) else instance
         decision = self._decisions[facts.id] if isinstance(instance, str) else self.evaluate(facts)
@@ -230,7 +222,7 @@ class PolicyEngine:
         elif isinstance(change, ContextChanged):
             self._set_context(change.key, change.value)
         elif isinstance(change, PersonaChanged):
-            self._set_persona(change.name, change.source)
+            self._set_persona(change.name, change.version)
         else:
             for instance_id in self._decisions:
                 self._remember(instance_id)
@@ -239,7 +231,7 @@ class PolicyEngine:
             self._made.clear()
             self._decide_all()
 
-    def _place(self, instance: InstanceFacts) -> None:
+    def _place(self, instance: Instance) -> None:
         self._remember(instance.id)
         old = self._signature_of.get(instance.id)
         self._instances[instance.id] = instance
@@ -275,11 +267,11 @@ class PolicyEngine:
             self._overlay_ok[index] = self._context_ok(self.policy.overlays[index].match)
         self._redecide(set(self._by_context.get(key, ())))
 
-    def _set_persona(self, name: str, source: PersonaSource | None) -> None:
-        if source is None:
+    def _set_persona(self, name: str, version: PersonaVersion | None) -> None:
+        if version is None:
             self._personas.pop(name, None)
         else:
-            self._personas[name] = source
+            self._personas[name] = version
         self._effective.clear()  # small, and a persona may be an overlay's replacement too
         self._made.clear()
         self._redecide(set(self._by_persona.get(name, ())))
@@ -307,7 +299,7 @@ class PolicyEngine:
 
     # --- signatures -----------------------------------------------------------------------
 
-    def _signature(self, instance: InstanceFacts) -> Signature:
+    def _signature(self, instance: Instance) -> Signature:
         return self._compiled.signature(instance)
 
     def _join(self, instance_id: str, signature: Signature) -> None:
@@ -470,43 +462,34 @@ class PolicyEngine:
         return cached
 
     def _build_effective(
-        self, source: PersonaSource, overlays: list[Overlay]
+        self, source: PersonaVersion, overlays: list[Overlay]
     ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
-        body: dict[str, Any] = dict(source.body)
+        if source.problems is not None:
+            return None, (f"persona {source.name} v{source.version} is invalid: {source.problems}",)
+        effective = source.effective()
         problems: list[str] = []
-        try:
-            persona = parse_persona(body)
-        except InvalidDocument as exc:
-            return None, (f"persona {source.name} v{source.version} is invalid: {exc}",)
-        names: list[str] = []
-        current = source
         for overlay in overlays:
-            replacement, other = None, None
+            current: PersonaVersion | None = None
             if overlay.changes.persona is not None:
-                other = self._personas.get(overlay.changes.persona)
-                if other is None:
+                current = self._personas.get(overlay.changes.persona)
+                if current is None:
                     problems.append(
                         f"overlay {overlay.name} skipped: persona "
                         f"{overlay.changes.persona} does not exist"
                     )
                     continue
-                replacement = other.body
-            candidate = apply_overlay(body, overlay, replacement)
+            body = apply_overlay(
+                effective.document, overlay, None if current is None else current.body
+            )
+            name, version = (
+                (effective.name, effective.version)
+                if current is None
+                else (current.name, current.version)
+            )
             try:
-                persona = parse_persona(candidate)
+                effective = EffectivePersona.of(
+                    name, version, (*effective.overlays, overlay.name), body
+                )
             except InvalidDocument as exc:
                 problems.append(f"overlay {overlay.name} skipped: the result is invalid: {exc}")
-                continue
-            body = candidate
-            names.append(overlay.name)
-            if replacement is not None and other is not None:
-                current = other
-        effective = EffectivePersona(
-            name=current.name,
-            version=current.version,
-            overlays=tuple(names),
-            digest=_digest(body),
-            document=body,
-            persona=persona,
-        )
         return effective, tuple(problems)

@@ -25,7 +25,8 @@ from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.quote import quote
 from netpersona.policy.document import Policy
 from netpersona.policy.engine import PolicyEngine
-from netpersona.policy.facts import InstanceFacts, PersonaSource, parse_inventory
+from netpersona.policy.inventory import parse_inventory
+from netpersona.records import Instance, PersonaVersion
 
 __all__ = [
     "PolicyTest",
@@ -42,7 +43,7 @@ EXPECT_KEYS = ("persona", "rule", "overlays", "effective", "source")
 class PolicyTest:
     name: str
     pointer: str
-    instance: InstanceFacts
+    instance: Instance
     context: Mapping[str, str] = field(compare=False)
     expect: Mapping[str, Any] = field(compare=False)
 
@@ -64,7 +65,7 @@ def _strings(value: object) -> bool:
 
 
 def parse_policy_tests(
-    document: object, inventory: Mapping[str, InstanceFacts]
+    document: object, inventory: Mapping[str, Instance]
 ) -> tuple[PolicyTest, ...]:
     errors: list[FieldError] = []
     if not isinstance(document, Mapping) or not isinstance(document.get("tests"), list):
@@ -84,7 +85,7 @@ def parse_policy_tests(
                 errors.append(FieldError(f"{at}/{key}", f"unknown key {quote(key)}"))
         name = raw.get("name", f"test {index}")
         target = raw.get("instance")
-        instance: InstanceFacts | None = None
+        instance: Instance | None = None
         if isinstance(target, str):
             instance = inventory.get(target)
             if instance is None:
@@ -158,7 +159,7 @@ def _check(test: PolicyTest, engine: PolicyEngine) -> tuple[FieldError, ...]:
 
 
 def run_policy_tests(
-    policy: Policy, personas: Mapping[str, PersonaSource], tests: tuple[PolicyTest, ...]
+    policy: Policy, personas: Mapping[str, PersonaVersion], tests: tuple[PolicyTest, ...]
 ) -> list[PolicyTestResult]:
     engines: dict[tuple[tuple[str, str], ...], PolicyEngine] = {}
     results = []

@@ -14,8 +14,8 @@ from typing import Any
 
 from netpersona.policy.decision import Decision, DecisionSource
 from netpersona.policy.document import Match, Policy
-from netpersona.policy.facts import InstanceFacts
 from netpersona.policy.matching import Subject, context_failure, instance_failure
+from netpersona.records import Instance
 
 __all__ = ["Explanation", "Step", "StepOutcome", "explain_decision", "subject_of"]
 
@@ -95,7 +95,7 @@ class Explanation:
         }
 
 
-def subject_of(instance: InstanceFacts) -> Subject:
+def subject_of(instance: Instance) -> Subject:
     return Subject(
         dict(instance.labels),
         instance.name,
@@ -116,7 +116,7 @@ def _why_not(
 
 
 def explain_decision(
-    instance: InstanceFacts,
+    instance: Instance,
     decision: Decision,
     policy: Policy,
     context: Mapping[str, str],

@@ -43,8 +43,8 @@ from netpersona.policy import (
     parse_policy,
     what_if,
 )
+from netpersona.service.assignment import check_policy, split_policy_document
 from netpersona.service.context import ServiceContext, service
-from netpersona.service.policy import check_policy, split_policy_document
 from netpersona.service.schemas import (
     DiffBody,
     InstanceBody,
@@ -55,7 +55,6 @@ from netpersona.service.schemas import (
     ValueBody,
     check_instance_id,
     check_labels,
-    instance_spec,
 )
 from netpersona.service.views import ViewKind
 from netpersona.store.base import (
@@ -172,9 +171,9 @@ async def list_instances(
 @router.post("/instances", status_code=201)
 async def create_instance(ctx: Ctx, token: Operator, body: NewInstanceBody) -> JSONResponse:
     check_instance_id(body.id)
-    spec = instance_spec(body)
+    spec = body.instance(body.id)
     made = await _write(
-        ctx, token, "instance", lambda: ctx.store.create_instance(body.id, spec, _actor(token))
+        ctx, token, "instance", lambda: ctx.store.create_instance(spec, _actor(token))
     )
     return _json(made.to_json(), f'"r{made.revision}"', 201)
 
@@ -189,13 +188,13 @@ async def get_instance(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
 async def replace_instance(
     ctx: Ctx, token: Operator, instance_id: str, body: InstanceBody, if_match: IfMatch = None
 ) -> JSONResponse:
-    spec = instance_spec(body)
+    spec = body.instance(instance_id)
     expect = _expect(if_match, "r")
     done = await _write(
         ctx,
         token,
         "instance",
-        lambda: ctx.store.replace_instance(instance_id, spec, _actor(token), expect),
+        lambda: ctx.store.replace_instance(spec, _actor(token), expect),
     )
     return _json(done.to_json(), f'"r{done.revision}"')
 

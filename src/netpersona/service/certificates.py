@@ -29,8 +29,9 @@ import structlog
 from netpersona.certs import PersonaCertificate, certificate_claims, issue_certificate
 from netpersona.certs.keys import SigningKey
 from netpersona.errors import InvalidDocument
+from netpersona.records import EffectivePersona
 from netpersona.service.keyring import KeySource
-from netpersona.service.views import NO_CERTIFICATE, EffectiveVersion, FleetView, View
+from netpersona.service.views import NO_CERTIFICATE, FleetView, View
 from netpersona.store.base import Instance, IssuedCertificate, Store
 
 __all__ = ["DEFAULT_LIFETIME", "NO_CERTIFICATE", "CertificateAuthority"]
@@ -45,7 +46,7 @@ _TIMES = ("iat", "exp", "seq")
 @dataclass(frozen=True, slots=True)
 class _Summary:
     instance: Instance
-    version: EffectiveVersion
+    version: EffectivePersona
     kid: str
     cert: PersonaCertificate | None  # None: nothing to certify (no valid persona)
     text: str
@@ -75,10 +76,10 @@ class CertificateAuthority:
         # hand out the same objects for what did not change), the signing key it used, and
         # the earliest time a served certificate falls due: a write or a renewal tick looks
         # only at the instances that changed, unless a key change or the time needs them all.
-        self._basis: dict[str, tuple[Instance, EffectiveVersion | None]] = {}
+        self._basis: dict[str, tuple[Instance, EffectivePersona | None]] = {}
         self._kid: str | None = None
         self._next_due = 0.0
-        self._maps: tuple[Mapping[str, Instance], Mapping[str, EffectiveVersion]] | None = None
+        self._maps: tuple[Mapping[str, Instance], Mapping[str, EffectivePersona]] | None = None
 
     @staticmethod
     def due_at(issued: IssuedCertificate) -> float:
@@ -91,10 +92,10 @@ class CertificateAuthority:
         return issued.expires_at - lifetime * fraction
 
     def _summary(self, view: FleetView, instance: Instance, signer: SigningKey) -> _Summary | None:
-        held = view.persona_of(instance.id)
-        if held is None:
+        version = view.persona_of(instance.id)
+        if version is None:
             return None
-        version, persona = held
+        persona = version.persona
         cached = self._summaries.get(instance.id)
         if (
             cached is not None

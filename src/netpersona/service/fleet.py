@@ -3,7 +3,7 @@
 Every write goes through :meth:`Fleet.write`: the store call and a fresh read of the fleet run
 in a worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new
 view is published on the event loop, which wakes the affected watchers. Building the view
-runs the resolver (the policy engine, :mod:`netpersona.service.policy`) under one lock, so the
+runs the resolver (the policy engine, :mod:`netpersona.service.assignment`) under one lock, so the
 engine sees every write's result in order; :meth:`Fleet.with_engine` hands it out under that
 lock for explain and what-if. Writes whose checks read the stored policy (a policy save, a
 context value, deleting a persona) run check and write under :attr:`Fleet.policy_lock`
@@ -26,12 +26,11 @@ from typing import TypeVar
 import anyio.to_thread
 
 from netpersona.errors import NotFound, UsageError
-from netpersona.model import Persona
 from netpersona.policy import Policy, PolicyEngine
+from netpersona.service.assignment import PolicyPersonas, policy_of
 from netpersona.service.certificates import CertificateAuthority
 from netpersona.service.notifier import ChangeNotifier
-from netpersona.service.policy import PolicyPersonas, policy_of
-from netpersona.service.views import EffectiveVersion, FleetView, PersonaResolver, WatchKey
+from netpersona.service.views import FleetView, PersonaResolver, WatchKey
 from netpersona.store.base import PolicyVersion, Store
 
 __all__ = ["Fleet"]
@@ -50,7 +49,6 @@ class Fleet:
         self.store = store
         self.resolver: PersonaResolver = resolver or PolicyPersonas()
         self.authority = authority
-        self._parsed: dict[EffectiveVersion, Persona | None] = {}
         self._build_lock = threading.Lock()
         self.policy_lock = threading.Lock()
         self._policy_cache: tuple[int | None, Policy] | None = None
@@ -86,8 +84,8 @@ class Fleet:
         return view, changed
 
     def _build(self) -> FleetView:
-        with self._build_lock:  # builds from two writer threads share the parse cache
-            built = FleetView.build(self.store.fleet(), self.resolver, self._parsed)
+        with self._build_lock:  # builds from two writer threads feed one resolver in order
+            built = FleetView.build(self.store.fleet(), self.resolver)
             return self._stamp(built, issue=False)[0]
 
     def _renew(self) -> FleetView | None:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.parse import escape_pointer
-from netpersona.store.base import InstanceSpec, Interface, Role, Tier
+from netpersona.records import Instance, Interface, Tier
+from netpersona.store.base import Role
 
 __all__ = [
     "DiffBody",
@@ -28,7 +29,6 @@ __all__ = [
     "ValueBody",
     "check_instance_id",
     "check_labels",
-    "instance_spec",
 ]
 
 MAX_CONTEXT_VALUE = 1024
@@ -43,12 +43,65 @@ class InterfaceBody(_Body):
     addresses: list[str] = Field(default_factory=list, max_length=64)
     tier: Tier | None = None
 
+    def interface(self, at: str, errors: list[FieldError]) -> Interface:
+        addresses = []
+        for index, text in enumerate(self.addresses):
+            try:
+                addresses.append(str(ip_interface(text)))
+            except ValueError:
+                errors.append(
+                    FieldError(
+                        f"{at}/addresses/{index}",
+                        f"{text!r} is not an interface address (expected e.g. 10.0.0.5/24)",
+                    )
+                )
+        return Interface(self.name, tuple(addresses), self.tier)
+
+
+def _addresses(texts: list[str], errors: list[FieldError]) -> tuple[str, ...]:
+    addresses: list[str] = []
+    for index, text in enumerate(texts):
+        try:
+            address = str(ip_address(text))
+        except ValueError:
+            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is not an IP address"))
+            continue
+        if address in addresses:
+            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is listed twice"))
+        addresses.append(address)
+    return tuple(addresses)
+
 
 class InstanceBody(_Body):
     name: str = Field(default="", max_length=253)
     addresses: list[str] = Field(min_length=1, max_length=64)
     interfaces: list[InterfaceBody] = Field(default_factory=list, max_length=32)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    def instance(self, instance_id: str) -> Instance:
+        """The instance record this body describes (the store adds pin, revision and times);
+        :class:`InvalidDocument` naming every address or label that does not parse."""
+        errors: list[FieldError] = []
+        addresses = _addresses(self.addresses, errors)
+        interfaces = []
+        names: set[str] = set()
+        for index, iface in enumerate(self.interfaces):
+            if iface.name in names:
+                errors.append(
+                    FieldError(f"/interfaces/{index}/name", f"{iface.name!r} is listed twice")
+                )
+            names.add(iface.name)
+            interfaces.append(iface.interface(f"/interfaces/{index}", errors))
+        errors += check_labels(self.labels)
+        if errors:
+            raise InvalidDocument(errors)
+        return Instance(
+            id=instance_id,
+            name=self.name,
+            addresses=addresses,
+            interfaces=tuple(interfaces),
+            labels=tuple(sorted(self.labels.items())),
+        )
 
 
 class NewInstanceBody(InstanceBody):
@@ -106,46 +159,3 @@ def check_labels(labels: Mapping[str, str | None], at: str = "/labels") -> list[
         if problem:
             errors.append(FieldError(f"{at}/{escape_pointer(key)}", problem))
     return errors
-
-
-def instance_spec(body: InstanceBody) -> InstanceSpec:
-    errors: list[FieldError] = []
-    addresses: list[str] = []
-    for index, text in enumerate(body.addresses):
-        try:
-            address = str(ip_address(text))
-        except ValueError:
-            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is not an IP address"))
-            continue
-        if address in addresses:
-            errors.append(FieldError(f"/addresses/{index}", f"{text!r} is listed twice"))
-        addresses.append(address)
-    interfaces = []
-    names: set[str] = set()
-    for index, iface in enumerate(body.interfaces):
-        if iface.name in names:
-            errors.append(
-                FieldError(f"/interfaces/{index}/name", f"{iface.name!r} is listed twice")
-            )
-        names.add(iface.name)
-        iface_addresses = []
-        for a_index, text in enumerate(iface.addresses):
-            try:
-                iface_addresses.append(str(ip_interface(text)))
-            except ValueError:
-                errors.append(
-                    FieldError(
-                        f"/interfaces/{index}/addresses/{a_index}",
-                        f"{text!r} is not an interface address (expected e.g. 10.0.0.5/24)",
-                    )
-                )
-        interfaces.append(Interface(iface.name, tuple(iface_addresses), iface.tier))
-    errors += check_labels(body.labels)
-    if errors:
-        raise InvalidDocument(errors)
-    return InstanceSpec(
-        name=body.name,
-        addresses=tuple(addresses),
-        interfaces=tuple(interfaces),
-        labels=tuple(sorted(body.labels.items())),
-    )

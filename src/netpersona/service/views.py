@@ -2,7 +2,7 @@
 
 A :class:`FleetView` is an immutable snapshot: every instance, the *effective* persona of each
 (what a :class:`PersonaResolver` decides: the policy engine's decision, see
-:mod:`netpersona.service.policy`), and the three per-VM views the VM-facing API serves
+:mod:`netpersona.service.assignment`), and the three per-VM views the VM-facing API serves
 (``instance``, ``persona``, ``peers``), each as JSON bytes with an ETag derived from those
 bytes. Because the ETag is a hash of the content, it survives a restart of the service, which
 is what lets an agent resume a watch.
@@ -21,21 +21,11 @@ from enum import StrEnum
 from ipaddress import ip_address
 from typing import Any, Protocol
 
-import structlog
-
-from netpersona.errors import InvalidDocument
-from netpersona.model import (
-    CidrSelector,
-    LabelSelector,
-    PeerSelector,
-    Persona,
-    PersonaSelector,
-    parse_persona,
-)
-from netpersona.store.base import FleetData, Instance, PersonaVersion
+from netpersona.model import CidrSelector, LabelSelector, PeerSelector, PersonaSelector
+from netpersona.records import EffectivePersona, Instance, Peer, unassigned_json
+from netpersona.store.base import FleetData
 
 __all__ = [
-    "EffectiveVersion",
     "FleetView",
     "PersonaResolver",
     "PinnedPersonas",
@@ -47,8 +37,6 @@ __all__ = [
     "NO_KEYS",
     "normalize_etag",
 ]
-
-log = structlog.get_logger("netpersona.service")
 
 
 class ViewKind(StrEnum):
@@ -84,121 +72,78 @@ def normalize_etag(value: str) -> str:
     return '"' + value.strip('"') + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class EffectiveVersion:
-    """The persona an instance is served: the document after overlays, the name and version of
-    the stored persona it derives from, and the overlays applied (in order).
-
-    Two instances hold the same effective persona when name, version, overlays and digest (a
-    hash of the canonical document) are equal; ``body`` and ``persona`` are not compared.
-    """
-
-    name: str
-    version: int
-    digest: str
-    overlays: tuple[str, ...] = ()
-    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    # The parsed document when the resolver already has it (saves parsing it again).
-    persona: Persona | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def stored(cls, version: PersonaVersion) -> EffectiveVersion:
-        """A stored persona version served as it is (no overlays)."""
-        digest = hashlib.sha256(version.document.encode()).hexdigest()
-        return cls(version.name, version.version, digest, (), version.body)
-
-
 class PersonaResolver(Protocol):
     """Decides the effective persona of every instance from the whole fleet.
 
-    The service's resolver is the policy engine (:class:`~netpersona.service.policy.
+    The service's resolver is the policy engine (:class:`~netpersona.service.assignment.
     PolicyPersonas`); it is called after every write, under one lock, with the fleet as the
     write left it, and when its inputs change outside a write the service rebuilds the view
     (``Fleet.refresh``), which wakes exactly the watchers whose view changed.
     """
 
-    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]: ...
+    def resolve(self, data: FleetData) -> Mapping[str, EffectivePersona]: ...
 
 
 class PinnedPersonas:
     """The effective persona is the pinned persona's current version; unpinned = none."""
 
-    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
-        return {
-            i.id: EffectiveVersion.stored(data.personas[i.pin])
-            for i in data.instances
-            if i.pin is not None and i.pin in data.personas
-        }
+    def __init__(self) -> None:
+        # Every fleet read loads the catalogue afresh: a version already served keeps its
+        # parsed document (and one object per persona, as the views expect).
+        self._served: dict[tuple[str, int], EffectivePersona] = {}
 
-
-@dataclass(frozen=True, slots=True)
-class _PeerFacts:
-    """What a peer view shows of an instance; when these change, peer views may change."""
-
-    addresses: tuple[str, ...]
-    labels: tuple[tuple[str, str], ...]
-    persona: str | None
-    priority: int | None
+    def resolve(self, data: FleetData) -> Mapping[str, EffectivePersona]:
+        served: dict[str, EffectivePersona] = {}
+        result = {}
+        for instance in data.instances:
+            pin = instance.pin
+            if pin is None or pin not in data.personas:
+                continue
+            if pin not in served:
+                version = data.personas[pin]
+                held = self._served.get((pin, version.version))
+                served[pin] = held if held is not None else version.effective()
+            result[instance.id] = served[pin]
+        self._served = {(e.name, e.version): e for e in served.values()}
+        return result
 
 
 @dataclass(slots=True)
 class FleetView:
     revision: int
     instances: Mapping[str, Instance]
-    effective: Mapping[str, EffectiveVersion]
-    parsed: Mapping[EffectiveVersion, Persona | None]  # None: the document is invalid
+    effective: Mapping[str, EffectivePersona]
     by_address: Mapping[str, str]
     # Attached by the certificate authority (service.certificates); empty without one.
     certificates: Mapping[str, View] = field(default_factory=dict)
     keys: View | None = None
     generation: int = 0  # the order views were built in (the fleet's build counter)
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
-    _persona_cache: dict[EffectiveVersion | None, View] = field(default_factory=dict)
+    _persona_cache: dict[EffectivePersona | None, View] = field(default_factory=dict)
+    _peers: dict[str, Peer] = field(default_factory=dict)
 
     @classmethod
-    def build(
-        cls,
-        data: FleetData,
-        resolver: PersonaResolver,
-        parsed_cache: dict[EffectiveVersion, Persona | None] | None = None,
-    ) -> FleetView:
-        cache = parsed_cache if parsed_cache is not None else {}
-        effective = dict(resolver.resolve(data))
-        parsed: dict[EffectiveVersion, Persona | None] = {}
-        # The resolver hands out one object per distinct effective persona: dedupe by identity
-        # (cheap) before hashing.
-        for key in {id(v): v for v in effective.values()}.values():
-            if key in parsed:
-                continue
-            if key not in cache:
-                cache[key] = key.persona if key.persona is not None else _parse(key)
-            parsed[key] = cache[key]
-        for stale in set(cache) - set(parsed):
-            del cache[stale]
+    def build(cls, data: FleetData, resolver: PersonaResolver) -> FleetView:
         # Stored addresses are already canonical (the API writes str(ip_address(...))).
         by_address = {a: i.id for i in data.instances for a in i.addresses}
         return cls(
             revision=data.revision,
             instances={i.id: i for i in data.instances},
-            effective=effective,
-            parsed=parsed,
+            effective=dict(resolver.resolve(data)),
             by_address=by_address,
         )
 
     @classmethod
     def empty(cls) -> FleetView:
-        return cls(0, {}, {}, {}, {})
+        return cls(0, {}, {}, {})
 
     def instance_for_address(self, address: str) -> Instance | None:
         """The instance owning ``address`` (canonical form: auth.canonical_address)."""
         instance_id = self.by_address.get(address)
         return None if instance_id is None else self.instances.get(instance_id)
 
-    def persona_of(self, instance_id: str) -> tuple[EffectiveVersion, Persona | None] | None:
-        version = self.effective.get(instance_id)
-        if version is None:
-            return None
-        return version, self.parsed[version]
+    def persona_of(self, instance_id: str) -> EffectivePersona | None:
+        return self.effective.get(instance_id)
 
     def view(self, key: WatchKey) -> View | None:
         """The view ``key`` names, or None when the instance does not exist (any more)."""
@@ -215,30 +160,24 @@ class FleetView:
             if kind is ViewKind.PERSONA:
                 self._cache[key] = self._persona_view(instance_id)
             elif kind is ViewKind.PEERS:
-                self._cache[key] = View.of({"peers": self.peers(instance_id)})
+                peers = [p.to_json() for p in self.peers(instance_id)]
+                self._cache[key] = View.of({"peers": peers})
             else:
                 self._cache[key] = View.of(self._instance_data(instance_id))
         return self._cache[key]
 
     def _persona_view(self, instance_id: str) -> View:
         # Instances holding the same effective persona share one view object (and its bytes).
-        version = self.effective.get(instance_id)
-        if version not in self._persona_cache:
-            self._persona_cache[version] = View.of(
-                {"name": None, "version": None, "overlays": [], "network_persona": None}
-                if version is None
-                else {
-                    "name": version.name,
-                    "version": version.version,
-                    "overlays": list(version.overlays),
-                    "network_persona": version.body,
-                }
+        effective = self.effective.get(instance_id)
+        if effective not in self._persona_cache:
+            self._persona_cache[effective] = View.of(
+                unassigned_json() if effective is None else effective.to_json()
             )
-        return self._persona_cache[version]
+        return self._persona_cache[effective]
 
     def _instance_data(self, instance_id: str) -> dict[str, Any]:
         instance = self.instances[instance_id]
-        version = self.effective.get(instance_id)
+        effective = self.effective.get(instance_id)
         return {
             "id": instance.id,
             "name": instance.name,
@@ -246,29 +185,46 @@ class FleetView:
             "interfaces": [i.to_json() for i in instance.interfaces],
             "labels": instance.label_map,
             "persona": None
-            if version is None
-            else {"name": version.name, "version": version.version},
+            if effective is None
+            else {"name": effective.name, "version": effective.version},
         }
 
-    def _facts(self, instance_id: str) -> _PeerFacts | None:
+    def peer(self, instance_id: str) -> Peer | None:
+        """What another VM's peer view shows of ``instance_id`` (None: no such instance).
+
+        Mode, profile, priority and DSCP come from the parsed persona; a served document that
+        does not validate leaves them unknown (priority 0), as the agent would not apply it.
+        """
+        found = self._peers.get(instance_id)
+        if found is not None:
+            return found
         instance = self.instances.get(instance_id)
         if instance is None:
             return None
-        held = self.persona_of(instance_id)
-        return _PeerFacts(
-            addresses=instance.addresses,
+        effective = self.effective.get(instance_id)
+        persona = None if effective is None else effective.persona
+        found = Peer(
+            instance=instance.id,
+            addresses=tuple(ip_address(a) for a in instance.addresses),
+            persona=None if effective is None else effective.name,
+            persona_version=None if effective is None else effective.version,
+            priority=0 if persona is None else persona.priority,
+            dscp=None if persona is None else persona.qos.dscp,
+            mode=None if persona is None else persona.communication_mode,
+            profile=None if persona is None else persona.security_profile,
             labels=instance.labels,
-            persona=None if held is None else held[0].name,
-            priority=None if held is None or held[1] is None else held[1].priority,
         )
+        self._peers[instance_id] = found
+        return found
 
     def selectors(self, instance_id: str) -> tuple[PeerSelector, ...]:
-        held = self.persona_of(instance_id)
-        return () if held is None or held[1] is None else held[1].peers
+        effective = self.effective.get(instance_id)
+        persona = None if effective is None else effective.persona
+        return () if persona is None else persona.peers
 
-    def peers(self, instance_id: str) -> list[dict[str, Any]]:
+    def peers(self, instance_id: str) -> list[Peer]:
         """Spec section 1 ``peers``: every other instance a selector matches, and only what a
-        peer needs to know of it (addresses, persona name, priority, labels)."""
+        peer needs to know of it (see :class:`~netpersona.records.Peer`)."""
         selectors = self.selectors(instance_id)
         if not selectors:
             return []
@@ -276,52 +232,20 @@ class FleetView:
         for other_id in self.instances:
             if other_id == instance_id:
                 continue
-            facts = self._facts(other_id)
-            assert facts is not None
-            if any(_matches(s, facts) for s in selectors):
-                found.append(
-                    {
-                        "addresses": list(facts.addresses),
-                        "persona": facts.persona,
-                        "priority": facts.priority,
-                        "labels": dict(facts.labels),
-                    }
-                )
-        return sorted(found, key=lambda p: (p["addresses"], p["persona"] or ""))
+            peer = self.peer(other_id)
+            assert peer is not None
+            if any(_matches(s, peer) for s in selectors):
+                found.append(peer)
+        return sorted(found, key=lambda p: ([str(a) for a in p.addresses], p.persona or ""))
 
 
-def _parse(version: EffectiveVersion) -> Persona | None:
-    """The served document as a Persona; None when it does not validate.
-
-    The admin API validates every document, but one written past it, or judged by newer rules,
-    must not take the service down for every VM: it is still served (the agent validates and
-    reports the failure), and only its peers selectors and priority are treated as absent.
-    """
-    try:
-        return parse_persona(version.body)
-    except InvalidDocument as exc:
-        log.warning(
-            "served persona does not validate",
-            persona=version.name,
-            version=version.version,
-            errors=[str(e) for e in exc.errors],
-        )
-        return None
-
-
-def _matches(selector: PeerSelector, facts: _PeerFacts) -> bool:
+def _matches(selector: PeerSelector, peer: Peer) -> bool:
     if isinstance(selector, PersonaSelector):
-        return facts.persona == selector.persona
+        return peer.persona == selector.persona
     if isinstance(selector, LabelSelector):
-        return selector.matches(facts.labels)
+        return selector.matches(peer.labels)
     assert isinstance(selector, CidrSelector)
-    for address in facts.addresses:
-        try:
-            if ip_address(address) in selector.network:
-                return True
-        except (ValueError, TypeError):
-            continue
-    return False
+    return any(address in selector.network for address in peer.addresses)
 
 
 def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -> set[WatchKey]:
@@ -351,9 +275,7 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
         else:
             if changed_facts is None:
                 changed_facts = [
-                    i
-                    for i in set(old.instances) | set(new.instances)
-                    if old._facts(i) != new._facts(i)
+                    i for i in set(old.instances) | set(new.instances) if old.peer(i) != new.peer(i)
                 ]
             candidate = _peers_candidate(old, new, instance_id, changed_facts)
         if not candidate:
@@ -364,7 +286,7 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     return result
 
 
-def _held(view: FleetView, instance_id: str) -> EffectiveVersion | None:
+def _held(view: FleetView, instance_id: str) -> EffectivePersona | None:
     return view.effective.get(instance_id)
 
 
@@ -378,7 +300,7 @@ def _peers_candidate(old: FleetView, new: FleetView, instance_id: str, changed: 
         if other == instance_id:
             continue
         for view in (old, new):
-            facts = view._facts(other)
-            if facts is not None and any(_matches(s, facts) for s in new_selectors):
+            peer = view.peer(other)
+            if peer is not None and any(_matches(s, peer) for s in new_selectors):
                 return True
     return False

@@ -1,9 +1,11 @@
 """What the metadata service keeps, and the :class:`Store` seam it keeps it behind.
 
-The records are frozen values; the :class:`Store` protocol is everything the service asks of a
-backend, so a PostgreSQL store can replace the SQLite one without the API code changing. A
-store checks what only it can check atomically (existence, uniqueness, the revision an
-``If-Match`` names) and records every change in the audit log in the same transaction.
+The records are frozen values (an instance and a persona version are the shared records of
+:mod:`netpersona.records`, re-exported here); the :class:`Store` protocol is everything the
+service asks of a backend, so a PostgreSQL store can replace the SQLite one without the API
+code changing. A store checks what only it can check atomically (existence, uniqueness, the
+revision an ``If-Match`` names) and records every change in the audit log in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
+from netpersona.records import Instance, Interface, PersonaVersion, Tier
+
 __all__ = [
     "ApiToken",
     "AuditEntry",
     "ContextEntry",
     "FleetData",
     "Instance",
-    "InstanceSpec",
     "InstanceStatus",
     "Interface",
     "IssuedCertificate",
@@ -48,92 +51,6 @@ class Role(StrEnum):
 
     def allows(self, needed: Role) -> bool:
         return self.rank >= needed.rank
-
-
-class Tier(StrEnum):
-    """Spec section 6: the uplink an instance's priority routes through."""
-
-    PREMIUM = "premium"
-    STANDARD = "standard"
-
-
-@dataclass(frozen=True, slots=True)
-class Interface:
-    name: str
-    addresses: tuple[str, ...] = ()  # interface addresses with prefix, e.g. 10.0.0.5/24
-    tier: Tier | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "addresses": list(self.addresses),
-            "tier": self.tier.value if self.tier else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
-    """What an operator says about an instance; the store adds revision, pin and times."""
-
-    name: str
-    addresses: tuple[str, ...]  # the source addresses the instance is known by (its identity)
-    interfaces: tuple[Interface, ...] = ()
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    id: str
-    name: str
-    addresses: tuple[str, ...]
-    interfaces: tuple[Interface, ...]
-    labels: tuple[tuple[str, str], ...]  # sorted by key
-    pin: str | None
-    revision: int
-    created_at: float
-    updated_at: float
-
-    @property
-    def label_map(self) -> dict[str, str]:
-        return dict(self.labels)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "addresses": list(self.addresses),
-            "interfaces": [i.to_json() for i in self.interfaces],
-            "labels": self.label_map,
-            "pin": self.pin,
-            "revision": self.revision,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PersonaVersion:
-    name: str
-    version: int
-    document: str  # the inner network_persona mapping as canonical JSON
-    created_at: float
-    created_by: str
-    restored_from: int | None = None
-
-    @property
-    def body(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.document)
-        return loaded
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "network_persona": self.body,
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-            "restored_from": self.restored_from,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,12 +207,18 @@ class Store(Protocol):
     """
 
     # instances
-    def create_instance(self, instance_id: str, spec: InstanceSpec, actor: str) -> Instance: ...
+    def create_instance(self, spec: Instance, actor: str) -> Instance:
+        """Store ``spec`` as the operator described it: the store sets its pin (none),
+        revision and times."""
+        ...
+
     def get_instance(self, instance_id: str) -> Instance: ...
     def list_instances(self, limit: int, cursor: str | None = None) -> Page[Instance]: ...
-    def replace_instance(
-        self, instance_id: str, spec: InstanceSpec, actor: str, expect: int | None = None
-    ) -> Instance: ...
+    def replace_instance(self, spec: Instance, actor: str, expect: int | None = None) -> Instance:
+        """Replace what the operator describes (name, addresses, interfaces, labels) of the
+        instance ``spec.id``; its pin and creation time are kept."""
+        ...
+
     def delete_instance(self, instance_id: str, actor: str, expect: int | None = None) -> None: ...
     def patch_labels(
         self,

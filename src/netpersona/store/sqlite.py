@@ -36,7 +36,6 @@ from netpersona.store.base import (
     ContextEntry,
     FleetData,
     Instance,
-    InstanceSpec,
     InstanceStatus,
     Interface,
     IssuedCertificate,
@@ -236,7 +235,8 @@ class SqliteStore:
             ),
         )
 
-    def create_instance(self, instance_id: str, spec: InstanceSpec, actor: str) -> Instance:
+    def create_instance(self, spec: Instance, actor: str) -> Instance:
+        instance_id = spec.id
         with self._write() as db:
             if db.execute("SELECT 1 FROM instances WHERE id = ?", (instance_id,)).fetchone():
                 raise Conflict(f"instance {instance_id!r} already exists")
@@ -304,9 +304,9 @@ class SqliteStore:
             )
             return after
 
-    def replace_instance(
-        self, instance_id: str, spec: InstanceSpec, actor: str, expect: int | None = None
-    ) -> Instance:
+    def replace_instance(self, spec: Instance, actor: str, expect: int | None = None) -> Instance:
+        instance_id = spec.id
+
         def change(db: sqlite3.Connection, old: Instance) -> Instance:
             if spec.addresses != old.addresses:
                 self._claim_addresses(db, instance_id, spec.addresses)

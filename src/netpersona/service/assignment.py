@@ -1,4 +1,4 @@
-"""The policy engine inside the service: effective personas from the stored policy.
+"""Persona assignment by policy, the service's side: effective personas from the stored policy.
 
 :class:`PolicyPersonas` is the service's :class:`~netpersona.service.views.PersonaResolver`.
 It owns one :class:`~netpersona.policy.PolicyEngine`, built from the first fleet read, and on
@@ -18,9 +18,8 @@ build lock, and :meth:`PolicyPersonas.engine` hands the engine out under the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 
 import structlog
 
@@ -29,12 +28,9 @@ from netpersona.policy import (
     Change,
     ContextChanged,
     Decision,
-    InstanceFacts,
     InstanceRemoved,
     InstanceUpserted,
-    InterfaceFacts,
     PersonaChanged,
-    PersonaSource,
     Policy,
     PolicyChanged,
     PolicyEngine,
@@ -43,16 +39,14 @@ from netpersona.policy import (
     require_passing,
     run_policy_tests,
 )
-from netpersona.service.views import EffectiveVersion
-from netpersona.store.base import FleetData, Instance, PersonaVersion, PolicyVersion
+from netpersona.records import EffectivePersona, Instance, PersonaVersion
+from netpersona.store.base import FleetData, PolicyVersion
 
 __all__ = [
     "EMPTY_POLICY",
     "PolicyPersonas",
     "check_policy",
-    "facts_of",
     "policy_of",
-    "source_of",
     "split_policy_document",
 ]
 
@@ -60,21 +54,6 @@ log = structlog.get_logger("netpersona.service")
 
 EMPTY_POLICY = parse_policy({"rules": []})
 TESTS_KEY = "tests"
-
-
-def facts_of(instance: Instance) -> InstanceFacts:
-    return InstanceFacts(
-        id=instance.id,
-        name=instance.name,
-        addresses=instance.addresses,
-        interfaces=tuple(InterfaceFacts(i.name, i.addresses) for i in instance.interfaces),
-        labels=instance.labels,
-        pin=instance.pin,
-    )
-
-
-def source_of(version: PersonaVersion) -> PersonaSource:
-    return PersonaSource(version.name, version.version, version.body)
 
 
 def split_policy_document(document: object) -> tuple[object, object | None]:
@@ -102,12 +81,10 @@ def check_policy(document: object, data: FleetData) -> Policy:
     policy_document, tests_document = split_policy_document(document)
     policy = parse_policy(policy_document, personas=set(data.personas))
     if tests_document is not None:
-        inventory = {i.id: facts_of(i) for i in data.instances}
+        inventory = {i.id: i for i in data.instances}
         try:
             tests = parse_policy_tests(tests_document, inventory)
-            results = run_policy_tests(
-                policy, {n: source_of(v) for n, v in data.personas.items()}, tests
-            )
+            results = run_policy_tests(policy, data.personas, tests)
             require_passing(results)
         except InvalidDocument as exc:
             raise _prefixed(exc, "/" + TESTS_KEY) from None
@@ -140,8 +117,8 @@ class PolicyPersonas:
         self._order: tuple[Instance, ...] = ()  # the instances of the last read, by id
         self._personas: dict[str, PersonaVersion] = {}
         self._context: dict[str, str] = {}
-        self._result: dict[str, EffectiveVersion] = {}
-        self._served: dict[Decision, EffectiveVersion | None] = {}
+        self._result: dict[str, EffectivePersona] = {}
+        self._served: dict[Decision, EffectivePersona | None] = {}
 
     @property
     def engine(self) -> PolicyEngine:
@@ -153,7 +130,7 @@ class PolicyPersonas:
     def policy(self) -> Policy:
         return self._policy
 
-    def resolve(self, data: FleetData) -> Mapping[str, EffectiveVersion]:
+    def resolve(self, data: FleetData) -> Mapping[str, EffectivePersona]:
         version = None if data.policy is None else data.policy.version
         policy_changed = self._engine is None or version != self._policy_version
         if policy_changed:
@@ -162,9 +139,9 @@ class PolicyPersonas:
         if self._engine is None:
             self._engine = PolicyEngine(
                 self._policy,
-                {n: source_of(v) for n, v in data.personas.items()},
+                data.personas,
                 data.context,
-                (facts_of(i) for i in data.instances),
+                data.instances,
             )
             self._remember(data)
             self._served.clear()
@@ -202,7 +179,7 @@ class PolicyPersonas:
         for name, persona in data.personas.items():
             old = self._personas.get(name)
             if old is None or old.version != persona.version:
-                changes.append(PersonaChanged(name, source_of(persona)))
+                changes.append(PersonaChanged(name, persona))
         changes += [PersonaChanged(n, None) for n in self._personas if n not in data.personas]
         for key, value in data.context.items():
             if self._context.get(key) != value:
@@ -216,15 +193,13 @@ class PolicyPersonas:
         if len(instances) == len(self._order):
             pairs = [(a, b) for a, b in zip(self._order, instances, strict=True) if a is not b]
             if all(a.id == b.id for a, b in pairs):
-                return [
-                    InstanceUpserted(facts_of(b)) for a, b in pairs if facts_of(a) != facts_of(b)
-                ]
+                return [InstanceUpserted(b) for a, b in pairs if _decides(a) != _decides(b)]
         before = {i.id: i for i in self._order}
         changes: list[Change] = []
         for instance in instances:
             old = before.pop(instance.id, None)
-            if old is None or (old is not instance and facts_of(old) != facts_of(instance)):
-                changes.append(InstanceUpserted(facts_of(instance)))
+            if old is None or (old is not instance and _decides(old) != _decides(instance)):
+                changes.append(InstanceUpserted(instance))
         changes += [InstanceRemoved(i) for i in before]
         return changes
 
@@ -234,7 +209,7 @@ class PolicyPersonas:
         if decision not in self._served:
             if len(self._served) > 4096:  # distinct decisions are few; never let it grow
                 self._served.clear()
-            self._served[decision] = self._serve(decision, data)
+            self._served[decision] = self._effective(decision, data)
         served = self._served[decision]
         if served is None:
             self._result.pop(instance_id, None)
@@ -242,20 +217,9 @@ class PolicyPersonas:
             self._result[instance_id] = served
 
     @staticmethod
-    def _serve(decision: Decision, data: FleetData) -> EffectiveVersion | None:
-        effective = decision.effective
-        if effective is not None:
-            body: dict[str, Any] = json.loads(
-                json.dumps(dict(effective.document), sort_keys=True, default=str)
-            )
-            return EffectiveVersion(
-                effective.name,
-                effective.version,
-                effective.digest,
-                effective.overlays,
-                body,
-                effective.persona,
-            )
+    def _effective(decision: Decision, data: FleetData) -> EffectivePersona | None:
+        if decision.effective is not None:
+            return decision.effective
         if decision.persona is not None and decision.persona in data.personas:
             # The assigned persona exists but does not validate: serve it as stored.
             log.warning(
@@ -263,5 +227,11 @@ class PolicyPersonas:
                 persona=decision.persona,
                 problems=list(decision.problems),
             )
-            return EffectiveVersion.stored(data.personas[decision.persona])
+            return data.personas[decision.persona].effective()
         return None
+
+
+def _decides(instance: Instance) -> Instance:
+    """What of an instance a decision may depend on: the record without the store's revision
+    and times (a write that changed nothing else need not reach the engine)."""
+    return replace(instance, revision=0, created_at=0.0, updated_at=0.0)
