@@ -111,19 +111,26 @@ class Instance:
         }
 
 
+class _Document:
+    """A record holding a JSON document as stored (canonical JSON text)."""
+
+    __slots__ = ()
+    document: str
+
+    @property
+    def body(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.document)
+        return loaded
+
+
 @dataclass(frozen=True, slots=True)
-class PersonaVersion:
+class PersonaVersion(_Document):
     name: str
     version: int
     document: str  # the inner network_persona mapping as canonical JSON
     created_at: float
     created_by: str
     restored_from: int | None = None
-
-    @property
-    def body(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.document)
-        return loaded
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,7 +144,7 @@ class PersonaVersion:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyVersion:
+class PolicyVersion(_Document):
     """One version of the persona policy: the document as stored (canonical JSON), which holds
     ``persona_policy`` and, optionally, the ``tests`` it was saved with."""
 
@@ -145,11 +152,6 @@ class PolicyVersion:
     document: str
     created_at: float
     created_by: str
-
-    @property
-    def body(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.document)
-        return loaded
 
     def to_json(self) -> dict[str, Any]:
         return {
