@@ -57,6 +57,11 @@ class RowReader:
             )
         return value
 
+    def forget(self, table: str, key: str) -> None:
+        """The row is gone (deleted): it is no longer one that cannot be read."""
+        with self._lock:
+            self._bad.pop((table, key), None)
+
     def skipped(self) -> Mapping[str, int]:
         """How many rows of each table are known to be unreadable."""
         with self._lock:

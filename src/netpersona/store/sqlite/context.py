@@ -23,11 +23,14 @@ class ContextTable(Aggregate):
         row = db.execute("SELECT * FROM context WHERE key = ?", (key,)).fetchone()
         return None if row is None else self._rows.one("context", key, row, context_from_row)
 
-    def list_context(self) -> Sequence[ContextEntry]:
-        with self._database.read("list context") as db:
-            rows = db.execute("SELECT * FROM context ORDER BY key").fetchall()
+    def _context_entries(self, db: sqlite3.Connection) -> list[ContextEntry]:
+        rows = db.execute("SELECT * FROM context ORDER BY key").fetchall()
         decoded = (self._rows.decode("context", r["key"], r, context_from_row) for r in rows)
         return [entry for entry in decoded if entry is not None]
+
+    def list_context(self) -> Sequence[ContextEntry]:
+        with self._database.read("list context") as db:
+            return self._context_entries(db)
 
     def get_context(self, key: str) -> ContextEntry:
         with self._database.read(f"read context key {key!r}") as db:

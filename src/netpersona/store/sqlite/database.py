@@ -22,6 +22,7 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -42,7 +43,7 @@ from netpersona.store.sqlite.files import (
     make_private,
 )
 
-__all__ = ["Database", "open_database", "translate"]
+__all__ = ["Database", "check_schema_and_integrity", "open_database", "translate"]
 
 _KINDS: dict[int, type[StoreError]] = {
     sqlite3.SQLITE_FULL: StorageFull,
@@ -59,8 +60,8 @@ _ADVICE: dict[type[StoreError], str] = {
     StoreCorrupt: "; restore it from a backup",
     StoreUnavailable: "; check that the file is there, writable, and not held by another process",
 }
+# Per-connection settings only: nothing here writes to the file, which is checked first.
 _PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=10000",
@@ -78,9 +79,11 @@ def translate(exc: sqlite3.Error, path: str, operation: str) -> StoreError:
 class Database:
     """An open database file; :func:`open_database` opens one only after checking it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, name: str | Path | None = None) -> None:
         self.path = str(path)
+        self.name = str(name or path)  # what messages call it (a new one is built aside)
         self.created = False  # whether this open made the file
+        self.check_seconds: float | None = None  # how long the start-up check took
         self._lock = threading.Lock()
         self.connection = self._connect()
 
@@ -103,7 +106,7 @@ class Database:
         try:
             yield
         except sqlite3.Error as exc:
-            raise translate(exc, self.path, operation) from exc
+            raise translate(exc, self.name, operation) from exc
 
     def write(self, operation: str) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction: committed when the block ends, rolled back if it raises."""
@@ -134,36 +137,13 @@ class Database:
 
     def check(self) -> None:
         """Refuse a database this netpersona cannot trust to read or to write."""
-        version = self.schema_version()
-        if version > len(MIGRATIONS):
-            raise SchemaTooNew(
-                f"database {self.path}: schema version {version} was written by a newer "
-                f"netpersona (this one knows up to {len(MIGRATIONS)}); run that version, or "
-                "restore a backup this version wrote"
-            )
-        problems = self.quick_check()
-        if problems:
-            raise StoreCorrupt(
-                f"database {self.path}: fails its integrity check ({'; '.join(problems)}); "
-                "restore it from a backup"
-            )
-        if version == 0:
-            with self.read("read the schema") as db:
-                foreign = db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchone()
-            if foreign is not None:
-                raise StoreError(
-                    f"database {self.path}: is a SQLite database, but not netpersona's (it has "
-                    f"table {foreign[0]!r} and no netpersona schema version); --db must name a "
-                    "netpersona database or a new file"
-                )
-
-    def quick_check(self, most: int = 5) -> list[str]:
-        """What ``PRAGMA quick_check`` finds wrong (at most ``most`` problems); [] when sound."""
-        with self.read("integrity check (quick_check)") as db:
-            rows = [str(r[0]) for r in db.execute(f"PRAGMA quick_check({int(most)})")]
-        return [] if rows == ["ok"] else rows
+        with self.read("check the schema and integrity (quick_check)") as db:
+            self.check_seconds = check_schema_and_integrity(db, self.name)
 
     def migrate(self) -> None:
+        """Use WAL (a setting kept in the file) and bring the schema up to date."""
+        with self.translated("switch to WAL mode"):
+            self.connection.execute("PRAGMA journal_mode=WAL")
         current = self.schema_version()
         for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
             with self.write(f"migrate to schema {number}") as db:
@@ -175,6 +155,36 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self.connection.close()
+
+
+def check_schema_and_integrity(db: sqlite3.Connection, path: str) -> float:
+    """Raise unless ``db`` is a netpersona schema this version knows and passes
+    ``PRAGMA quick_check``; returns the seconds the check took."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"database {path}: schema version {version} was written by a newer netpersona (this "
+            f"one knows up to {len(MIGRATIONS)}); run that version, or restore a backup this "
+            "version wrote"
+        )
+    started = time.monotonic()
+    rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+    # One line per problem (a row may hold several), without the "*** in database main ***".
+    problems = [line for r in rows for line in r.splitlines() if not line.startswith("***")]
+    seconds = time.monotonic() - started
+    if problems != ["ok"]:
+        raise StoreCorrupt(
+            f"database {path}: fails its integrity check ({'; '.join(problems)}); restore it "
+            "from a backup"
+        )
+    foreign = db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchone()
+    if version == 0 and foreign is not None:
+        raise StoreError(
+            f"database {path}: is a SQLite database, but not netpersona's (it has table "
+            f"{foreign[0]!r} and no netpersona schema version); --db must name a netpersona "
+            "database or a new file"
+        )
+    return seconds
 
 
 def open_database(path: str | Path) -> Database:
@@ -207,7 +217,7 @@ def _build(path: Path) -> bool:
     except OSError as exc:
         raise _os_error(path, "create", exc) from None
     try:
-        new = Database(building)
+        new = Database(building, name=path)
         try:
             new.migrate()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from netpersona.store.base import FleetData, Instance, PersonaVersion
+from netpersona.store.sqlite.context import ContextTable
 from netpersona.store.sqlite.instances import InstanceTables, instance_from_row
 from netpersona.store.sqlite.personas import CURRENT_PERSONAS, PersonaTables
 from netpersona.store.sqlite.policy import PolicyTables
@@ -14,7 +15,7 @@ __all__ = ["FleetQuery"]
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 
-class FleetQuery(InstanceTables, PersonaTables, PolicyTables):
+class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
     def fleet(self) -> FleetData:
         with self._database.read("read the fleet") as db:
             revision = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
@@ -24,7 +25,7 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables):
                 persona = self._decode_persona(row)
                 if persona is not None:
                     personas[persona.name] = persona
-            context = {r["key"]: r["value"] for r in db.execute("SELECT key, value FROM context")}
+            context = {e.key: e.value for e in self._context_entries(db)}
             policy = self._current_policy(db)
         return FleetData(int(revision), instances, personas, context, policy)
 

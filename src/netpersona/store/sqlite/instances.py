@@ -185,6 +185,7 @@ class InstanceTables(Aggregate):
                 check_expect(f"instance {instance_id!r}", before.revision, expect)
             db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
             self._fleet_cache.pop(instance_id, None)
+            self._rows.forget("instances", instance_id)
             db.execute("DELETE FROM status WHERE instance_id = ?", (instance_id,))
             self._audit(
                 db,

@@ -10,7 +10,6 @@ from pathlib import Path
 from netpersona.store.rows import RowReader
 from netpersona.store.sqlite.audit import AuditTable
 from netpersona.store.sqlite.certificates import CertificateTable
-from netpersona.store.sqlite.context import ContextTable
 from netpersona.store.sqlite.database import open_database
 from netpersona.store.sqlite.fleet import FleetQuery
 from netpersona.store.sqlite.status import StatusTable
@@ -19,7 +18,7 @@ from netpersona.store.sqlite.tokens import TokenTable
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(FleetQuery, ContextTable, AuditTable, TokenTable, StatusTable, CertificateTable):
+class SqliteStore(FleetQuery, AuditTable, TokenTable, StatusTable, CertificateTable):
     """:class:`~netpersona.store.base.Store` on one SQLite file (made, with its schema, when
     it does not exist; refused when it exists but cannot be trusted: see
     :mod:`netpersona.store.sqlite.database`)."""

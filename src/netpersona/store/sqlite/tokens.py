@@ -60,6 +60,7 @@ class TokenTable(Aggregate):
                 raise NotFound(f"token {token_id!r} does not exist")
             db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
             token = self._decode_token(row)  # an unreadable token can still be revoked
+            self._rows.forget("tokens", token_id)
             self._audit(
                 db,
                 actor,
