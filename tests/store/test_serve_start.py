@@ -133,9 +133,14 @@ def test_a_database_without_an_admin_token_is_refused_until_one_is_minted(
         assert admin.get("/v1/admin/tokens").status_code == 200
 
 
-def test_db_token_refuses_to_make_a_database(tmp_path: Path) -> None:
-    result = run([NETPERSONA, "db", "token", "--data-dir", str(tmp_path)], check=False)
+@pytest.mark.parametrize(
+    "command", [["db", "token"], ["token", "create", "--name", "ci"], ["token", "list"]]
+)
+def test_only_serve_makes_a_database(tmp_path: Path, command: list[str]) -> None:
+    # A database made by another command would have no admin token, which serve refuses.
+    result = run([NETPERSONA, *command, "--data-dir", str(tmp_path)], check=False)
     assert result.returncode == StoreUnavailable.exit_code
+    assert "netpersona serve` makes one" in result.stderr
     assert not (tmp_path / "netpersona.db").exists()
     assert not (tmp_path / "admin.token").exists()
 

@@ -19,18 +19,13 @@ from netpersona.cli.serve_cmd import (
     DEFAULT_DATA_DIR,
     DataDir,
     DbUrl,
+    database_path,
     open_data_store,
     write_admin_token,
 )
-from netpersona.errors import StoreUnavailable
 from netpersona.store.sqlite.report import DatabaseReport, FileState, inspect_database
-from netpersona.store.url import sqlite_path
 
 __all__ = ["register"]
-
-
-def _database_path(data_dir: Path, db: str | None) -> Path:
-    return sqlite_path(db) if db is not None else data_dir / "netpersona.db"
 
 
 def _file_line(file: FileState) -> str:
@@ -64,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def status(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
         """Schema version, integrity (quick_check), file modes and sizes; changes nothing.
         Exits non-zero, with the error the service would refuse to start with, when it would."""
-        report = inspect_database(_database_path(data_dir, db))
+        report = inspect_database(database_path(data_dir, db))
         sys.stdout.write("\n".join(_report_lines(report, data_dir)) + "\n")
         if report.error is not None:
             raise report.error
@@ -73,12 +68,6 @@ def register(app: typer.Typer) -> None:
     def token(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
         """Mint a new admin token for an existing database and write it to DATA_DIR/admin.token
         (mode 0600, replacing that file). Older admin tokens stay valid until revoked."""
-        path = _database_path(data_dir, db)
-        if not path.exists():
-            raise StoreUnavailable(
-                f"database {path} does not exist: `netpersona serve` makes one (with its admin "
-                "token) on first start"
-            )
         store = open_data_store(data_dir, db)
         try:
             written = write_admin_token(

@@ -33,7 +33,14 @@ from netpersona.logs import configure_logging
 from netpersona.store import Role, Store, open_store
 from netpersona.store.url import sqlite_path
 
-__all__ = ["ensure_admin_token", "open_data_store", "parse_listen", "register", "write_admin_token"]
+__all__ = [
+    "database_path",
+    "ensure_admin_token",
+    "open_data_store",
+    "parse_listen",
+    "register",
+    "write_admin_token",
+]
 
 DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -70,8 +77,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_data_store(data_dir: Path, db: str | None) -> Store:
-    """The store for ``--data-dir`` / ``--db``, with DATA_DIR made (or made private)."""
+def database_path(data_dir: Path, db: str | None) -> Path:
+    return sqlite_path(db) if db is not None else data_dir / "netpersona.db"
+
+
+def open_data_store(data_dir: Path, db: str | None, *, create: bool = False) -> Store:
+    """The store for ``--data-dir`` / ``--db``, with DATA_DIR made (or made private).
+
+    Only ``serve`` (``create``) makes a new database, since only it gives one its admin token.
+    """
+    if not structlog.is_configured():
+        # Store warnings go to stderr: `token create` prints the secret alone on stdout.
+        configure_logging("warning")
+    if not create and not database_path(data_dir, db).exists():
+        raise StoreUnavailable(
+            f"database {database_path(data_dir, db)} does not exist: `netpersona serve` makes "
+            "one (with its admin token) on first start"
+        )
     # Everything the service writes (database, admin token, keys) is for its owner only.
     os.umask(0o077)
     _private_dir(data_dir)
@@ -104,7 +126,7 @@ def _data_dir_errors(where: Path) -> Iterator[None]:
 def _check_database_is_there(data_dir: Path, db: str | None) -> None:
     """An admin.token without the database it belongs to: the database was lost or moved."""
     token = data_dir / ADMIN_TOKEN_FILE
-    path = sqlite_path(db) if db is not None else data_dir / "netpersona.db"
+    path = database_path(data_dir, db)
     if token.exists() and not path.exists():
         raise StoreUnavailable(
             f"database {path} does not exist, but {token} does: the database it belongs to is "
@@ -215,7 +237,7 @@ def register(app: typer.Typer) -> None:
         host, port = parse_listen(listen)
         configure_logging(log_level)
         _check_database_is_there(data_dir, db)
-        store = open_data_store(data_dir, db)
+        store = open_data_store(data_dir, db, create=True)
         try:
             written = ensure_admin_token(store, data_dir)
             if written is not None:

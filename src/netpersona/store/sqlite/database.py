@@ -212,6 +212,7 @@ def _build(path: Path) -> bool:
     Returns False when another process made one there first (it is then opened as it is).
     """
     building = path.with_name(f".{path.name}.new-{os.getpid()}")
+    building.unlink(missing_ok=True)  # left by a crash of an earlier process with this pid
     try:
         os.close(os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
     except OSError as exc:
@@ -220,8 +221,12 @@ def _build(path: Path) -> bool:
         new = Database(building, name=path)
         try:
             new.migrate()
+            # Everything into the main file now, where a failure is still seen: only that file
+            # is linked into place.
+            with new.translated("create"):
+                new.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
-            new.close()  # the last connection checkpoints the log into the file
+            new.close()
         return _link(building, path)
     finally:
         for file in (building, *companion_files(building)):
