@@ -39,7 +39,7 @@ def test_the_database_is_in_wal_mode_with_full_sync(store: SqliteStore) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     # synchronous is per connection: read the store's own.
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_reopening_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None:

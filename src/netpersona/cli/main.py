@@ -16,6 +16,7 @@ from netpersona.cli import (
     admin_cmd,
     agent_cmd,
     apply_cmd,
+    db_cmd,
     lab_cmd,
     plan_cmd,
     policy_cmd,
@@ -34,6 +35,7 @@ plan_cmd.register(app)
 policy_cmd.register(app)
 apply_cmd.register(app)
 serve_cmd.register(app)
+db_cmd.register(app)
 admin_cmd.register(app)
 agent_cmd.register(app)
 lab_cmd.register(app)

@@ -10,10 +10,13 @@ SQLite locks the file), so an operator who lost every admin token can still make
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import stat
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -25,11 +28,19 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from netpersona.errors import UsageError
+from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
 from netpersona.logs import configure_logging
 from netpersona.store import Role, Store, open_store
+from netpersona.store.url import sqlite_path
 
-__all__ = ["ensure_admin_token", "parse_listen", "register"]
+__all__ = [
+    "database_path",
+    "ensure_admin_token",
+    "open_data_store",
+    "parse_listen",
+    "register",
+    "write_admin_token",
+]
 
 DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -66,27 +77,107 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _open(data_dir: Path, db: str | None) -> Store:
+def database_path(data_dir: Path, db: str | None) -> Path:
+    return sqlite_path(db) if db is not None else data_dir / "netpersona.db"
+
+
+def open_data_store(data_dir: Path, db: str | None, *, create: bool = False) -> Store:
+    """The store for ``--data-dir`` / ``--db``, with DATA_DIR made (or made private).
+
+    Only ``serve`` (``create``) makes a new database, since only it gives one its admin token.
+    """
+    if not structlog.is_configured():
+        # Store warnings go to stderr: `token create` prints the secret alone on stdout.
+        configure_logging("warning")
+    if not create and not database_path(data_dir, db).exists():
+        raise StoreUnavailable(
+            f"database {database_path(data_dir, db)} does not exist: `netpersona serve` makes "
+            "one (with its admin token) on first start"
+        )
+    # Everything the service writes (database, admin token, keys) is for its owner only.
+    os.umask(0o077)
+    _private_dir(data_dir)
     if db is None:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = f"sqlite:///{data_dir.resolve()}/netpersona.db"
     return open_store(db)
 
 
-def ensure_admin_token(store: Store, data_dir: Path) -> Path | None:
-    """On first start (no admin token exists), make one and write it to DATA_DIR/admin.token
-    with mode 0600. Returns the file written, or None when an admin token already existed."""
-    if any(t.role is Role.ADMIN for t in store.list_tokens()):
-        return None
-    _, secret = store.create_token("bootstrap", Role.ADMIN, "netpersona serve")
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _private_dir(data_dir: Path) -> None:
+    """Make DATA_DIR, or take group and other access away from an existing one (0700)."""
+    with _data_dir_errors(data_dir):
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        if mode & 0o077:
+            data_dir.chmod(mode & ~0o077)
+            log.warning("data directory made private", path=str(data_dir), was=oct(mode))
+
+
+@contextlib.contextmanager
+def _data_dir_errors(where: Path) -> Iterator[None]:
+    """OSError from the data directory, as the store error an operator can act on."""
+    try:
+        yield
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        kind: type[StoreError] = StorageFull if full else StoreUnavailable
+        raise kind(f"{exc.filename or where}: {exc.strerror}") from None
+
+
+def _check_database_is_there(data_dir: Path, db: str | None) -> None:
+    """An admin.token without the database it belongs to: the database was lost or moved."""
+    token = data_dir / ADMIN_TOKEN_FILE
+    path = database_path(data_dir, db)
+    if token.exists() and not path.exists():
+        raise StoreUnavailable(
+            f"database {path} does not exist, but {token} does: the database it belongs to is "
+            f"missing. Restore it from a backup (or point --db at it); to start a new, empty "
+            f"one knowingly, move {token} aside"
+        )
+
+
+def write_admin_token(store: Store, data_dir: Path, name: str, actor: str) -> Path:
+    """Mint an admin token and write its secret to DATA_DIR/admin.token (mode 0600)."""
+    _, secret = store.create_token(name, Role.ADMIN, actor)
     path = data_dir / ADMIN_TOKEN_FILE
-    path.unlink(missing_ok=True)
-    # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
+    temporary = path.with_name(f".{ADMIN_TOKEN_FILE}.{os.getpid()}")
+    with _data_dir_errors(path):
+        temporary.unlink(missing_ok=True)
+        # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secret + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     return path
+
+
+def ensure_admin_token(store: Store, data_dir: Path) -> Path | None:
+    """On first start (the store was just made), make an admin token and write it to
+    DATA_DIR/admin.token with mode 0600; returns the file written, else None.
+
+    An existing database without any admin token is refused rather than given a new one
+    quietly: that is what a database replaced or emptied behind the service's back looks like.
+    ``netpersona db token`` mints one on purpose.
+    """
+    if store.created:
+        return write_admin_token(store, data_dir, "bootstrap", "netpersona serve")
+    if not any(t.role is Role.ADMIN for t in store.list_tokens()):
+        raise StoreError(
+            f"the database has no admin token, and it is not new (a new one gets one on first "
+            f"start): if it is the right database, `netpersona db token --data-dir {data_dir}` "
+            f"mints one and writes {data_dir / ADMIN_TOKEN_FILE}"
+        )
+    if not (data_dir / ADMIN_TOKEN_FILE).exists():
+        log.warning(
+            "admin token file missing",
+            path=str(data_dir / ADMIN_TOKEN_FILE),
+            hint="netpersona db token mints a new one",
+        )
+    return None
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
@@ -145,13 +236,15 @@ def register(app: typer.Typer) -> None:
 
         host, port = parse_listen(listen)
         configure_logging(log_level)
-        store = _open(data_dir, db)
+        _check_database_is_there(data_dir, db)
+        store = open_data_store(data_dir, db, create=True)
         try:
             written = ensure_admin_token(store, data_dir)
             if written is not None:
                 log.warning("admin token created", path=str(written))
             keys = KeyFile.in_dir(data_dir)
-            keys.load_or_create(time.time())
+            with _data_dir_errors(data_dir):
+                keys.load_or_create(time.time())
             app_ = create_app(store, keys=keys, certificate_lifetime=certificate_lifetime)
             log.info("serving", listen=f"{host}:{port}", data_dir=str(data_dir))
             config = uvicorn.Config(
@@ -183,7 +276,7 @@ def register(app: typer.Typer) -> None:
         db: DbUrl = None,
     ) -> None:
         """Make a token and print its secret (shown once; only a hash is kept)."""
-        store = _open(data_dir, db)
+        store = open_data_store(data_dir, db)
         try:
             token, secret = store.create_token(name, role, "netpersona token create")
         finally:
@@ -194,7 +287,7 @@ def register(app: typer.Typer) -> None:
     @token_app.command("list")
     def token_list(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
         """List tokens (never their secrets)."""
-        store = _open(data_dir, db)
+        store = open_data_store(data_dir, db)
         try:
             tokens = store.list_tokens()
         finally:
@@ -211,7 +304,7 @@ def register(app: typer.Typer) -> None:
         db: DbUrl = None,
     ) -> None:
         """Revoke a token at once."""
-        store = _open(data_dir, db)
+        store = open_data_store(data_dir, db)
         try:
             store.revoke_token(token_id, "netpersona token revoke")
         finally:

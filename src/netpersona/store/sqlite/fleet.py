@@ -1,0 +1,57 @@
+"""The whole-fleet read the VM-facing views derive from, in one consistent transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from netpersona.store.base import FleetData, Instance, PersonaVersion
+from netpersona.store.sqlite.context import ContextTable
+from netpersona.store.sqlite.instances import InstanceTables, instance_from_row
+from netpersona.store.sqlite.personas import CURRENT_PERSONAS, PersonaTables
+from netpersona.store.sqlite.policy import PolicyTables
+
+__all__ = ["FleetQuery"]
+
+_CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
+
+
+class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
+    def fleet(self) -> FleetData:
+        with self._database.read("read the fleet") as db:
+            revision = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+            instances = self._fleet_instances(db)
+            personas: dict[str, PersonaVersion] = {}
+            for row in db.execute(CURRENT_PERSONAS):
+                persona = self._decode_persona(row)
+                if persona is not None:
+                    personas[persona.name] = persona
+            context = {e.key: e.value for e in self._context_entries(db)}
+            policy = self._current_policy(db)
+        return FleetData(int(revision), instances, personas, context, policy)
+
+    def _fleet_instances(self, db: sqlite3.Connection) -> tuple[Instance, ...]:
+        # Decoding every row is most of the cost of a fleet read, so rows are kept from the
+        # previous read: this store's own writes drop them, and a row some other process
+        # changed shows a different revision or update time.
+        current = db.execute("SELECT id, revision, updated_at FROM instances ORDER BY id")
+        keys = [(r["id"], r["revision"], r["updated_at"]) for r in current]
+        cache = self._fleet_cache
+        stale = [
+            k[0]
+            for k in keys
+            if (cached := cache.get(k[0])) is None or (cached.revision, cached.updated_at) != k[1:]
+        ]
+        for start in range(0, len(stale), _CHUNK):
+            chunk = stale[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))  # placeholders only; the ids are bound
+            query = f"SELECT * FROM instances WHERE id IN ({marks})"  # noqa: S608
+            for row in db.execute(query, chunk):
+                decoded = self._rows.decode("instances", row["id"], row, instance_from_row)
+                if decoded is not None:
+                    cache[row["id"]] = decoded
+                else:
+                    cache.pop(row["id"], None)
+        instances = tuple(cache[k[0]] for k in keys if k[0] in cache)
+        if len(cache) > len(instances):
+            self._fleet_cache = {i.id: i for i in instances}
+        return instances

@@ -1,0 +1,57 @@
+"""Instance status: the last report each instance's agent made about applying its persona."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from netpersona.errors import NotFound
+from netpersona.store.base import InstanceStatus
+from netpersona.store.sqlite.aggregate import Aggregate, dump
+
+__all__ = ["StatusTable"]
+
+
+def status_from_row(row: sqlite3.Row) -> InstanceStatus:
+    drops: dict[str, int] = json.loads(row["drops"])
+    return InstanceStatus(
+        instance_id=row["instance_id"],
+        persona=row["persona"],
+        version=row["version"],
+        result=row["result"],
+        message=row["message"],
+        drops=tuple(sorted(drops.items())),
+        reported_at=row["reported_at"],
+    )
+
+
+class StatusTable(Aggregate):
+    def record_status(self, status: InstanceStatus) -> None:
+        with self._database.write(f"record the status of instance {status.instance_id!r}") as db:
+            if (
+                db.execute("SELECT 1 FROM instances WHERE id = ?", (status.instance_id,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"instance {status.instance_id!r} does not exist")
+            db.execute(
+                "INSERT OR REPLACE INTO status (instance_id, persona, version, result, message, "
+                "drops, reported_at) VALUES (?,?,?,?,?,?,?)",
+                (
+                    status.instance_id,
+                    status.persona,
+                    status.version,
+                    status.result,
+                    status.message,
+                    dump(dict(status.drops)),
+                    status.reported_at,
+                ),
+            )
+
+    def get_status(self, instance_id: str) -> InstanceStatus:
+        with self._database.read(f"read the status of instance {instance_id!r}") as db:
+            row = db.execute(
+                "SELECT * FROM status WHERE instance_id = ?", (instance_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"instance {instance_id!r} has not reported a status")
+        return self._rows.one("status", instance_id, row, status_from_row)
