@@ -1,15 +1,48 @@
-"""How a bad value is shown in an error: as the user wrote it, in JSON spelling, kept short."""
+"""How a bad value is shown in an error: as the user wrote it, in JSON spelling, kept short.
+
+Quoting must never cost more than the message it ends up in: the value may be a YAML alias
+bomb (a small graph that expands to gigabytes), hold a cycle, or be an integer of millions of
+digits. The encoder's output is taken lazily and cut at ``limit``.
+"""
 
 from __future__ import annotations
 
 import json
+from itertools import islice
 
 __all__ = ["quote"]
 
+# str() of a larger integer is slow and, past 4,300 digits, refused by CPython.
+_INT_BITS_SHOWN = 256
+
+
+def _default(value: object) -> object:
+    return f"<{type(value).__name__}>"
+
+
+def _shorten(value: object) -> object:
+    if isinstance(value, int) and value.bit_length() > _INT_BITS_SHOWN:
+        digits = int(value.bit_length() * 0.30103) + 1
+        return _Huge(f"an integer of about {digits:,} digits")
+    return value
+
+
+class _Huge(str):
+    """A stand-in shown without JSON quotes."""
+
 
 def quote(value: object, limit: int = 80) -> str:
+    shown = _shorten(value)
+    if isinstance(shown, _Huge):
+        return str(shown)
+    encoder = json.JSONEncoder(sort_keys=True, default=_default, check_circular=True)
+    text = ""
     try:
-        text = json.dumps(value, sort_keys=True, default=str)
-    except ValueError:
-        text = repr(value)
+        for chunk in islice(encoder.iterencode(shown), 10_000):
+            text += chunk
+            if len(text) > limit:
+                break
+    except (ValueError, TypeError, RecursionError):
+        # A cycle, a huge integer inside a container, or keys that do not sort together.
+        text = text or f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
