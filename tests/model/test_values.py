@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netpersona.errors import UnitError
+from netpersona.errors import InvalidValue, UnitError
 from netpersona.model.dscp import PRIORITY_DSCP, dscp_name, parse_dscp
+from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.protocols import (
     L4,
     SERVICES,
@@ -82,3 +85,34 @@ def test_service_table_has_the_names_the_spec_requires() -> None:
 def test_unknown_protocol_message_points_to_the_table() -> None:
     with pytest.raises(ProtocolError, match="netpersona protocols"):
         parse_protocol("quic")
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_rate, "1" * 5000 + "mbit"),  # int() of 5,000 digits raises, not UnitError
+        (parse_rate, "1." + "1" * 5000 + "mbit"),
+        (parse_rate, "\u0661\u0660mbit"),  # Arabic-Indic digits: \d matched them
+        (parse_size, "\uff16\uff14kb"),  # full-width digits
+        (parse_dscp, "\u00b2"),  # "²".isdigit() is true, int("²") raises
+        (parse_dscp, "0" * 5000 + "1"),
+        (parse_protocol, "tcp/\u0662\u0662"),
+    ],
+)
+def test_grammars_take_ascii_digits_only(parse: Callable[[object], object], text: str) -> None:
+    with pytest.raises(InvalidValue):
+        parse(text)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: check_persona_name("web\n"),
+        lambda: check_label_value("prod\n"),
+        lambda: check_label_key("app\n"),
+        lambda: check_label_key("example.com\n/app"),
+    ],
+)
+def test_names_with_a_trailing_newline_are_refused(check: Callable[[], str | None]) -> None:
+    """``$`` in a regular expression also matches before a final newline."""
+    assert check() is not None

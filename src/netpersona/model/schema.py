@@ -43,6 +43,8 @@ def persona_schema() -> dict[str, Any]:
             },
             "priority": {"type": "integer", "minimum": 0, "maximum": 7},
             "qos_parameters": {
+                "description": "Every key optional; an absent qos_parameters means {}.",
+                "default": {},
                 "type": "object",
                 "additionalProperties": False,
                 "patternProperties": _EXTENSION,
