@@ -9,7 +9,7 @@ Before any field is read the document is checked as JSON within the persona limi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
@@ -185,21 +185,29 @@ def _cidr_peer(c: Checker, at: str, value: object) -> PeerSelector | None:
 _PEER = {"persona": _persona_peer, "labels": _labels_peer, "cidr": _cidr_peer}
 
 
+_MODE = (CommunicationMode, "communication mode")
+_PROFILE = (SecurityProfile, "security profile")
+# Each key: the Persona field it fills, how it is read, and what its absence means (spec
+# section 1: an absent qos_parameters means {}; the required keys are reported as missing).
+_FIELDS: tuple[tuple[str, str, Callable[..., Any], tuple[object, ...], object], ...] = (
+    ("communication_mode", "communication_mode", Checker.enum, _MODE, None),
+    ("security_profile", "security_profile", Checker.enum, _PROFILE, None),
+    ("allowed_protocols", "allowed_protocols", _protocols, (), ()),
+    ("priority", "priority", Checker.integer, (0, 7, "a priority"), None),
+    ("qos_parameters", "qos", _qos, (), QosParameters()),
+    ("multicast_groups", "multicast_groups", _groups, (), ()),
+    ("peers", "peers", _peers, (), ()),
+)
+
+
 def _persona(c: Checker, at: str, body: Mapping[str, Any]) -> Persona | None:
     c.keys(body, at, PERSONA_KEYS)
     c.required(body, at, REQUIRED)
-
-    def field(key: str, parse: Any, *args: object) -> Any:
-        return parse(c, f"{at}/{key}", body[key], *args) if key in body else None
-
-    mode = field("communication_mode", Checker.enum, CommunicationMode, "communication mode")
-    profile = field("security_profile", Checker.enum, SecurityProfile, "security profile")
-    protocols = field("allowed_protocols", _protocols)
-    priority = field("priority", Checker.integer, 0, 7, "a priority")
-    # Spec section 1: an absent qos_parameters means {}.
-    qos = field("qos_parameters", _qos) or QosParameters()
-    groups = field("multicast_groups", _groups) or ()
-    peers = field("peers", _peers) or ()
+    values: dict[str, Any] = {
+        name: read(c, f"{at}/{key}", body[key], *args) if key in body else absent
+        for key, name, read, args, absent in _FIELDS
+    }
+    mode = values["communication_mode"]
     if mode is CommunicationMode.MULTICAST and not body.get("multicast_groups"):
         c.error(f"{at}/multicast_groups", "multicast mode needs a non-empty multicast_groups list")
     if mode is CommunicationMode.RESTRICTED and not body.get("peers"):
@@ -208,16 +216,8 @@ def _persona(c: Checker, at: str, body: Mapping[str, Any]) -> Persona | None:
         )
     if c.errors:
         return None
-    return Persona(
-        communication_mode=mode,
-        security_profile=profile,
-        allowed_protocols=protocols,
-        priority=priority,
-        qos=qos,
-        multicast_groups=groups,
-        peers=peers,
-        extensions=tuple(sorted((k, v) for k, v in body.items() if k.startswith("x-"))),
-    )
+    extensions = tuple(sorted((k, v) for k, v in body.items() if k.startswith("x-")))
+    return Persona(**values, extensions=extensions)
 
 
 def parse_persona(document: object) -> Persona:
