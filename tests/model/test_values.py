@@ -19,6 +19,7 @@ from netpersona.model.protocols import (
     ProtocolRule,
     parse_protocol,
 )
+from netpersona.model.quote import quote
 from netpersona.model.units import format_rate, parse_rate, parse_size
 
 
@@ -116,3 +117,21 @@ def test_grammars_take_ascii_digits_only(parse: Callable[[object], object], text
 def test_names_with_a_trailing_newline_are_refused(check: Callable[[], str | None]) -> None:
     """``$`` in a regular expression also matches before a final newline."""
     assert check() is not None
+
+
+def test_quote_never_expands_or_fails_on_what_it_shows() -> None:
+    """An error message quotes the bad value: a shared-reference bomb, a cycle or an integer of
+    thousands of digits must cost no more than the 80 characters shown."""
+    bomb: object = ["lol"] * 9
+    for _ in range(40):
+        bomb = [bomb] * 9
+    shown = quote(bomb)
+    assert len(shown) == 80
+    assert shown.startswith("[" * 41 + '"lol", ')
+    cycle: list[object] = []
+    cycle.append(cycle)
+    assert quote(cycle) == "[..."
+    assert quote(10**5000) == "an integer of about 5,001 digits"
+    assert quote([10**5000]) == "<list>"
+    assert quote({1: "a", "b": 2}) == "{..."
+    assert quote("x" * 100) == '"' + "x" * 76 + "..."

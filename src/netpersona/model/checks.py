@@ -38,7 +38,7 @@ def kind(value: object) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"

@@ -20,29 +20,17 @@ def _default(value: object) -> object:
     return f"<{type(value).__name__}>"
 
 
-def _shorten(value: object) -> object:
-    if isinstance(value, int) and value.bit_length() > _INT_BITS_SHOWN:
-        digits = int(value.bit_length() * 0.30103) + 1
-        return _Huge(f"an integer of about {digits:,} digits")
-    return value
-
-
-class _Huge(str):
-    """A stand-in shown without JSON quotes."""
-
-
 def quote(value: object, limit: int = 80) -> str:
-    shown = _shorten(value)
-    if isinstance(shown, _Huge):
-        return str(shown)
+    if isinstance(value, int) and value.bit_length() > _INT_BITS_SHOWN:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits"
     encoder = json.JSONEncoder(sort_keys=True, default=_default, check_circular=True)
     text = ""
     try:
-        for chunk in islice(encoder.iterencode(shown), 10_000):
+        for chunk in islice(encoder.iterencode(value), 10_000):
             text += chunk
             if len(text) > limit:
                 break
     except (ValueError, TypeError, RecursionError):
         # A cycle, a huge integer inside a container, or keys that do not sort together.
-        text = text or f"<{type(value).__name__}>"
+        return f"{text}..." if text else f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
