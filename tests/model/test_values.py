@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netpersona.errors import InvalidValue, UnitError
+from netpersona.errors import DscpError, InvalidValue, UnitError
 from netpersona.model.dscp import PRIORITY_DSCP, dscp_name, parse_dscp
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.protocols import (
@@ -135,3 +135,10 @@ def test_quote_never_expands_or_fails_on_what_it_shows() -> None:
     assert quote([10**5000]) == "<list>"
     assert quote({1: "a", "b": 2}) == "{..."
     assert quote("x" * 100) == '"' + "x" * 76 + "..."
+
+
+@pytest.mark.parametrize("value", [64, -1, 2**63, 10**4300], ids=["64", "-1", "2^63", "10^4300"])
+def test_dscp_numbers_out_of_range_are_errors_whatever_their_size(value: int) -> None:
+    """str() of an integer past 4,300 digits raises ValueError: the message must not use it."""
+    with pytest.raises(DscpError, match=r"is not a DSCP number 0\.\.63"):
+        parse_dscp(value)

@@ -50,7 +50,7 @@ def parse_dscp(value: object) -> int:
     if isinstance(value, int):
         if 0 <= value <= 63:
             return value
-        raise DscpError(f"{value} is not a DSCP number 0..63")
+        raise DscpError(f"{quote(value)} is not a DSCP number 0..63")
     if isinstance(value, str):
         name = value.strip().lower()
         if name in DSCP_NAMES:

@@ -38,7 +38,10 @@ def _unicode_problem(text: str) -> str | None:
 
 
 def _scalar_problem(value: object) -> str | None:
-    if value is None or isinstance(value, bool):
+    kind_of = type(value)
+    if kind_of is str:
+        return _unicode_problem(value)  # type: ignore[arg-type]
+    if value is None or kind_of is bool:
         return None
     if isinstance(value, int):
         if INT_MIN <= value <= INT_MAX:
@@ -51,35 +54,44 @@ def _scalar_problem(value: object) -> str | None:
     return f"{kind(value)} is not a JSON value (quote it as a string)"
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 @dataclass
 class _Walk:
+    """Pointers are built only for what is reported: the path is a stack of tokens."""
+
     limits: DocumentLimits
     done: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # nodes, height, chars
     active: set[int] = field(default_factory=set)
+    path: list[object] = field(default_factory=list)
     errors: list[FieldError] = field(default_factory=list)
     fatal: list[FieldError] = field(default_factory=list)
 
-    def stop(self, at: str, message: str) -> _Stop:
-        self.fatal.append(FieldError(at, message))
+    def pointer(self) -> str:
+        return "".join(f"/{escape_pointer(str(token))}" for token in self.path)
+
+    def stop(self, message: str, here: bool = True) -> _Stop:
+        self.fatal.append(FieldError(self.pointer() if here else "", message))
         return _Stop()
 
-    def value(self, value: object, at: str, depth: int) -> tuple[int, int, int]:
-        if not isinstance(value, Mapping | list | tuple):
+    def value(self, value: object, depth: int) -> tuple[int, int, int]:
+        if type(value) in _SCALARS or not isinstance(value, Mapping | list | tuple):
             problem = _scalar_problem(value)
             if problem:
-                self.errors.append(FieldError(at, problem))
+                self.errors.append(FieldError(self.pointer(), problem))
             return 1, 0, len(value) if isinstance(value, str) else 1
         known = self.done.get(id(value))
         if known is not None:
             if depth + known[1] > self.limits.max_depth:
-                raise self.stop(at, self.limits.too_deep())
+                raise self.stop(self.limits.too_deep())
             return known
         if id(value) in self.active:
-            raise self.stop(at, "holds itself (a cycle is not JSON)")
+            raise self.stop("holds itself (a cycle is not JSON)")
         if depth + 1 > self.limits.max_depth:
-            raise self.stop(at, self.limits.too_deep())
+            raise self.stop(self.limits.too_deep())
         self.active.add(id(value))
-        size = self.container(value, at, depth)
+        size = self.container(value, depth)
         self.active.discard(id(value))
         self.done[id(value)] = size
         return size
@@ -87,33 +99,28 @@ class _Walk:
     def container(
         self,
         value: Mapping[object, object] | list[object] | tuple[object, ...],
-        at: str,
         depth: int,
     ) -> tuple[int, int, int]:
         nodes, height, chars = 1, 1, 0
-        for where, child in self.children(value, at):
-            more, deep, text = self.value(child, where, depth + 1)
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        for token, child in items:
+            self.path.append(token)
+            if isinstance(value, Mapping):
+                self.key(token)
+            more, deep, text = self.value(child, depth + 1)
+            self.path.pop()
             nodes, height, chars = nodes + more, max(height, deep + 1), chars + text
             if nodes > self.limits.max_nodes:
-                raise self.stop("", self.limits.too_many())
+                raise self.stop(self.limits.too_many(), here=False)
             if chars > self.limits.max_canonical_bytes:
-                raise self.stop("", self.limits.too_large_canonical())
+                raise self.stop(self.limits.too_large_canonical(), here=False)
         return nodes, height, chars
 
-    def children(
-        self, value: Mapping[object, object] | list[object] | tuple[object, ...], at: str
-    ) -> list[tuple[str, object]]:
-        if not isinstance(value, Mapping):
-            return [(f"{at}/{index}", item) for index, item in enumerate(value)]
-        pairs: list[tuple[str, object]] = []
-        for key, item in value.items():
-            where = f"{at}/{escape_pointer(str(key))}"
-            if not isinstance(key, str):
-                self.errors.append(FieldError(where, f"key {quote(key)} is not a string"))
-            elif problem := _unicode_problem(key):
-                self.errors.append(FieldError(where, f"the key {problem}"))
-            pairs.append((where, item))
-        return pairs
+    def key(self, key: object) -> None:
+        if not isinstance(key, str):
+            self.errors.append(FieldError(self.pointer(), f"key {quote(key)} is not a string"))
+        elif problem := _unicode_problem(key):
+            self.errors.append(FieldError(self.pointer(), f"the key {problem}"))
 
 
 def check_tree(document: object, limits: DocumentLimits) -> list[FieldError]:
@@ -124,7 +131,7 @@ def check_tree(document: object, limits: DocumentLimits) -> list[FieldError]:
     """
     walk = _Walk(limits)
     try:
-        walk.value(document, "", 0)
+        walk.value(document, 0)
     except _Stop:
         raise InvalidDocument(walk.fatal) from None
     return walk.errors
