@@ -87,7 +87,9 @@ class FieldError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.pointer or '/'}: {self.message}"
+        # One line whatever a key holds: control characters are shown escaped.
+        text = f"{self.pointer or '/'}: {self.message}"
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class InvalidDocument(NetpersonaError):

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from netpersona.cli.main import app
+from netpersona.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "db-restricted.yaml"
@@ -91,8 +92,9 @@ def test_plan_of_invalid_persona_exits_1_naming_every_error(tmp_path: Path) -> N
 
 def test_plan_of_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", str(tmp_path / "nope.yaml")])
-    assert result.exit_code == 2
-    assert "cannot read" in result.output
+    assert isinstance(result.exception, UsageError)
+    assert result.exception.exit_code == 2
+    assert "cannot read" in str(result.exception)
 
 
 @pytest.mark.subprocess

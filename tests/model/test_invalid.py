@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from netpersona.errors import FieldError, InvalidDocument
-from netpersona.model import parse_persona, parse_persona_text
+from netpersona.model import QosParameters, parse_persona, parse_persona_text
+from netpersona.model.schema import persona_schema
 
 CORPUS = yaml.safe_load((Path(__file__).parent / "invalid_personas.yaml").read_text())
 CASES: list[dict[str, Any]] = CORPUS["cases"]
@@ -96,3 +97,57 @@ def test_x_keys_are_kept_not_rejected() -> None:
         {"network_persona": {**CORPUS["base"], "x-owner": "team-a"}, "x-note": 1}
     )
     assert persona.extensions == (("x-owner", "team-a"),)
+
+
+def test_absent_qos_parameters_means_empty() -> None:
+    """Spec section 1: an absent qos_parameters means {} (and the schema says so)."""
+    body = {
+        "communication_mode": "unicast",
+        "security_profile": "low",
+        "allowed_protocols": ["ssh"],
+        "priority": 2,
+    }
+    without = parse_persona({"network_persona": body})
+    assert without == parse_persona({"network_persona": {**body, "qos_parameters": {}}})
+    assert without.qos == QosParameters()
+    assert without.dscp == 10  # derived from priority, nothing overridden
+    qos = persona_schema()["$defs"]["persona"]["properties"]["qos_parameters"]
+    assert qos["default"] == {}
+    assert "qos_parameters" not in persona_schema()["$defs"]["persona"]["required"]
+
+
+@pytest.mark.parametrize(
+    ("count", "accepted"), [(1, True), (2**31 - 1, True), (2**31, False), (2**63, False)]
+)
+def test_max_connections_bounds(count: int, accepted: bool) -> None:
+    document = copy.deepcopy(CORPUS["base"])
+    document["qos_parameters"] = {"max_connections": count}
+    if accepted:
+        assert parse_persona(document).qos.max_connections == count
+        return
+    with pytest.raises(InvalidDocument) as caught:
+        parse_persona(document)
+    assert caught.value.errors == (
+        FieldError(
+            "/qos_parameters/max_connections",
+            f"{count} is out of range (expected an integer 1..2147483647)",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("priority", 8, "8 is out of range (expected an integer 0..7)"),
+        ("priority", -1, "-1 is out of range"),
+        ("priority", 2**64, "18446744073709551616 is out of range"),
+        ("priority", True, "true is not a priority"),
+        ("priority", 1.0, "1.0 is not a priority"),
+    ],
+)
+def test_integer_fields_take_integers_in_range(field: str, value: object, message: str) -> None:
+    document = {**copy.deepcopy(CORPUS["base"]), field: value}
+    with pytest.raises(InvalidDocument) as caught:
+        parse_persona(document)
+    assert [e.pointer for e in caught.value.errors] == [f"/{field}"]
+    assert message in caught.value.errors[0].message

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from netpersona.errors import InvalidDocument
+from netpersona.errors import FieldError, InvalidDocument
+from netpersona.model import load_document
+from netpersona.model.jsontree import canonical_json
+from netpersona.model.limits import POLICY_LIMITS
 from netpersona.policy import Policy, parse_policy
 from netpersona.records import PersonaVersion
+from tests.model.strategies import (
+    LONE_SURROGATES,
+    TREES,
+    deep,
+    mutated,
+    mutated_text,
+    only_raises,
+    strict_json,
+)
+from tests.policy.conftest import EXAMPLES, POLICY_DIR
 
 PERSONAS = {"web", "db", "sandbox", "quarantine"}
 
@@ -310,3 +327,113 @@ def test_context_values_are_checked_against_the_declaration(
     assert parsed.context_problem("threat_level", "severe") == (
         '"severe" is not a value of context key threat_level (expected one of high, low)'
     )
+
+
+# --- bounds: whatever the document holds, InvalidDocument or a Policy --------------------------
+
+EXAMPLE_POLICY_TEXT = (POLICY_DIR / "policy.yaml").read_text()
+EXAMPLE_POLICY: Any = yaml.safe_load(EXAMPLE_POLICY_TEXT)
+EXAMPLE_PERSONAS = {p.stem for p in EXAMPLES.glob("*.yaml")}
+FUZZ = settings(
+    max_examples=int(os.environ.get("NP_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def check_policy(document: object) -> Policy | None:
+    policy = only_raises(InvalidDocument, lambda: parse_policy(document, EXAMPLE_PERSONAS))
+    if policy is None:
+        return None
+    assert isinstance(policy, Policy)
+    assert len(canonical_json(policy.document)) <= POLICY_LIMITS.max_canonical_bytes
+    strict_json(document)
+    return policy
+
+
+def check_policy_text(data: str | bytes) -> None:
+    only_raises(InvalidDocument, lambda: check_policy(load_document(data, limits=POLICY_LIMITS)))
+
+
+def test_the_example_policy_passes_the_fuzzing_checks() -> None:
+    assert check_policy(EXAMPLE_POLICY) is not None
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_policy_of_any_text(text: str) -> None:
+    check_policy_text(text)
+
+
+@FUZZ
+@given(TREES)
+def test_policy_of_any_json_like_tree(tree: object) -> None:
+    check_policy(tree)
+    check_policy({"persona_policy": tree})
+
+
+@FUZZ
+@given(st.sampled_from([EXAMPLE_POLICY]).flatmap(mutated))
+def test_mutated_example_policy(document: object) -> None:
+    check_policy(document)
+
+
+@FUZZ
+@given(mutated_text(EXAMPLE_POLICY_TEXT))
+def test_mutated_example_policy_bytes(data: bytes) -> None:
+    check_policy_text(data)
+
+
+@FUZZ
+@given(st.text(max_size=200) | LONE_SURROGATES | deep())
+def test_any_condition(when: object) -> None:
+    check_policy(policy(rules=[rule("a", "web", when=when)]))
+
+
+def test_policy_alias_bomb_is_refused_at_once() -> None:
+    lines = ['x-a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"x-a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "persona_policy:\n  rules: []\n" + "".join(f"  {line}\n" for line in lines)
+    text += "  description: *a8\n"
+    with pytest.raises(InvalidDocument) as caught:
+        load_document(text, limits=POLICY_LIMITS)
+    assert caught.value.errors == (FieldError("", POLICY_LIMITS.too_many()),)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "pointer", "message"),
+    [
+        ("description", float("nan"), "/persona_policy/description", "NaN is not a JSON number"),
+        ("x-n", 2**63, "/persona_policy/x-n", "outside the signed 64-bit integers"),
+        ("x-n", {7: 1}, "/persona_policy/x-n/7", "key 7 is not a string"),
+        ("description", "\ud800", "/persona_policy/description", "lone surrogate"),
+    ],
+)
+def test_policy_values_must_be_strict_json(
+    where: str, value: object, pointer: str, message: str
+) -> None:
+    problems = errors(policy(**{where: value}))
+    assert [p for p, _ in problems] == [pointer]
+    assert message in problems[0][1]
+
+
+def test_policy_integers_past_64_bits_in_a_field_are_field_errors() -> None:
+    overlay = {"name": "o", "override": True, "set": {"priority": 2**64}}
+    problems = errors(policy(overlays=[overlay]))
+    assert problems[0][0] == "/persona_policy/overlays/0/set/priority"
+    assert "is out of range (expected an integer 0..7)" in problems[0][1]
+
+
+def test_a_condition_with_a_lone_surrogate_is_an_error_not_a_crash() -> None:
+    problems = errors(policy(rules=[rule("a", "web", when='name == "\ud800"')]))
+    assert problems == [(f"{R}/0/when", problems[0][1])]
+    assert "lone surrogate" in problems[0][1]
+
+
+def test_the_canonical_policy_is_at_most_1_mib() -> None:
+    document = policy(description="d" * (POLICY_LIMITS.max_canonical_bytes - 200))
+    assert parse_policy(document, PERSONAS)
+    problems = errors(policy(description="d" * POLICY_LIMITS.max_canonical_bytes))
+    assert problems == [
+        ("", "is larger than that as canonical JSON; a policy may be at most 1 MiB")
+    ]

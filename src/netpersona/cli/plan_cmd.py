@@ -18,15 +18,16 @@ from rich.table import Table
 
 from netpersona.compiler import compile_plan, replace_table_batch
 from netpersona.compiler.plan import LinkSetting, Plan, Route, RoutingRule, TcClass, TcQdisc
-from netpersona.errors import InvalidDocument
+from netpersona.errors import InvalidDocument, UsageError
 from netpersona.facts import HostFacts, parse_facts
-from netpersona.model import Persona, load_document, parse_persona, parse_persona_text
+from netpersona.model import Persona, load_document, parse_persona_text
+from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
 from netpersona.model.protocols import SERVICES
 from netpersona.model.schema import persona_schema
 from netpersona.model.units import format_rate
 from netpersona.nftables.render import render_batch
 
-__all__ = ["load_facts", "load_persona", "register"]
+__all__ = ["error_lines", "load_facts", "load_persona", "read_document", "register"]
 
 
 class PlanFormat(StrEnum):
@@ -35,26 +36,40 @@ class PlanFormat(StrEnum):
     NFT = "nft"
 
 
-def _read(path: Path) -> str:
+def read_bytes(path: Path, limits: DocumentLimits) -> bytes:
+    """A file's bytes (``-``: stdin's), never more than one past the limit: the loader names
+    the size, and a huge file is not read whole to be refused."""
     if str(path) == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read(limits.max_input_bytes + 1)
     try:
-        return path.read_text()
+        with path.open("rb") as file:
+            return file.read(limits.max_input_bytes + 1)
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_document(path: Path, limits: DocumentLimits = POLICY_LIMITS) -> object:
+    """A YAML or JSON file as data; problems are :class:`InvalidDocument` naming the file."""
+    return load_document(read_bytes(path, limits), str(path), limits=limits)
 
 
 def load_persona(path: Path) -> Persona:
-    return parse_persona_text(_read(path), str(path))
+    return parse_persona_text(read_bytes(path, PERSONA_LIMITS), str(path))
 
 
 def load_facts(path: Path | None) -> HostFacts:
     if path is None:
         return HostFacts()
+    document = read_document(path)
     try:
-        return parse_facts(load_document(_read(path), str(path)))
+        return parse_facts(document)
     except InvalidDocument as exc:
         raise InvalidDocument(exc.errors, str(path)) from None
+
+
+def error_lines(source: object, exc: InvalidDocument) -> list[str]:
+    """``FILE:POINTER: message``, one line per error (FieldError escapes what would break it)."""
+    return [f"{source}:{error}" for error in exc.errors]
 
 
 def nft_script(plan: Plan) -> str:
@@ -167,11 +182,10 @@ def register(app: typer.Typer) -> None:
         failed = False
         for path in personas:
             try:
-                parse_persona(load_document(_read(path), str(path)))
+                load_persona(path)
             except InvalidDocument as exc:
                 failed = True
-                for error in exc.errors:
-                    sys.stdout.write(f"{path}:{error.pointer or '/'}: {error.message}\n")
+                sys.stdout.write("".join(f"{line}\n" for line in error_lines(path, exc)))
         raise typer.Exit(1 if failed else 0)
 
     @app.command()

@@ -15,9 +15,10 @@ from typing import Annotated
 
 import typer
 
+from netpersona.cli.plan_cmd import error_lines, read_document
 from netpersona.errors import FieldError, InvalidDocument, UsageError
-from netpersona.model import load_document
 from netpersona.model.labels import check_label_key, check_label_value
+from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
 from netpersona.policy import (
     Change,
     ContextChanged,
@@ -50,15 +51,10 @@ ContextOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-def _load(path: Path) -> object:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return load_document(text, str(path))
-    except InvalidDocument as exc:
-        raise InvalidDocument(exc.errors, str(path)) from None
+def _load(path: Path, limits: DocumentLimits = POLICY_LIMITS) -> object:
+    """Every file these commands read is a document within the policy limits (a persona file
+    within the persona limits)."""
+    return read_document(path, limits)
 
 
 def _with_source(path: Path, exc: InvalidDocument) -> InvalidDocument:
@@ -73,7 +69,7 @@ def load_personas(directory: Path) -> dict[str, PersonaVersion]:
     for path in sorted(directory.iterdir()):
         if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
             continue
-        document = _load(path)
+        document = _load(path, PERSONA_LIMITS)
         body = document.get("network_persona") if isinstance(document, Mapping) else None
         if not isinstance(body, Mapping):
             raise InvalidDocument([FieldError("/network_persona", "is required")], str(path))
@@ -168,9 +164,8 @@ def register(app: typer.Typer) -> None:
         try:
             parsed = parse_policy(_load(policy), catalog)
         except InvalidDocument as exc:
-            for error in exc.errors:
-                _write(f"{policy}:{error.pointer or '/'}: {error.message}")
-            raise typer.Exit(1) from None
+            _write("\n".join(error_lines(policy, exc)))
+            raise typer.Exit(exc.exit_code) from None
         _write(
             f"{policy}: ok ({len(parsed.rules)} rules, {len(parsed.overlays)} overlays, "
             f"default {parsed.default or 'none'})"

@@ -1,33 +1,11 @@
 """The persona model: documents in, frozen validated values out. Pure: no I/O."""
 
-from netpersona.model.parse import load_document, parse_persona, parse_persona_text
-from netpersona.model.persona import (
-    CidrSelector,
-    CommunicationMode,
-    LabelSelector,
-    PeerSelector,
-    Persona,
-    PersonaSelector,
-    QosParameters,
-    SecurityProfile,
-)
-from netpersona.model.protocols import L4, SERVICES, PortRange, ProtocolEntry, ProtocolRule
+from netpersona.model import persona, protocols
+from netpersona.model.load import load_document
+from netpersona.model.parse import parse_persona, parse_persona_text
+from netpersona.model.persona import *  # noqa: F403 (the public names are persona's __all__)
+from netpersona.model.protocols import *  # noqa: F403
 
-__all__ = [
-    "L4",
-    "SERVICES",
-    "CidrSelector",
-    "CommunicationMode",
-    "LabelSelector",
-    "PeerSelector",
-    "Persona",
-    "PersonaSelector",
-    "PortRange",
-    "ProtocolEntry",
-    "ProtocolRule",
-    "QosParameters",
-    "SecurityProfile",
-    "load_document",
-    "parse_persona",
-    "parse_persona_text",
-]
+__all__ = ["load_document", "parse_persona", "parse_persona_text"]
+__all__ += persona.__all__
+__all__ += protocols.__all__

@@ -50,12 +50,13 @@ def parse_dscp(value: object) -> int:
     if isinstance(value, int):
         if 0 <= value <= 63:
             return value
-        raise DscpError(f"{value} is not a DSCP number 0..63")
+        raise DscpError(f"{quote(value)} is not a DSCP number 0..63")
     if isinstance(value, str):
         name = value.strip().lower()
         if name in DSCP_NAMES:
             return DSCP_NAMES[name]
-        if name.isdigit() and 0 <= int(name) <= 63:
+        # ASCII digits only: str.isdigit() is true of "²", which int() refuses.
+        if name.isascii() and name.isdigit() and len(name) <= 2 and int(name) <= 63:
             return int(name)
     raise DscpError(f"{quote(value)} is not a DSCP name (e.g. af41, ef, cs5) or number 0..63")
 

@@ -114,7 +114,7 @@ SERVICES: dict[str, tuple[ProtocolRule, ...]] = {
     "vxlan": _udp(4789),
 }
 
-_ENTRY = re.compile(r"^(?P<l4>[a-z]+)(?:/(?P<first>\d{1,5})(?:-(?P<last>\d{1,5}))?)?$")
+_ENTRY = re.compile(r"(?P<l4>[a-z]+)(?:/(?P<first>[0-9]{1,5})(?:-(?P<last>[0-9]{1,5}))?)?")
 
 
 def parse_protocol(value: object) -> ProtocolEntry:
@@ -126,7 +126,7 @@ def parse_protocol(value: object) -> ProtocolEntry:
     text = value.strip().lower()
     if text in SERVICES:
         return ProtocolEntry(text, SERVICES[text])
-    match = _ENTRY.match(text)
+    match = _ENTRY.fullmatch(text)
     if match is None:
         raise ProtocolError(
             f"{quote(value)} is not a protocol (expected tcp, udp, sctp with an optional /port or "

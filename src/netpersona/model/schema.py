@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from netpersona.model.checks import MAX_LIST
 from netpersona.model.dscp import DSCP_NAMES
-from netpersona.model.parse import MAX_CONNECTIONS, MAX_LIST
+from netpersona.model.parse import MAX_CONNECTIONS
 from netpersona.model.persona import CommunicationMode, SecurityProfile
 from netpersona.model.protocols import SERVICES
 
@@ -42,6 +43,8 @@ def persona_schema() -> dict[str, Any]:
             },
             "priority": {"type": "integer", "minimum": 0, "maximum": 7},
             "qos_parameters": {
+                "description": "Every key optional; an absent qos_parameters means {}.",
+                "default": {},
                 "type": "object",
                 "additionalProperties": False,
                 "patternProperties": _EXTENSION,

@@ -8,6 +8,7 @@ same here. The ``bps`` forms are *bytes* per second, again as in tc(8): ``1mbps`
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from netpersona.errors import UnitError
 from netpersona.model.quote import quote
@@ -27,48 +28,54 @@ _RATE_UNITS = {
     "tbps": 8_000_000_000_000,
 }
 _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 * 1024}
-_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+# ASCII digits only (\d would take any script's), and never more than int() reads quickly.
+_NUMBER_UNIT = re.compile(r"^\s*([0-9]{1,19}(?:\.[0-9]{1,19})?)\s*([a-z]+)\s*$")
 
 # HTB keeps 64-bit rates; anything past 1 tbit/s on a VM uplink is a typo, not a plan.
 MAX_RATE_BPS = 1_000_000_000_000
 MAX_SIZE_BYTES = 64 * 1024 * 1024
 
 
-def _parse(value: object, units: dict[str, int], kind: str, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise UnitError(f"{quote(value)} is not a {kind} (expected e.g. {example})")
-    match = _NUMBER_UNIT.match(value.lower())
-    if match is None or match.group(2) not in units:
-        raise UnitError(f"{quote(value)} is not a {kind} (expected e.g. {example})")
-    number, unit = match.groups()
-    # Decimal arithmetic by hand keeps "1.5mbit" exact without floats.
-    whole, _, frac = number.partition(".")
-    scale = units[unit]
-    return (
-        int(whole) * scale + (int(frac) * scale) // (10 ** len(frac))
-        if frac
-        else int(whole) * scale
-    )
+@dataclass(frozen=True, slots=True)
+class _Grammar:
+    kind: str
+    units: dict[str, int]
+    example: str
+    largest: int
+    largest_text: str
+
+    def parse(self, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, str):
+            raise UnitError(f"{quote(value)} is not a {self.kind} (expected e.g. {self.example})")
+        match = _NUMBER_UNIT.match(value.lower())
+        if match is None or match.group(2) not in self.units:
+            raise UnitError(f"{quote(value)} is not a {self.kind} (expected e.g. {self.example})")
+        number, unit = match.groups()
+        # Decimal arithmetic by hand keeps "1.5mbit" exact without floats.
+        whole, _, frac = number.partition(".")
+        scale = self.units[unit]
+        amount: int = int(whole) * scale + (int(frac or "0") * scale) // (10 ** len(frac))
+        if amount <= 0:
+            raise UnitError(f"{quote(value)} is not a {self.kind} above zero")
+        if amount > self.largest:
+            raise UnitError(
+                f"{quote(value)} is above the largest {self.kind} accepted ({self.largest_text})"
+            )
+        return amount
+
+
+_RATE = _Grammar("rate", _RATE_UNITS, "100mbit", MAX_RATE_BPS, "1tbit")
+_SIZE = _Grammar("size", _SIZE_UNITS, "64kb", MAX_SIZE_BYTES, "64mb")
 
 
 def parse_rate(value: object) -> int:
     """``"100mbit"`` -> 100_000_000 (bits per second)."""
-    bits = _parse(value, _RATE_UNITS, "rate", "100mbit")
-    if bits <= 0:
-        raise UnitError(f"{quote(value)} is not a rate above zero")
-    if bits > MAX_RATE_BPS:
-        raise UnitError(f"{quote(value)} is above the largest rate accepted (1tbit)")
-    return bits
+    return _RATE.parse(value)
 
 
 def parse_size(value: object) -> int:
     """``"64kb"`` -> 65536 (bytes)."""
-    size = _parse(value, _SIZE_UNITS, "size", "64kb")
-    if size <= 0:
-        raise UnitError(f"{quote(value)} is not a size above zero")
-    if size > MAX_SIZE_BYTES:
-        raise UnitError(f"{quote(value)} is above the largest size accepted (64mb)")
-    return size
+    return _SIZE.parse(value)
 
 
 def format_rate(bits_per_second: int) -> str:

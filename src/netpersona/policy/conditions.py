@@ -62,6 +62,7 @@ _LABELS = re.compile(r"\blabels\b")
 _LABEL_ACCESS = re.compile(
     r"""\s*(?:\.\s*\??\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()|\[\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\])"""
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LOCATION = re.compile(r"ERROR: <input>:(\d+:\d+): (.*?)(?: \(in container ''\))?$")
 
 
@@ -95,7 +96,7 @@ def _explain_compile_error(text: str) -> str:
         match = _LOCATION.search(line)
         if match:
             problems.append(f"{match.group(2)} (at {match.group(1)})")
-    return "; ".join(problems) or text.strip()
+    return "; ".join(problems) or " ".join(text.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,9 @@ class ConditionCompiler:
     def compile(self, source: object) -> Condition:
         if not isinstance(source, str) or not source.strip():
             raise ConditionError("expected a CEL expression (a non-empty string)")
+        if _SURROGATE.search(source):
+            # The library takes UTF-8; a lone surrogate has no UTF-8 form (and is not text).
+            raise ConditionError("holds a lone surrogate, which is not Unicode text")
         try:
             expression = self._env.compile(source)
         except RuntimeError as exc:

@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from netpersona.errors import FieldError, InvalidDocument, ProtocolError
+from netpersona.errors import InvalidDocument
+from netpersona.model.checks import Checker, escape_pointer
+from netpersona.model.jsontree import check_tree, with_json_problems
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
-from netpersona.model.parse import escape_pointer, parse_persona
+from netpersona.model.limits import POLICY_LIMITS
+from netpersona.model.parse import parse_persona
 from netpersona.model.persona import CommunicationMode
 from netpersona.model.protocols import ProtocolEntry, parse_protocol
 from netpersona.model.quote import quote
@@ -78,8 +81,8 @@ SET_KEYS = (
     "peers",
 )
 MAX_RULES = 10_000
-_CONTEXT_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")  # IFNAMSIZ is 16 with the NUL (netdevice(7))
+_CONTEXT_KEY = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_IFNAME = re.compile(r"[^/\s:]{1,15}")  # IFNAMSIZ is 16 with the NUL (netdevice(7))
 # What a tighten-only overlay may move the mode to: never away from restricted, never back to
 # broadcast or multicast (spec section 5: unicast drops both, restricted also limits outbound).
 MODE_RANK = {
@@ -169,57 +172,19 @@ class Policy:
         )
 
 
-def _kind(value: object) -> str:
-    return "a mapping" if isinstance(value, Mapping) else type(value).__name__
-
-
-class _Parser:
+class _Parser(Checker):
     def __init__(self, personas: Collection[str] | None) -> None:
-        self.errors: list[FieldError] = []
+        super().__init__()
         self.personas = personas
         self.compiler: ConditionCompiler | None = None
         self.context: dict[str, ContextKey] = {}
 
-    def error(self, at: str, message: str) -> None:
-        self.errors.append(FieldError(at, message))
-
-    def keys(self, obj: Mapping[str, Any], at: str, allowed: tuple[str, ...]) -> None:
-        for key in obj:
-            if not isinstance(key, str) or (key not in allowed and not key.startswith("x-")):
-                self.error(
-                    f"{at}/{escape_pointer(str(key))}",
-                    f"unknown key {quote(key)} (expected one of {', '.join(allowed)}, "
-                    "or a key starting with x-)",
-                )
-
-    def mapping(self, at: str, value: object) -> Mapping[str, Any] | None:
-        if isinstance(value, Mapping):
-            return value
-        self.error(at, f"expected a mapping, got {_kind(value)} {quote(value)}")
-        return None
-
-    def strings(self, at: str, value: object) -> list[str] | None:
-        if not isinstance(value, list) or not value:
-            self.error(at, f"expected a non-empty list, got {quote(value)}")
-            return None
-        good = []
-        for index, item in enumerate(value):
-            if isinstance(item, str) and item:
-                good.append(item)
-            else:
-                self.error(f"{at}/{index}", f"{quote(item)} is not a non-empty string")
-        return good if len(good) == len(value) else None
-
     def persona_ref(self, at: str, value: object) -> str | None:
-        problem = check_persona_name(value)
-        if problem:
-            self.error(at, problem)
+        name = self.persona_name(at, value)
+        if name is not None and self.personas is not None and name not in self.personas:
+            self.error(at, f"persona {quote(name)} does not exist")
             return None
-        assert isinstance(value, str)
-        if self.personas is not None and value not in self.personas:
-            self.error(at, f"persona {quote(value)} does not exist")
-            return None
-        return value
+        return name
 
     # --- context declarations -------------------------------------------------------------
 
@@ -227,7 +192,7 @@ class _Parser:
         body = self.mapping(at, value)
         for key, spec in (body or {}).items():
             where = f"{at}/{escape_pointer(str(key))}"
-            if not isinstance(key, str) or not _CONTEXT_KEY.match(key):
+            if not isinstance(key, str) or not _CONTEXT_KEY.fullmatch(key):
                 self.error(
                     where,
                     f"{quote(key)} is not a usable context key (lower-case letters, digits and "
@@ -271,11 +236,7 @@ class _Parser:
                     requirements.append(Requirement(key, Operator.IN, frozenset([value])))
         if "matchExpressions" in body:
             where = f"{at}/matchExpressions"
-            items = body["matchExpressions"]
-            if not isinstance(items, list):
-                self.error(where, f"expected a list, got {quote(items)}")
-                items = []
-            for index, item in enumerate(items):
+            for index, item in enumerate(self.sequence(where, body["matchExpressions"]) or ()):
                 requirement = self.expression(f"{where}/{index}", item, context)
                 if requirement is not None:
                     requirements.append(requirement)
@@ -283,7 +244,7 @@ class _Parser:
 
     def label_key(self, at: str, key: object, context: bool) -> bool:
         if context:
-            if key not in self.context:
+            if not isinstance(key, str) or key not in self.context:
                 self.error(
                     at, f"context key {quote(key)} is not declared (declare it under /context)"
                 )
@@ -349,7 +310,7 @@ class _Parser:
             for index, name in enumerate(
                 self.strings(f"{at}/interfaces", body["interfaces"]) or ()
             ):
-                if _IFNAME.match(name):
+                if _IFNAME.fullmatch(name):
                     interfaces.append(name)
                 else:
                     self.error(
@@ -391,25 +352,26 @@ class _Parser:
         seen[value] = at
         return value
 
-    def rules(self, at: str, value: object) -> tuple[Rule, ...]:
-        if not isinstance(value, list):
-            self.error(at, f"expected a list of rules, got {quote(value)}")
-            return ()
-        if len(value) > MAX_RULES:
-            self.error(at, f"has {len(value)} rules; at most {MAX_RULES} are accepted")
-            return ()
+    def entries(
+        self, at: str, value: object, what: str, keys: tuple[str, ...], required: tuple[str, ...]
+    ) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+        """Each well-formed entry of a list of rules or overlays: pointer, body, unique name."""
         seen: dict[str, str] = {}
-        rules = []
-        for index, item in enumerate(value):
+        for index, item in enumerate(
+            self.sequence(at, value, f"a list of {what}", MAX_RULES) or ()
+        ):
             where = f"{at}/{index}"
             body = self.mapping(where, item)
             if body is None:
                 continue
-            self.keys(body, where, RULE_KEYS)
-            for key in ("name", "persona"):
-                if key not in body:
-                    self.error(f"{where}/{key}", f"{key} is required")
-            name = self.name(f"{where}/name", body.get("name"), seen) if "name" in body else ""
+            self.keys(body, where, keys)
+            self.required(body, where, required)
+            name = self.name(f"{where}/name", body["name"], seen) if "name" in body else ""
+            yield where, body, name
+
+    def rules(self, at: str, value: object) -> tuple[Rule, ...]:
+        rules = []
+        for where, body, name in self.entries(at, value, "rules", RULE_KEYS, ("name", "persona")):
             persona = (
                 self.persona_ref(f"{where}/persona", body["persona"]) if "persona" in body else None
             )
@@ -419,43 +381,18 @@ class _Parser:
         return tuple(rules)
 
     def overlays(self, at: str, value: object) -> tuple[Overlay, ...]:
-        if not isinstance(value, list):
-            self.error(at, f"expected a list of overlays, got {quote(value)}")
-            return ()
-        seen: dict[str, str] = {}
         overlays = []
-        for index, item in enumerate(value):
-            where = f"{at}/{index}"
-            body = self.mapping(where, item)
-            if body is None:
-                continue
-            self.keys(body, where, OVERLAY_KEYS)
-            for key in ("name", "set"):
-                if key not in body:
-                    self.error(f"{where}/{key}", f"{key} is required")
-            name = self.name(f"{where}/name", body.get("name"), seen) if "name" in body else ""
-            flags = {}
-            for flag in ("enforce", "override"):
-                flags[flag] = body.get(flag, False)
-                if not isinstance(flags[flag], bool):
-                    self.error(f"{where}/{flag}", f"{quote(flags[flag])} is not true or false")
+        for where, body, name in self.entries(at, value, "overlays", OVERLAY_KEYS, ("name", "set")):
+            enforce, override = (
+                self.boolean(f"{where}/{flag}", body.get(flag, False)) is True
+                for flag in ("enforce", "override")
+            )
             match = self.match(f"{where}/match", body.get("match"), body.get("when"))
             changes = (
-                self.overlay_set(f"{where}/set", body["set"], flags["override"] is True)
-                if "set" in body
-                else None
+                self.overlay_set(f"{where}/set", body["set"], override) if "set" in body else None
             )
             if name and changes is not None:
-                overlays.append(
-                    Overlay(
-                        name,
-                        match,
-                        changes,
-                        enforce=flags["enforce"] is True,
-                        override=flags["override"] is True,
-                        pointer=where,
-                    )
-                )
+                overlays.append(Overlay(name, match, changes, enforce, override, pointer=where))
         return tuple(overlays)
 
     def overlay_set(self, at: str, value: object, override: bool) -> OverlaySet | None:
@@ -482,13 +419,10 @@ class _Parser:
                 )
         removed: list[ProtocolEntry] = []
         if "remove_protocols" in body:
-            for index, text in enumerate(
-                self.strings(f"{at}/remove_protocols", body["remove_protocols"]) or ()
-            ):
-                try:
-                    removed.append(parse_protocol(text))
-                except ProtocolError as exc:
-                    self.error(f"{at}/remove_protocols/{index}", str(exc))
+            texts = self.strings(f"{at}/remove_protocols", body["remove_protocols"]) or ()
+            for index, text in enumerate(texts):
+                entry = self.convert(f"{at}/remove_protocols/{index}", text, parse_protocol)
+                removed += [entry] if entry is not None else []
         fields = {
             k: copy.deepcopy(v)
             for k, v in body.items()
@@ -539,21 +473,7 @@ class _Parser:
             )
 
 
-def parse_policy(document: object, personas: Collection[str] | None = None) -> Policy:
-    """Validate a policy document; with ``personas`` (the catalog's names), check references.
-
-    Raises :class:`InvalidDocument` listing every problem, including rules that can never match.
-    """
-    p = _Parser(personas)
-    at = ""
-    body: object = document
-    if isinstance(document, Mapping) and "persona_policy" in document:
-        p.keys(document, "", ("persona_policy",))
-        body = document["persona_policy"]
-        at = "/persona_policy"
-    mapping = p.mapping(at, body)
-    if mapping is None:
-        raise InvalidDocument(p.errors)
+def _policy(p: _Parser, at: str, mapping: Mapping[str, Any]) -> Policy:
     p.keys(mapping, at, TOP_KEYS)
     if "context" in mapping:
         p.context_keys(f"{at}/context", mapping["context"])
@@ -565,15 +485,27 @@ def parse_policy(document: object, personas: Collection[str] | None = None) -> P
     if mapping.get("default") is not None:
         default = p.persona_ref(f"{at}/default", mapping["default"])
     overlays = p.overlays(f"{at}/overlays", mapping["overlays"]) if "overlays" in mapping else ()
-    policy = Policy(
+    return Policy(
         rules=rules,
         default=default,
         overlays=overlays,
         context=dict(p.context),
         document=copy.deepcopy(dict(mapping)),
     )
-    if not p.errors:
+
+
+def parse_policy(document: object, personas: Collection[str] | None = None) -> Policy:
+    """Validate a policy document; with ``personas`` (the catalog's names), check references.
+
+    Raises :class:`InvalidDocument` listing every problem, including rules that can never match.
+    """
+    not_json = check_tree(document, POLICY_LIMITS)
+    p = _Parser(personas)
+    at, mapping = p.unwrap(document, "persona_policy", "a mapping (the persona_policy)")
+    policy = _policy(p, at, mapping) if mapping is not None else None
+    p.errors = with_json_problems(p.errors, not_json, mapping, at, POLICY_LIMITS)
+    if policy is not None and not p.errors:
         p.errors.extend(unreachable_rules(policy))
-    if p.errors:
-        raise InvalidDocument(sorted(set(p.errors), key=p.errors.index))
+    if p.errors or policy is None:
+        p.fail()
     return policy
