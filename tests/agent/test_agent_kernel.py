@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netpersona.lab.fleet import Fleet, netpersona_argv
+from netpersona.lab.fleet import METADATA_URL, Fleet, netpersona_argv
 from netpersona.lab.topology import topology
 from netpersona.store.sqlite import SqliteStore
+from tests.agent.wire_form import skip_unless_v1_persona_answer
 
 pytestmark = pytest.mark.kernel
 
@@ -79,6 +80,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
             fleet.admin("add-instance", "vm1", "--address", "10.77.0.11", "--label", "app=web")
             fleet.admin("apply", str(persona_file(tmp_path, "web", WEB)), "--name", "web")
             fleet.admin("pin", "vm1", "web")
+            skip_unless_v1_persona_answer(topo.vms["vm1"], METADATA_URL)
             yield fleet
         finally:
             fleet.stop_all()

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from netpersona.lab.fleet import Fleet
+from netpersona.lab.fleet import METADATA_URL, Fleet
 from netpersona.lab.topology import METADATA_ADDRESS, topology
+from tests.agent.wire_form import skip_unless_v1_persona_answer
 
 pytestmark = pytest.mark.kernel
 
@@ -81,6 +82,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
                 fleet.admin("apply", str(path), "--name", name)
             for vm, persona in (("a", "front"), ("b", "api"), ("c", "web")):
                 fleet.admin("pin", vm, persona)
+            skip_unless_v1_persona_answer(topo.vms["a"], METADATA_URL)
             yield fleet
         finally:
             fleet.stop_all()
