@@ -9,14 +9,16 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, cast
 
 import httpx
 import pytest
 
 from netpersona.agent.client import ANSWER_LIMIT, MetadataClient, Watched
+from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.agent.status import StatusRecord
 from netpersona.agent.watch import VIEWS, View, Watcher
+from netpersona.dataplane.kernel import Kernel
 from netpersona.errors import MalformedAnswer, MetadataUnavailable
 
 URL = "http://169.254.169.254"
@@ -228,3 +230,47 @@ async def test_a_refused_answer_is_not_taken(tmp_path: Path) -> None:
     assert made.last is not None
     assert made.last.body == INSTANCE
     assert [t.body for t in taken] == [INSTANCE]
+
+
+class BrokenKernel:
+    """A kernel that cannot be read at all (every call raises something outside the tree)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"{name}: the kernel cannot be read")
+
+        return broken
+
+
+@synchronous
+async def test_a_pass_that_raises_is_reported_and_the_agent_goes_on(tmp_path: Path) -> None:
+    answers: dict[str, dict[str, Any]] = {
+        "/v1/instance": INSTANCE,
+        "/v1/instance/network_persona": {
+            "assigned": True,
+            "name": "web",
+            "version": 1,
+            "overlays": [],
+            "digest": "d1",
+            "network_persona": {"communication_mode": "unicast"},
+        },
+        "/v1/instance/peers": {"peers": []},
+    }
+
+    async def get(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers[request.url.path], headers={"ETag": '"e"'})
+
+    config = AgentConfig(URL, tmp_path, gossip=False, drift_interval=3600)
+    agent = Agent(config, cast(Kernel, BrokenKernel()), client(get))
+    running = asyncio.create_task(agent.run())
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if agent.record.result == "failed":
+            break
+    assert not running.done(), "the agent stopped"
+    record = json.loads((tmp_path / "agent.json").read_text())
+    assert record["result"] == "failed"
+    assert "RuntimeError" in record["error"]
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running

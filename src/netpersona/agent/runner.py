@@ -38,7 +38,13 @@ from netpersona.agent.client import MetadataClient, Watched
 from netpersona.agent.config import AgentConfig, metadata_endpoint
 from netpersona.agent.control import ControlChannel
 from netpersona.agent.reconcile import Inputs, Reconciler
-from netpersona.agent.status import RECORD_FILE, AgentRecord, StatusRecord, error_text
+from netpersona.agent.status import (
+    RECORD_FILE,
+    AgentRecord,
+    StatusRecord,
+    error_code,
+    error_text,
+)
 from netpersona.agent.view import merge_peer_views
 from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
@@ -209,6 +215,15 @@ class Agent:
             tasks.append(asyncio.create_task(counters, name="gossip-counters"))
         return tasks
 
+    def _pass_failed(self, exc: Exception) -> None:
+        """A pass that raised (the kernel could not be read, a defect): said, not fatal."""
+        self.log.error(
+            "pass failed; keeping the persona in force",
+            error_type=type(exc).__name__,
+            error=error_text(exc),
+        )
+        self.status.outcome("failed", f"{error_code(exc)}: {error_text(exc)}"[:500])
+
     async def _next_wake(self) -> None:
         """Until something is news, or a plan that failed may be tried again."""
         retry_in = self.reconciler.retry_in
@@ -227,11 +242,7 @@ class Agent:
                 try:
                     await self.reconcile()
                 except Exception as exc:  # the agent must outlive every failure
-                    self.log.error(
-                        "pass failed; keeping the persona in force",
-                        error_type=type(exc).__name__,
-                        error=error_text(exc),
-                    )
+                    self._pass_failed(exc)
                     await self.sleep(PASS_PAUSE)
         finally:
             for task in tasks:
