@@ -112,7 +112,7 @@ def _print_agent(agent: dict[str, Any]) -> None:
         error = watch.get("error") or {}
         out.print(
             f"  [red]{escape(str(name))}: failing since {_clock(watch.get('since'))}[/red] "
-            f"({watch.get('failures')} tries): {escape(str(error.get('code')))}: "
+            f"({watch.get('failures')} in a row): {escape(str(error.get('code')))}: "
             f"{escape(str(error.get('message')))}",
             markup=True,
         )
@@ -128,7 +128,8 @@ def _print_agent(agent: dict[str, Any]) -> None:
             f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
             f"learned; rejected: {rejects or 'none'}"
         )
-    if agent.get("error"):
+    # A refused answer's error is the failing watch's, printed above.
+    if agent.get("error") and agent.get("result") != "refused":
         out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
 
 
