@@ -12,6 +12,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from netpersona.agent.backoff import RetryGate
 from netpersona.agent.client import MetadataClient, Watched
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.dataplane.kernel import Kernel, LinuxKernel
@@ -102,3 +103,41 @@ def test_the_same_failed_plan_backs_off_and_a_new_one_goes_at_once(tmp_path: Pat
         now += 0.2
         asyncio.run(agent.reconcile())
         assert kernel.loads == 4
+
+
+def test_the_running_agent_wakes_for_a_retry_and_does_not_spin(tmp_path: Path) -> None:
+    answers = {
+        "/v1/instance": INSTANCE,
+        "/v1/instance/network_persona": persona(8080, 1),
+        "/v1/instance/peers": {"peers": []},
+    }
+
+    def service(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(200, content=b"tok")
+        if request.method == "POST":
+            return httpx.Response(204)
+        return httpx.Response(200, json=answers[request.url.path], headers={"ETag": '"e"'})
+
+    async def run_for(agent: Agent, seconds: float) -> None:
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(seconds)
+        assert not task.done(), "the agent stopped"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with netns("npretry") as ns:
+        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
+        ns.run(["ip", "addr", "add", "10.77.0.11/24", "dev", "eth0"])
+        for link in ("eth0", "eth0p"):
+            ns.run(["ip", "link", "set", link, "up"])
+        kernel = NftRefuses(LinuxKernel(ns.name))
+        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
+        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
+        agent = Agent(config, cast(Kernel, kernel), client)
+        # Short waits, so a few retries fit in the test: 0.5 s, 1 s, 1 s, ...
+        agent.reconciler.retry = RetryGate(base=0.5, cap=1.0)
+        asyncio.run(run_for(agent, 4.0))
+        # Tried at 0, ~0.5, ~1.5, ~2.5, ~3.5 s: retried without news, and never in a loop.
+        assert 3 <= kernel.loads <= 6, kernel.loads

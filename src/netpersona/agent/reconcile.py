@@ -85,10 +85,12 @@ class Reconciler:
 
     @property
     def retry_in(self) -> float | None:
-        """Seconds until a plan that failed may be tried again (None: nothing waits)."""
+        """Seconds until a plan that failed may be tried again; None when none waits (or its
+        time has come and a pass since did something else: it then waits for news)."""
         if self.retry.retry_at is None:
             return None
-        return max(0.0, self.retry.retry_at - self.clock())
+        left = self.retry.retry_at - self.clock()
+        return left if left > 0 else None
 
     async def reconcile(self, inputs: Inputs) -> None:
         """Bring the kernel to what ``inputs`` say; never raises for outside failures."""
