@@ -22,7 +22,11 @@ C = ip_address("10.0.0.3")
 
 def served_b_as_api() -> tuple[Peer, ...]:
     return parse_peer_view(
-        {"peers": [{"addresses": ["10.0.0.2"], "persona": "api", "priority": 3, "labels": {}}]}
+        {
+            "peers": [
+                {"instance": "vm-b", "addresses": ["10.0.0.2"], "persona": "api", "priority": 3}
+            ]
+        }
     )
 
 
@@ -66,8 +70,10 @@ def agent_with_node(tmp_path: Path, served_at: float) -> Agent:
     node = GossipNode(address=ip_address("10.0.0.1"), verifier=verifier, now=time.time())
     own = make_certificate("vm-a", ("10.0.0.1",), persona="front", issued_at=int(time.time()))
     node.set_own_certificate(signed(own), time.time())
-    agent.node = node
-    body = {"peers": [{"addresses": ["10.0.0.2"], "persona": "api", "priority": 3}]}
+    agent.control.node = node
+    body = {
+        "peers": [{"instance": "vm-b", "addresses": ["10.0.0.2"], "persona": "api", "priority": 3}]
+    }
     agent.latest["peers"] = Watched(body, '"e1"', served_at)
     agent.compiled_view = agent.peer_view()
     return agent
@@ -75,16 +81,16 @@ def agent_with_node(tmp_path: Path, served_at: float) -> Agent:
 
 def hear(agent: Agent, source: str, persona: str, seq: int, issued_at: int) -> None:
     """A certificate arriving on the control channel from its own VM."""
-    assert agent.node is not None
+    assert agent.control.node is not None
     name = {"10.0.0.2": "vm-b", "10.0.0.3": "vm-c"}[source]
     # A renewal keeps the persona version; only seq and the times move.
     cert = make_certificate(
         name, (source,), persona=persona, seq=seq, issued_at=issued_at, persona_version=1
     )
     datagram = encode(Certs((signed(cert).encode(),)))
-    step = agent.node.receive(datagram, ip_address(source), time.time())
-    assert step.learned, agent.node.counters
-    agent._on_gossip(step)
+    step = agent.control.node.receive(datagram, ip_address(source), time.time())
+    assert step.learned, agent.control.node.counters
+    agent.control.on_gossip(step)
 
 
 def test_news_that_changes_the_view_wakes_the_reconciler(tmp_path: Path) -> None:
@@ -120,14 +126,14 @@ def test_news_older_than_the_service_answer_does_not_wake(tmp_path: Path) -> Non
 def test_an_expiring_peer_wakes_the_reconciler(tmp_path: Path) -> None:
     now = int(time.time())
     agent = agent_with_node(tmp_path, served_at=now - 100)
-    assert agent.node is not None
+    assert agent.control.node is not None
     cert = make_certificate(
         "vm-c", ("10.0.0.3",), persona="api", seq=2, issued_at=now - 50, expires_at=now + 2
     )
-    agent.node.receive(encode(Certs((signed(cert).encode(),))), C, time.time())
+    agent.control.node.receive(encode(Certs((signed(cert).encode(),))), C, time.time())
     agent.compiled_view = agent.peer_view()
     agent.dirty.clear()
-    step = agent.node.tick(now + 3)
+    step = agent.control.node.tick(now + 3)
     assert step.expired == ("vm-c",)
-    agent._on_gossip(step)
+    agent.control.on_gossip(step)
     assert agent.dirty.is_set()

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import pytest
 
+from netpersona.agent.answers import parse_instance
 from netpersona.agent.backoff import Backoff
-from netpersona.agent.client import Watched
 from netpersona.agent.runner import Agent, AgentConfig
-from netpersona.agent.view import (
-    MalformedAnswer,
-    parse_peer_view,
-    parse_persona_answer,
-    uplink_tiers,
-)
+from netpersona.agent.view import MalformedAnswer, parse_peer_view, parse_persona_answer
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import Tier
 
@@ -33,13 +27,23 @@ def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
 
 
 def test_persona_answer_without_persona_means_remove() -> None:
-    answer = parse_persona_answer({"name": None, "version": None, "network_persona": None})
+    answer = parse_persona_answer(
+        {"assigned": False, "name": None, "version": None, "overlays": [], "network_persona": None}
+    )
     assert answer.document is None
 
 
 def test_persona_answer_without_version_is_garbage() -> None:
     with pytest.raises(MalformedAnswer):
-        parse_persona_answer({"name": "web", "network_persona": {"priority": 1}})
+        parse_persona_answer(
+            {
+                "assigned": True,
+                "name": "web",
+                "overlays": [],
+                "digest": "d1",
+                "network_persona": {"priority": 1},
+            }
+        )
 
 
 def test_peer_view_entries_become_peer_infos() -> None:
@@ -47,6 +51,7 @@ def test_peer_view_entries_become_peer_infos() -> None:
         {
             "peers": [
                 {
+                    "instance": "vm7",
                     "addresses": ["10.0.0.7"],
                     "persona": "api",
                     "priority": 5,
@@ -71,9 +76,10 @@ def test_malformed_peer_views_are_refused_whole(body: dict[str, object]) -> None
 
 def test_uplink_tiers_come_from_instance_interfaces() -> None:
     instance = {
-        "interfaces": [{"name": "eth0", "tier": "premium"}, {"name": "eth1", "tier": None}, "junk"]
+        "id": "vm1",
+        "interfaces": [{"name": "eth0", "tier": "premium"}, {"name": "eth1", "tier": None}],
     }
-    assert uplink_tiers(instance) == {"eth0": Tier.PREMIUM}
+    assert parse_instance(instance).tiers == {"eth0": Tier.PREMIUM}
 
 
 def test_a_second_wake_for_the_same_change_keeps_saying_applied(tmp_path: Path) -> None:
@@ -85,16 +91,16 @@ def test_a_second_wake_for_the_same_change_keeps_saying_applied(tmp_path: Path) 
         return Agent(config, LinuxKernel())
 
     first = agent()
-    first._set_result("web", 2, "d2", "applied", None)
+    first.reconciler._set_result("web", 2, "d2", "applied", None)
     # The second wake comes with a later answer (another ETag): the record follows it.
-    first.latest["persona"] = Watched({}, '"e2"', time.time())
-    first._unchanged("web", 2, "d2")
+    first.reconciler.persona_etag = '"e2"'
+    first.reconciler._unchanged("web", 2, "d2")
     assert first.record.result == "applied"
     assert first.record.persona_etag == '"e2"'
     # A newer version whose plan is the same digest is news of its own.
-    first._unchanged("web", 3, "d2")
+    first.reconciler._unchanged("web", 3, "d2")
     assert first.record.result == "unchanged"
     # A restarted agent that finds its plan in force says so.
     restarted = agent()
-    restarted._unchanged("web", 2, "d2")
+    restarted.reconciler._unchanged("web", 2, "d2")
     assert restarted.record.result == "unchanged"

@@ -2,12 +2,20 @@
 
 Session tokens are fetched, kept and renewed here (``PUT /v1/token``, as IMDSv2): a 401 gets a
 fresh token and one retry. Every failure to get a well-formed answer, whether the service is
-down, slow or answering garbage, becomes :class:`MetadataUnavailable`, so the caller has one
-thing to handle: keep what it has and try again later.
+down, slow or answering garbage, becomes :class:`MetadataUnavailable` (or its
+:class:`MalformedAnswer`), so the caller has one thing to handle: keep what it has and try
+again later.
+
+Whatever the service does, one request costs bounded memory and time: the body is streamed and
+dropped past its cap (:data:`ANSWER_LIMIT`, or what the caller allows, e.g. the peer view's
+:data:`PEER_VIEW_LIMIT`), its JSON nesting is checked before parsing, and the whole exchange has
+a deadline (the long-poll's wait plus :data:`DEADLINE_MARGIN`) on top of httpx's per-read
+timeouts, which a drip of one byte every few seconds never trips.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -15,9 +23,17 @@ from typing import Any
 
 import httpx
 
-from netpersona.errors import MetadataUnavailable
+from netpersona.agent.answers import decode_json, parse_token
+from netpersona.errors import MalformedAnswer, MetadataUnavailable
 
-__all__ = ["MetadataClient", "MetadataUnavailable", "Watched"]
+__all__ = [
+    "ANSWER_LIMIT",
+    "PEER_VIEW_LIMIT",
+    "MalformedAnswer",
+    "MetadataClient",
+    "MetadataUnavailable",
+    "Watched",
+]
 
 # Header names, not secrets.
 TOKEN_HEADER = "X-Netpersona-Token"  # noqa: S105
@@ -25,6 +41,15 @@ TOKEN_TTL_HEADER = "X-Netpersona-Token-TTL-Seconds"  # noqa: S105
 TOKEN_TTL = 21600
 # Renew a token this long before it expires, so a long-poll never starts with a dying token.
 TOKEN_MARGIN = 300
+# The most the agent reads of one answer. A peer view lists a whole fleet (about 200 bytes a
+# peer), the rest are one record each.
+ANSWER_LIMIT = 1 << 20
+PEER_VIEW_LIMIT = 64 << 20
+# How much longer than its long-poll wait one request may take, from connect to last byte.
+DEADLINE_MARGIN = 30.0
+# How much of a refused body goes into an error message.
+EXCERPT = 200
+MAX_ETAG_LENGTH = 256
 JSON = dict[str, Any]
 
 
@@ -39,16 +64,43 @@ class Watched:
     served_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def excerpt(self) -> str:
+        return self.body[:EXCERPT].decode("utf-8", "replace")
+
+
+async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The body, or MalformedAnswer as soon as it passes ``limit`` (the rest is never read)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise MalformedAnswer(f"{what}: an answer of {declared} bytes (at most {limit})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedAnswer(f"{what}: an answer of more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class MetadataClient:
     def __init__(
         self,
         base_url: str,
         *,
         timeout: float = 10.0,
+        deadline_margin: float = DEADLINE_MARGIN,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.deadline_margin = deadline_margin
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, transport=transport
         )
@@ -60,74 +112,104 @@ class MetadataClient:
 
     async def _token_header(self, *, renew: bool = False) -> dict[str, str]:
         if renew or self._token is None or time.monotonic() > self._token_expires - TOKEN_MARGIN:
-            response = await self._send(
+            self._token = None
+            answer = await self._send(
                 "PUT", "/v1/token", headers={TOKEN_TTL_HEADER: str(TOKEN_TTL)}
             )
-            if response.status_code != 200 or not response.text.strip():
+            if answer.status != 200:
                 raise MetadataUnavailable(
-                    f"PUT /v1/token answered {response.status_code}: {response.text[:200]}"
+                    f"PUT /v1/token answered {answer.status}: {answer.excerpt()}"
                 )
-            self._token = response.text.strip()
+            self._token = parse_token(answer.body)
             self._token_expires = time.monotonic() + TOKEN_TTL
-        assert self._token is not None
         return {TOKEN_HEADER: self._token}
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        body: JSON | None = None,
+        wait: float = 0.0,
+        limit: int = ANSWER_LIMIT,
+    ) -> _Answer:
+        what = f"{method} {path}"
+        deadline = wait + self.deadline_margin
+        timeout = httpx.Timeout(self.timeout, read=wait + self.timeout)
         try:
-            return await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(deadline):
+                request = self._client.build_request(
+                    method, path, headers=headers, params=params, json=body, timeout=timeout
+                )
+                response = await self._client.send(request, stream=True)
+                try:
+                    content = await _read_capped(response, limit, what)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise MetadataUnavailable(f"{what}: no complete answer within {deadline:g}s") from None
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             raise MetadataUnavailable(
-                f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}"
+                f"{what} ({self.base_url}): {type(exc).__name__}: {exc}"
             ) from None
+        return _Answer(response.status_code, response.headers, content)
 
     async def _call(
-        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
-    ) -> httpx.Response:
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: JSON | None = None,
+        wait: float = 0.0,
+        limit: int = ANSWER_LIMIT,
+    ) -> _Answer:
         """A VM call with the session token; one retry with a new token on 401."""
-        extra = {"timeout": timeout} if timeout is not None else {}
-        headers = dict(kwargs.pop("headers", {}))
         for renew in (False, True):
-            headers.update(await self._token_header(renew=renew))
-            response = await self._send(method, path, headers=headers, **extra, **kwargs)
-            if response.status_code != 401:
-                return response
-        return response
+            headers = await self._token_header(renew=renew)
+            answer = await self._send(
+                method, path, headers=headers, params=params, body=body, wait=wait, limit=limit
+            )
+            if answer.status != 401:
+                return answer
+        return answer
 
     async def get(
-        self, path: str, *, last_etag: str | None = None, wait: float | None = None
+        self,
+        path: str,
+        *,
+        last_etag: str | None = None,
+        wait: float | None = None,
+        limit: int = ANSWER_LIMIT,
     ) -> Watched:
         """GET a VM path; with ``wait``, long-poll until it differs from ``last_etag``."""
         params: dict[str, str] = {}
-        timeout = None
         if wait is not None:
             params = {"wait_for_change": "true", "timeout_sec": str(max(1, int(wait)))}
             if last_etag:
                 params["last_etag"] = last_etag
-            timeout = wait + self.timeout
-        response = await self._call("GET", path, params=params, timeout=timeout)
-        if response.status_code != 200:
-            raise MetadataUnavailable(
-                f"GET {path} answered {response.status_code}: {response.text[:200]}"
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise MetadataUnavailable(f"GET {path} answered something that is not JSON") from None
-        if not isinstance(body, dict):
-            raise MetadataUnavailable(f"GET {path} answered JSON that is not an object")
-        return Watched(body, response.headers.get("etag", ""), served_at(response))
+        answer = await self._call("GET", path, params=params, wait=wait or 0.0, limit=limit)
+        if answer.status != 200:
+            raise MetadataUnavailable(f"GET {path} answered {answer.status}: {answer.excerpt()}")
+        body = decode_json(answer.body, f"GET {path}")
+        etag = answer.headers.get("etag", "")
+        if len(etag) > MAX_ETAG_LENGTH or not etag.isascii():
+            raise MalformedAnswer(f"GET {path}: an ETag that is not one: {etag[:40]!r}")
+        return Watched(body, etag, served_at(answer.headers))
 
     async def report(self, status: JSON) -> None:
-        response = await self._call("POST", "/v1/instance/status", json=status)
-        if response.status_code >= 300:
+        answer = await self._call("POST", "/v1/instance/status", body=status)
+        if answer.status >= 300:
             raise MetadataUnavailable(
-                f"POST /v1/instance/status answered {response.status_code}: {response.text[:200]}"
+                f"POST /v1/instance/status answered {answer.status}: {answer.excerpt()}"
             )
 
 
-def served_at(response: httpx.Response) -> float:
+def served_at(headers: httpx.Headers) -> float:
     """When the service answered, by its own clock (``Date``, RFC 9110 section 6.6.1)."""
     try:
-        return parsedate_to_datetime(response.headers["date"]).timestamp()
+        return parsedate_to_datetime(headers["date"]).timestamp()
     except (KeyError, TypeError, ValueError, IndexError):
         return time.time()

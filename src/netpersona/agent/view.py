@@ -1,19 +1,17 @@
-"""What the agent makes of the service's answers: pure functions from JSON to typed values.
+"""The peer view the agent compiles with: the service's, merged with what gossip learned.
 
-An answer that does not have the documented shape is garbage, and garbage is refused whole
-(:class:`MalformedAnswer`): the agent then keeps what it had, as if the service were away.
+The answers themselves are parsed (and garbage refused) in :mod:`netpersona.agent.answers`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from ipaddress import ip_address
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import replace
 
+from netpersona.agent.answers import PersonaAnswer, parse_peer_view, parse_persona_answer
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.errors import MalformedAnswer
-from netpersona.facts import HostFacts, Tier
+from netpersona.facts import HostFacts
 from netpersona.records import Peer
 
 __all__ = [
@@ -23,58 +21,7 @@ __all__ = [
     "merge_peer_views",
     "parse_peer_view",
     "parse_persona_answer",
-    "uplink_tiers",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PersonaAnswer:
-    name: str | None
-    version: int | None
-    document: Mapping[str, Any] | None
-
-
-def parse_persona_answer(body: Mapping[str, Any]) -> PersonaAnswer:
-    name, version, document = body.get("name"), body.get("version"), body.get("network_persona")
-    if document is None:
-        return PersonaAnswer(None, None, None)
-    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
-        raise MalformedAnswer(f"persona answer without a name and version: {str(body)[:200]}")
-    if not isinstance(document, Mapping):
-        # A document of the wrong shape is still the operator's persona: let validation say why.
-        return PersonaAnswer(name, version, {"network_persona": document})
-    return PersonaAnswer(name, version, document)
-
-
-def uplink_tiers(instance: Mapping[str, Any]) -> dict[str, Tier]:
-    tiers: dict[str, Tier] = {}
-    for interface in instance.get("interfaces") or ():
-        if isinstance(interface, Mapping) and interface.get("tier") in ("premium", "standard"):
-            tiers[str(interface.get("name"))] = Tier(interface["tier"])
-    return tiers
-
-
-def parse_peer_view(body: Mapping[str, Any]) -> tuple[Peer, ...]:
-    peers = body.get("peers")
-    if not isinstance(peers, list):
-        raise MalformedAnswer("peer view without a peers list")
-    out = []
-    try:
-        for index, entry in enumerate(peers):
-            labels = entry.get("labels") or {}
-            priority = entry.get("priority")
-            out.append(
-                Peer(
-                    instance=str(entry.get("id") or entry.get("instance") or f"peer-{index}"),
-                    addresses=tuple(ip_address(a) for a in entry["addresses"]),
-                    persona=entry.get("persona"),
-                    labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-                    priority=priority if isinstance(priority, int) and 0 <= priority <= 7 else 0,
-                )
-            )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedAnswer(f"peer view entry is malformed: {exc}") from None
-    return tuple(out)
 
 
 def compose_facts(live: HostFacts, peers: tuple[Peer, ...]) -> HostFacts:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from netpersona.agent.runner import RECORD_FILE
+from netpersona.agent.status import RECORD_FILE
 from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
 from netpersona.dataplane.apply import Applier, ApplyReport
@@ -92,6 +92,45 @@ def read_agent_record(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record
+
+
+def _clock(when: object) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when if isinstance(when, int | float) else 0))
+
+
+def _print_agent(agent: dict[str, Any]) -> None:
+    """What the agent holds, the service's state, and every watch that is failing and why."""
+    out.print(
+        f"agent: {agent.get('instance')} holds {agent.get('persona')} "
+        f"v{agent.get('version')} ({agent.get('result')}); metadata service "
+        f"{agent.get('service')} since {_clock(agent.get('service_since'))}"
+    )
+    watches = agent.get("watches")
+    for name, watch in sorted(watches.items() if isinstance(watches, dict) else ()):
+        if not isinstance(watch, dict) or watch.get("state") != "failing":
+            continue
+        error = watch.get("error") or {}
+        out.print(
+            f"  [red]{escape(str(name))}: failing since {_clock(watch.get('since'))}[/red] "
+            f"({watch.get('failures')} in a row): {escape(str(error.get('code')))}: "
+            f"{escape(str(error.get('message')))}",
+            markup=True,
+        )
+    if agent.get("retry_at"):
+        out.print(f"  the failed plan is tried again at {_clock(agent['retry_at'])}")
+    if agent.get("gossip"):
+        rejects = {
+            k.removeprefix("reject_"): v
+            for k, v in (agent.get("gossip_counters") or {}).items()
+            if k.startswith("reject_") and v
+        }
+        out.print(
+            f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
+            f"learned; rejected: {rejects or 'none'}"
+        )
+    # A refused answer's error is the failing watch's, printed above.
+    if agent.get("error") and agent.get("result") != "refused":
+        out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -209,24 +248,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
             return
         if agent is not None:
-            since = time.strftime("%H:%M:%S", time.localtime(agent.get("service_since", 0)))
-            out.print(
-                f"agent: {agent.get('instance')} holds {agent.get('persona')} "
-                f"v{agent.get('version')} ({agent.get('result')}); metadata service "
-                f"{agent.get('service')} since {since}"
-            )
-            if agent.get("gossip"):
-                rejects = {
-                    k.removeprefix("reject_"): v
-                    for k, v in (agent.get("gossip_counters") or {}).items()
-                    if k.startswith("reject_") and v
-                }
-                out.print(
-                    f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
-                    f"learned; rejected: {rejects or 'none'}"
-                )
-            if agent.get("error"):
-                out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
+            _print_agent(agent)
         if state is None:
             out.print("no persona applied")
             return

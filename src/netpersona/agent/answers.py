@@ -1,0 +1,203 @@
+"""The service's answers as the agent accepts them: strict, pure parsers (docs/metadata-api.md).
+
+Every answer is checked against its documented shape before anything uses it. One that does
+not have it is refused whole with :class:`MalformedAnswer`, whose message names the path, the
+JSON pointer and the bad value; the agent then keeps what it had. Fields beyond the documented
+ones are ignored, so the service may add some.
+
+Bytes are checked before they are parsed: an answer nested deeper than :data:`MAX_DEPTH` is
+refused without handing it to a recursive parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
+
+from netpersona.certs.keys import KeySet
+from netpersona.errors import InvalidDocument, MalformedAnswer
+from netpersona.records import Peer, Tier
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_TOKEN_LENGTH",
+    "InstanceAnswer",
+    "PersonaAnswer",
+    "decode_json",
+    "parse_certificate",
+    "parse_instance",
+    "parse_key_set",
+    "parse_peer_view",
+    "parse_persona_answer",
+    "parse_token",
+]
+
+JSON = dict[str, Any]
+# Deeper than any documented answer (a persona document is a handful of levels).
+MAX_DEPTH = 32
+# A session token is an HMAC in printable ASCII; anything longer is not one of ours.
+MAX_TOKEN_LENGTH = 512
+# A compact JWS of a certificate binding at most 8 addresses and 16 labels.
+MAX_CERTIFICATE_LENGTH = 16384
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_TIERS = {"premium": Tier.PREMIUM, "standard": Tier.STANDARD}
+
+
+def _bad(where: str, pointer: str, message: str) -> MalformedAnswer:
+    return MalformedAnswer(f"{where}: {pointer or '/'}: {message}")
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else None
+    return (text or type(value).__name__)[:80]
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply ``raw`` nests arrays and objects, counted without parsing it."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    steps = (1 if c in b"[{" else -1 for c in brackets)
+    return max(accumulate(steps, initial=0))
+
+
+def decode_json(raw: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> JSON:
+    """The JSON object ``raw`` holds; refused when it is not one or nests too deeply."""
+    if json_depth(raw) > max_depth:
+        raise _bad(where, "", f"nested deeper than {max_depth} levels")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _bad(where, "", "not JSON") from None
+    if not isinstance(body, dict):
+        raise _bad(where, "", f"expected an object, got {_show(body)}")
+    return body
+
+
+def parse_token(raw: bytes) -> str:
+    """A session token: printable ASCII without spaces, bounded, so it can go in a header."""
+    where = "PUT /v1/token"
+    token = raw.strip()
+    if not 1 <= len(token) <= MAX_TOKEN_LENGTH:
+        raise _bad(where, "", f"a token of {len(token)} bytes (expected 1-{MAX_TOKEN_LENGTH})")
+    if not all(0x21 <= c <= 0x7E for c in token):
+        raise _bad(where, "", "the token is not printable ASCII")
+    return token.decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAnswer:
+    """``GET /v1/instance`` as the agent uses it: who it is, and its uplinks' tiers."""
+
+    id: str
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+
+
+def parse_instance(body: Mapping[str, Any]) -> InstanceAnswer:
+    where = "GET /v1/instance"
+    instance_id = body.get("id")
+    if not isinstance(instance_id, str) or not instance_id:
+        raise _bad(where, "/id", f"{_show(instance_id)} is not an instance id")
+    interfaces = body.get("interfaces", [])
+    if not isinstance(interfaces, list):
+        raise _bad(where, "/interfaces", f"{_show(interfaces)} is not a list")
+    tiers: dict[str, Tier] = {}
+    for index, interface in enumerate(interfaces):
+        at = f"/interfaces/{index}"
+        if not isinstance(interface, Mapping):
+            raise _bad(where, at, f"{_show(interface)} is not an object")
+        name, tier = interface.get("name"), interface.get("tier")
+        if not isinstance(name, str) or not name:
+            raise _bad(where, f"{at}/name", f"{_show(name)} is not an interface name")
+        if tier is not None and tier not in _TIERS:
+            raise _bad(where, f"{at}/tier", f"{_show(tier)} is not premium, standard or null")
+        if tier is not None:
+            tiers[name] = _TIERS[tier]
+    return InstanceAnswer(instance_id, tiers)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaAnswer:
+    """``GET /v1/instance/network_persona``: a persona, or (all None) the word to remove it."""
+
+    name: str | None
+    version: int | None
+    document: Mapping[str, Any] | None
+    overlays: tuple[str, ...] = ()
+    digest: str | None = None
+
+
+NO_PERSONA = PersonaAnswer(None, None, None)
+_NO_PERSONA_FORM: tuple[tuple[str, object], ...] = (
+    ("name", None),
+    ("version", None),
+    ("overlays", []),
+    ("network_persona", None),
+)
+
+
+def parse_persona_answer(body: Mapping[str, Any]) -> PersonaAnswer:
+    """Only the exact "no persona" form removes the persona; anything short of either form is
+    garbage (an empty object must never read as "remove everything")."""
+    where = "GET /v1/instance/network_persona"
+    assigned = body.get("assigned")
+    if not isinstance(assigned, bool):
+        raise _bad(where, "/assigned", f"{_show(assigned)} is not true or false")
+    if not assigned:
+        for key, empty in _NO_PERSONA_FORM:
+            if key not in body or body[key] != empty:
+                raise _bad(where, f"/{key}", f"{_show(body.get(key))} with assigned false")
+        return NO_PERSONA
+    name, version, digest = body.get("name"), body.get("version"), body.get("digest")
+    overlays, document = body.get("overlays"), body.get("network_persona")
+    if not isinstance(name, str) or not name:
+        raise _bad(where, "/name", f"{_show(name)} is not a persona name")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _bad(where, "/version", f"{_show(version)} is not a version (an integer >= 1)")
+    if not isinstance(overlays, list) or not all(isinstance(o, str) for o in overlays):
+        raise _bad(where, "/overlays", f"{_show(overlays)} is not a list of overlay names")
+    if not isinstance(digest, str):
+        raise _bad(where, "/digest", f"{_show(digest)} is not a digest")
+    if not isinstance(document, Mapping):
+        raise _bad(where, "/network_persona", f"{_show(document)} is not an object")
+    return PersonaAnswer(name, version, document, tuple(overlays), digest)
+
+
+def _peer(entry: object, index: int, where: str) -> Peer:
+    try:
+        return Peer.from_json(entry, f"/peers/{index}")
+    except MalformedAnswer as exc:
+        raise MalformedAnswer(f"{where}: {exc}") from None
+
+
+def parse_peer_view(body: Mapping[str, Any]) -> tuple[Peer, ...]:
+    where = "GET /v1/instance/peers"
+    peers = body.get("peers")
+    if not isinstance(peers, list):
+        raise _bad(where, "/peers", f"{_show(peers)} is not a list")
+    return tuple(_peer(entry, index, where) for index, entry in enumerate(peers))
+
+
+def parse_certificate(body: Mapping[str, Any]) -> str | None:
+    """This VM's certificate (a compact JWS), or None when the service has none for it."""
+    where = "GET /v1/instance/certificate"
+    token = body.get("certificate")
+    if token is None:
+        return None
+    if not isinstance(token, str) or not 1 <= len(token) <= MAX_CERTIFICATE_LENGTH:
+        raise _bad(where, "/certificate", f"{_show(token)} is not a certificate")
+    if not token.isascii():
+        raise _bad(where, "/certificate", "not ASCII")
+    return token
+
+
+def parse_key_set(body: Mapping[str, Any]) -> KeySet:
+    try:
+        return KeySet.from_jwks(body)
+    except InvalidDocument as exc:
+        raise MalformedAnswer(f"GET /v1/keys: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _bad("GET /v1/keys", "/keys", f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,289 @@
+"""The reconciler: the service's answers -> a plan -> the applier, and what came of it.
+
+One pass takes the latest answers the watchers took (already checked against their documented
+shapes), gathers the host's facts, compiles a plan and converges the kernel to it: apply,
+update the peer sets in place, remove, or nothing. A persona that fails validation is never
+applied; one that fails to apply is rolled back by the applier, and the same plan is not tried
+again before a capped exponential wait (:class:`~netpersona.agent.backoff.RetryGate`), so a
+plan that cannot apply does not flap the VM's uplinks; a new plan is tried at once. Each
+outcome goes to the status record and, once, to the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from structlog.typing import FilteringBoundLogger as Log
+
+from netpersona.agent.answers import InstanceAnswer, PersonaAnswer
+from netpersona.agent.backoff import RetryGate
+from netpersona.agent.client import MetadataClient
+from netpersona.agent.config import AgentConfig, metadata_endpoint
+from netpersona.agent.status import StatusRecord
+from netpersona.agent.view import compose_facts
+from netpersona.compiler import compile_plan
+from netpersona.compiler.plan import Plan
+from netpersona.dataplane.apply import Applier
+from netpersona.dataplane.drift import detect_drift, drop_counters
+from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.state import AppliedState, StateStore
+from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
+from netpersona.model import Persona, parse_persona
+from netpersona.records import Peer
+
+__all__ = ["Inputs", "Reconciler"]
+
+# (persona, version, plan digest)
+Done = tuple[str | None, int | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What one pass compiles from."""
+
+    instance: InstanceAnswer
+    persona: PersonaAnswer
+    persona_etag: str | None
+    peers: tuple[Peer, ...]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: AgentConfig,
+        kernel: Kernel,
+        status: StatusRecord,
+        client: MetadataClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.status = status
+        self.client = client
+        self.clock = clock
+        self.store = StateStore(config.state_dir)
+        self.applier = Applier(kernel, self.store)
+        self.endpoint = metadata_endpoint(config.metadata_url)
+        self.drift_due = False
+        self.retry = RetryGate()
+        self.persona_etag: str | None = None  # of the answer the pass in progress is for
+        # What this process last applied or updated in place, and the last outcome.
+        self._done_here: Done | None = None
+        self.last_result: str | None = None
+        self.pending_report: dict[str, Any] | None = None
+        self.reported_key: tuple[Any, ...] | None = None
+        self.pending_key: tuple[Any, ...] | None = None
+        self.log = structlog.get_logger("netpersona.agent")
+
+    @property
+    def retry_in(self) -> float | None:
+        """Seconds until a plan that failed may be tried again; None when none waits (or its
+        time has come and a pass since did something else: it then waits for news)."""
+        if self.retry.retry_at is None:
+            return None
+        left = self.retry.retry_at - self.clock()
+        return left if left > 0 else None
+
+    async def reconcile(self, inputs: Inputs) -> None:
+        """Bring the kernel to what ``inputs`` say; never raises for outside failures."""
+        self.status.record.instance = inputs.instance.id
+        self.persona_etag = inputs.persona_etag
+        answer = inputs.persona
+        log = self.log.bind(vm=inputs.instance.id, persona=answer.name, version=answer.version)
+        if answer.document is None:
+            await self._remove(log)
+        else:
+            await self._converge(inputs, log)
+        await self.flush_report(log)
+
+    async def _remove(self, log: Log) -> None:
+        if self.store.load() is None:
+            return
+        if not self._may_try(("remove",), log):
+            return
+        try:
+            report = await asyncio.to_thread(self.applier.remove)
+        except ApplyRolledBack as exc:
+            self._failed(("remove",), None, exc, log)
+            return
+        self.retry.succeeded()
+        log.info("persona removed", steps=len(report.steps))
+        self._set_result(None, None, None, "removed", None)
+
+    def _persona(self, answer: PersonaAnswer, log: Log) -> Persona | None:
+        """The persona document, validated; None (reported as rejected) when it is not valid."""
+        assert answer.document is not None
+        try:
+            return parse_persona(dict(answer.document))
+        except InvalidDocument as exc:
+            record = self.status.record
+            if (
+                self.last_result != "rejected"
+                or record.version != answer.version
+                or record.persona != answer.name
+            ):
+                log.error(
+                    "persona refused: it is not valid; keeping the previous one",
+                    errors=[str(e) for e in exc.errors],
+                )
+            self._set_result(answer.name, answer.version, record.digest, "rejected", str(exc))
+            return None
+
+    async def _plan(self, inputs: Inputs, persona: Persona) -> Plan:
+        live = await asyncio.to_thread(
+            gather_facts,
+            self.kernel,
+            metadata=self.endpoint,
+            control_port=self.config.control_port,
+            tiers=dict(inputs.instance.tiers),
+        )
+        return compile_plan(persona, compose_facts(live, inputs.peers))
+
+    async def _converge(self, inputs: Inputs, log: Log) -> None:
+        answer = inputs.persona
+        persona = self._persona(answer, log)
+        if persona is None:
+            return
+        assert answer.name is not None
+        plan = await self._plan(inputs, persona)
+        state = self.store.load()
+        drift_check, self.drift_due = self.drift_due, False
+        key = (answer.name, plan.digest)
+        try:
+            if state is not None and state.persona == answer.name:
+                if state.plan.digest == plan.digest:
+                    await self._keep(state, plan, answer, log, drift_check=drift_check)
+                    return
+                if state.plan.ruleset_digest == plan.ruleset_digest:
+                    await self._update_peers(plan, answer, log)
+                    return
+            if self._may_try(key, log):
+                await self._apply(plan, answer, log, why="persona")
+        except NetpersonaError as exc:
+            self._failed(key, answer, exc, log)
+
+    async def _keep(
+        self, state: AppliedState, plan: Plan, answer: PersonaAnswer, log: Log, *, drift_check: bool
+    ) -> None:
+        """The plan in force is the one compiled: check for drift when due, repair it."""
+        assert answer.name is not None
+        problems = []
+        if drift_check:
+            problems = await asyncio.to_thread(
+                detect_drift, self.kernel, state, self.store.load_originals()
+            )
+        if not problems:
+            self._unchanged(answer.name, answer.version, plan.digest)
+            return
+        log.warning("owned state changed behind the agent's back; re-applying", drift=problems)
+        if self._may_try((answer.name, plan.digest), log):
+            await self._apply(plan, answer, log, why="drift")
+
+    async def _update_peers(self, plan: Plan, answer: PersonaAnswer, log: Log) -> None:
+        update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets)
+        log.info("peer sets updated in place", added=update.added, deleted=update.deleted)
+        self._set_result(answer.name, answer.version, plan.digest, "peers-updated", None)
+
+    async def _apply(self, plan: Plan, answer: PersonaAnswer, log: Log, *, why: str) -> None:
+        assert answer.name is not None
+        report = await asyncio.to_thread(self.applier.apply, plan, answer.name)
+        self.retry.succeeded()
+        log.info(
+            "persona applied",
+            why=why,
+            steps=len(report.steps),
+            seconds=round(report.seconds, 3),
+            digest=plan.digest[:12],
+        )
+        self._set_result(answer.name, answer.version, plan.digest, "applied", None)
+
+    # --- failures and their retries
+    def _may_try(self, key: tuple[str, ...], log: Log) -> bool:
+        if self.retry.allows(key, self.clock()):
+            return True
+        log.debug("the same plan failed a moment ago; waiting", retry_in=self.retry_in)
+        return False
+
+    def _failed(
+        self, key: tuple[str, ...], answer: PersonaAnswer | None, exc: NetpersonaError, log: Log
+    ) -> None:
+        delay = self.retry.failed(key, self.clock())
+        held = exc.report.rollback_held if isinstance(exc, ApplyRolledBack) else None
+        log.error(
+            "apply failed and was rolled back" if held is not None else "apply failed",
+            error=str(exc),
+            rollback_held=held,
+            retry_in=delay,
+        )
+        self.status.record.retry_at = time.time() + delay
+        name, version = (answer.name, answer.version) if answer else (None, None)
+        digest = self.status.record.digest if answer else None
+        self._set_result(name, version, digest, "failed", str(exc))
+
+    # --- reporting
+    def _unchanged(self, persona: str, version: int | None, digest: str) -> None:
+        """A pass that found the kernel as it should be. Right after this agent applied that
+        very plan (a second wake for the same change), the record keeps saying "applied", as
+        the operator expects; otherwise (e.g. a restarted agent) it says "unchanged"."""
+        kept = self.last_result if self._done_here == (persona, version, digest) else None
+        # Recorded either way: the record also says which answer (ETag) it is in force for.
+        self._set_result(persona, version, digest, kept or "unchanged", None)
+
+    def _set_result(
+        self,
+        persona: str | None,
+        version: int | None,
+        digest: str | None,
+        result: str,
+        error: str | None,
+    ) -> None:
+        r = self.status.record
+        r.persona, r.version, r.digest = persona, version, digest
+        if result != "failed":
+            r.retry_at = None
+        changed_here = result in ("applied", "peers-updated") and digest is not None
+        self._done_here = (persona, version, digest) if changed_here else None
+        self.last_result = result
+        r.persona_etag = self.persona_etag
+        self.status.outcome(result, error)
+        # The service hears of each outcome once: "applied" covers unchanged and peer updates,
+        # "failed" covers a refused document and a rolled-back apply (the message says which).
+        status = {"unchanged": "applied", "peers-updated": "applied", "rejected": "failed"}.get(
+            result, result
+        )
+        key = (persona, version, status, error)
+        if key != self.reported_key:
+            self.pending_report = {
+                "persona": persona,
+                "version": version,
+                "result": status,
+                "message": error or "",
+                "drops": {},
+            }
+            self.pending_key = key
+
+    async def flush_report(self, log: Log) -> None:
+        if self.pending_report is None:
+            return
+        report = dict(self.pending_report)
+        with contextlib.suppress(NetpersonaError):
+            counters = await asyncio.to_thread(drop_counters, self.kernel)
+            report["drops"] = {
+                name.removeprefix("drop_"): packets for name, (packets, _) in counters.items()
+            }
+        try:
+            await self.client.report(report)
+        except MetadataUnavailable as exc:
+            log.debug("status not reported; will try again", error=str(exc))
+            return
+        self.reported_key = self.pending_key
+        self.pending_report = None
+        log.debug("status reported", result=report["result"])

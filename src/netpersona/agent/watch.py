@@ -1,0 +1,155 @@
+"""The watchers: one long-poll loop per watched view of the metadata service.
+
+A watcher takes an answer only when it has the view's documented shape (checked by the view's
+parser in :mod:`netpersona.agent.answers`); anything else is refused and the agent keeps the
+last answer it took. Whatever happens (the service away, slow, answering garbage, a defect
+here) the loop survives: it records the failure in the status record, backs off with jitter
+and asks again. It never spins either: requests of one view start at least
+:data:`MIN_INTERVAL` apart, so a service that ignores long-poll (answers at once, unchanged)
+costs two requests a second, not hundreds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from netpersona.agent.answers import (
+    parse_certificate,
+    parse_instance,
+    parse_key_set,
+    parse_peer_view,
+    parse_persona_answer,
+)
+from netpersona.agent.backoff import Backoff
+from netpersona.agent.client import ANSWER_LIMIT, PEER_VIEW_LIMIT, MetadataClient, Watched
+from netpersona.agent.status import StatusRecord, error_code, error_text
+
+__all__ = ["GOSSIP_VIEWS", "MIN_INTERVAL", "VIEWS", "View", "Watcher"]
+
+# The shortest time between two requests of one view (at most two a second).
+MIN_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A watched path, the most it may answer, and the parser its answers must pass."""
+
+    name: str
+    path: str
+    check: Callable[[Mapping[str, Any]], object]
+    limit: int = ANSWER_LIMIT
+
+
+VIEWS = {
+    v.name: v
+    for v in (
+        View("instance", "/v1/instance", parse_instance),
+        View("persona", "/v1/instance/network_persona", parse_persona_answer),
+        View("peers", "/v1/instance/peers", parse_peer_view, PEER_VIEW_LIMIT),
+    )
+}
+# Watched for the control channel only: the agent converges without them.
+GOSSIP_VIEWS = {
+    v.name: v
+    for v in (
+        View("certificate", "/v1/instance/certificate", parse_certificate),
+        View("keys", "/v1/keys", parse_key_set),
+    )
+}
+
+# Called with the view's name, the answer taken, and whether it differs from the last one.
+OnAnswer = Callable[[str, Watched, bool], Awaitable[None]]
+
+
+async def fetch(
+    client: MetadataClient, view: View, last: Watched | None, wait: float | None
+) -> Watched:
+    """One answer of ``view`` that has its documented shape (MalformedAnswer otherwise)."""
+    answer = await client.get(
+        view.path, last_etag=last.etag if last else None, wait=wait, limit=view.limit
+    )
+    view.check(answer.body)
+    return answer
+
+
+class Watcher:
+    def __init__(
+        self,
+        view: View,
+        client: MetadataClient,
+        status: StatusRecord,
+        on_answer: OnAnswer,
+        *,
+        wait: float,
+        backoff_cap: float,
+        last: Watched | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.view = view
+        self.client = client
+        self.status = status
+        self.on_answer = on_answer
+        self.wait = wait
+        self.backoff = Backoff(cap=backoff_cap)
+        self.last = last
+        self.sleep = sleep
+        self.clock = clock
+        self._started: float | None = None
+        self.log = structlog.get_logger("netpersona.agent").bind(view=view.name)
+
+    async def _pace(self) -> None:
+        if self._started is not None:
+            gap = MIN_INTERVAL - (self.clock() - self._started)
+            if gap > 0:
+                await self.sleep(gap)
+        self._started = self.clock()
+
+    async def step(self) -> None:
+        """Ask once and hand on the answer; raises whatever went wrong."""
+        # Ask without waiting the first time (a long-poll without an ETag answers only at the
+        # next change) and after a failure (the agent wants to know at once that the service
+        # is back, and whether anything changed while it was away).
+        wait = self.wait if self.backoff.attempt == 0 and self.last is not None else None
+        answer = await fetch(self.client, self.view, self.last, wait)
+        last, self.last = self.last, answer
+        changed = last is None or answer.etag != last.etag or answer.body != last.body
+        self.status.watch_ok(self.view.name)
+        await self.on_answer(self.view.name, answer, changed)
+
+    async def run(self) -> None:
+        while True:
+            await self._pace()
+            try:
+                await self.step()
+            except Exception as exc:  # a watch must outlive every failure
+                self.failed(exc)
+                await self.sleep(self.backoff.next_delay())
+            else:
+                self.backoff.reset()
+
+    def failed(self, exc: Exception) -> None:
+        code = error_code(exc)
+        # A defect (an exception outside the tree) is logged with where it was raised.
+        unexpected = code == "unexpected_error"
+        emit = self.log.error if unexpected else self.log.warning
+        emit(
+            "watch failed; keeping what the agent has and trying again",
+            code=code,
+            error_type=type(exc).__name__,
+            error=error_text(exc)[:500],
+            at=_where(exc) if unexpected else None,
+        )
+        self.status.watch_failed(self.view.name, exc)
+
+
+def _where(exc: BaseException) -> str | None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
