@@ -53,7 +53,7 @@ from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan
 from netpersona.dataplane.apply import Applier
 from netpersona.dataplane.drift import detect_drift, drop_counters
-from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError

@@ -33,8 +33,9 @@ from netpersona.compiler.plan import (
     replace_table_batch,
 )
 from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.link_ipv6 import LinkIPv6, restore_link_ipv6
 from netpersona.dataplane.nftview import table_mismatches
-from netpersona.dataplane.peers import PeerUpdate, update_peer_sets
+from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
 from netpersona.dataplane.snapshot import (
     KernelSnapshot,
     Target,
@@ -284,21 +285,7 @@ class Applier:
         known_listing: tuple[JSON, ...] | None,
     ) -> None:
         k = self.kernel
-        live_links = {link.ifname: link for link in before.links}
-        for name, want in sorted(target.links.items()):
-            have = live_links[name]
-            if want.mtu is not None and want.mtu != have.mtu:
-                txn.step(
-                    f"link {name}: mtu {have.mtu} -> {want.mtu}",
-                    partial(k.link_set, LinkSetting(name, mtu=want.mtu)),
-                    partial(k.link_set, LinkSetting(name, mtu=have.mtu)),
-                )
-            if want.multicast is not None and want.multicast != have.multicast:
-                txn.step(
-                    f"link {name}: multicast {_onoff(have.multicast)} -> {_onoff(want.multicast)}",
-                    partial(k.link_set, LinkSetting(name, multicast=want.multicast)),
-                    partial(k.link_set, LinkSetting(name, multicast=have.multicast)),
-                )
+        self._converge_links(target, before, txn)
         live_sysctls = dict(before.sysctls)
         for key, value in sorted(target.sysctls.items()):
             old = live_sysctls[key]
@@ -352,6 +339,25 @@ class Applier:
         listing_text = k.nft_table_text() if before.nft is not None else None
         restore = partial(k.nft_load_text, restore_table_text(listing_text))
         txn.step(f"nftables: {what} table inet netpersona", partial(k.nft_load, batch), restore)
+
+    def _converge_links(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
+        live_links = {link.ifname: link for link in before.links}
+        for name, want in sorted(target.links.items()):
+            have = live_links[name]
+            if want.mtu is not None and want.mtu != have.mtu:
+                # Below 1280 the kernel takes IPv6 off the link, and setting the MTU back does
+                # not return it: the undo restores what was read before (link_ipv6.py).
+                txn.step(
+                    f"link {name}: mtu {have.mtu} -> {want.mtu}",
+                    partial(self.kernel.link_set, LinkSetting(name, mtu=want.mtu)),
+                    partial(_restore_mtu, self.kernel, have, before.ipv6_of(name)),
+                )
+            if want.multicast is not None and want.multicast != have.multicast:
+                txn.step(
+                    f"link {name}: multicast {_onoff(have.multicast)} -> {_onoff(want.multicast)}",
+                    partial(self.kernel.link_set, LinkSetting(name, multicast=want.multicast)),
+                    partial(self.kernel.link_set, LinkSetting(name, multicast=have.multicast)),
+                )
 
     def _converge_tc(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
         k = self.kernel
@@ -455,6 +461,13 @@ def plan_target(plan: Plan, originals: Originals) -> Target:
 
 def _onoff(flag: bool | None) -> str:
     return "on" if flag else "off"
+
+
+def _restore_mtu(kernel: Kernel, was: LinkSetting, ipv6: LinkIPv6 | None) -> None:
+    """Undo an MTU change: the MTU first, then the IPv6 state it may have destroyed."""
+    kernel.link_set(LinkSetting(was.ifname, mtu=was.mtu))
+    if ipv6 is not None:
+        restore_link_ipv6(kernel, ipv6)
 
 
 def _class_differs(old: TcClass, new: TcClass) -> bool:

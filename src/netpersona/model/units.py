@@ -12,7 +12,15 @@ import re
 from netpersona.errors import UnitError
 from netpersona.model.quote import quote
 
-__all__ = ["UnitError", "format_rate", "parse_rate", "parse_size"]
+__all__ = [
+    "MAX_RATE_BPS",
+    "MAX_SIZE_BYTES",
+    "MIN_RATE_BPS",
+    "UnitError",
+    "format_rate",
+    "parse_rate",
+    "parse_size",
+]
 
 _RATE_UNITS = {
     "bit": 1,
@@ -29,8 +37,15 @@ _RATE_UNITS = {
 _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 * 1024}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 
-# HTB keeps 64-bit rates; anything past 1 tbit/s on a VM uplink is a typo, not a plan.
-MAX_RATE_BPS = 1_000_000_000_000
+# The rates every rate field can take, as the kernel holds them (docs/dataplane.md, "Rates
+# and sizes in the kernel"; tests/dataplane/test_rate_bounds_kernel.py checks both ends).
+# Below 48 bit/s (6 bytes/s) tc computes an HTB class's default burst (1600 bytes) as more
+# timer ticks than fit in 32 bits, so the class gets a wrapped, meaningless burst.
+MIN_RATE_BPS = 48
+# nft_limit refuses (EOVERFLOW) a byte limit whose rate + burst, times 10^9 ns, overflows 64
+# bits: rate + burst <= 18446744073 bytes/s. ingress_rate renders as rate/8 bytes/s with a
+# default burst of rate/10, so 16769767339 bytes/s is the highest it can police.
+MAX_RATE_BPS = 134_158_138_719
 MAX_SIZE_BYTES = 64 * 1024 * 1024
 
 
@@ -52,12 +67,20 @@ def _parse(value: object, units: dict[str, int], kind: str, example: str) -> int
 
 
 def parse_rate(value: object) -> int:
-    """``"100mbit"`` -> 100_000_000 (bits per second)."""
+    """``"100mbit"`` -> 100_000_000 (bits per second), within what the kernel can hold."""
     bits = _parse(value, _RATE_UNITS, "rate", "100mbit")
     if bits <= 0:
         raise UnitError(f"{quote(value)} is not a rate above zero")
+    if bits < MIN_RATE_BPS:
+        raise UnitError(
+            f"{quote(value)} is below the smallest rate accepted "
+            f"({MIN_RATE_BPS}bit, the least the kernel can enforce)"
+        )
     if bits > MAX_RATE_BPS:
-        raise UnitError(f"{quote(value)} is above the largest rate accepted (1tbit)")
+        raise UnitError(
+            f"{quote(value)} is above the largest rate accepted "
+            f"({MAX_RATE_BPS}bit, about 134gbit, the most the kernel can enforce)"
+        )
     return bits
 
 
