@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import LinkSetting, Plan, Sysctl
 from netpersona.dataplane import (
     Applier,
@@ -26,8 +28,10 @@ from netpersona.dataplane import (
     LinuxKernel,
     StateStore,
 )
+from netpersona.facts import HostFacts, Uplink
+from netpersona.model import parse_persona_text
 from netpersona.testing.kernel_faults import FaultyKernel
-from netpersona.testing.netns import Netns, netns_group
+from netpersona.testing.netns import Netns, netns, netns_group
 
 pytestmark = pytest.mark.kernel
 
@@ -116,3 +120,40 @@ def test_a_rollback_after_an_mtu_below_1280_restores_ipv6(
         # its local route follows when that is done.
         _wait_for_dad(vm)
         assert _link_state(vm) == before, attempt
+
+
+def test_remove_after_a_low_mtu_gives_an_ipv4_only_link_its_ipv6_settings_back(
+    tmp_path: Path,
+) -> None:
+    """IPv6 is off on this uplink (``disable_ipv6``), so the compiler lets an MTU of 1000
+    through; the kernel drops the link's IPv6 settings with it. Remove must not bring IPv6
+    back to life with the defaults of a fresh device."""
+    with netns("npmtu") as ns:
+        ns.run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "np6p"])
+        ns.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{LINK}.disable_ipv6=1"])
+        ns.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{LINK}.hop_limit=33"])
+        ns.run(["ip", "address", "add", "10.77.0.1/24", "dev", LINK])
+        for link in (LINK, "np6p"):
+            ns.run(["ip", "link", "set", link, "up"])
+        before = _link_state(ns)
+        facts = HostFacts(uplinks=(Uplink(LINK, (ip_interface("10.77.0.1/24"),)),))
+        persona = parse_persona_text(LOW_MTU_PERSONA)
+        applier = Applier(LinuxKernel(ns.name), StateStore(tmp_path / "state"))
+        applier.apply(compile_plan(persona, facts), "low-mtu")
+        assert _link_state(ns)["mtu"] == 1000
+        assert _link_state(ns)["sysctls"] == []
+        for attempt in range(2):
+            applier.apply(compile_plan(persona, facts), "low-mtu")
+            applier.remove()
+            assert _link_state(ns) == before, attempt
+            assert not [a for a in before["addresses"] if a[0] == "inet6"]
+
+
+LOW_MTU_PERSONA = """
+network_persona:
+  communication_mode: unicast
+  security_profile: low
+  allowed_protocols: [ssh]
+  priority: 3
+  qos_parameters: {mtu: 1000}
+"""

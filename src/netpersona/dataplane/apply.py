@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,15 +26,14 @@ from netpersona.compiler.plan import (
     LinkSetting,
     PeerSets,
     Plan,
-    Route,
-    RoutingRule,
     TcClass,
     TcQdisc,
     replace_table_batch,
 )
 from netpersona.dataplane.kernel import Kernel
-from netpersona.dataplane.link_ipv6 import LinkIPv6, restore_link_ipv6
+from netpersona.dataplane.link_ipv6 import IPV6_MIN_MTU, LinkIPv6, restore_link_ipv6
 from netpersona.dataplane.nftview import table_mismatches
+from netpersona.dataplane.originals import originals_target, plan_target, record_originals
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
 from netpersona.dataplane.snapshot import (
     KernelSnapshot,
@@ -44,7 +43,7 @@ from netpersona.dataplane.snapshot import (
     show_rule,
     target_mismatches,
 )
-from netpersona.dataplane.state import AppliedState, Originals, StateStore
+from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 
 __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_table_text"]
@@ -148,7 +147,7 @@ class Applier:
         before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
         self._check_ownership(target, before)
         first = not self.store.originals_path.exists()
-        recorded = _record_originals(originals, target, before, first=first)
+        recorded = record_originals(originals, target, before, first=first)
         if first or recorded != originals:
             self.store.save_originals(recorded)
         # The table is current only if it holds exactly this plan's objects: the structural
@@ -190,14 +189,7 @@ class Applier:
     def _remove(self) -> ApplyReport:
         started = time.monotonic()
         originals = self.store.load_originals()
-        target = Target(
-            nft=None,
-            tc={},
-            routes=originals.routes,
-            rules=originals.rules,
-            sysctls=dict(originals.sysctls),
-            links=_original_links(originals),
-        )
+        target = originals_target(originals)
         before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
         return self._transact(
             "remove",
@@ -349,8 +341,14 @@ class Applier:
                 # not return it: the undo restores what was read before (link_ipv6.py).
                 txn.step(
                     f"link {name}: mtu {have.mtu} -> {want.mtu}",
-                    partial(self.kernel.link_set, LinkSetting(name, mtu=want.mtu)),
-                    partial(_restore_mtu, self.kernel, have, before.ipv6_of(name)),
+                    partial(_set_mtu, self.kernel, have, want.mtu, target.ipv6.get(name)),
+                    partial(
+                        _set_mtu,
+                        self.kernel,
+                        LinkSetting(name, mtu=want.mtu),
+                        have.mtu,
+                        before.ipv6_of(name),
+                    ),
                 )
             if want.multicast is not None and want.multicast != have.multicast:
                 txn.step(
@@ -443,30 +441,16 @@ class Applier:
         )
 
 
-def plan_target(plan: Plan, originals: Originals) -> Target:
-    """The plan's owned state, plus the originals of whatever an earlier plan changed and this
-    one leaves alone (so those go back to what the VM had)."""
-    target = Target.from_plan(plan)
-    sysctls = {**originals.sysctls, **target.sysctls}
-    links = dict(_original_links(originals))
-    for name, setting in target.links.items():
-        old = links.get(name, LinkSetting(name))
-        links[name] = LinkSetting(
-            name,
-            mtu=setting.mtu if setting.mtu is not None else old.mtu,
-            multicast=setting.multicast if setting.multicast is not None else old.multicast,
-        )
-    return replace(target, sysctls=sysctls, links=links)
-
-
 def _onoff(flag: bool | None) -> str:
     return "on" if flag else "off"
 
 
-def _restore_mtu(kernel: Kernel, was: LinkSetting, ipv6: LinkIPv6 | None) -> None:
-    """Undo an MTU change: the MTU first, then the IPv6 state it may have destroyed."""
-    kernel.link_set(LinkSetting(was.ifname, mtu=was.mtu))
-    if ipv6 is not None:
+def _set_mtu(kernel: Kernel, have: LinkSetting, mtu: int | None, ipv6: LinkIPv6 | None) -> None:
+    """Set a link's MTU (do or undo). Raising it from below 1280 gives the link a fresh IPv6
+    device with default settings, so ``ipv6``, what it had before, is put back after it."""
+    kernel.link_set(LinkSetting(have.ifname, mtu=mtu))
+    lost = have.mtu is None or have.mtu < IPV6_MIN_MTU
+    if ipv6 is not None and lost and mtu is not None and mtu >= IPV6_MIN_MTU:
         restore_link_ipv6(kernel, ipv6)
 
 
@@ -492,39 +476,3 @@ def _recreate_tc(kernel: Kernel, items: list[TcItem]) -> None:
             kernel.class_replace(cls)
             done.add(cls.classid)
             classes.remove(cls)
-
-
-def _original_links(originals: Originals) -> dict[str, LinkSetting]:
-    names = set(originals.mtu) | set(originals.multicast)
-    return {
-        name: LinkSetting(
-            name, mtu=originals.mtu.get(name), multicast=originals.multicast.get(name)
-        )
-        for name in sorted(names)
-    }
-
-
-def _record_originals(
-    originals: Originals, target: Target, before: KernelSnapshot, *, first: bool
-) -> Originals:
-    """``originals`` plus the live value of everything ``target`` touches for the first time."""
-    sysctls = dict(originals.sysctls)
-    for key, value in before.sysctls:
-        sysctls.setdefault(key, value)
-    mtu, multicast = dict(originals.mtu), dict(originals.multicast)
-    for link in before.links:
-        want = target.links.get(link.ifname)
-        if want is None:
-            continue
-        if want.mtu is not None and link.mtu is not None:
-            mtu.setdefault(link.ifname, link.mtu)
-        if want.multicast is not None and link.multicast is not None:
-            multicast.setdefault(link.ifname, link.multicast)
-    qdiscs = dict(originals.qdiscs)
-    for dev in target.tc:
-        root = before.root(dev)
-        if root is not None and root.handle != TC_HANDLE:
-            qdiscs.setdefault(dev, root.kind)
-    routes: tuple[Route, ...] = before.routes if first else originals.routes
-    rules: tuple[RoutingRule, ...] = before.rules if first else originals.rules
-    return Originals(sysctls, mtu, multicast, routes, rules, qdiscs)

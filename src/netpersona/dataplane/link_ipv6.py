@@ -13,13 +13,14 @@ must be on-link before a route can use it).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from netpersona.dataplane.kernel import Kernel
 
 __all__ = [
+    "IPV6_MIN_MTU",
     "LinkAddress",
     "LinkIPv6",
     "LinkRoute",
@@ -34,6 +35,8 @@ JSON = dict[str, Any]
 
 # Address flags that ``ip address add`` takes back; the rest (tentative, dadfailed, dynamic,
 # deprecated, optimistic) are states the kernel reaches on its own.
+# RFC 8200 section 5: the kernel keeps IPv6 on a link only from this MTU up.
+IPV6_MIN_MTU = 1280
 ADDRESS_FLAGS = ("nodad", "noprefixroute", "home", "mngtmpaddr", "autojoin")
 FOREVER = 4294967295
 # ``stable_secret`` cannot be read until it is set; ``mtu`` follows the link's MTU.
@@ -69,6 +72,21 @@ class LinkIPv6:
     addresses: tuple[LinkAddress, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()  # sysctl key -> value
     routes: tuple[LinkRoute, ...] = ()
+
+    def to_json(self) -> JSON:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> LinkIPv6:
+        return cls(
+            ifname=body["ifname"],
+            addresses=tuple(
+                LinkAddress(**{**a, "flags": tuple(a.get("flags", ()))})
+                for a in body.get("addresses", ())
+            ),
+            settings=tuple((str(k), str(v)) for k, v in body.get("settings", ())),
+            routes=tuple(LinkRoute(**r) for r in body.get("routes", ())),
+        )
 
 
 def parse_link_addresses(links: Iterable[JSON]) -> tuple[LinkAddress, ...]:

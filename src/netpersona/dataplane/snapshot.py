@@ -132,6 +132,8 @@ class Target:
     rules: tuple[RoutingRule, ...]
     sysctls: Mapping[str, str]
     links: Mapping[str, LinkSetting]
+    # The IPv6 side of links as the VM had it, put back when their MTU rises to 1280 or more.
+    ipv6: Mapping[str, LinkIPv6] = field(default_factory=dict)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> Target:

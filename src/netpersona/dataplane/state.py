@@ -29,6 +29,7 @@ from netpersona.compiler.plan import (
     TcClass,
     TcQdisc,
 )
+from netpersona.dataplane.link_ipv6 import LinkIPv6
 from netpersona.errors import StateError
 
 __all__ = [
@@ -56,6 +57,7 @@ class Originals:
     routes: tuple[Route, ...] = ()
     rules: tuple[RoutingRule, ...] = ()
     qdiscs: dict[str, str] = field(default_factory=dict)  # dev -> root qdisc kind, for the record
+    ipv6: dict[str, LinkIPv6] = field(default_factory=dict)  # of links whose MTU changed
 
     def to_json(self) -> JSON:
         return {
@@ -65,6 +67,7 @@ class Originals:
             "routes": [asdict(r) for r in self.routes],
             "rules": [asdict(r) for r in self.rules],
             "qdiscs": self.qdiscs,
+            "ipv6": {name: link.to_json() for name, link in self.ipv6.items()},
         }
 
     @classmethod
@@ -76,6 +79,7 @@ class Originals:
             routes=tuple(Route(**r) for r in body.get("routes", [])),
             rules=tuple(RoutingRule(**r) for r in body.get("rules", [])),
             qdiscs=dict(body.get("qdiscs", {})),
+            ipv6={k: LinkIPv6.from_json(v) for k, v in body.get("ipv6", {}).items()},
         )
 
 
