@@ -14,10 +14,10 @@ on disk before the first change, field by field as a plan first touches them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from netpersona.compiler.plan import (
     TABLE_FAMILY,
@@ -26,6 +26,8 @@ from netpersona.compiler.plan import (
     LinkSetting,
     PeerSets,
     Plan,
+    Route,
+    RoutingRule,
     TcClass,
     TcQdisc,
     replace_table_batch,
@@ -50,6 +52,7 @@ __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_
 
 JSON = dict[str, Any]
 TcItem = TcQdisc | TcClass
+T = TypeVar("T", Route, RoutingRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,30 +291,10 @@ class Applier:
                     partial(k.sysctl_set, key, old),
                 )
         self._converge_tc(target, before, txn)
-        for route in sorted(set(before.routes) - set(target.routes)):
-            txn.step(
-                f"route delete {show_route(route)}",
-                partial(k.route_delete, route),
-                partial(k.route_add, route),
-            )
-        for route in sorted(set(target.routes) - set(before.routes)):
-            txn.step(
-                f"route add {show_route(route)}",
-                partial(k.route_add, route),
-                partial(k.route_delete, route),
-            )
-        for rule in sorted(set(before.rules) - set(target.rules)):
-            txn.step(
-                f"rule delete {show_rule(rule)}",
-                partial(k.rule_delete, rule),
-                partial(k.rule_add, rule),
-            )
-        for rule in sorted(set(target.rules) - set(before.rules)):
-            txn.step(
-                f"rule add {show_rule(rule)}",
-                partial(k.rule_add, rule),
-                partial(k.rule_delete, rule),
-            )
+        _converge_set(
+            txn, "route", before.routes, target.routes, show_route, k.route_add, k.route_delete
+        )
+        _converge_set(txn, "rule", before.rules, target.rules, show_rule, k.rule_add, k.rule_delete)
         table = {"family": TABLE_FAMILY, "name": TABLE_NAME}
         if target.nft is not None:
             current = (
@@ -439,6 +422,22 @@ class Applier:
                 seconds=time.monotonic() - started,
             )
         )
+
+
+def _converge_set(
+    txn: _Transaction,
+    what: str,
+    have: Sequence[T],
+    want: Sequence[T],
+    show: Callable[[T], str],
+    add: Callable[[T], None],
+    delete: Callable[[T], None],
+) -> None:
+    """Routes or rules: delete the ones not wanted, then add the missing ones."""
+    for item in sorted(set(have) - set(want)):
+        txn.step(f"{what} delete {show(item)}", partial(delete, item), partial(add, item))
+    for item in sorted(set(want) - set(have)):
+        txn.step(f"{what} add {show(item)}", partial(add, item), partial(delete, item))
 
 
 def _onoff(flag: bool | None) -> str:

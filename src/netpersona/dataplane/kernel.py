@@ -283,6 +283,12 @@ class LinuxKernel:
     def route_delete(self, route: Route) -> None:
         run(self._route_argv("del", route))
 
+    def rule_add(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("add", rule))
+
+    def rule_delete(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("del", rule))
+
     def rules(self, family: Family) -> list[RoutingRule]:
         out = run(self._ip(f"-{family}", "-j", "rule", "show")).stdout
         return [_rule(family, r) for r in json.loads(out or "[]")]
@@ -295,12 +301,6 @@ class LinuxKernel:
         if rule.suppress_prefixlength is not None:
             argv += ["suppress_prefixlength", str(rule.suppress_prefixlength)]
         return self._ip(*argv)
-
-    def rule_add(self, rule: RoutingRule) -> None:
-        run(self._rule_argv("add", rule))
-
-    def rule_delete(self, rule: RoutingRule) -> None:
-        run(self._rule_argv("del", rule))
 
     # --- sysctls and links
     def sysctls(self, keys: Sequence[str]) -> dict[str, str]:

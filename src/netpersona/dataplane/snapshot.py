@@ -12,7 +12,7 @@ and their classes; every route of table 7480; rules with preferences in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,18 +219,24 @@ def target_mismatches(target: Target, live: KernelSnapshot) -> list[str]:
     problems += tc_mismatches(want_tc, live.tc)
     for dev in sorted({i.dev for i in live.tc} - set(target.tc)):
         problems.append(f"tc: qdisc {TC_HANDLE} on {dev} is not planned")
-    for route in sorted(set(target.routes) - set(live.routes)):
-        problems.append(f"route: {show_route(route)} is missing")
-    for route in sorted(set(live.routes) - set(target.routes)):
-        problems.append(f"route: {show_route(route)} is not planned")
-    for rule in sorted(set(target.rules) - set(live.rules)):
-        problems.append(f"rule: {show_rule(rule)} is missing")
-    for rule in sorted(set(live.rules) - set(target.rules)):
-        problems.append(f"rule: {show_rule(rule)} is not planned")
+    problems += _set_mismatches("route", target.routes, live.routes, show_route)
+    problems += _set_mismatches("rule", target.rules, live.rules, show_rule)
     values = dict(live.sysctls)
     for key, value in sorted(target.sysctls.items()):
         if values.get(key) != value:
             problems.append(f"sysctl: {key} is {values.get(key)!r}, planned {value!r}")
+    return problems + _link_mismatches(target, live)
+
+
+def _set_mismatches(
+    what: str, want: Iterable[Any], have: Iterable[Any], show: Callable[[Any], str]
+) -> list[str]:
+    missing = [f"{what}: {show(x)} is missing" for x in sorted(set(want) - set(have))]
+    return missing + [f"{what}: {show(x)} is not planned" for x in sorted(set(have) - set(want))]
+
+
+def _link_mismatches(target: Target, live: KernelSnapshot) -> list[str]:
+    problems = []
     links = {link.ifname: link for link in live.links}
     for name, want in sorted(target.links.items()):
         have = links.get(name)
