@@ -55,3 +55,12 @@ def test_a_burst_htb_cannot_hold_is_held_at_the_longest_it_can() -> None:
     cls = _persona_class({"egress_rate": "1mbit", "burst": "64mb"})
     assert cls.burst == HTB_LONGEST_BURST_USEC * 125_000 // 1_000_000 == 34_359_738
     assert _persona_class({"egress_rate": "2mbit", "burst": "64mb"}).burst == 64 * 1024 * 1024
+
+
+def test_below_1280_the_uplink_has_no_ipv6_settings_to_set() -> None:
+    facts = HostFacts(uplinks=(V4,))
+    keys = {s.key for s in compile_plan(persona(qos_parameters={"mtu": 1000}), facts).sysctls}
+    assert "net.ipv6.conf.eth0.accept_redirects" not in keys
+    assert "net.ipv6.conf.all.accept_redirects" in keys
+    keys = {s.key for s in compile_plan(persona(qos_parameters={"mtu": 1280}), facts).sysctls}
+    assert "net.ipv6.conf.eth0.accept_redirects" in keys

@@ -1,10 +1,10 @@
 """An MTU below 1280 takes IPv6 off a link; a rollback must put all of it back.
 
 The compiler refuses such an MTU on an uplink with IPv6 (tests/compiler), so these plans are
-built by hand: a link step that sets MTU 1200, then a step that fails. The failing step is
-either the natural one (a per-interface IPv6 sysctl that vanished with IPv6) or an injected
-fault. Each is tried five times on the same link: every rollback must hold and leave the
-link's addresses, routes, MTU and settings as the kernel listed them before.
+built by hand: a link step that sets MTU 1200, then a step that fails: a route the kernel
+refuses, or an injected fault. Each is tried five times on the same link: every rollback
+must hold and leave the link's addresses, routes, MTU and settings as the kernel listed them
+before.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from netpersona.compiler import compile_plan
-from netpersona.compiler.plan import LinkSetting, Plan, Sysctl
+from netpersona.compiler.plan import ROUTE_TABLE, LinkSetting, Plan, Route, Sysctl
 from netpersona.dataplane import (
     Applier,
     ApplyReport,
@@ -91,16 +91,16 @@ def _link_state(ns: Netns) -> dict[str, Any]:
 
 def _failing_plan(kernel: LinuxKernel, variant: str) -> tuple[Kernel, Plan]:
     mtu = LinkSetting(LINK, mtu=1200)
-    if variant == "vanished-sysctl":
-        # The finding as it happened: the next step touches what the MTU step took away.
-        sysctl = Sysctl(f"net.ipv6.conf.{LINK}.accept_redirects", "0")
-        return kernel, Plan(nftables=(), links=(mtu,), sysctls=(sysctl,))
+    if variant == "failing-route":
+        # The kernel refuses this route: its gateway is on no link.
+        route = Route(4, ROUTE_TABLE, "default", LINK, gateway="192.0.2.1")
+        return kernel, Plan(nftables=(), links=(mtu,), routes=(route,))
     sysctl = Sysctl(f"net.ipv4.conf.{LINK}.rp_filter", "2")
     faulty = FaultyKernel(kernel, fail_at=2)
     return faulty.kernel, Plan(nftables=(), links=(mtu,), sysctls=(sysctl,))
 
 
-@pytest.mark.parametrize("variant", ["vanished-sysctl", "injected-fault"])
+@pytest.mark.parametrize("variant", ["failing-route", "injected-fault"])
 def test_a_rollback_after_an_mtu_below_1280_restores_ipv6(
     vm: Netns, tmp_path: Path, variant: str
 ) -> None:
@@ -122,12 +122,12 @@ def test_a_rollback_after_an_mtu_below_1280_restores_ipv6(
         assert _link_state(vm) == before, attempt
 
 
-def test_remove_after_a_low_mtu_gives_an_ipv4_only_link_its_ipv6_settings_back(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("profile", ["low", "medium"])
+def test_an_ipv4_only_uplink_goes_below_1280_and_back(tmp_path: Path, profile: str) -> None:
     """IPv6 is off on this uplink (``disable_ipv6``), so the compiler lets an MTU of 1000
-    through; the kernel drops the link's IPv6 settings with it. Remove must not bring IPv6
-    back to life with the defaults of a fresh device."""
+    through, and the kernel drops the link's IPv6 settings with it. A later persona with a
+    larger MTU, and remove, must not bring IPv6 to life with a fresh device's defaults; the
+    medium profile also sets the uplink's IPv6 redirect setting whenever the link has one."""
     with netns("npmtu") as ns:
         ns.run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "np6p"])
         ns.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{LINK}.disable_ipv6=1"])
@@ -136,24 +136,33 @@ def test_remove_after_a_low_mtu_gives_an_ipv4_only_link_its_ipv6_settings_back(
         for link in (LINK, "np6p"):
             ns.run(["ip", "link", "set", link, "up"])
         before = _link_state(ns)
+        assert not [a for a in before["addresses"] if a[0] == "inet6"]
         facts = HostFacts(uplinks=(Uplink(LINK, (ip_interface("10.77.0.1/24"),)),))
-        persona = parse_persona_text(LOW_MTU_PERSONA)
         applier = Applier(LinuxKernel(ns.name), StateStore(tmp_path / "state"))
-        applier.apply(compile_plan(persona, facts), "low-mtu")
-        assert _link_state(ns)["mtu"] == 1000
-        assert _link_state(ns)["sysctls"] == []
-        for attempt in range(2):
-            applier.apply(compile_plan(persona, facts), "low-mtu")
-            applier.remove()
-            assert _link_state(ns) == before, attempt
-            assert not [a for a in before["addresses"] if a[0] == "inet6"]
+
+        def apply(mtu: int) -> dict[str, Any]:
+            persona = parse_persona_text(PERSONA.format(profile=profile, mtu=mtu))
+            applier.apply(compile_plan(persona, facts), f"mtu-{mtu}")
+            return _link_state(ns)
+
+        low = apply(1000)
+        assert (low["mtu"], low["sysctls"]) == (1000, [])
+        high = apply(1500)
+        wanted = {f"net.ipv6.conf.{LINK}.disable_ipv6 = 1", f"net.ipv6.conf.{LINK}.hop_limit = 33"}
+        if profile == "medium":
+            wanted.add(f"net.ipv6.conf.{LINK}.accept_redirects = 0")
+        assert wanted <= set(high["sysctls"])
+        assert high["addresses"] == before["addresses"]
+        apply(1000)
+        applier.remove()
+        assert _link_state(ns) == before
 
 
-LOW_MTU_PERSONA = """
+PERSONA = """
 network_persona:
   communication_mode: unicast
-  security_profile: low
+  security_profile: {profile}
   allowed_protocols: [ssh]
   priority: 3
-  qos_parameters: {mtu: 1000}
+  qos_parameters: {{mtu: {mtu}}}
 """

@@ -26,6 +26,8 @@ def sysctl_ifname(name: str) -> str:
 
 def compile_sysctls(persona: Persona, facts: HostFacts) -> tuple[Sysctl, ...]:
     profile = persona.security_profile
+    # Below 1280 the uplink has no IPv6, nor its net.ipv6.conf.<uplink> settings, to set.
+    below_ipv6 = persona.qos.mtu is not None and persona.qos.mtu < IPV6_MIN_MTU
     out: list[Sysctl] = []
     for uplink in facts.uplinks:
         dev = sysctl_ifname(uplink.name)
@@ -36,7 +38,8 @@ def compile_sysctls(persona: Persona, facts: HostFacts) -> tuple[Sysctl, ...]:
             for scope in (dev, "all"):
                 out.append(Sysctl(f"net.ipv4.conf.{scope}.accept_redirects", "0"))
                 out.append(Sysctl(f"net.ipv4.conf.{scope}.send_redirects", "0"))
-                out.append(Sysctl(f"net.ipv6.conf.{scope}.accept_redirects", "0"))
+                if scope == "all" or not below_ipv6:
+                    out.append(Sysctl(f"net.ipv6.conf.{scope}.accept_redirects", "0"))
     if persona.communication_mode is CommunicationMode.BROADCAST:
         icmp = any(rule.l4 is L4.ICMP for rule in persona.rules)
         out.append(Sysctl("net.ipv4.icmp_echo_ignore_broadcasts", "0" if icmp else "1"))

@@ -33,7 +33,12 @@ from netpersona.compiler.plan import (
     replace_table_batch,
 )
 from netpersona.dataplane.kernel import Kernel
-from netpersona.dataplane.link_ipv6 import IPV6_MIN_MTU, LinkIPv6, restore_link_ipv6
+from netpersona.dataplane.link_ipv6 import (
+    IPV6_MIN_MTU,
+    LinkIPv6,
+    ipv6_settings_prefix,
+    restore_link_ipv6,
+)
 from netpersona.dataplane.nftview import table_mismatches
 from netpersona.dataplane.originals import originals_target, plan_target, record_originals
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
@@ -267,7 +272,14 @@ class Applier:
                     "does not own; it is left alone, so the persona's egress QoS cannot be "
                     "applied there"
                 )
-        missing = [key for key in target.sysctl_keys if key not in dict(before.sysctls)]
+        # A link whose MTU rises from below 1280 gets its IPv6 settings with the new MTU.
+        rising = tuple(
+            ipv6_settings_prefix(link.ifname)
+            for link in before.links
+            if _regains_ipv6(link.mtu, target.links[link.ifname].mtu)
+        )
+        live = dict(before.sysctls)
+        missing = [k for k in target.sysctl_keys if k not in live and not k.startswith(rising)]
         if missing:
             raise ApplyFailed(f"sysctl: the kernel has no {', '.join(missing)}")
 
@@ -281,9 +293,12 @@ class Applier:
     ) -> None:
         k = self.kernel
         self._converge_links(target, before, txn)
-        live_sysctls = dict(before.sysctls)
+        # A link step can add or remove a link's IPv6 settings: read them again after one.
+        live_sysctls = k.sysctls(target.sysctl_keys) if txn.steps else dict(before.sysctls)
         for key, value in sorted(target.sysctls.items()):
-            old = live_sysctls[key]
+            old = live_sysctls.get(key)
+            if old is None:
+                raise ApplyFailed(f"sysctl: the kernel has no {key}")
             if old != value:
                 txn.step(
                     f"sysctl {key}: {old} -> {value}",
@@ -448,9 +463,12 @@ def _set_mtu(kernel: Kernel, have: LinkSetting, mtu: int | None, ipv6: LinkIPv6 
     """Set a link's MTU (do or undo). Raising it from below 1280 gives the link a fresh IPv6
     device with default settings, so ``ipv6``, what it had before, is put back after it."""
     kernel.link_set(LinkSetting(have.ifname, mtu=mtu))
-    lost = have.mtu is None or have.mtu < IPV6_MIN_MTU
-    if ipv6 is not None and lost and mtu is not None and mtu >= IPV6_MIN_MTU:
+    if ipv6 is not None and _regains_ipv6(have.mtu, mtu):
         restore_link_ipv6(kernel, ipv6)
+
+
+def _regains_ipv6(old: int | None, new: int | None) -> bool:
+    return old is not None and new is not None and old < IPV6_MIN_MTU <= new
 
 
 def _class_differs(old: TcClass, new: TcClass) -> bool:

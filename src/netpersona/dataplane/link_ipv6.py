@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from netpersona.compiler.host import IPV6_MIN_MTU, sysctl_ifname
+
 if TYPE_CHECKING:
     from netpersona.dataplane.kernel import Kernel
 
@@ -25,6 +27,7 @@ __all__ = [
     "LinkIPv6",
     "LinkRoute",
     "ipv6_differences",
+    "ipv6_settings_prefix",
     "parse_link_addresses",
     "parse_link_routes",
     "parse_sysctl_listing",
@@ -35,8 +38,6 @@ JSON = dict[str, Any]
 
 # Address flags that ``ip address add`` takes back; the rest (tentative, dadfailed, dynamic,
 # deprecated, optimistic) are states the kernel reaches on its own.
-# RFC 8200 section 5: the kernel keeps IPv6 on a link only from this MTU up.
-IPV6_MIN_MTU = 1280
 ADDRESS_FLAGS = ("nodad", "noprefixroute", "home", "mngtmpaddr", "autojoin")
 FOREVER = 4294967295
 # ``stable_secret`` cannot be read until it is set; ``mtu`` follows the link's MTU.
@@ -87,6 +88,11 @@ class LinkIPv6:
             settings=tuple((str(k), str(v)) for k, v in body.get("settings", ())),
             routes=tuple(LinkRoute(**r) for r in body.get("routes", ())),
         )
+
+
+def ipv6_settings_prefix(ifname: str) -> str:
+    """The start of every ``net.ipv6.conf`` key of a link, in sysctl(8) spelling."""
+    return f"net.ipv6.conf.{sysctl_ifname(ifname)}."
 
 
 def parse_link_addresses(links: Iterable[JSON]) -> tuple[LinkAddress, ...]:
