@@ -141,3 +141,41 @@ def test_the_running_agent_wakes_for_a_retry_and_does_not_spin(tmp_path: Path) -
         asyncio.run(run_for(agent, 4.0))
         # Tried at 0, ~0.5, ~1.5, ~2.5, ~3.5 s: retried without news, and never in a loop.
         assert 3 <= kernel.loads <= 6, kernel.loads
+
+
+def test_a_persona_the_uplink_cannot_take_is_rejected_and_the_agent_goes_on(
+    tmp_path: Path,
+) -> None:
+    """An MTU below 1280 on an uplink with IPv6 is refused by the compiler (it would take IPv6
+    away): the agent reports the persona as rejected, names the field, applies nothing and
+    keeps running (it used to leave the reconcile pass with the compiler's error)."""
+
+    def service(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            return httpx.Response(200, content=b"tok")
+        return httpx.Response(204)
+
+    with netns("npmtu") as ns:
+        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
+        ns.run(["ip", "addr", "add", "10.77.0.11/24", "dev", "eth0"])
+        ns.run(["ip", "addr", "add", "fd00:77::11/64", "dev", "eth0", "nodad"])
+        for link in ("eth0", "eth0p"):
+            ns.run(["ip", "link", "set", link, "up"])
+        kernel = NftRefuses(LinuxKernel(ns.name))
+        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
+        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
+        agent = Agent(config, cast(Kernel, kernel), client)
+        small_mtu = persona(8080, 1)
+        small_mtu["network_persona"]["qos_parameters"] = {"mtu": 1200}
+        agent.latest = {
+            "instance": Watched(INSTANCE, '"i1"'),
+            "persona": Watched(small_mtu, '"p1"'),
+            "peers": Watched({"peers": []}, '"v1"'),
+        }
+        asyncio.run(agent.reconcile())
+        asyncio.run(agent.reconcile())
+        assert kernel.loads == 0
+        record = json.loads((tmp_path / "agent.json").read_text())
+        assert record["result"] == "rejected"
+        assert "/qos_parameters/mtu" in record["error"]
+        assert "1200" in record["error"]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from netpersona.cli.apply_cmd import CHECK_DIFFERS
 from netpersona.cli.main import app
 from netpersona.dataplane import LinuxKernel
-from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.state import StateStore
 from netpersona.facts import Tier
 from netpersona.testing.topology import Lab, lab

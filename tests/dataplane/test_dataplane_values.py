@@ -9,9 +9,9 @@ import pytest
 
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import PeerSets, TcClass
-from netpersona.dataplane.kernel import parse_htb_classes, parse_rate, parse_size
+from netpersona.dataplane.kernel import parse_htb_classes, parse_tc_rate, parse_tc_size
 from netpersona.dataplane.nftview import element_keys, normalise_listing, table_mismatches
-from netpersona.dataplane.peers import peer_set_batch
+from netpersona.dataplane.peer_sets import peer_set_batch
 from netpersona.dataplane.state import (
     AppliedState,
     Originals,
@@ -42,13 +42,13 @@ def test_htb_classes_are_read_from_tc_text() -> None:
 
 
 def test_rates_and_sizes_in_tc_spelling() -> None:
-    assert parse_rate("10Mbit") == 10_000_000
-    assert parse_rate("1.5Gbit") == 1_500_000_000
-    assert parse_rate("800bit") == 800
-    assert parse_size("64Kb/1") == 65536
-    assert parse_size("1600b") == 1600
+    assert parse_tc_rate("10Mbit") == 10_000_000
+    assert parse_tc_rate("1.5Gbit") == 1_500_000_000
+    assert parse_tc_rate("800bit") == 800
+    assert parse_tc_size("64Kb/1") == 65536
+    assert parse_tc_size("1600b") == 1600
     with pytest.raises(KernelError, match="'10Mbps'"):
-        parse_rate("10Mbps")
+        parse_tc_rate("10Mbps")
 
 
 def test_elements_compare_across_spellings() -> None:

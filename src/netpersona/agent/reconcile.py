@@ -31,7 +31,7 @@ from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan
 from netpersona.dataplane.apply import Applier
 from netpersona.dataplane.drift import detect_drift, drop_counters
-from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
@@ -124,18 +124,23 @@ class Reconciler:
         try:
             return parse_persona(dict(answer.document))
         except InvalidDocument as exc:
-            record = self.status.record
-            if (
-                self.last_result != "rejected"
-                or record.version != answer.version
-                or record.persona != answer.name
-            ):
-                log.error(
-                    "persona refused: it is not valid; keeping the previous one",
-                    errors=[str(e) for e in exc.errors],
-                )
-            self._set_result(answer.name, answer.version, record.digest, "rejected", str(exc))
+            self._reject(answer, exc, log)
             return None
+
+    def _reject(self, answer: PersonaAnswer, exc: InvalidDocument, log: Log) -> None:
+        """Report a persona that is not valid (as a document, or for this VM's uplinks) once
+        per version, and keep the one in force."""
+        record = self.status.record
+        if (
+            self.last_result != "rejected"
+            or record.version != answer.version
+            or record.persona != answer.name
+        ):
+            log.error(
+                "persona refused: it is not valid; keeping the previous one",
+                errors=[str(e) for e in exc.errors],
+            )
+        self._set_result(answer.name, answer.version, record.digest, "rejected", str(exc))
 
     async def _plan(self, inputs: Inputs, persona: Persona) -> Plan:
         live = await asyncio.to_thread(
@@ -153,7 +158,12 @@ class Reconciler:
         if persona is None:
             return
         assert answer.name is not None
-        plan = await self._plan(inputs, persona)
+        try:
+            # The compiler checks what needs this VM's facts (e.g. an MTU that IPv6 survives).
+            plan = await self._plan(inputs, persona)
+        except InvalidDocument as exc:
+            self._reject(answer, exc, log)
+            return
         state = self.store.load()
         drift_check, self.drift_due = self.drift_due, False
         key = (answer.name, plan.digest)

@@ -21,7 +21,7 @@ from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
 from netpersona.dataplane.apply import Applier, ApplyReport
 from netpersona.dataplane.drift import detect_drift, drop_counters
-from netpersona.dataplane.facts_live import gather_facts
+from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.dataplane.state import DEFAULT_STATE_DIR, StateStore
 from netpersona.dataplane.trial import confirm, start_trial

@@ -10,6 +10,8 @@ the agent's table, whose default route leaves through the uplink of the wanted t
 
 from __future__ import annotations
 
+from typing import Literal
+
 from netpersona.compiler.plan import MAIN_TABLE, ROUTE_TABLE, RULE_PRIORITY, Route, RoutingRule
 from netpersona.facts import HostFacts, Tier, Uplink
 from netpersona.model.persona import CommunicationMode, Persona
@@ -36,59 +38,63 @@ def steering_uplink(persona: Persona, facts: HostFacts) -> Uplink | None:
 def compile_routing(
     persona: Persona, facts: HostFacts
 ) -> tuple[tuple[Route, ...], tuple[RoutingRule, ...]]:
-    routes: list[Route] = []
-    rules: list[RoutingRule] = []
     steer = steering_uplink(persona, facts)
-    if persona.communication_mode is CommunicationMode.MULTICAST and facts.uplinks:
-        uplink = steer or sorted(facts.uplinks, key=lambda u: u.name)[0]
-        versions = sorted({g.version for g in persona.multicast_groups})
-        for version in versions:
-            dst = "224.0.0.0/4" if version == 4 else "ff00::/8"
-            routes.append(
-                Route(
-                    family=version,
-                    table=ROUTE_TABLE,
-                    dst=dst,
-                    dev=uplink.name,
-                    kind="multicast" if version == 6 else "unicast",
-                )
-            )
-            rules.append(
-                RoutingRule(family=version, priority=RULE_PRIORITY, table=ROUTE_TABLE, dst=dst)
-            )
+    routes, rules = _multicast_routing(persona, facts, steer)
     if steer is not None:
-        v4 = next((a for a in steer.addresses if a.version == 4), None)
-        v6 = next((a for a in steer.addresses if a.version == 6 and not a.ip.is_link_local), None)
-        if v4 is not None:
-            routes.append(
-                Route(
-                    family=4,
-                    table=ROUTE_TABLE,
-                    dst="default",
-                    dev=steer.name,
-                    gateway=str(steer.gateway4) if steer.gateway4 else None,
-                    src=str(v4.ip),
-                )
-            )
-        if v6 is not None and steer.gateway6 is not None:
-            routes.append(
-                Route(
-                    family=6,
-                    table=ROUTE_TABLE,
-                    dst="default",
-                    dev=steer.name,
-                    gateway=str(steer.gateway6),
-                    src=str(v6.ip),
-                )
-            )
-        for version in sorted({r.family for r in routes if r.dst == "default"}):
-            rules.append(
+        defaults = _steering_defaults(steer)
+        routes += defaults
+        for version in sorted({r.family for r in defaults}):
+            rules += [
                 RoutingRule(
                     family=version,
                     priority=RULE_PRIORITY + 1,
                     table=MAIN_TABLE,
                     suppress_prefixlength=0,
-                )
-            )
-            rules.append(RoutingRule(family=version, priority=RULE_PRIORITY + 2, table=ROUTE_TABLE))
+                ),
+                RoutingRule(family=version, priority=RULE_PRIORITY + 2, table=ROUTE_TABLE),
+            ]
     return tuple(sorted(routes)), tuple(sorted(rules))
+
+
+def _multicast_routing(
+    persona: Persona, facts: HostFacts, steer: Uplink | None
+) -> tuple[list[Route], list[RoutingRule]]:
+    """Spec section 5: the groups' ranges via the multicast uplink, in the agent's table."""
+    if persona.communication_mode is not CommunicationMode.MULTICAST or not facts.uplinks:
+        return [], []
+    uplink = steer or sorted(facts.uplinks, key=lambda u: u.name)[0]
+    routes, rules = [], []
+    for version in sorted({g.version for g in persona.multicast_groups}):
+        dst = "224.0.0.0/4" if version == 4 else "ff00::/8"
+        kind: Literal["unicast", "multicast"] = "multicast" if version == 6 else "unicast"
+        routes.append(Route(version, ROUTE_TABLE, dst, uplink.name, kind=kind))
+        rules.append(
+            RoutingRule(family=version, priority=RULE_PRIORITY, table=ROUTE_TABLE, dst=dst)
+        )
+    return routes, rules
+
+
+def _steering_defaults(steer: Uplink) -> list[Route]:
+    """The default route of each family the steering uplink has an address (and, for IPv6,
+    a gateway) for, leaving through it with its address as source."""
+    v4 = next((a for a in steer.addresses if a.version == 4), None)
+    v6 = next((a for a in steer.addresses if a.version == 6 and not a.ip.is_link_local), None)
+    routes = []
+    family: Literal[4, 6]
+    for family, address, gateway, needs_gateway in (
+        (4, v4, steer.gateway4, False),
+        (6, v6, steer.gateway6, True),
+    ):
+        if address is None or (needs_gateway and gateway is None):
+            continue
+        routes.append(
+            Route(
+                family=family,
+                table=ROUTE_TABLE,
+                dst="default",
+                dev=steer.name,
+                gateway=str(gateway) if gateway else None,
+                src=str(address.ip),
+            )
+        )
+    return routes

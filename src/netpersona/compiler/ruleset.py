@@ -247,15 +247,7 @@ def _input(t: _Table, persona: Persona) -> None:
     _conntrack(t, c, profile)
     # Broadcast (spec section 5): only broadcast mode lets it through, for allowed protocols.
     if mode is not CommunicationMode.BROADCAST:
-        if _allows(persona, L4.UDP, 67):
-            t.rule(
-                c,
-                j.match(j.fib_daddr_type(), "broadcast"),
-                j.match(j.payload("udp", "dport"), 67),
-                j.goto("in_new"),
-                comment="dhcp server",
-            )
-        t.rule(c, j.match(j.fib_daddr_type(), "broadcast"), *_drop("drop_broadcast"))
+        _drop_broadcast(t, c, persona, dhcp_port=67, verdict=j.goto("in_new"))
     _multicast(t, c, persona, outbound=False)
     # Spec section 4: `peers` always restricts inbound new flows; high restricts to the
     # permitted peers even without `peers`.
@@ -263,6 +255,21 @@ def _input(t: _Table, persona: Persona) -> None:
         _peer_check(t, c, "saddr", j.goto("in_new"))
     else:
         t.rule(c, j.goto("in_new"))
+
+
+def _drop_broadcast(
+    t: _Table, chain: str, persona: Persona, *, dhcp_port: int, verdict: JSON
+) -> None:
+    """Spec section 5: broadcast dropped, DHCP server traffic aside when ``dhcp`` is allowed
+    (client traffic is in the lockout chains)."""
+    if _allows(persona, L4.UDP, dhcp_port):
+        dport = j.match(j.payload("udp", "dport"), dhcp_port)
+        t.rule(chain, _broadcast(), dport, verdict, comment="dhcp server")
+    t.rule(chain, _broadcast(), *_drop("drop_broadcast"))
+
+
+def _broadcast() -> JSON:
+    return j.match(j.fib_daddr_type(), "broadcast")
 
 
 def _echo_limit(t: _Table, chain: str) -> None:
@@ -377,17 +384,9 @@ def _output(t: _Table, persona: Persona) -> None:
     t.rule(c, j.jump("lockout_out"))
     _conntrack(t, c, profile)
     if mode is CommunicationMode.BROADCAST:
-        t.rule(c, j.match(j.fib_daddr_type(), "broadcast"), j.goto("out_proto"))
+        t.rule(c, _broadcast(), j.goto("out_proto"))
     else:
-        if _allows(persona, L4.UDP, 68):
-            t.rule(
-                c,
-                j.match(j.fib_daddr_type(), "broadcast"),
-                j.match(j.payload("udp", "dport"), 68),
-                j.goto("out_proto"),
-                comment="dhcp server",
-            )
-        t.rule(c, j.match(j.fib_daddr_type(), "broadcast"), *_drop("drop_broadcast"))
+        _drop_broadcast(t, c, persona, dhcp_port=68, verdict=j.goto("out_proto"))
     _multicast(t, c, persona, outbound=True)
     # Spec sections 4-5: low sends anything, medium only allowed protocols, high only to
     # permitted peers; restricted mode adds "only to permitted peers" whatever the profile.

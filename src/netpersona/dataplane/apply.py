@@ -14,10 +14,10 @@ on disk before the first change, field by field as a plan first touches them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from netpersona.compiler.plan import (
     TABLE_FAMILY,
@@ -33,8 +33,15 @@ from netpersona.compiler.plan import (
     replace_table_batch,
 )
 from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.link_ipv6 import (
+    IPV6_MIN_MTU,
+    LinkIPv6,
+    ipv6_settings_prefix,
+    restore_link_ipv6,
+)
 from netpersona.dataplane.nftview import table_mismatches
-from netpersona.dataplane.peers import PeerUpdate, update_peer_sets
+from netpersona.dataplane.originals import originals_target, plan_target, record_originals
+from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
 from netpersona.dataplane.snapshot import (
     KernelSnapshot,
     Target,
@@ -43,13 +50,14 @@ from netpersona.dataplane.snapshot import (
     show_rule,
     target_mismatches,
 )
-from netpersona.dataplane.state import AppliedState, Originals, StateStore
+from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 
 __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_table_text"]
 
 JSON = dict[str, Any]
 TcItem = TcQdisc | TcClass
+T = TypeVar("T", Route, RoutingRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +155,7 @@ class Applier:
         before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
         self._check_ownership(target, before)
         first = not self.store.originals_path.exists()
-        recorded = _record_originals(originals, target, before, first=first)
+        recorded = record_originals(originals, target, before, first=first)
         if first or recorded != originals:
             self.store.save_originals(recorded)
         # The table is current only if it holds exactly this plan's objects: the structural
@@ -189,14 +197,7 @@ class Applier:
     def _remove(self) -> ApplyReport:
         started = time.monotonic()
         originals = self.store.load_originals()
-        target = Target(
-            nft=None,
-            tc={},
-            routes=originals.routes,
-            rules=originals.rules,
-            sysctls=dict(originals.sysctls),
-            links=_original_links(originals),
-        )
+        target = originals_target(originals)
         before = read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
         return self._transact(
             "remove",
@@ -271,7 +272,14 @@ class Applier:
                     "does not own; it is left alone, so the persona's egress QoS cannot be "
                     "applied there"
                 )
-        missing = [key for key in target.sysctl_keys if key not in dict(before.sysctls)]
+        # A link whose MTU rises from below 1280 gets its IPv6 settings with the new MTU.
+        rising = tuple(
+            ipv6_settings_prefix(link.ifname)
+            for link in before.links
+            if _regains_ipv6(link.mtu, target.links[link.ifname].mtu)
+        )
+        live = dict(before.sysctls)
+        missing = [k for k in target.sysctl_keys if k not in live and not k.startswith(rising)]
         if missing:
             raise ApplyFailed(f"sysctl: the kernel has no {', '.join(missing)}")
 
@@ -284,24 +292,13 @@ class Applier:
         known_listing: tuple[JSON, ...] | None,
     ) -> None:
         k = self.kernel
-        live_links = {link.ifname: link for link in before.links}
-        for name, want in sorted(target.links.items()):
-            have = live_links[name]
-            if want.mtu is not None and want.mtu != have.mtu:
-                txn.step(
-                    f"link {name}: mtu {have.mtu} -> {want.mtu}",
-                    partial(k.link_set, LinkSetting(name, mtu=want.mtu)),
-                    partial(k.link_set, LinkSetting(name, mtu=have.mtu)),
-                )
-            if want.multicast is not None and want.multicast != have.multicast:
-                txn.step(
-                    f"link {name}: multicast {_onoff(have.multicast)} -> {_onoff(want.multicast)}",
-                    partial(k.link_set, LinkSetting(name, multicast=want.multicast)),
-                    partial(k.link_set, LinkSetting(name, multicast=have.multicast)),
-                )
-        live_sysctls = dict(before.sysctls)
+        self._converge_links(target, before, txn)
+        # A link step can add or remove a link's IPv6 settings: read them again after one.
+        live_sysctls = k.sysctls(target.sysctl_keys) if txn.steps else dict(before.sysctls)
         for key, value in sorted(target.sysctls.items()):
-            old = live_sysctls[key]
+            old = live_sysctls.get(key)
+            if old is None:
+                raise ApplyFailed(f"sysctl: the kernel has no {key}")
             if old != value:
                 txn.step(
                     f"sysctl {key}: {old} -> {value}",
@@ -309,30 +306,10 @@ class Applier:
                     partial(k.sysctl_set, key, old),
                 )
         self._converge_tc(target, before, txn)
-        for route in sorted(set(before.routes) - set(target.routes)):
-            txn.step(
-                f"route delete {show_route(route)}",
-                partial(k.route_delete, route),
-                partial(k.route_add, route),
-            )
-        for route in sorted(set(target.routes) - set(before.routes)):
-            txn.step(
-                f"route add {show_route(route)}",
-                partial(k.route_add, route),
-                partial(k.route_delete, route),
-            )
-        for rule in sorted(set(before.rules) - set(target.rules)):
-            txn.step(
-                f"rule delete {show_rule(rule)}",
-                partial(k.rule_delete, rule),
-                partial(k.rule_add, rule),
-            )
-        for rule in sorted(set(target.rules) - set(before.rules)):
-            txn.step(
-                f"rule add {show_rule(rule)}",
-                partial(k.rule_add, rule),
-                partial(k.rule_delete, rule),
-            )
+        _converge_set(
+            txn, "route", before.routes, target.routes, show_route, k.route_add, k.route_delete
+        )
+        _converge_set(txn, "rule", before.rules, target.rules, show_rule, k.rule_add, k.rule_delete)
         table = {"family": TABLE_FAMILY, "name": TABLE_NAME}
         if target.nft is not None:
             current = (
@@ -352,6 +329,31 @@ class Applier:
         listing_text = k.nft_table_text() if before.nft is not None else None
         restore = partial(k.nft_load_text, restore_table_text(listing_text))
         txn.step(f"nftables: {what} table inet netpersona", partial(k.nft_load, batch), restore)
+
+    def _converge_links(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
+        live_links = {link.ifname: link for link in before.links}
+        for name, want in sorted(target.links.items()):
+            have = live_links[name]
+            if want.mtu is not None and want.mtu != have.mtu:
+                # Below 1280 the kernel takes IPv6 off the link, and setting the MTU back does
+                # not return it: the undo restores what was read before (link_ipv6.py).
+                txn.step(
+                    f"link {name}: mtu {have.mtu} -> {want.mtu}",
+                    partial(_set_mtu, self.kernel, have, want.mtu, target.ipv6.get(name)),
+                    partial(
+                        _set_mtu,
+                        self.kernel,
+                        LinkSetting(name, mtu=want.mtu),
+                        have.mtu,
+                        before.ipv6_of(name),
+                    ),
+                )
+            if want.multicast is not None and want.multicast != have.multicast:
+                txn.step(
+                    f"link {name}: multicast {_onoff(have.multicast)} -> {_onoff(want.multicast)}",
+                    partial(self.kernel.link_set, LinkSetting(name, multicast=want.multicast)),
+                    partial(self.kernel.link_set, LinkSetting(name, multicast=have.multicast)),
+                )
 
     def _converge_tc(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
         k = self.kernel
@@ -437,24 +439,36 @@ class Applier:
         )
 
 
-def plan_target(plan: Plan, originals: Originals) -> Target:
-    """The plan's owned state, plus the originals of whatever an earlier plan changed and this
-    one leaves alone (so those go back to what the VM had)."""
-    target = Target.from_plan(plan)
-    sysctls = {**originals.sysctls, **target.sysctls}
-    links = dict(_original_links(originals))
-    for name, setting in target.links.items():
-        old = links.get(name, LinkSetting(name))
-        links[name] = LinkSetting(
-            name,
-            mtu=setting.mtu if setting.mtu is not None else old.mtu,
-            multicast=setting.multicast if setting.multicast is not None else old.multicast,
-        )
-    return replace(target, sysctls=sysctls, links=links)
+def _converge_set(
+    txn: _Transaction,
+    what: str,
+    have: Sequence[T],
+    want: Sequence[T],
+    show: Callable[[T], str],
+    add: Callable[[T], None],
+    delete: Callable[[T], None],
+) -> None:
+    """Routes or rules: delete the ones not wanted, then add the missing ones."""
+    for item in sorted(set(have) - set(want)):
+        txn.step(f"{what} delete {show(item)}", partial(delete, item), partial(add, item))
+    for item in sorted(set(want) - set(have)):
+        txn.step(f"{what} add {show(item)}", partial(add, item), partial(delete, item))
 
 
 def _onoff(flag: bool | None) -> str:
     return "on" if flag else "off"
+
+
+def _set_mtu(kernel: Kernel, have: LinkSetting, mtu: int | None, ipv6: LinkIPv6 | None) -> None:
+    """Set a link's MTU (do or undo). Raising it from below 1280 gives the link a fresh IPv6
+    device with default settings, so ``ipv6``, what it had before, is put back after it."""
+    kernel.link_set(LinkSetting(have.ifname, mtu=mtu))
+    if ipv6 is not None and _regains_ipv6(have.mtu, mtu):
+        restore_link_ipv6(kernel, ipv6)
+
+
+def _regains_ipv6(old: int | None, new: int | None) -> bool:
+    return old is not None and new is not None and old < IPV6_MIN_MTU <= new
 
 
 def _class_differs(old: TcClass, new: TcClass) -> bool:
@@ -479,39 +493,3 @@ def _recreate_tc(kernel: Kernel, items: list[TcItem]) -> None:
             kernel.class_replace(cls)
             done.add(cls.classid)
             classes.remove(cls)
-
-
-def _original_links(originals: Originals) -> dict[str, LinkSetting]:
-    names = set(originals.mtu) | set(originals.multicast)
-    return {
-        name: LinkSetting(
-            name, mtu=originals.mtu.get(name), multicast=originals.multicast.get(name)
-        )
-        for name in sorted(names)
-    }
-
-
-def _record_originals(
-    originals: Originals, target: Target, before: KernelSnapshot, *, first: bool
-) -> Originals:
-    """``originals`` plus the live value of everything ``target`` touches for the first time."""
-    sysctls = dict(originals.sysctls)
-    for key, value in before.sysctls:
-        sysctls.setdefault(key, value)
-    mtu, multicast = dict(originals.mtu), dict(originals.multicast)
-    for link in before.links:
-        want = target.links.get(link.ifname)
-        if want is None:
-            continue
-        if want.mtu is not None and link.mtu is not None:
-            mtu.setdefault(link.ifname, link.mtu)
-        if want.multicast is not None and link.multicast is not None:
-            multicast.setdefault(link.ifname, link.multicast)
-    qdiscs = dict(originals.qdiscs)
-    for dev in target.tc:
-        root = before.root(dev)
-        if root is not None and root.handle != TC_HANDLE:
-            qdiscs.setdefault(dev, root.kind)
-    routes: tuple[Route, ...] = before.routes if first else originals.routes
-    rules: tuple[RoutingRule, ...] = before.rules if first else originals.rules
-    return Originals(sysctls, mtu, multicast, routes, rules, qdiscs)

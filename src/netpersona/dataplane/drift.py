@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from netpersona.dataplane.apply import plan_target
 from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.originals import plan_target
 from netpersona.dataplane.snapshot import read_snapshot, target_mismatches
 from netpersona.dataplane.state import AppliedState, Originals
 

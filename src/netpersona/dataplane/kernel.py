@@ -29,6 +29,16 @@ from netpersona.compiler.plan import (
     TcClass,
     TcQdisc,
 )
+from netpersona.dataplane.link_ipv6 import (
+    LinkAddress,
+    LinkIPv6,
+    LinkRoute,
+    address_argv,
+    parse_link_addresses,
+    parse_link_routes,
+    parse_sysctl_listing,
+    route_argv,
+)
 from netpersona.errors import CommandFailed, KernelError
 from netpersona.system.command import in_netns, run
 
@@ -38,8 +48,8 @@ __all__ = [
     "LinuxKernel",
     "RootQdisc",
     "parse_htb_classes",
-    "parse_rate",
-    "parse_size",
+    "parse_tc_rate",
+    "parse_tc_size",
 ]
 
 JSON = dict[str, Any]
@@ -59,6 +69,8 @@ MUTATIONS = (
     "rule_delete",
     "sysctl_set",
     "link_set",
+    "address_add",
+    "link_route_add",
 )
 
 _TABLE_NAMES = {"main": MAIN_TABLE, "local": 255, "default": 253, "unspec": 0}
@@ -110,6 +122,10 @@ class Kernel(Protocol):
         """``ip -j address show``: every link with its addresses."""
         ...
 
+    def link_ipv6(self, ifname: str) -> LinkIPv6:
+        """The link's IPv6 addresses, ``net.ipv6.conf.<link>`` settings and IPv6 routes."""
+        ...
+
     def default_routes(self, family: Family) -> list[JSON]:
         """``ip -j route show default`` in the main table."""
         ...
@@ -144,6 +160,10 @@ class Kernel(Protocol):
     def link_set(self, setting: LinkSetting) -> None:
         """Set the fields of ``setting`` that are not None."""
         ...
+
+    def address_add(self, ifname: str, address: LinkAddress) -> None: ...
+
+    def link_route_add(self, ifname: str, route: LinkRoute) -> None: ...
 
 
 class LinuxKernel:
@@ -263,6 +283,12 @@ class LinuxKernel:
     def route_delete(self, route: Route) -> None:
         run(self._route_argv("del", route))
 
+    def rule_add(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("add", rule))
+
+    def rule_delete(self, rule: RoutingRule) -> None:
+        run(self._rule_argv("del", rule))
+
     def rules(self, family: Family) -> list[RoutingRule]:
         out = run(self._ip(f"-{family}", "-j", "rule", "show")).stdout
         return [_rule(family, r) for r in json.loads(out or "[]")]
@@ -275,12 +301,6 @@ class LinuxKernel:
         if rule.suppress_prefixlength is not None:
             argv += ["suppress_prefixlength", str(rule.suppress_prefixlength)]
         return self._ip(*argv)
-
-    def rule_add(self, rule: RoutingRule) -> None:
-        run(self._rule_argv("add", rule))
-
-    def rule_delete(self, rule: RoutingRule) -> None:
-        run(self._rule_argv("del", rule))
 
     # --- sysctls and links
     def sysctls(self, keys: Sequence[str]) -> dict[str, str]:
@@ -321,6 +341,26 @@ class LinuxKernel:
     def default_routes(self, family: Family) -> list[JSON]:
         out = run(self._ip(f"-{family}", "-j", "route", "show", "default")).stdout
         return list(json.loads(out or "[]"))
+
+    def link_ipv6(self, ifname: str) -> LinkIPv6:
+        links = json.loads(run(self._ip("-j", "address", "show", "dev", ifname)).stdout or "[]")
+        routes = run(self._ip("-6", "-j", "route", "show", "table", "all", "dev", ifname)).stdout
+        # sysctl -a exits non-zero for a key it cannot read (stable_secret); the rest is there.
+        pattern = "^" + re.escape(f"net.ipv6.conf.{ifname.replace('.', '/')}.")
+        listing = run(self._exec(["sysctl", "-a", "-r", pattern]), check=False).stdout
+        return LinkIPv6(
+            ifname,
+            addresses=parse_link_addresses(links),
+            settings=parse_sysctl_listing(listing),
+            routes=parse_link_routes(json.loads(routes or "[]")),
+        )
+
+    def address_add(self, ifname: str, address: LinkAddress) -> None:
+        argv = ["-6", "address", "add", address.address, "dev", ifname]
+        run(self._ip(*argv, *address_argv(address)))
+
+    def link_route_add(self, ifname: str, route: LinkRoute) -> None:
+        run(self._ip("-6", "route", "add", *route_argv(route), "dev", ifname))
 
 
 def _sysctl_value(line: str) -> str:
@@ -374,16 +414,17 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 _NUMBER = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 
 
-def parse_rate(text: str) -> int:
-    """``10Mbit`` -> 10000000 (bits per second), as tc(8) prints rates."""
+def parse_tc_rate(text: str) -> int:
+    """``10Mbit`` -> 10000000 (bits per second), as tc(8) prints rates (persona documents
+    are read by :func:`netpersona.model.units.parse_rate`)."""
     match = _NUMBER.match(text)
     if not match or match.group(2).lower() not in _RATE_UNITS:
         raise KernelError(f"tc printed a rate {text!r} that is not understood")
     return round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
 
 
-def parse_size(text: str) -> int:
-    """``64Kb`` -> 65536 (bytes); tc appends ``/cell`` details with -d, which are ignored."""
+def parse_tc_size(text: str) -> int:
+    """``64Kb`` -> 65536 (bytes), as tc(8) prints sizes (``/cell`` details are ignored)."""
     match = _NUMBER.match(text.split("/", maxsplit=1)[0])
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise KernelError(f"tc printed a size {text!r} that is not understood")
@@ -407,9 +448,9 @@ def parse_htb_classes(dev: str, text: str) -> list[TcClass]:
                 dev=dev,
                 classid=words[2],
                 parent=parent,
-                rate=parse_rate(fields["rate"]),
-                ceil=parse_rate(fields["ceil"]),
-                burst=parse_size(fields["burst"]),
+                rate=parse_tc_rate(fields["rate"]),
+                ceil=parse_tc_rate(fields["ceil"]),
+                burst=parse_tc_size(fields["burst"]),
                 prio=int(fields.get("prio", "0")),
             )
         )

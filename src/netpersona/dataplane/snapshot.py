@@ -12,7 +12,7 @@ and their classes; every route of table 7480; rules with preferences in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from netpersona.compiler.plan import (
     TcQdisc,
 )
 from netpersona.dataplane.kernel import Kernel, RootQdisc
+from netpersona.dataplane.link_ipv6 import LinkIPv6, ipv6_differences
 from netpersona.dataplane.nftview import normalise_listing, table_mismatches
 
 __all__ = [
@@ -59,12 +60,17 @@ class KernelSnapshot:
     sysctls: tuple[tuple[str, str], ...]
     links: tuple[LinkSetting, ...]
     nft_raw: tuple[JSON, ...] | None = field(default=None, compare=False)
+    # The IPv6 side of the links a plan names: an MTU change can take it away.
+    ipv6: tuple[LinkIPv6, ...] = ()
 
     def tc_on(self, dev: str) -> list[TcItem]:
         return [item for item in self.tc if item.dev == dev]
 
     def root(self, dev: str) -> RootQdisc | None:
         return next((r for r in self.roots if r.dev == dev), None)
+
+    def ipv6_of(self, ifname: str) -> LinkIPv6 | None:
+        return next((link for link in self.ipv6 if link.ifname == ifname), None)
 
     def differences(self, other: KernelSnapshot) -> list[str]:
         """How ``other`` differs from this snapshot (for verifying a rollback)."""
@@ -81,6 +87,8 @@ class KernelSnapshot:
         for name in ("routes", "rules", "sysctls", "links"):
             if getattr(self, name) != getattr(other, name):
                 out.append(f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}")
+        for link in self.ipv6:
+            out += ipv6_differences(link, other.ipv6_of(link.ifname))
         return out
 
 
@@ -96,6 +104,7 @@ def read_snapshot(
             tc += kernel.htb_classes(root.dev)
     keys = sorted(set(sysctl_keys))
     values = kernel.sysctls(keys)
+    names = sorted(set(link_names))
     return KernelSnapshot(
         nft=tuple(normalise_listing(listing)) if listing is not None else None,
         roots=roots,
@@ -107,8 +116,9 @@ def read_snapshot(
             )
         ),
         sysctls=tuple(sorted(values.items())),
-        links=tuple(kernel.link(name) for name in sorted(set(link_names))),
+        links=tuple(kernel.link(name) for name in names),
         nft_raw=tuple(listing) if listing is not None else None,
+        ipv6=tuple(kernel.link_ipv6(name) for name in names),
     )
 
 
@@ -122,6 +132,8 @@ class Target:
     rules: tuple[RoutingRule, ...]
     sysctls: Mapping[str, str]
     links: Mapping[str, LinkSetting]
+    # The IPv6 side of links as the VM had it, put back when their MTU rises to 1280 or more.
+    ipv6: Mapping[str, LinkIPv6] = field(default_factory=dict)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> Target:
@@ -150,16 +162,20 @@ def _close(have: int, want: int, tolerance: float) -> bool:
     return abs(have - want) <= max(1.0, want * tolerance)
 
 
+def _burst_close(have: int, want: TcClass) -> bool:
+    # tc turns a burst into whole microseconds at the class rate before the kernel's 64 ns
+    # ticks (compiler/qos.py), so a burst is only ever held to one microsecond of the rate.
+    assert want.burst is not None
+    quantum = want.rate // 8 // 1_000_000 + 1
+    return abs(have - want.burst) <= max(quantum, want.burst * BURST_TOLERANCE)
+
+
 def _tc_class_matches(have: TcClass, want: TcClass, *, leaf: bool) -> bool:
     return (
         have.parent == want.parent
         and _close(have.rate, want.rate, RATE_TOLERANCE)
         and _close(have.ceil, want.ceil, RATE_TOLERANCE)
-        and (
-            want.burst is None
-            or have.burst is None
-            or _close(have.burst, want.burst, BURST_TOLERANCE)
-        )
+        and (want.burst is None or have.burst is None or _burst_close(have.burst, want))
         # tc prints prio only for leaf classes; it means nothing on inner ones.
         and (not leaf or have.prio == want.prio)
     )
@@ -203,18 +219,24 @@ def target_mismatches(target: Target, live: KernelSnapshot) -> list[str]:
     problems += tc_mismatches(want_tc, live.tc)
     for dev in sorted({i.dev for i in live.tc} - set(target.tc)):
         problems.append(f"tc: qdisc {TC_HANDLE} on {dev} is not planned")
-    for route in sorted(set(target.routes) - set(live.routes)):
-        problems.append(f"route: {show_route(route)} is missing")
-    for route in sorted(set(live.routes) - set(target.routes)):
-        problems.append(f"route: {show_route(route)} is not planned")
-    for rule in sorted(set(target.rules) - set(live.rules)):
-        problems.append(f"rule: {show_rule(rule)} is missing")
-    for rule in sorted(set(live.rules) - set(target.rules)):
-        problems.append(f"rule: {show_rule(rule)} is not planned")
+    problems += _set_mismatches("route", target.routes, live.routes, show_route)
+    problems += _set_mismatches("rule", target.rules, live.rules, show_rule)
     values = dict(live.sysctls)
     for key, value in sorted(target.sysctls.items()):
         if values.get(key) != value:
             problems.append(f"sysctl: {key} is {values.get(key)!r}, planned {value!r}")
+    return problems + _link_mismatches(target, live)
+
+
+def _set_mismatches(
+    what: str, want: Iterable[Any], have: Iterable[Any], show: Callable[[Any], str]
+) -> list[str]:
+    missing = [f"{what}: {show(x)} is missing" for x in sorted(set(want) - set(have))]
+    return missing + [f"{what}: {show(x)} is not planned" for x in sorted(set(have) - set(want))]
+
+
+def _link_mismatches(target: Target, live: KernelSnapshot) -> list[str]:
+    problems = []
     links = {link.ifname: link for link in live.links}
     for name, want in sorted(target.links.items()):
         have = links.get(name)

@@ -14,10 +14,10 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from netpersona.compiler.plan import (
     LinkSetting,
@@ -29,6 +29,7 @@ from netpersona.compiler.plan import (
     TcClass,
     TcQdisc,
 )
+from netpersona.dataplane.link_ipv6 import LinkIPv6
 from netpersona.errors import StateError
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
 FORMAT = 1
 
@@ -56,6 +58,7 @@ class Originals:
     routes: tuple[Route, ...] = ()
     rules: tuple[RoutingRule, ...] = ()
     qdiscs: dict[str, str] = field(default_factory=dict)  # dev -> root qdisc kind, for the record
+    ipv6: dict[str, LinkIPv6] = field(default_factory=dict)  # of links whose MTU changed
 
     def to_json(self) -> JSON:
         return {
@@ -65,6 +68,7 @@ class Originals:
             "routes": [asdict(r) for r in self.routes],
             "rules": [asdict(r) for r in self.rules],
             "qdiscs": self.qdiscs,
+            "ipv6": {name: link.to_json() for name, link in self.ipv6.items()},
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Originals:
             routes=tuple(Route(**r) for r in body.get("routes", [])),
             rules=tuple(RoutingRule(**r) for r in body.get("rules", [])),
             qdiscs=dict(body.get("qdiscs", {})),
+            ipv6={k: LinkIPv6.from_json(v) for k, v in body.get("ipv6", {}).items()},
         )
 
 
@@ -147,6 +152,20 @@ def plan_from_json(body: JSON) -> Plan:
     )
 
 
+def _read(path: Path, what: str, subject: str, parse: Callable[[JSON], T]) -> T | None:
+    """One state file parsed, None if there is none; anything else is a StateError."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read {what}: {exc}") from None
+    try:
+        return parse(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f"{path}: {subject} not readable: {exc}") from None
+
+
 class StateStore:
     """The state directory: ``state.json`` (the applied state), ``originals.json`` and ``lock``.
 
@@ -163,16 +182,7 @@ class StateStore:
         return self.directory / "state.json"
 
     def load(self) -> AppliedState | None:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateError(f"{self.path}: cannot read state: {exc}") from None
-        try:
-            return AppliedState.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"{self.path}: state is not readable: {exc}") from None
+        return _read(self.path, "state", "state is", AppliedState.from_json)
 
     @property
     def originals_path(self) -> Path:
@@ -182,16 +192,8 @@ class StateStore:
         self._write(self.path, json.dumps(state.to_json(), indent=1, sort_keys=True))
 
     def load_originals(self) -> Originals:
-        try:
-            text = self.originals_path.read_text()
-        except FileNotFoundError:
-            return Originals()
-        except OSError as exc:
-            raise StateError(f"{self.originals_path}: cannot read originals: {exc}") from None
-        try:
-            return Originals.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"{self.originals_path}: originals are not readable: {exc}") from None
+        originals = _read(self.originals_path, "originals", "originals are", Originals.from_json)
+        return originals if originals is not None else Originals()
 
     def save_originals(self, originals: Originals) -> None:
         body = json.dumps(originals.to_json(), indent=1, sort_keys=True)

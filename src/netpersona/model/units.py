@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from netpersona.errors import UnitError
 from netpersona.model.quote import quote
 
-__all__ = ["UnitError", "format_rate", "parse_rate", "parse_size"]
+__all__ = [
+    "MAX_RATE_BPS",
+    "MAX_SIZE_BYTES",
+    "MIN_RATE_BPS",
+    "UnitError",
+    "format_rate",
+    "parse_rate",
+    "parse_size",
+]
 
 _RATE_UNITS = {
     "bit": 1,
@@ -31,8 +39,15 @@ _SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 * 1024}
 # ASCII digits only (\d would take any script's), and never more than int() reads quickly.
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]{1,19}(?:\.[0-9]{1,19})?)\s*([a-z]+)\s*$")
 
-# HTB keeps 64-bit rates; anything past 1 tbit/s on a VM uplink is a typo, not a plan.
-MAX_RATE_BPS = 1_000_000_000_000
+# The rates every rate field can take, as the kernel holds them (docs/dataplane.md, "Rates
+# and sizes in the kernel"; tests/dataplane/test_rate_bounds_kernel.py checks both ends).
+# Below 48 bit/s (6 bytes/s) tc computes an HTB class's default burst (1600 bytes) as more
+# timer ticks than fit in 32 bits, so the class gets a wrapped, meaningless burst.
+MIN_RATE_BPS = 48
+# nft_limit refuses (EOVERFLOW) a byte limit whose rate + burst, times 10^9 ns, overflows 64
+# bits: rate + burst <= 18446744073 bytes/s. ingress_rate renders as rate/8 bytes/s with a
+# default burst of rate/10, so 16769767339 bytes/s is the highest it can police.
+MAX_RATE_BPS = 134_158_138_719
 MAX_SIZE_BYTES = 64 * 1024 * 1024
 
 
@@ -43,6 +58,8 @@ class _Grammar:
     example: str
     largest: int
     largest_text: str
+    smallest: int = 1
+    smallest_text: str = ""
 
     def parse(self, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, str):
@@ -57,6 +74,10 @@ class _Grammar:
         amount: int = int(whole) * scale + (int(frac or "0") * scale) // (10 ** len(frac))
         if amount <= 0:
             raise UnitError(f"{quote(value)} is not a {self.kind} above zero")
+        if amount < self.smallest:
+            raise UnitError(
+                f"{quote(value)} is below the smallest {self.kind} accepted ({self.smallest_text})"
+            )
         if amount > self.largest:
             raise UnitError(
                 f"{quote(value)} is above the largest {self.kind} accepted ({self.largest_text})"
@@ -64,12 +85,20 @@ class _Grammar:
         return amount
 
 
-_RATE = _Grammar("rate", _RATE_UNITS, "100mbit", MAX_RATE_BPS, "1tbit")
+_RATE = _Grammar(
+    "rate",
+    _RATE_UNITS,
+    "100mbit",
+    MAX_RATE_BPS,
+    f"{MAX_RATE_BPS}bit, about 134gbit, the most the kernel can enforce",
+    MIN_RATE_BPS,
+    f"{MIN_RATE_BPS}bit, the least the kernel can enforce",
+)
 _SIZE = _Grammar("size", _SIZE_UNITS, "64kb", MAX_SIZE_BYTES, "64mb")
 
 
 def parse_rate(value: object) -> int:
-    """``"100mbit"`` -> 100_000_000 (bits per second)."""
+    """``"100mbit"`` -> 100_000_000 (bits per second), within what the kernel can hold."""
     return _RATE.parse(value)
 
 

@@ -17,7 +17,7 @@ import ipaddress
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "fail",
     "fields",
     "name",
+    "optional_parts",
     "quoted",
     "set_elements",
     "single",
@@ -148,6 +149,20 @@ def quoted(value: object, path: str) -> str:
     if '"' in value or any(unicodedata.category(ch) == "Cc" for ch in value):
         fail(path, f"{_show(value)} cannot be written in nft syntax (a quote or control character)")
     return f'"{value}"'
+
+
+def optional_parts(
+    body: Mapping[str, Any],
+    path: str,
+    options: Sequence[tuple[str, str, Callable[[object, str], object]]],
+) -> list[str]:
+    """For each (key, template, check) whose key is in ``body``: the template filled with the
+    checked value, in the order given."""
+    return [
+        template.format(check(body[key], at(path, key)))
+        for key, template, check in options
+        if key in body
+    ]
 
 
 def _one_or_many(value: object, path: str) -> list[tuple[object, str]]:
@@ -302,14 +317,12 @@ def _element_key(value: object, path: str) -> str:
         return expression(value, path)
     epath = at(path, "elem")
     b = fields(value["elem"], epath, ("val",), ("timeout", "expires", "comment"))
-    parts = [expression(b["val"], at(epath, "val"))]
-    if "timeout" in b:
-        parts.append(f"timeout {_seconds(b['timeout'], at(epath, 'timeout'))}")
-    if "expires" in b:
-        parts.append(f"expires {_seconds(b['expires'], at(epath, 'expires'))}")
-    if "comment" in b:
-        parts.append(f"comment {quoted(b['comment'], at(epath, 'comment'))}")
-    return " ".join(parts)
+    options = (
+        ("timeout", "timeout {}", _seconds),
+        ("expires", "expires {}", _seconds),
+        ("comment", "comment {}", quoted),
+    )
+    return " ".join([expression(b["val"], at(epath, "val")), *optional_parts(b, epath, options)])
 
 
 def _map_value(value: object, path: str) -> str:

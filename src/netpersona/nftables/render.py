@@ -12,6 +12,7 @@ Pure: data in, text out.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from netpersona.nftables.expressions import (
@@ -19,6 +20,7 @@ from netpersona.nftables.expressions import (
     fail,
     fields,
     name,
+    optional_parts,
     quoted,
     set_elements,
     single,
@@ -125,14 +127,16 @@ def _set_body(body: object, path: str, *, is_map: bool) -> str:
         parts.append(
             f"flags {','.join(word(f, at(fpath, i), _SET_FLAGS) for i, f in enumerate(flags))};"
         )
-    if "timeout" in b:
-        parts.append(f"timeout {uint(b['timeout'], at(path, 'timeout'))}s;")
-    if "gc-interval" in b:
-        parts.append(f"gc-interval {uint(b['gc-interval'], at(path, 'gc-interval'))}s;")
-    if "size" in b:
-        parts.append(f"size {uint(b['size'], at(path, 'size'))};")
-    if "policy" in b:
-        parts.append(f"policy {word(b['policy'], at(path, 'policy'), _SET_POLICIES)};")
+    parts += optional_parts(
+        b,
+        path,
+        (
+            ("timeout", "timeout {}s;", uint),
+            ("gc-interval", "gc-interval {}s;", uint),
+            ("size", "size {};", uint),
+            ("policy", "policy {};", partial(word, allowed=_SET_POLICIES)),
+        ),
+    )
     if "elem" in b:
         parts.append(f"elements = {set_elements(b['elem'], at(path, 'elem'), mapping=is_map)};")
     return f"{_spec(b, path)} {{ {' '.join(parts)} }}"

@@ -445,7 +445,7 @@ class _Parser(Checker):
         qos = fields.get("qos_parameters")
         if not override and isinstance(qos, Mapping) and "burst" in qos:
             # A burst cap alone is fine in a tighten-only overlay: it lowers the persona's own.
-            checked["qos_parameters"] = {"ingress_rate": "1tbit", **qos}
+            checked["qos_parameters"] = {"ingress_rate": "100gbit", **qos}
         try:
             parse_persona({**filler, **checked})
         except InvalidDocument as exc:
