@@ -405,8 +405,8 @@ class Agent:
                 return
             if not await self._start_gossip(_node_address(checked), now):
                 return
-        assert self.node is not None
-        verdict = self.node.set_own_certificate(token, now)
+        assert self.transport is not None
+        verdict = self.transport.set_own_certificate(token)
         if isinstance(verdict, Rejected):
             self.log.warning(
                 "own certificate refused", reason=verdict.reason.value, detail=verdict.detail
