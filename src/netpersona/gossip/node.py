@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 from netpersona.certs.certificate import PersonaCertificate
@@ -40,8 +40,9 @@ from netpersona.gossip.antientropy import DIGEST_MAX, newer_in_range, summary_re
 from netpersona.gossip.config import IP_UDP_OVERHEAD, GossipConfig
 from netpersona.gossip.limits import SourceLimiter, TokenBucket, splitmix64
 from netpersona.gossip.rumors import Rumors
+from netpersona.gossip.step import Datagram, Round, Step
 from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
-from netpersona.gossip.targets import random_peers, successor_address
+from netpersona.gossip.targets import push_targets, random_peers
 from netpersona.gossip.wants import Wants
 from netpersona.gossip.wire import (
     BUCKETS,
@@ -64,30 +65,6 @@ from netpersona.gossip.wire import (
 __all__ = ["Datagram", "GossipNode", "Step"]
 
 IPAddress = IPv4Address | IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    address: IPAddress
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What one input did: datagrams to send, certificates learned, instances that expired."""
-
-    out: tuple[Datagram, ...] = ()
-    learned: tuple[PersonaCertificate, ...] = ()
-    expired: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class _Round:
-    out: list[Datagram] = field(default_factory=list)
-    learned: list[PersonaCertificate] = field(default_factory=list)
-
-    def step(self, expired: tuple[str, ...] = ()) -> Step:
-        return Step(tuple(self.out), tuple(self.learned), expired)
 
 
 def _remember(recent: OrderedDict[IPAddress, None], address: IPAddress, limit: int) -> None:
@@ -171,7 +148,7 @@ class GossipNode:
         self._hold(cert, raw, now, rumour=True)
         # Pushed at once, a renewal too: it costs us `fanout` datagrams, and the receivers
         # pass a renewal on by anti-entropy only (_accept).
-        round_ = _Round()
+        round_ = Round()
         self._push(raw, cert, None, now, round_)
         self._pending += round_.out
         return verdict
@@ -256,7 +233,7 @@ class GossipNode:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def _spread_rumors(self, now: float, round_: _Round) -> None:
+    def _spread_rumors(self, now: float, round_: Round) -> None:
         """Digests of the rumours sent least so far, to ``fanout`` random peers."""
         if not self._rumors:
             return
@@ -268,7 +245,7 @@ class GossipNode:
             if not self._rumors:
                 return
 
-    def _on_digest(self, message: Digest, source: IPAddress, now: float, round_: _Round) -> None:
+    def _on_digest(self, message: Digest, source: IPAddress, now: float, round_: Round) -> None:
         by_target = self._wants_from(message, source, now)
         self._send_all_wants(by_target, now, round_)
         if message.range is not None:
@@ -300,7 +277,7 @@ class GossipNode:
         return by_target
 
     def _send_all_wants(
-        self, by_target: dict[IPAddress, list[int]], now: float, round_: _Round
+        self, by_target: dict[IPAddress, list[int]], now: float, round_: Round
     ) -> None:
         """WANTs for everything in ``by_target``, at most ``max_replies`` datagrams (the rest
         is asked again when due)."""
@@ -311,7 +288,7 @@ class GossipNode:
                 return
 
     def _send_wants(
-        self, keys: list[int], target: IPAddress, budget: int, now: float, round_: _Round
+        self, keys: list[int], target: IPAddress, budget: int, now: float, round_: Round
     ) -> int:
         """WANTs for ``keys`` to ``target``, at most ``budget`` datagrams; how many were sent."""
         # A peer that does not know us will not answer: show it our certificate too.
@@ -324,7 +301,7 @@ class GossipNode:
             sent += 1
         return sent
 
-    def _on_want(self, message: Want, source: IPAddress, now: float, round_: _Round) -> None:
+    def _on_want(self, message: Want, source: IPAddress, now: float, round_: Round) -> None:
         if message.token and self._sender(source, now) is None:
             # A sender we do not know yet shows its certificate (a known one's repeat of the
             # certificate we hold is not verified again).
@@ -338,14 +315,14 @@ class GossipNode:
         for certs in pack_certs(tokens)[: self.config.max_replies]:
             self._emit(source, certs, now, round_)
 
-    def _on_summary(self, message: Summary, source: IPAddress, now: float, round_: _Round) -> None:
+    def _on_summary(self, message: Summary, source: IPAddress, now: float, round_: Round) -> None:
         # Unauthenticated senders get one branch: a summary must not buy many replies.
         branches = self.config.summary_branches if self._sender(source, now) else 1
         start = self._random(BUCKETS)
         for reply in summary_replies(self.store, message, branches=branches, start=start):
             self._emit(source, reply, now, round_)
 
-    def _accept(self, token: bytes, source: IPAddress, now: float, round_: _Round) -> None:
+    def _accept(self, token: bytes, source: IPAddress, now: float, round_: Round) -> None:
         """A certificate from ``source``, which may be its owner or any other VM: only the
         certificate is checked, and only the addresses it names are used."""
         verdict = self._verify(token, now)
@@ -377,35 +354,29 @@ class GossipNode:
         cert: PersonaCertificate,
         source: IPAddress | None,
         now: float,
-        round_: _Round,
+        round_: Round,
     ) -> None:
-        """Hand a certificate just learned to ``fanout`` peers at once, within the cap.
+        """Hand a certificate just learned at once to ``fanout`` peers (:func:`push_targets`).
 
-        The first is this node's successor in key order: as every node that learns the news
-        does the same, without loss the pushes alone reach every VM (the ring closes at the
-        owner). The others are random, which makes the depth logarithmic. Peers that already
-        hold it (its owner, the sender) are skipped. Nothing tells a node which peers' selectors
-        the certificate matters to (certificates do not carry selectors), so no peer is
-        preferred for that.
+        Pushes spend only the upper half of the burst. A burst of news (a fleet starting, a
+        policy changing many VMs) would otherwise go on pushes, each VM getting each certificate
+        ``fanout`` times, and starve the digests and answers that bring every VM each
+        certificate once; a single change finds the bucket full.
         """
-        skip = {self.address, *cert.addresses}
-        if source is not None:
-            skip.add(source)
-        targets: list[IPAddress] = []
-        successor = None
-        if self._own_key is not None:
-            successor = successor_address(self.store, self._own_key, self.address.version)
-        if successor is not None and successor not in skip:
-            targets.append(successor)
-            skip.add(successor)
-        targets += self._pick_targets(self.config.fanout - len(targets), skip)
-        # Pushes spend only the upper half of the burst. A burst of news (a fleet starting, a
-        # policy changing many VMs) would otherwise go on pushes, each VM getting each
-        # certificate `fanout` times, and starve the digests and answers that bring every VM
-        # each certificate once; a single change finds the bucket full.
-        keep = self.config.bandwidth_burst / 2
+        skip = {self.address, *cert.addresses} | ({source} if source is not None else set())
+        targets = push_targets(
+            self.store,
+            self._seeds,
+            own_key=self._own_key,
+            count=self.config.fanout,
+            skip=skip,
+            version=self.address.version,
+            random=self._random,
+        )
         for target in targets:
-            if not self._emit(target, Certs((token,)), now, round_, keep=keep):
+            if not self._emit(
+                target, Certs((token,)), now, round_, keep=self.config.bandwidth_burst / 2
+            ):
                 return  # rumours and anti-entropy carry it on
 
     # -- helpers --------------------------------------------------------------------------
@@ -417,9 +388,9 @@ class GossipNode:
         held = self.store.get(instance_key(verdict.certificate.instance))
         return Verifier.newer_than(verdict, held.certificate if held else None)
 
-    def _round(self) -> _Round:
+    def _round(self) -> Round:
         out, self._pending = self._pending, []
-        return _Round(out)
+        return Round(out)
 
     def _hold(self, cert: PersonaCertificate, token: bytes, now: float, *, rumour: bool) -> None:
         key = instance_key(cert.instance)
@@ -439,7 +410,7 @@ class GossipNode:
         return held if held is not None and not held.certificate.expired(now) else None
 
     def _emit(
-        self, target: IPAddress, message: Message, now: float, round_: _Round, keep: float = 0.0
+        self, target: IPAddress, message: Message, now: float, round_: Round, keep: float = 0.0
     ) -> bool:
         """Queue ``message`` for ``target`` unless the bandwidth cap refuses it (or it would
         leave less than ``keep`` of the burst)."""
@@ -472,16 +443,8 @@ class GossipNode:
     def _expire(self, now: float) -> tuple[str, ...]:
         if now < self._next_expiry:
             return ()
-        gone: list[str] = []
-        upcoming = float("inf")
-        for held in list(self.store):
-            if held.certificate.expired(now):
-                self.store.remove(held.key)
-                self._rumors.discard(held.key)
-                gone.append(held.certificate.instance)
-            else:
-                upcoming = min(upcoming, held.certificate.expires_at)
-        self._next_expiry = upcoming
-        self.store.compact()
+        gone, self._next_expiry = self.store.expire(now)
+        for held in gone:
+            self._rumors.discard(held.key)
         self.counters["expired"] += len(gone)
-        return tuple(sorted(gone))
+        return tuple(sorted(h.certificate.instance for h in gone))

@@ -239,6 +239,19 @@ class HeldCertificates:
             if held_or_none is not None:
                 yield held_or_none
 
+    def expire(self, now: float) -> tuple[list[Held], float]:
+        """Remove every expired entry: what was removed, and when the next one expires."""
+        gone: list[Held] = []
+        upcoming = float("inf")
+        for held in list(self):
+            if held.certificate.expired(now):
+                self.remove(held.key)
+                gone.append(held)
+            else:
+                upcoming = min(upcoming, held.certificate.expires_at)
+        self.compact()
+        return gone, upcoming
+
     def compact(self) -> None:
         """Forget positions of removed keys (so random choice does not keep missing)."""
         self._added = [k for k in self._added if self.get(k) is not None]

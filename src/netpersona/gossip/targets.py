@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from netpersona.certs.certificate import PersonaCertificate
 from netpersona.gossip.store import HeldCertificates
 
-__all__ = ["address_of", "random_peers", "successor_address"]
+__all__ = ["address_of", "push_targets", "random_peers", "successor_address"]
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -28,6 +28,31 @@ def successor_address(store: HeldCertificates, key: int, version: int) -> IPAddr
     after = store.successor(key)
     held = store.get(after) if after is not None else None
     return address_of(held.certificate, version) if held is not None else None
+
+
+def push_targets(
+    store: HeldCertificates,
+    seeds: Sequence[IPAddress],
+    *,
+    own_key: int | None,
+    count: int,
+    skip: Collection[IPAddress],
+    version: int,
+    random: Callable[[int], int],
+) -> list[IPAddress]:
+    """Whom to push news to: ``count`` peers not in ``skip`` (its owner, its sender, us).
+
+    The first is the successor of ``own_key`` in key order: as every node that learns the
+    news does the same, without loss the pushes alone reach every VM (the ring closes at the
+    owner). The others are random, which keeps the depth logarithmic. Nothing tells a node
+    which peers' selectors a certificate matters to (certificates do not carry selectors), so
+    no peer is preferred for that.
+    """
+    successor = successor_address(store, own_key, version) if own_key is not None else None
+    first = [successor] if successor is not None and successor not in skip else []
+    return first + random_peers(
+        store, seeds, count=count - len(first), skip={*skip, *first}, version=version, random=random
+    )
 
 
 def random_peers(
