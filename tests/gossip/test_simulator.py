@@ -24,14 +24,15 @@ def test_without_loss_the_pushes_reach_every_node_within_the_first_round() -> No
 
 @pytest.mark.parametrize("loss", [0.1, 0.3])
 def test_with_loss_one_change_reaches_every_node_in_a_few_rounds(loss: float) -> None:
-    """The goal at 10,000 nodes is 99.9% within 11 rounds at 30% loss (bench/gossip/run.py);
-    1,000 nodes are reached in no more (the spread is logarithmic in the fleet)."""
+    """The goal at 10,000 nodes is 99.9% within 11 rounds at 30% loss (measured by
+    bench/gossip/run.py, too slow for a test). The spread is logarithmic in the fleet, so at
+    1,000 nodes the proportionate bound is 11 * log(1000) / log(10000), about 8 rounds."""
     sim = Simulator(1000, loss=loss, seed=7)
     sim.run_until(sim.now + 2)
     result = sim.change(origin=17)
     assert result.reached == 1000
     assert result.rounds_to_999 is not None
-    assert result.rounds_to_999 <= 11
+    assert result.rounds_to_999 <= 8
     # Each node pays for a few certificates (pushes, answers) and digests, not one per rumour.
     assert 400 < result.bytes_per_node < 4000
     config = sim.config

@@ -121,6 +121,7 @@ class GossipNode:
             self.config.source_rate, self.config.source_burst, self.config.max_sources
         )
         self._next_push_pull = now
+        self._catching_up_until = now + self.config.push_pull_interval
         self._next_expiry: float = self.store.base.next_expiry
 
     # -- inputs from outside --------------------------------------------------------------
@@ -343,9 +344,11 @@ class GossipNode:
         round_.learned.append(cert)
         if news:
             self._push(token, cert, source, now, round_)
-        if held is None:
-            # A VM we did not know (it joined, or we did): reconcile at the next round rather
-            # than up to a push-pull period later, in case it is not the only one we lack.
+        if held is None and now < self._catching_up_until:
+            # We have just started and still learn who is there: reconcile at the next round
+            # rather than a push-pull period later, in case it is not the only VM we lack (our
+            # first exchanges may have gone to peers not up yet). A settled node does not: a
+            # VM that joins reaches it by push, and churn must not cost every node an exchange.
             self._next_push_pull = min(self._next_push_pull, now + self.config.interval)
 
     def _push(
