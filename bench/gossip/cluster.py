@@ -3,7 +3,6 @@
     .venv/bin/python bench/gossip/cluster.py                 # 30 VMs, 3 changes (as root)
     .venv/bin/python bench/gossip/cluster.py --vms 40 --changes 5
     .venv/bin/python bench/gossip/cluster.py --serf        # and HashiCorp Serf, same namespaces
-    .venv/bin/python bench/gossip/cluster.py --relay       # the opt-in relaying mode
 
 Each VM is a network namespace (netpersona.lab.topology) running bench/gossip/peer.py: the
 agent's control channel (GossipNode + GossipTransport, real UDP on port 7480) with a
@@ -104,7 +103,6 @@ class Cluster:
             argv += ["--counters", str(self.path(index, "counters"))]
             argv += ["--interval", str(self.config.interval)]
             argv += ["--bandwidth", str(self.config.bandwidth)]
-            argv += ["--relay"] if self.config.relay else []
             log = self.path(index, "stderr").open("w")
             self.procs.append(
                 self.topo.vms[name(index)].popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -436,7 +434,7 @@ def run(
         "config": {
             "interval": config.interval,
             "bandwidth": config.bandwidth,
-            "mode": "relay" if config.relay else "owner",
+            "fanout": config.fanout,
         },
         **measured,
     }
@@ -450,13 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=GossipConfig().interval)
     parser.add_argument("--bandwidth", type=int, default=GossipConfig().bandwidth)
     parser.add_argument("--serf", action="store_true", help="also run HashiCorp Serf (part c)")
-    parser.add_argument(
-        "--relay", action="store_true", help="the opt-in relaying mode (default: owners only)"
-    )
     args = parser.parse_args(argv)
     if args.serf and shutil.which("serf") is None:
         parser.error("--serf: no serf binary on PATH (apt-get install serf)")
-    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth, relay=args.relay)
+    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth)
     result = run(args.vms, args.changes, args.background, config, serf=args.serf)
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -29,7 +29,7 @@ from netpersona.gossip.transport import GossipTransport
 
 async def serve(args: argparse.Namespace) -> None:
     verifier = Verifier(KeySet.from_jwks(json.loads(Path(args.keys).read_text())))
-    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth, relay=args.relay)
+    config = GossipConfig(interval=args.interval, bandwidth=args.bandwidth)
     node = GossipNode(
         address=ip_address(args.address),
         verifier=verifier,
@@ -39,7 +39,6 @@ async def serve(args: argparse.Namespace) -> None:
     )
     token_path, counters_path = Path(args.token), Path(args.counters)
     stamp = token_path.stat().st_mtime_ns
-    node.set_own_certificate(token_path.read_text().strip(), time.time())
     node.set_seeds(ip_address(s) for s in args.seeds.split(",") if s)
     log = Path(args.log).open("a", buffering=1)  # noqa: SIM115 (open for the process's life)
 
@@ -50,13 +49,14 @@ async def serve(args: argparse.Namespace) -> None:
 
     transport = GossipTransport(node, port=args.port, host="0.0.0.0", on_change=learned)  # noqa: S104
     await transport.start()
+    transport.set_own_certificate(token_path.read_text().strip())
     next_dump = 0.0
     while True:
         await asyncio.sleep(0.02)
         current = token_path.stat().st_mtime_ns
         if current != stamp:
             stamp = current
-            node.set_own_certificate(token_path.read_text().strip(), time.time())
+            transport.set_own_certificate(token_path.read_text().strip())
         if time.monotonic() >= next_dump:
             next_dump = time.monotonic() + 1.0
             tmp = counters_path.with_suffix(".tmp")
@@ -72,7 +72,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7480)
     parser.add_argument("--interval", type=float, default=GossipConfig().interval)
     parser.add_argument("--bandwidth", type=int, default=GossipConfig().bandwidth)
-    parser.add_argument("--relay", action="store_true", help="accept relayed certificates")
     asyncio.run(serve(parser.parse_args()))
 
 

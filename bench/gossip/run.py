@@ -2,12 +2,7 @@
 
     .venv/bin/python bench/gossip/run.py                      # 1k and 10k nodes, 0/10/30% loss
     .venv/bin/python bench/gossip/run.py --nodes 200 --loss 0  # a quick look
-    .venv/bin/python bench/gossip/run.py --modes relay        # only the opt-in relaying mode
-
-Two modes: ``owner`` (the default, spec section 8 as written: a certificate is taken only from
-its own VM, which serves every receiver itself at its bandwidth cap) and ``relay`` (the opt-in
-``--gossip-relay``: certified VMs pass certificates on). An owner-mode change at 10k nodes
-takes about an hour of simulated time and over ten minutes of real time per loss rate.
+    .venv/bin/python bench/gossip/run.py --fanout 4            # another parameter
 
 Prints one JSON document. For each fleet size the simulator starts settled, measures the
 background (no news) traffic over one push-pull period, then for each loss rate lets one VM's
@@ -38,32 +33,21 @@ SERF_MODEL = {
 }
 
 
-MODES = {"owner": False, "relay": True}
-
-
-def run(nodes: list[int], losses: list[float], seed: int, modes: list[str]) -> dict[str, object]:
-    results: list[dict[str, object]] = []
-    for mode in modes:
-        results += _run_mode(GossipConfig(relay=MODES[mode]), mode, nodes, losses, seed)
+def run(
+    nodes: list[int], losses: list[float], seed: int, config: GossipConfig
+) -> dict[str, object]:
     return {
         "benchmark": "gossip-simulated",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "config": asdict(GossipConfig()),
-        "results": results,
+        "config": asdict(config),
+        "results": _run(config, nodes, losses, seed),
         "serf_model_reference": SERF_MODEL,
     }
 
 
-def _max_rounds(config: GossipConfig, nodes: int, loss: float) -> int:
-    if config.relay:
-        return 200
-    # The owner alone serves everyone: ~400 bytes each at its cap, slower with loss.
-    return int(nodes * 450 / config.bandwidth * (1 + 4 * loss)) + 200
-
-
-def _run_mode(
-    config: GossipConfig, mode: str, nodes: list[int], losses: list[float], seed: int
+def _run(
+    config: GossipConfig, nodes: list[int], losses: list[float], seed: int
 ) -> list[dict[str, object]]:
     results: list[dict[str, object]] = []
     for n in nodes:
@@ -76,12 +60,11 @@ def _run_mode(
             sim.loss = loss
             sim.run_until(sim.now + 20 * config.interval)  # let earlier rumours die out
             origin = (seed * 7919 + index * 104729) % n
-            change = asdict(sim.change(origin=origin, max_rounds=_max_rounds(config, n, loss)))
-            change = {"mode": mode} | change
+            change = asdict(sim.change(origin=origin, max_rounds=200))
             change["background_bytes_per_s_per_node"] = round(background, 2)
             results.append(change)
             print(
-                f"{mode} {n} nodes {loss:.0%} loss: {change['rounds_to_999']} rounds to 99.9% "
+                f"{n} nodes {loss:.0%} loss: {change['rounds_to_999']} rounds to 99.9% "
                 f"({time.perf_counter() - started:.0f}s so far)",
                 file=sys.stderr,
             )
@@ -97,19 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default="1000,10000", help="comma-separated fleet sizes")
     parser.add_argument("--loss", default="0,0.1,0.3", help="comma-separated loss rates")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--modes",
-        default="owner,relay",
-        help="comma-separated: owner (the default rule of spec section 8), relay (opt-in)",
-    )
+    defaults = GossipConfig()
+    parser.add_argument("--fanout", type=int, default=defaults.fanout)
+    parser.add_argument("--retransmit-mult", type=int, default=defaults.retransmit_mult)
     args = parser.parse_args(argv)
     nodes = [int(n) for n in args.nodes.split(",")]
     losses = [float(x) for x in args.loss.split(",")]
-    modes = args.modes.split(",")
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        parser.error(f"--modes: {', '.join(unknown)} (known: {', '.join(MODES)})")
-    json.dump(run(nodes, losses, args.seed, modes), sys.stdout, indent=2)
+    config = GossipConfig(fanout=args.fanout, retransmit_mult=args.retransmit_mult)
+    json.dump(run(nodes, losses, args.seed, config), sys.stdout, indent=2)
     print()
     return 0
 

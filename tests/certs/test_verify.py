@@ -35,7 +35,7 @@ def reason(verdict: Accepted | Rejected) -> RejectReason | None:
 
 def test_a_valid_certificate_is_accepted_with_every_field(verifier: Verifier) -> None:
     cert = make_certificate(addresses=("10.0.0.1", "fd00::1"), priority=6, dscp=46)
-    verdict = verifier.verify(signed(cert), source=SOURCE, now=NOW, held=None)
+    verdict = verifier.verify(signed(cert), now=NOW, held=None)
     assert isinstance(verdict, Accepted)
     assert verdict.certificate == cert
     peer = verdict.certificate.peer()
@@ -57,14 +57,10 @@ def test_forged_with_another_key_under_our_kid(verifier: Verifier) -> None:
     header = {"alg": "Ed25519", "kid": "k1", "typ": "np-cert+jwt"}
     payload = json.dumps({"sub": "vm-a"}).encode()
     token = jws.serialize_compact(header, payload, forger.key, algorithms=["Ed25519"])
-    assert reason(verifier.verify(token, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.BAD_SIGNATURE
-    )
+    assert reason(verifier.verify(token, now=NOW, held=None)) == (RejectReason.BAD_SIGNATURE)
     forged = issue_certificate(replace(cert, key_id="attacker"), forger)
     forged_as_k1 = forged.replace(forged.split(".")[0], signed(cert).split(".")[0])
-    assert reason(verifier.verify(forged_as_k1, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.BAD_SIGNATURE
-    )
+    assert reason(verifier.verify(forged_as_k1, now=NOW, held=None)) == (RejectReason.BAD_SIGNATURE)
 
 
 def _b64(data: bytes) -> str:
@@ -77,47 +73,35 @@ def test_tampered_payload(verifier: Verifier) -> None:
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["pn"] = "admin"
     tampered = ".".join([header, _b64(json.dumps(claims).encode()), signature])
-    verdict = verifier.verify(tampered, source=SOURCE, now=NOW, held=None)
+    verdict = verifier.verify(tampered, now=NOW, held=None)
     assert reason(verdict) == RejectReason.BAD_SIGNATURE
     flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
-    assert reason(verifier.verify(flipped, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.BAD_SIGNATURE
-    )
+    assert reason(verifier.verify(flipped, now=NOW, held=None)) == (RejectReason.BAD_SIGNATURE)
 
 
 def test_expired_exactly_at_exp(verifier: Verifier) -> None:
     cert = make_certificate(issued_at=NOW - 100, lifetime=100)
-    assert reason(verifier.verify(signed(cert), source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.EXPIRED
-    )
-    assert isinstance(
-        verifier.verify(signed(cert), source=SOURCE, now=NOW - 1, held=None), Accepted
-    )
+    assert reason(verifier.verify(signed(cert), now=NOW, held=None)) == (RejectReason.EXPIRED)
+    assert isinstance(verifier.verify(signed(cert), now=NOW - 1, held=None), Accepted)
 
 
 def test_issued_in_the_future_beyond_the_skew(verifier: Verifier) -> None:
     cert = make_certificate(issued_at=NOW + 120)
-    assert reason(verifier.verify(signed(cert), source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.NOT_YET_VALID
-    )
+    assert reason(verifier.verify(signed(cert), now=NOW, held=None)) == (RejectReason.NOT_YET_VALID)
     near = make_certificate(issued_at=NOW + 30)
-    assert isinstance(verifier.verify(signed(near), source=SOURCE, now=NOW, held=None), Accepted)
+    assert isinstance(verifier.verify(signed(near), now=NOW, held=None), Accepted)
 
 
 def test_replayed_older_and_duplicate(verifier: Verifier) -> None:
     old = make_certificate(persona="api", seq=4)
     new = make_certificate(persona="web", seq=5)
-    assert reason(verifier.verify(signed(old), source=SOURCE, now=NOW, held=new)) == (
+    assert reason(verifier.verify(signed(old), now=NOW, held=new)) == (RejectReason.STALE)
+    assert reason(verifier.verify(signed(new), now=NOW, held=new)) == (RejectReason.DUPLICATE)
+    same_seq_other_content = make_certificate(persona="db", seq=5)
+    assert reason(verifier.verify(signed(same_seq_other_content), now=NOW, held=new)) == (
         RejectReason.STALE
     )
-    assert reason(verifier.verify(signed(new), source=SOURCE, now=NOW, held=new)) == (
-        RejectReason.DUPLICATE
-    )
-    same_seq_other_content = make_certificate(persona="db", seq=5)
-    assert reason(
-        verifier.verify(signed(same_seq_other_content), source=SOURCE, now=NOW, held=new)
-    ) == (RejectReason.STALE)
-    verdict = verifier.verify(signed(new), source=SOURCE, now=NOW, held=old)
+    verdict = verifier.verify(signed(new), now=NOW, held=old)
     assert isinstance(verdict, Accepted)
     assert verdict.certificate.persona == "web"
 
@@ -125,23 +109,13 @@ def test_replayed_older_and_duplicate(verifier: Verifier) -> None:
 def test_a_lower_persona_version_is_newer_when_seq_grows(verifier: Verifier) -> None:
     held = make_certificate(persona="api", seq=7, persona_version=9)
     moved = make_certificate(persona="web", seq=8, persona_version=2)
-    assert isinstance(verifier.verify(signed(moved), source=SOURCE, now=NOW, held=held), Accepted)
-
-
-def test_wrong_source_address(verifier: Verifier) -> None:
-    cert = make_certificate(addresses=("10.0.0.1",))
-    verdict = verifier.verify(signed(cert), source=ip_address("10.0.0.66"), now=NOW, held=None)
-    assert reason(verdict) == RejectReason.WRONG_SOURCE
-    assert isinstance(verdict, Rejected)
-    assert "10.0.0.66" in verdict.detail
+    assert isinstance(verifier.verify(signed(moved), now=NOW, held=held), Accepted)
 
 
 def test_unknown_kid(verifier: Verifier) -> None:
     other = fixed_key("k9")
     token = signed(make_certificate(key=other), other)
-    assert reason(verifier.verify(token, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.UNKNOWN_KEY
-    )
+    assert reason(verifier.verify(token, now=NOW, held=None)) == (RejectReason.UNKNOWN_KEY)
 
 
 @pytest.mark.parametrize(
@@ -156,9 +130,7 @@ def test_unknown_kid(verifier: Verifier) -> None:
     ],
 )
 def test_malformed_tokens(verifier: Verifier, token: str) -> None:
-    assert reason(verifier.verify(token, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.MALFORMED
-    )
+    assert reason(verifier.verify(token, now=NOW, held=None)) == (RejectReason.MALFORMED)
 
 
 def test_alg_none_and_foreign_typ_are_malformed(verifier: Verifier) -> None:
@@ -170,9 +142,7 @@ def test_alg_none_and_foreign_typ_are_malformed(verifier: Verifier) -> None:
         {"alg": "Ed25519", "kid": "k1", "typ": "JWT"},
     ):
         forged = ".".join([_b64(json.dumps(header).encode()), payload, signature])
-        assert reason(verifier.verify(forged, source=SOURCE, now=NOW, held=None)) == (
-            RejectReason.MALFORMED
-        )
+        assert reason(verifier.verify(forged, now=NOW, held=None)) == (RejectReason.MALFORMED)
 
 
 def test_validly_signed_but_malformed_claims(verifier: Verifier) -> None:
@@ -181,7 +151,7 @@ def test_validly_signed_but_malformed_claims(verifier: Verifier) -> None:
     token = jws.serialize_compact(
         header, json.dumps(claims).encode(), fixed_key("k1").key, algorithms=["Ed25519"]
     )
-    verdict = verifier.verify(token, source=SOURCE, now=NOW, held=None)
+    verdict = verifier.verify(token, now=NOW, held=None)
     assert reason(verdict) == RejectReason.MALFORMED
     assert isinstance(verdict, Rejected)
     assert "/pr" in verdict.detail
@@ -199,32 +169,11 @@ def test_rotation_overlap_then_retirement() -> None:
     by_old = signed(make_certificate(key=old, seq=1), old)
     by_new = signed(make_certificate(key=new, seq=2), new)
     during = Verifier(key_set(old, new))
-    assert isinstance(during.verify(by_old, source=SOURCE, now=NOW, held=None), Accepted)
-    assert isinstance(during.verify(by_new, source=SOURCE, now=NOW, held=None), Accepted)
+    assert isinstance(during.verify(by_old, now=NOW, held=None), Accepted)
+    assert isinstance(during.verify(by_new, now=NOW, held=None), Accepted)
     after = Verifier(during.keys.without("2026-01"))
-    assert reason(after.verify(by_old, source=SOURCE, now=NOW, held=None)) == (
-        RejectReason.UNKNOWN_KEY
-    )
-    assert isinstance(after.verify(by_new, source=SOURCE, now=NOW, held=None), Accepted)
-
-
-def test_relayed_needs_a_current_certificate_for_the_sender(verifier: Verifier) -> None:
-    cert = make_certificate("vm-a", ("10.0.0.1",))
-    relayer = make_certificate("vm-b", ("10.0.0.2",))
-    via = ip_address("10.0.0.2")
-    token = signed(cert)
-    ok = verifier.verify_relayed(token, source=via, relayer=relayer, now=NOW, held=None)
-    assert isinstance(ok, Accepted)
-    assert reason(verifier.verify(token, source=via, now=NOW, held=None)) == (
-        RejectReason.WRONG_SOURCE
-    )
-    for bad in (None, replace(relayer, expires_at=NOW), replace(relayer, addresses=(SOURCE,))):
-        verdict = verifier.verify_relayed(token, source=via, relayer=bad, now=NOW, held=None)
-        assert reason(verdict) == RejectReason.UNAUTHENTICATED_RELAY
-    # A relay cannot roll a VM back either.
-    newer = make_certificate("vm-a", ("10.0.0.1",), seq=2)
-    verdict = verifier.verify_relayed(token, source=via, relayer=relayer, now=NOW, held=newer)
-    assert reason(verdict) == RejectReason.STALE
+    assert reason(after.verify(by_old, now=NOW, held=None)) == (RejectReason.UNKNOWN_KEY)
+    assert isinstance(after.verify(by_new, now=NOW, held=None), Accepted)
 
 
 def test_certificate_round_trips_through_claims() -> None:

@@ -37,8 +37,17 @@ class Network:
         )
         self.nodes[node.address] = node
         node.set_seeds(ip_address(s) for s in seeds)
-        node.set_own_certificate(self.token(name, address, **cert), self.now)
+        self.change(address, name, **cert)
         return node
+
+    def change(self, address: str, name: str, **cert: object) -> list[Datagram]:
+        """A new certificate for the VM at ``address``, its push delivered at once, as the
+        transport does; the datagrams it pushed."""
+        node = self.nodes[ip_address(address)]
+        node.set_own_certificate(self.token(name, address, **cert), self.now)
+        pushed = list(node.flush().out)
+        self.send(node.address, tuple(pushed))
+        return pushed
 
     def token(self, name: str, address: str, **cert: object) -> str:
         fields: dict[str, object] = {"issued_at": int(self.now)} | cert

@@ -17,8 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gossip" / "run.py"
 def test_bench_smoke_prints_json_with_every_figure() -> None:
     out = run([sys.executable, str(SCRIPT), "--nodes", "60", "--loss", "0,0.3"], timeout=120)
     report = json.loads(out.stdout)
-    modes_and_losses = [(r["mode"], r["loss"]) for r in report["results"]]
-    assert modes_and_losses == [("owner", 0.0), ("owner", 0.3), ("relay", 0.0), ("relay", 0.3)]
+    assert [r["loss"] for r in report["results"]] == [0.0, 0.3]
     for result in report["results"]:
         assert result["reached"] == 60
         assert result["rounds_to_999"] <= result["rounds_to_all"]

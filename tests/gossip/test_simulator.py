@@ -8,42 +8,35 @@ from netpersona.gossip import GossipConfig
 from netpersona.gossip.simulator import Simulator
 
 
-@pytest.mark.parametrize("loss", [0.0, 0.2])
-def test_by_default_each_owner_serves_its_change_to_every_node_at_its_cap(loss: float) -> None:
-    config = GossipConfig()
-    sim = Simulator(100, loss=loss, seed=7)
-    sim.run_until(sim.now + 2)
-    result = sim.change(origin=17, max_rounds=400)
-    assert result.reached == 100
-    # Only the owner hands over its certificate, so its cap sets the pace: about one
-    # datagram of certificate per receiver, at `bandwidth` bytes a second, plus the burst.
-    token = sim.nodes[17].own
-    assert token is not None
-    per_receiver = len(token.token) + 6 + 28
-    floor = (99 * per_receiver - config.bandwidth_burst) / config.bandwidth
-    assert result.seconds_to_all is not None
-    assert floor * 0.8 <= result.seconds_to_all <= floor * (1.5 if loss == 0 else 4.0) + 10
-    assert result.peak_bytes_per_s_per_node <= config.bandwidth_burst + config.bandwidth
-    assert [name for name in result.rejects if name.startswith("reject_")] in (
-        [],
-        ["reject_duplicate"],
-    )
-
-
-@pytest.mark.parametrize("loss", [0.0, 0.2])
-def test_with_relaying_one_change_reaches_every_node_in_a_few_rounds(loss: float) -> None:
-    sim = Simulator(300, loss=loss, seed=7, config=GossipConfig(relay=True))
+def test_without_loss_the_pushes_reach_every_node_within_the_first_round() -> None:
+    sim = Simulator(300, seed=7)
     sim.run_until(sim.now + 2)
     result = sim.change(origin=17)
     assert result.reached == 300
-    assert result.rounds_to_all is not None
-    assert result.rounds_to_999 is not None
-    assert result.rounds_to_999 <= result.rounds_to_all <= (12 if loss == 0 else 30)
-    # Lazy push: each node pays for one certificate plus a few digests, not one per rumour.
-    assert 400 < result.bytes_per_node < 3000
+    assert result.rounds_to_all == 1
+    assert result.seconds_to_all is not None
+    assert result.seconds_to_all < 0.5
     config = sim.config
     assert result.peak_bytes_per_s_per_node <= config.bandwidth_burst + config.bandwidth
-    assert not any(name.startswith("reject_") for name in result.rejects)
+    # Pushes cross, so a node may get the same certificate twice; nothing else is refused.
+    assert {name for name in result.rejects if name.startswith("reject_")} <= {"reject_duplicate"}
+
+
+@pytest.mark.parametrize("loss", [0.1, 0.3])
+def test_with_loss_one_change_reaches_every_node_in_a_few_rounds(loss: float) -> None:
+    """The goal at 10,000 nodes is 99.9% within 11 rounds at 30% loss (measured by
+    bench/gossip/run.py, too slow for a test). The spread is logarithmic in the fleet, so at
+    1,000 nodes the proportionate bound is 11 * log(1000) / log(10000), about 8 rounds."""
+    sim = Simulator(1000, loss=loss, seed=7)
+    sim.run_until(sim.now + 2)
+    result = sim.change(origin=17)
+    assert result.reached == 1000
+    assert result.rounds_to_999 is not None
+    assert result.rounds_to_999 <= 8
+    # Each node pays for a few certificates (pushes, answers) and digests, not one per rumour.
+    assert 400 < result.bytes_per_node < 4000
+    config = sim.config
+    assert result.peak_bytes_per_s_per_node <= config.bandwidth_burst + config.bandwidth
 
 
 def test_runs_are_reproducible_from_the_seed() -> None:
@@ -53,8 +46,8 @@ def test_runs_are_reproducible_from_the_seed() -> None:
 
 
 def test_anti_entropy_alone_repairs_a_node_that_missed_the_rumours() -> None:
-    # Relays never rumour (news_window < 0) and the origin's own rumour reaches only a few
-    # peers: push-pull summaries must carry the change to everyone else.
+    # Nodes neither push nor rumour what they receive (news_window < 0), and the origin's own
+    # push and rumour reach only a few peers: push-pull must carry it to everyone else.
     config = GossipConfig(news_window=-1.0, push_pull_interval=5.0)
     sim = Simulator(50, config=config, seed=11)
     sim.run_until(sim.now + 6)

@@ -82,3 +82,33 @@ def test_owner_of_follows_address_changes() -> None:
     store.put(Held(7, moved, b"t2"))
     assert store.owner_of(CERT.addresses[0]) is None
     assert store.owner_of(moved.addresses[0]) == Held(7, moved, b"t2")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sets(st.integers(0, 2**64 - 1), max_size=30),
+    st.sets(st.integers(0, 2**64 - 1), max_size=5),
+    st.integers(0, 2**64 - 1),
+)
+def test_the_successor_is_the_next_key_in_order_wrapping_around(
+    base: set[int], added: set[int], start: int
+) -> None:
+    store = HeldCertificates(StoreSnapshot(held(k, 1) for k in base))
+    for key in added:
+        store.put(held(key, 2))
+    if base:
+        store.remove(min(base))
+    everything = sorted(k for k in base | added if store.get(k) is not None)
+    others = [k for k in everything if k != start]
+    expected = min((k for k in others if k > start), default=min(others, default=None))
+    assert store.successor(start) == expected
+
+
+def test_expiry_removes_what_expired_and_says_when_the_next_one_does() -> None:
+    soon = replace(CERT, instance="vm-soon", expires_at=CERT.issued_at + 10)
+    later = replace(CERT, instance="vm-later", expires_at=CERT.issued_at + 20)
+    store = HeldCertificates(StoreSnapshot([Held(1, soon, b"t"), Held(2, later, b"t")]))
+    gone, upcoming = store.expire(CERT.issued_at + 15)
+    assert [h.certificate.instance for h in gone] == ["vm-soon"]
+    assert upcoming == later.expires_at
+    assert [h.key for h in store] == [2]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_address
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netpersona.gossip.wire import (
-    ADDRESSED_ENTRY_SIZE,
     BUCKETS,
     MAX_DATAGRAM,
     Bucket,
@@ -23,6 +20,8 @@ from netpersona.gossip.wire import (
     WireError,
     decode,
     encode,
+    pack_certs,
+    pack_wants,
 )
 
 U64 = st.integers(0, 2**64 - 1)
@@ -39,25 +38,6 @@ def key_ranges(draw: st.DrawFn, limit: int = 59) -> KeyRange:
 flags = st.sampled_from([0, int(Flag.UNKNOWN_YOU)])
 
 
-def _not_ipv4_mapped(address: IPv4Address | IPv6Address) -> bool:
-    # An IPv4-mapped IPv6 owner is the IPv4 address on the wire (and decodes as such).
-    return not (isinstance(address, IPv6Address) and address.ipv4_mapped)
-
-
-owners = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6).filter(_not_ipv4_mapped))
-
-
-@st.composite
-def addressed_digests(draw: st.DrawFn) -> Digest:
-    entries = draw(st.lists(st.tuples(U64, U64), min_size=1, max_size=36))
-    return Digest(
-        tuple(entries),
-        draw(st.none() | key_ranges(64)),
-        draw(flags),
-        tuple(draw(owners) for _ in entries),
-    )
-
-
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(
         Digest,
@@ -65,7 +45,6 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.none() | key_ranges(64),
         flags,
     ),
-    addressed_digests(),
     st.builds(
         Summary,
         key_ranges(),
@@ -122,16 +101,16 @@ def test_mutated_messages_decode_or_raise_wire_error_only(
     assert encode(decoded) == bytes(raw)
 
 
-def test_an_addressed_digest_carries_each_owner_in_16_bytes() -> None:
-    digest = Digest(((1, 2), (3, 4)), owners=(ip_address("10.0.0.7"), ip_address("fd00::7")))
-    data = encode(digest)
-    assert data[4] == Flag.ADDRESSED
-    assert len(data) == 5 + 2 + 2 * ADDRESSED_ENTRY_SIZE
-    # IPv4 travels IPv4-mapped and comes back as IPv4, so the node compares like with like.
-    assert bytes.fromhex("00000000000000000000ffff0a000007") in data
-    assert decode(data) == digest
-    with pytest.raises(WireError, match="1 owners for 2 digest entries"):
-        encode(Digest(((1, 2), (3, 4)), owners=(ip_address("10.0.0.7"),)))
+def test_many_certificates_are_packed_into_as_few_datagrams_as_fit() -> None:
+    tokens = [bytes([i]) * 400 for i in range(7)]
+    packed = pack_certs(tokens)
+    assert [len(m.tokens) for m in packed] == [2, 2, 2, 1]  # 3 x 402 bytes would not fit
+    assert [t for m in packed for t in m.tokens] == tokens
+    assert all(len(encode(m)) <= MAX_DATAGRAM for m in packed)
+    wants = pack_wants(list(range(294)), b"t" * 400)  # 98 keys a datagram
+    assert [k for w in wants for k in w.keys] == list(range(294))
+    assert all(len(encode(w)) <= MAX_DATAGRAM and w.token == b"t" * 400 for w in wants)
+    assert len(wants) == 3
 
 
 def test_oversized_messages_are_refused_both_ways() -> None:
@@ -151,8 +130,9 @@ def test_oversized_messages_are_refused_both_ways() -> None:
         (b"NP\x01\x01\x80\x00\x00", "unknown flags"),
         (b"NP\x01\x01\x00\x00\x02" + bytes(16), "digest entries"),
         (b"NP\x01\x01\x00\x00\x00\x00", "trailing"),
-        (b"NP\x01\x03\x02\x00\x00\x00\x00", "RANGED or ADDRESSED flag"),
-        (b"NP\x01\x01\x04\x00\x00", "ADDRESSED digest with no entries"),
+        (b"NP\x01\x03\x02\x00\x00\x00\x00", "RANGED flag on a message that is not a digest"),
+        # Bit 2 once marked digests carrying owner addresses; no version gives it a meaning now.
+        (b"NP\x01\x01\x04\x00\x01" + bytes(32), "unknown flags 0x4"),
     ],
 )
 def test_decode_errors_say_what_is_wrong(data: bytes, complaint: str) -> None:

@@ -84,8 +84,9 @@ class ControlChannel:
                 return
             if not await self._start(_node_address(checked), now, seeds):
                 return
-        assert self.node is not None
-        verdict = self.node.set_own_certificate(token, now)
+        assert self.transport is not None
+        # Through the transport, so the change is pushed to peers at once, not at the next tick.
+        verdict = self.transport.set_own_certificate(token)
         if isinstance(verdict, Rejected):
             self._refused(verdict)
             return

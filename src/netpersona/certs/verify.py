@@ -2,9 +2,10 @@
 
 Pure: the key set and the time are passed in. A certificate is accepted only if its signature
 verifies under the key its ``kid`` names, it has not expired, it is newer (higher ``seq``) than
-the one held for that VM, and the packet came from one of its addresses. Checks run in a fixed
-order, cheapest-to-fake last, so a reason never depends on what the attacker chose to send first:
-format -> key -> signature -> claims -> time -> source -> newness.
+the one held for that VM. Who sent it does not matter: a certificate is self-authenticating and
+may be relayed by any VM (amended section 8). Checks run in a fixed order, cheapest-to-fake
+last, so a reason never depends on what the attacker chose to send first:
+format -> key -> signature -> claims -> time -> newness.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv6Address
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -31,8 +31,6 @@ __all__ = [
     "Verifier",
 ]
 
-IPAddress = IPv4Address | IPv6Address
-
 # A certificate must fit one control-channel datagram with room for the message header.
 MAX_TOKEN_BYTES = 1100
 # How far in the future ``iat`` may lie before the certificate is refused (VM clocks drift).
@@ -45,10 +43,8 @@ class RejectReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"  # forged with another key, or tampered after signing
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"  # issued further in the future than the clock skew allows
-    WRONG_SOURCE = "wrong_source"  # the packet did not come from one of its addresses
     STALE = "stale"  # replayed or older: seq not above the one held for that VM
     DUPLICATE = "duplicate"  # the very certificate already held (gossip repeats itself)
-    UNAUTHENTICATED_RELAY = "unauthenticated_relay"  # relayed by a sender with no certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +71,7 @@ class Verifier:
         self.clock_skew = clock_skew
 
     def check(self, token: str | bytes, *, now: float) -> Verdict:
-        """Format, key, signature, claims and validity time: everything but source and newness."""
+        """Format, key, signature, claims and validity time: everything but newness."""
         raw = token.encode("ascii", "replace") if isinstance(token, str) else bytes(token)
         if len(raw) > MAX_TOKEN_BYTES:
             return Rejected(RejectReason.MALFORMED, f"token of {len(raw)} bytes (max 1100)")
@@ -129,69 +125,16 @@ class Verifier:
         self,
         token: str | bytes,
         *,
-        source: IPAddress,
         now: float,
         held: PersonaCertificate | None,
     ) -> Verdict:
-        """Spec section 8 in full: ``source`` is the packet's source address, ``held`` the
-        certificate this VM already holds for the same instance (if any)."""
+        """Spec section 8 in full: signature, expiry and newness. ``held`` is the certificate
+        this VM already holds for the same instance (if any). Who sent the datagram does not
+        matter: a certificate is self-authenticating, may be relayed by any VM, and its
+        receiver uses only the addresses it names."""
         verdict = self.check(token, now=now)
         if isinstance(verdict, Rejected):
             return verdict
-        return self.admit(verdict, source=source, now=now, held=held)
-
-    def verify_relayed(
-        self,
-        token: str | bytes,
-        *,
-        source: IPAddress,
-        relayer: PersonaCertificate | None,
-        now: float,
-        held: PersonaCertificate | None,
-    ) -> Verdict:
-        """A certificate passed on by another VM; see :meth:`admit`."""
-        verdict = self.check(token, now=now)
-        if isinstance(verdict, Rejected):
-            return verdict
-        return self.admit(verdict, source=source, now=now, held=held, relay=True, relayer=relayer)
-
-    def admit(
-        self,
-        verdict: Accepted,
-        *,
-        source: IPAddress,
-        now: float,
-        held: PersonaCertificate | None,
-        relay: bool = False,
-        relayer: PersonaCertificate | None = None,
-    ) -> Verdict:
-        """The source and newness rules, for a certificate that passed :meth:`check`.
-
-        When ``source`` is one of the certificate's own addresses, the rule of spec section 8
-        holds as written. Gossip also relays certificates a VM has verified itself; for those
-        (``relay=True``) the source-address rule is applied to the sender: ``relayer`` is
-        the certificate held for the packet's source address, and it must be current and list
-        that address. Signature, expiry and newness are checked as always, so a relay can
-        delay news but never forge, alter or roll it back. With ``relay=False`` (the default)
-        nothing relayed is accepted.
-        """
-        cert = verdict.certificate
-        if source in cert.addresses:
-            return self.newer_than(verdict, held)
-        if not relay:
-            return Rejected(
-                RejectReason.WRONG_SOURCE,
-                f"packet from {source}, certificate addresses "
-                f"{', '.join(str(a) for a in cert.addresses)}",
-                cert.instance,
-            )
-        if relayer is None or relayer.expired(now) or source not in relayer.addresses:
-            return Rejected(
-                RejectReason.UNAUTHENTICATED_RELAY,
-                f"certificate for {cert.instance!r} relayed by {source}, which holds no "
-                "current certificate",
-                cert.instance,
-            )
         return self.newer_than(verdict, held)
 
     @staticmethod

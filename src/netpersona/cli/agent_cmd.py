@@ -52,16 +52,6 @@ def register(app: typer.Typer) -> None:
         gossip_bandwidth: Annotated[
             int, typer.Option(help="The control channel's cap in bytes/s (headers included).")
         ] = _GOSSIP_DEFAULTS.bandwidth,
-        gossip_relay: Annotated[
-            bool,
-            typer.Option(
-                "--gossip-relay",
-                help=(
-                    "Also accept certificates passed on by other certified VMs (fast at "
-                    "scale; relaxes spec section 8's source rule, see docs/propagation.md)."
-                ),
-            ),
-        ] = _GOSSIP_DEFAULTS.relay,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
@@ -73,9 +63,7 @@ def register(app: typer.Typer) -> None:
             watch_timeout=watch_timeout,
             drift_interval=drift_interval,
             gossip=gossip,
-            gossip_config=GossipConfig(
-                interval=gossip_interval, bandwidth=gossip_bandwidth, relay=gossip_relay
-            ),
+            gossip_config=GossipConfig(interval=gossip_interval, bandwidth=gossip_bandwidth),
         )
         the_agent = Agent(config, LinuxKernel())
         if once:

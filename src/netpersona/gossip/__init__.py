@@ -1,9 +1,12 @@
 """The control channel (spec section 8): a sans-I/O gossip core, its simulator, its transport.
 
 Pure: :mod:`~netpersona.gossip.config`, :mod:`~netpersona.gossip.wire`,
-:mod:`~netpersona.gossip.store`, :mod:`~netpersona.gossip.node`,
-:mod:`~netpersona.gossip.limits` and :mod:`~netpersona.gossip.simulator`. The only I/O is
-:mod:`netpersona.gossip.transport` (asyncio UDP), which is not imported here.
+:mod:`~netpersona.gossip.store`, :mod:`~netpersona.gossip.node` (with what it delegates to:
+:mod:`~netpersona.gossip.step`, :mod:`~netpersona.gossip.antientropy`,
+:mod:`~netpersona.gossip.rumors`, :mod:`~netpersona.gossip.wants`,
+:mod:`~netpersona.gossip.targets`), :mod:`~netpersona.gossip.limits` and
+:mod:`~netpersona.gossip.simulator`. The only I/O is :mod:`netpersona.gossip.transport`
+(asyncio UDP), which is not imported here.
 """
 
 from netpersona.errors import WireError

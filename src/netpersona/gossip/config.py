@@ -32,7 +32,6 @@ class GossipConfig:
     max_rumors: int = 4096
     summary_branches: int = 4
     max_replies: int = 8
-    relay: bool = False
 
     def __post_init__(self) -> None:
         positive = {

@@ -20,12 +20,13 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = now
 
-    def take(self, amount: float, now: float) -> bool:
-        """Spend ``amount`` if the bucket has it; a refused take spends nothing."""
+    def take(self, amount: float, now: float, *, keep: float = 0.0) -> bool:
+        """Spend ``amount`` if the bucket has it and ``keep`` more; a refused take spends
+        nothing."""
         if now > self.stamp:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
-        if self.tokens >= amount:
+        if self.tokens >= amount + keep:
             self.tokens -= amount
             return True
         return False

@@ -175,6 +175,7 @@ class Simulator:
         self._watch = (instance_key(cert.instance), seq)
         self._reached = {origin: started}
         self.nodes[origin].set_own_certificate(issue_certificate(cert, self.key), started)
+        self._apply(origin, self.nodes[origin].flush())
         interval = self.config.interval
         target_999 = -(-999 * n // 1000)
         t999: float | None = None

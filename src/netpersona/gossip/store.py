@@ -194,6 +194,28 @@ class HeldCertificates:
                 hashes[index] ^= held.hash
         return tuple(Bucket(c, h) for c, h in zip(counts, hashes, strict=True))
 
+    def successor(self, key: int) -> int | None:
+        """The next held key after ``key`` in key order, wrapping around (None: no other key).
+
+        Looks at the 10-bit ranges from ``key``'s own onwards, so it costs about n/1024 keys in
+        a large fleet and at most 1024 empty ranges in a small one.
+        """
+        ranges = BUCKETS * BUCKETS
+        first = key >> _L2_SHIFT
+        for step in range(ranges + 1):
+            l2 = (first + step) % ranges
+            if self._l2_bucket(l2)[0] == 0:
+                continue
+            keys = self._keys_in_l2(l2)
+            if step == 0:
+                keys = (k for k in keys if k > key)
+            elif step == ranges:
+                keys = (k for k in keys if k < key)
+            found = min(keys, default=None)
+            if found is not None:
+                return found
+        return None
+
     def key_at(self, index: int) -> int | None:
         """A key by position (for random choice); may be a removed one (then None)."""
         keys = self.base.keys
@@ -216,6 +238,19 @@ class HeldCertificates:
         for held_or_none in self._over.values():
             if held_or_none is not None:
                 yield held_or_none
+
+    def expire(self, now: float) -> tuple[list[Held], float]:
+        """Remove every expired entry: what was removed, and when the next one expires."""
+        gone: list[Held] = []
+        upcoming = float("inf")
+        for held in list(self):
+            if held.certificate.expired(now):
+                self.remove(held.key)
+                gone.append(held)
+            else:
+                upcoming = min(upcoming, held.certificate.expires_at)
+        self.compact()
+        return gone, upcoming
 
     def compact(self) -> None:
         """Forget positions of removed keys (so random choice does not keep missing)."""

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from ipaddress import ip_address
 
+from netpersona.certs.verify import Verdict
 from netpersona.gossip.node import GossipNode, Step
 
 __all__ = ["GossipTransport"]
@@ -73,6 +74,13 @@ class GossipTransport:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def set_own_certificate(self, token: str | bytes) -> Verdict:
+        """Take this VM's (re-)issued certificate and send its push at once, not at the next
+        tick: a change reaches the first peers within a network round trip."""
+        verdict = self.node.set_own_certificate(token, self.clock())
+        self._dispatch(self.node.flush())
+        return verdict
 
     async def _tick_forever(self) -> None:
         interval = self.node.config.interval

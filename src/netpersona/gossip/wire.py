@@ -6,20 +6,17 @@ Every datagram is one message::
 
     flags bit 0  UNKNOWN_YOU   the sender holds no certificate for the receiver's address
     flags bit 1  RANGED        (DIGEST) the entries are all the sender holds in a key range
-    flags bit 2  ADDRESSED     (DIGEST) each entry carries its owner's address
 
-    DIGEST   [prefix_len u8, prefix u64 if RANGED] count u16,
-             count x (key u64, seq u64 [, owner 16 bytes if ADDRESSED])
+    DIGEST   [prefix_len u8, prefix u64 if RANGED] count u16, count x (key u64, seq u64)
     SUMMARY  prefix_len u8, prefix u64, 32 x (count u32, hash u64)
     WANT     count u16, count x key u64, token_len u16, token (the sender's own certificate)
     CERTS    count u8, count x (token_len u16, token)
 
-Integers are big-endian (network order). An owner address is 16 bytes, IPv6 or IPv4-mapped
-(RFC 4291 section 2.5.5.2): a hint where to ask for that certificate, never trusted beyond that,
-since a certificate is accepted only from one of its own addresses. A key is the first 8 bytes
-of BLAKE2b of the instance id; a range is the keys whose top ``prefix_len`` bits equal those of
-``prefix``. Nothing is longer than :data:`MAX_DATAGRAM` (1200 bytes: under the IPv6 minimum MTU
-of 1280 with the IP and UDP headers, so no datagram is ever fragmented, RFC 8200 section 5).
+Integers are big-endian (network order). A key is the first 8 bytes of BLAKE2b of the instance
+id; a range is the keys whose top ``prefix_len`` bits equal those of ``prefix``. Other flag bits
+are refused, so that a later version can give them a meaning an older node will not misread.
+Nothing is longer than :data:`MAX_DATAGRAM` (1200 bytes: under the IPv6 minimum MTU of 1280 with
+the IP and UDP headers, so no datagram is ever fragmented, RFC 8200 section 5).
 Decoding checks every length against what is left, and any violation is one
 :class:`WireError`: the caller drops the datagram and counts it; nothing else can escape.
 """
@@ -27,17 +24,16 @@ Decoding checks every length against what is left, and any violation is one
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from hashlib import blake2b
-from ipaddress import IPv4Address, IPv6Address
 
 from netpersona.errors import WireError
 
 __all__ = [
     "BUCKETS",
     "BUCKET_BITS",
-    "ADDRESSED_ENTRY_SIZE",
     "ENTRY_SIZE",
     "HEADER_SIZE",
     "MAGIC",
@@ -59,6 +55,8 @@ __all__ = [
     "encode",
     "entry_hash",
     "instance_key",
+    "pack_certs",
+    "pack_wants",
 ]
 
 MAGIC = b"NP"
@@ -66,7 +64,6 @@ VERSION = 1
 MAX_DATAGRAM = 1200
 HEADER_SIZE = 5
 ENTRY_SIZE = 16
-ADDRESSED_ENTRY_SIZE = ENTRY_SIZE + 16
 BUCKET_BITS = 5
 BUCKETS = 1 << BUCKET_BITS
 MAX_PREFIX_LEN = 64 - BUCKET_BITS
@@ -83,7 +80,6 @@ class Kind(IntEnum):
 class Flag(IntEnum):
     UNKNOWN_YOU = 1
     RANGED = 2
-    ADDRESSED = 4
 
 
 def instance_key(instance: str) -> int:
@@ -133,12 +129,11 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """(key, seq) entries; ``owners``, when given, is each entry's owner address (ADDRESSED)."""
+    """(key, seq) entries: news, or (with ``range``) all the sender holds in that range."""
 
     entries: tuple[tuple[int, int], ...]
     range: KeyRange | None = None
     flags: int = 0
-    owners: tuple[IPv4Address | IPv6Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +158,32 @@ class Certs:
 
 Message = Digest | Summary | Want | Certs
 
+
+def pack_certs(tokens: Iterable[bytes]) -> list[Certs]:
+    """``tokens`` in as few CERTS datagrams as fit (each token must fit one on its own)."""
+    messages: list[Certs] = []
+    batch: list[bytes] = []
+    size = HEADER_SIZE + 1
+    for token in tokens:
+        if size + 2 + len(token) > MAX_DATAGRAM or len(batch) == 255:
+            messages.append(Certs(tuple(batch)))
+            batch, size = [], HEADER_SIZE + 1
+        batch.append(token)
+        size += 2 + len(token)
+    if batch:
+        messages.append(Certs(tuple(batch)))
+    return messages
+
+
+def pack_wants(keys: Sequence[int], token: bytes) -> list[Want]:
+    """WANTs for ``keys``, each carrying ``token`` (the asker's certificate, or nothing)."""
+    per_datagram = (MAX_DATAGRAM - HEADER_SIZE - 4 - len(token)) // 8
+    return [
+        Want(tuple(keys[start : start + per_datagram]), token)
+        for start in range(0, len(keys), per_datagram)
+    ]
+
+
 _HEADER = struct.Struct("!2sBBB")
 _ENTRY = struct.Struct("!QQ")
 _RANGE = struct.Struct("!BQ")
@@ -181,18 +202,7 @@ def encode(message: Message) -> bytes:
             flags |= Flag.RANGED
             parts.append(_RANGE.pack(message.range.prefix_len, message.range.prefix))
         parts.append(_U16.pack(len(message.entries)))
-        if message.owners:
-            if len(message.owners) != len(message.entries):
-                raise WireError(
-                    f"{len(message.owners)} owners for {len(message.entries)} digest entries"
-                )
-            flags |= Flag.ADDRESSED
-            parts.extend(
-                _ENTRY.pack(key, seq) + _packed(owner)
-                for (key, seq), owner in zip(message.entries, message.owners, strict=True)
-            )
-        else:
-            parts.extend(_ENTRY.pack(key, seq) for key, seq in message.entries)
+        parts.extend(_ENTRY.pack(key, seq) for key, seq in message.entries)
     elif isinstance(message, Summary):
         kind = Kind.SUMMARY
         if len(message.buckets) != BUCKETS:
@@ -214,17 +224,6 @@ def encode(message: Message) -> bytes:
     if len(data) > MAX_DATAGRAM:
         raise WireError(f"{kind.name} of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
-
-
-def _packed(address: IPv4Address | IPv6Address) -> bytes:
-    if isinstance(address, IPv4Address):
-        return b"\0" * 10 + b"\xff\xff" + address.packed
-    return address.packed
-
-
-def _unpacked(raw: bytes) -> IPv4Address | IPv6Address:
-    address = IPv6Address(raw)
-    return address.ipv4_mapped or address
 
 
 class _Reader:
@@ -268,7 +267,7 @@ def decode(data: bytes) -> Message:
         raise WireError(f"magic {magic!r} is not {MAGIC!r}")
     if version != VERSION:
         raise WireError(f"version {version} (this node speaks {VERSION})")
-    if flags & ~(Flag.UNKNOWN_YOU | Flag.RANGED | Flag.ADDRESSED):
+    if flags & ~(Flag.UNKNOWN_YOU | Flag.RANGED):
         raise WireError(f"unknown flags {flags:#x}")
     reader = _Reader(data, HEADER_SIZE)
     message: Message
@@ -276,22 +275,8 @@ def decode(data: bytes) -> Message:
     if kind == Kind.DIGEST:
         key_range = _range(reader, 64) if flags & Flag.RANGED else None
         (count,) = reader.unpack(_U16, "digest count")
-        if flags & Flag.ADDRESSED:
-            if count == 0:
-                raise WireError("ADDRESSED digest with no entries")
-            raw = reader.take(count * ADDRESSED_ENTRY_SIZE, "digest entries")
-            entries = tuple(
-                _ENTRY.unpack_from(raw, offset)
-                for offset in range(0, len(raw), ADDRESSED_ENTRY_SIZE)
-            )
-            owners = tuple(
-                _unpacked(raw[offset + ENTRY_SIZE : offset + ADDRESSED_ENTRY_SIZE])
-                for offset in range(0, len(raw), ADDRESSED_ENTRY_SIZE)
-            )
-            message = Digest(entries, key_range, public_flags, owners)
-        else:
-            raw = reader.take(count * ENTRY_SIZE, "digest entries")
-            message = Digest(tuple(_ENTRY.iter_unpack(raw)), key_range, public_flags)
+        raw = reader.take(count * ENTRY_SIZE, "digest entries")
+        message = Digest(tuple(_ENTRY.iter_unpack(raw)), key_range, public_flags)
     elif kind == Kind.SUMMARY:
         key_range = _range(reader, MAX_PREFIX_LEN)
         raw = reader.take(BUCKETS * _BUCKET.size, "summary buckets")
@@ -311,7 +296,7 @@ def decode(data: bytes) -> Message:
         message = Certs(tuple(tokens), public_flags)
     else:
         raise WireError(f"unknown message kind {kind}")
-    if flags & (Flag.RANGED | Flag.ADDRESSED) and kind != Kind.DIGEST:
-        raise WireError("RANGED or ADDRESSED flag on a message that is not a digest")
+    if flags & Flag.RANGED and kind != Kind.DIGEST:
+        raise WireError("RANGED flag on a message that is not a digest")
     reader.end()
     return message
