@@ -1,0 +1,167 @@
+"""Reachability over a whole fleet: the services, the matrix, and what a change moves.
+
+A *service* is what the fleet's personas name in ``allowed_protocols`` (``postgres``, ``udp/53``,
+``tcp``), plus ``icmp``; one service may stand for several rules (``dns`` is udp/53 and tcp/53)
+and is reachable when any of them is. The verdict of a pair depends only on the two endpoints
+(their personas, persona names, labels and addresses), so a change can move only the pairs one
+of whose endpoints it changed: :func:`connectivity_changes` evaluates only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_interface
+from typing import Any
+
+from netpersona.errors import FieldError, InvalidDocument, ProtocolError, UsageError
+from netpersona.model.protocols import L4, ProtocolRule, parse_protocol
+from netpersona.policy import PolicyEngine
+from netpersona.reachability.verdict import Endpoint, Traffic, Verdict, Via, can_reach
+
+__all__ = [
+    "ConnectivityChange",
+    "Service",
+    "connectivity_changes",
+    "endpoints_of",
+    "matrix",
+    "service_named",
+    "service_verdict",
+    "services_of",
+]
+
+ICMP = ProtocolRule(L4.ICMP)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str  # as a persona names it: postgres, udp/53, icmp
+    rules: tuple[ProtocolRule, ...]
+
+    def traffic(self, via: Via = Via.UNICAST, group: Any = None) -> list[Traffic]:
+        return [Traffic(rule.l4, rule.ports, via, group) for rule in self.rules]
+
+
+def service_named(text: str, pointer: str = "/proto") -> Service:
+    """``postgres``, ``tcp/5432``, ``icmp`` -> a Service (InvalidDocument at ``pointer``)."""
+    try:
+        entry = parse_protocol(text)
+    except ProtocolError as exc:
+        raise InvalidDocument([FieldError(pointer, str(exc))]) from None
+    return Service(entry.text, entry.rules)
+
+
+def services_of(endpoints: Iterable[Endpoint]) -> list[Service]:
+    """Every protocol entry the personas name, plus icmp; one service per distinct rule set."""
+    found: dict[tuple[ProtocolRule, ...], str] = {(ICMP,): "icmp"}
+    for endpoint in endpoints:
+        if endpoint.persona is None:
+            continue
+        for entry in endpoint.persona.allowed_protocols:
+            rules = tuple(sorted(entry.rules))
+            if rules not in found or entry.text < found[rules]:
+                found[rules] = entry.text
+    return sorted((Service(name, rules) for rules, name in found.items()), key=lambda s: s.name)
+
+
+def service_verdict(src: Endpoint, dst: Endpoint, service: Service) -> Verdict:
+    """Reachable when any rule of the service gets through; that verdict, else the first."""
+    verdicts = [can_reach(src, dst, t) for t in service.traffic()]
+    return next((v for v in verdicts if v.reachable), verdicts[0])
+
+
+def matrix(
+    endpoints: Sequence[Endpoint], services: Sequence[Service]
+) -> dict[tuple[str, str, str], Verdict]:
+    """(from, to, service) -> verdict, for every ordered pair of distinct endpoints."""
+    return {
+        (a.name, b.name, s.name): service_verdict(a, b, s)
+        for a in endpoints
+        for b in endpoints
+        if a is not b
+        for s in services
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectivityChange:
+    src: str
+    dst: str
+    service: str
+    before: Verdict
+    after: Verdict
+
+    @property
+    def gained(self) -> bool:
+        return self.after.reachable
+
+    def line(self) -> str:
+        word = "gains" if self.gained else "loses"
+        why = self.after if not self.gained else self.before
+        because = why.decisive
+        return f"{self.src} -> {self.dst} {self.service}: {word}" + (
+            f" ({because})" if because else ""
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from": self.src,
+            "to": self.dst,
+            "service": self.service,
+            "change": "gained" if self.gained else "lost",
+            "line": self.line(),
+            "before": self.before.to_json(),
+            "after": self.after.to_json(),
+        }
+
+
+def connectivity_changes(
+    before: Mapping[str, Endpoint],
+    after: Mapping[str, Endpoint],
+    *,
+    max_checks: int = 2_000_000,
+) -> list[ConnectivityChange]:
+    """Every (from, to, service) that gains or loses reachability between two fleets.
+
+    Services are those either fleet names. Only pairs with a changed endpoint are evaluated;
+    more than ``max_checks`` evaluations raises UsageError (narrow the change) rather than
+    holding the caller for minutes.
+    """
+    services = {s.name: s for s in services_of([*before.values(), *after.values()])}
+    both = sorted(set(before) & set(after))
+    changed = [i for i in both if before[i] != after[i]]
+    if not changed:
+        return []
+    checks = 2 * len(changed) * len(both) * len(services)
+    if checks > max_checks:
+        raise UsageError(
+            f"this change moves {len(changed)} instances; comparing their reachability would "
+            f"take {checks} checks (at most {max_checks}): propose a narrower change"
+        )
+    pairs = {(c, o) for c in changed for o in both if o != c}
+    pairs |= {(o, c) for c, o in pairs}
+    result = []
+    for src, dst in sorted(pairs):
+        for name, service in sorted(services.items()):
+            old = service_verdict(before[src], before[dst], service)
+            new = service_verdict(after[src], after[dst], service)
+            if old.reachable != new.reachable:
+                result.append(ConnectivityChange(src, dst, name, old, new))
+    return result
+
+
+def endpoints_of(engine: PolicyEngine) -> dict[str, Endpoint]:
+    """Every instance the engine knows, with the effective persona the engine decides."""
+    result = {}
+    for instance_id, facts in engine.instances.items():
+        decision = engine.decisions.get(instance_id)
+        effective = decision.effective if decision is not None else None
+        result[instance_id] = Endpoint(
+            name=instance_id,
+            persona_name=effective.name if effective is not None else None,
+            persona=effective.persona if effective is not None else None,
+            interfaces=tuple(ip_interface(a) for i in facts.interfaces for a in i.addresses),
+            labels=dict(facts.labels),
+            extra_addresses=tuple(ip_address(a.split("/")[0]) for a in facts.addresses),
+        )
+    return result
