@@ -95,7 +95,10 @@ def test_diff_of_a_context_change_lists_who_moves_and_how() -> None:
         "dev-1: dev-sandbox (default) -> dev-sandbox (default) + threat-high-dev-quarantine, "
         in out
     )
-    assert "legacy-web" not in out
+    assert not [line for line in out.splitlines() if line.startswith("legacy-web:")]
+    # The blast radius: who stops reaching whom, and the drop counter that would count it.
+    assert "admin-ws-1 -> legacy-web http: loses" in out
+    assert "drop_not_peer" in out
 
 
 def test_diff_of_a_label_change() -> None:

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from netpersona.cli import reachability_cmd
+from netpersona.cli.reachability_cmd import reachability_lines
 from netpersona.errors import (
     Conflict,
     FieldError,
@@ -347,6 +349,7 @@ def register(app: typer.Typer) -> None:
         _show_json(_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
 
     _register_policy(admin)
+    reachability_cmd.register(admin)
 
 
 def _register_policy(admin: typer.Typer) -> None:
@@ -421,6 +424,8 @@ def _register_policy(admin: typer.Typer) -> None:
                 out.print(escape(line))
         if answer["changes"]:
             out.print(f"{answer['count']} instance(s) would change")
+        for line in reachability_lines(answer):
+            out.print(escape(line))
 
 
 def _diff(before: Any, after: Any) -> str:

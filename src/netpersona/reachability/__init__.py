@@ -5,6 +5,7 @@ match on; the lab's oracle (:mod:`netpersona.lab.expect`) is this same code, so 
 here are the ones the lab proves with real packets.
 """
 
+from netpersona.reachability.blast import BlastRadius, blast_radius, persona_edits
 from netpersona.reachability.fleet import (
     ConnectivityChange,
     Service,
@@ -26,6 +27,7 @@ from netpersona.reachability.verdict import (
 )
 
 __all__ = [
+    "BlastRadius",
     "ConnectivityChange",
     "Endpoint",
     "Reason",
@@ -33,11 +35,13 @@ __all__ = [
     "Traffic",
     "Verdict",
     "Via",
+    "blast_radius",
     "can_reach",
     "connectivity_changes",
     "endpoints_of",
     "matrix",
     "permitted_by",
+    "persona_edits",
     "service_named",
     "service_verdict",
     "services_of",

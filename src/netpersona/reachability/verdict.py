@@ -258,9 +258,12 @@ def _group(trail: _Trail, me: Endpoint, side: str, traffic: Traffic) -> None:
         trail.note(me, side, "multicast_groups", f"group {traffic.group} is listed")
 
 
-def _peer(trail: _Trail, me: Endpoint, other: Endpoint, side: str, why_checked: str) -> None:
+def _peer(
+    trail: _Trail, me: Endpoint, other: Endpoint, side: str, field_name: str, why_checked: str
+) -> None:
     how = permitted_by(me, other)
-    field_name = "peers" if me.persona is not None and me.persona.peers else why_checked
+    if me.persona is not None and me.persona.peers:
+        field_name = "peers"
     if how is None:
         trail.drop(
             me,
@@ -285,9 +288,9 @@ def _outbound(trail: _Trail, src: Endpoint, dst: Endpoint, traffic: Traffic) -> 
         return
     mode, profile = p.communication_mode, p.security_profile
     if mode is CommunicationMode.RESTRICTED:
-        _peer(trail, src, dst, "out", "restricted mode sends only to permitted peers")
+        _peer(trail, src, dst, "out", "communication_mode", "restricted mode sends only to peers")
     elif profile is SecurityProfile.HIGH:
-        _peer(trail, src, dst, "out", "the high profile sends only to permitted peers")
+        _peer(trail, src, dst, "out", "security_profile", "the high profile sends only to peers")
     if profile is SecurityProfile.LOW:
         trail.note(src, "out", "security_profile", "the low profile sends anything")
         return
@@ -301,9 +304,9 @@ def _inbound(trail: _Trail, src: Endpoint, dst: Endpoint, traffic: Traffic) -> N
         return
     _group(trail, dst, "in", traffic)
     if p.peers:
-        _peer(trail, dst, src, "in", "peers restrict inbound new flows")
+        _peer(trail, dst, src, "in", "peers", "peers restrict inbound new flows")
     elif p.security_profile is SecurityProfile.HIGH:
-        _peer(trail, dst, src, "in", "the high profile accepts only permitted peers")
+        _peer(trail, dst, src, "in", "security_profile", "the high profile accepts only peers")
     _protocols(trail, dst, "in", traffic)
 
 
