@@ -69,6 +69,9 @@ def sign_in(driver: webdriver.Chrome, server: ServeProcess, token: str) -> None:
     driver.get(server.url + "/ui/sign-in")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.find_elements(By.ID, "fleet") or d.find_elements(By.ID, "sign-in-error")
+    )
 
 
 def fleet_personas(driver: webdriver.Chrome) -> dict[str, str]:

@@ -96,6 +96,7 @@ async def test_the_what_if_shows_the_blast_radius_and_a_reader_cannot_apply_it(
         result = await client.post("/ui/what-if", data=body)
         assert result.status_code == 200
         assert 'data-pair="admin1|disc1|dns|lost"' in result.text
+        assert 'data-pair="disc1|disc2|udp/6000-6010 broadcast|lost"' in result.text
         assert "what-if-apply" not in result.text
         refused = await client.post("/ui/what-if/apply", data=body)
         assert refused.status_code == 403

@@ -73,3 +73,5 @@ def test_raising_the_threat_level_changes_exactly_the_pairs_the_matrices_differ_
         assert change.before.reachable != change.after.reachable
     lost = {(c.src, c.dst, c.service) for c in changes if not c.gained}
     assert ("admin1", "disc1", "dns") in lost  # high admin1 sends only its own protocols
+    # Discovery stops broadcasting: the blast radius says so, not only the persona diff.
+    assert ("disc1", "disc2", "udp/6000-6010 broadcast") in lost

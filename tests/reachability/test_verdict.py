@@ -160,6 +160,12 @@ def test_services_are_the_entries_the_personas_name_plus_icmp() -> None:
     assert names == ["https", "icmp", "postgres"]
     dns = service_named("dns")
     assert len(dns.rules) == 2
+    kw: dict[str, Any] = {"allowed_protocols": ["udp/6000"], "multicast_groups": ["239.1.1.1"]}
+    group = vm("g", "10.0.0.7", "g", communication_mode="multicast", **kw)
+    names = [s.name for s in services_of([group])]
+    assert names == ["icmp", "udp/6000", "udp/6000 to 239.1.1.1"]
+    assert service_named("udp/6000 to 239.1.1.1").via is Via.MULTICAST
+    assert service_named("udp/6000 broadcast").via is Via.BROADCAST
     with pytest.raises(InvalidDocument) as caught:
         service_named("tcp/99999")
     assert caught.value.errors[0].pointer == "/proto"

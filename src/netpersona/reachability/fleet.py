@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
 from netpersona.errors import FieldError, InvalidDocument, ProtocolError, UsageError
+from netpersona.model import CommunicationMode
 from netpersona.model.protocols import L4, ProtocolRule, parse_protocol
 from netpersona.policy import PolicyEngine
 from netpersona.reachability.verdict import Endpoint, Traffic, Verdict, Via, can_reach
@@ -31,37 +32,79 @@ __all__ = [
 ]
 
 ICMP = ProtocolRule(L4.ICMP)
+Address = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    name: str  # as a persona names it: postgres, udp/53, icmp
-    rules: tuple[ProtocolRule, ...]
+    """What a persona names (``postgres``, ``udp/53``, ``icmp``), sent to a VM, to the subnet
+    broadcast (``udp/6000 broadcast``) or to a group (``udp/5004 to 239.1.1.1``)."""
 
-    def traffic(self, via: Via = Via.UNICAST, group: Any = None) -> list[Traffic]:
-        return [Traffic(rule.l4, rule.ports, via, group) for rule in self.rules]
+    name: str
+    rules: tuple[ProtocolRule, ...]
+    via: Via = Via.UNICAST
+    group: Address | None = None
+
+    def traffic(self, via: Via | None = None, group: Address | None = None) -> list[Traffic]:
+        how, target = (via, group) if via is not None else (self.via, self.group)
+        return [Traffic(rule.l4, rule.ports, how, target) for rule in self.rules]
 
 
 def service_named(text: str, pointer: str = "/proto") -> Service:
-    """``postgres``, ``tcp/5432``, ``icmp`` -> a Service (InvalidDocument at ``pointer``)."""
+    """``postgres``, ``tcp/5432``, ``udp/6000 broadcast``, ``udp/5004 to 239.1.1.1`` -> a
+    Service (InvalidDocument at ``pointer``)."""
+    entry_text, via, group = text.strip(), Via.UNICAST, None
+    if entry_text.endswith(" broadcast"):
+        entry_text, via = entry_text.removesuffix(" broadcast").strip(), Via.BROADCAST
+    elif " to " in entry_text:
+        entry_text, _, target = entry_text.partition(" to ")
+        try:
+            group = ip_address(target.strip())
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            raise InvalidDocument([FieldError(pointer, f"{target!r} is not a multicast group")])
+        via = Via.MULTICAST
     try:
-        entry = parse_protocol(text)
+        entry = parse_protocol(entry_text)
     except ProtocolError as exc:
         raise InvalidDocument([FieldError(pointer, str(exc))]) from None
-    return Service(entry.text, entry.rules)
+    return Service(_name(entry.text, via, group), entry.rules, via, group)
+
+
+def _name(entry: str, via: Via, group: Address | None) -> str:
+    if via is Via.BROADCAST:
+        return f"{entry} broadcast"
+    if via is Via.MULTICAST:
+        return f"{entry} to {group}"
+    return entry
 
 
 def services_of(endpoints: Iterable[Endpoint]) -> list[Service]:
-    """Every protocol entry the personas name, plus icmp; one service per distinct rule set."""
-    found: dict[tuple[ProtocolRule, ...], str] = {(ICMP,): "icmp"}
+    """Every protocol entry the personas name, plus icmp; one service per distinct rule set.
+
+    A persona in broadcast mode also names each entry sent to the subnet broadcast, one in
+    multicast mode each entry sent to each of its groups."""
+    found: dict[tuple[tuple[ProtocolRule, ...], Via, Address | None], str] = {
+        ((ICMP,), Via.UNICAST, None): "icmp"
+    }
     for endpoint in endpoints:
-        if endpoint.persona is None:
+        persona = endpoint.persona
+        if persona is None:
             continue
-        for entry in endpoint.persona.allowed_protocols:
+        ways: list[tuple[Via, Address | None]] = [(Via.UNICAST, None)]
+        if persona.communication_mode is CommunicationMode.BROADCAST:
+            ways.append((Via.BROADCAST, None))
+        elif persona.communication_mode is CommunicationMode.MULTICAST:
+            ways += [(Via.MULTICAST, g) for g in persona.multicast_groups]
+        for entry in persona.allowed_protocols:
             rules = tuple(sorted(entry.rules))
-            if rules not in found or entry.text < found[rules]:
-                found[rules] = entry.text
-    return sorted((Service(name, rules) for rules, name in found.items()), key=lambda s: s.name)
+            for via, group in ways:
+                key = (rules, via, group)
+                if key not in found or entry.text < found[key]:
+                    found[key] = entry.text
+    services = [Service(_name(text, *key[1:]), key[0], *key[1:]) for key, text in found.items()]
+    return sorted(services, key=lambda s: (s.via != Via.UNICAST, s.name))
 
 
 def service_verdict(src: Endpoint, dst: Endpoint, service: Service) -> Verdict:

@@ -141,13 +141,15 @@ def verdict_answer(
             ) from None
         if not target.is_multicast:
             raise InvalidDocument([FieldError("/group", f"{group} is not a multicast address")])
-    verdicts = [can_reach(endpoints[src], endpoints[dst], t) for t in service.traffic(via, target)]
+    # A service named with its own way ("udp/6000 broadcast") keeps it unless one is asked.
+    ways = service.traffic() if via is Via.UNICAST else service.traffic(via, target)
+    verdicts = [can_reach(endpoints[src], endpoints[dst], t) for t in ways]
     best = next((v for v in verdicts if v.reachable), verdicts[0])
     return {
         "from": src,
         "to": dst,
         "service": service.name,
-        "via": via.value,
+        "via": verdicts[0].traffic.via.value,
         "reachable": best.reachable,
         "summary": best.summary(),
         "verdict": best.to_json(),
