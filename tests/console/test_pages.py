@@ -71,7 +71,9 @@ async def test_every_page_renders_for_a_reader(lab_service: Service) -> None:
     async with signed_in(lab_service, Role.READER) as client:
         pages = {
             "/ui/?label=app=media": "media1",
+            "/ui/?label=app": "expected KEY=VALUE",
             "/ui/instances/db1": "api-server",
+            "/ui/instances/api1": 'id="can"',
             "/ui/personas": "db-restricted",
             "/ui/personas/db-restricted": "Current document",
             "/ui/reachability": "matrix",

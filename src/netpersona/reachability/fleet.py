@@ -139,11 +139,11 @@ class ConnectivityChange:
         return self.after.reachable
 
     def line(self) -> str:
-        word = "gains" if self.gained else "loses"
-        why = self.after if not self.gained else self.before
-        because = why.decisive
+        dropped = self.before if self.gained else self.after
+        word, when = ("gains", "was dropped") if self.gained else ("loses", "now dropped")
+        because = dropped.decisive
         return f"{self.src} -> {self.dst} {self.service}: {word}" + (
-            f" ({because})" if because else ""
+            f" ({when}: {because})" if because else ""
         )
 
     def to_json(self) -> dict[str, Any]:

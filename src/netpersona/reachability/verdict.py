@@ -124,8 +124,11 @@ class Verdict:
 
     def summary(self) -> str:
         if self.reachable:
+            # Name the ports that get through when they are fewer than those asked about.
+            asked = (self.traffic.ports or ALL_PORTS,)
+            narrowed = self.ports and self.ports != asked
             ports = ", ".join(map(str, self.ports))
-            on = f" on {self.traffic.l4.value}/{ports}" if ports and self.traffic.ports else ""
+            on = f" on {self.traffic.l4.value}/{ports}" if narrowed else ""
             return f"{self.src} reaches {self.dst} with {self.traffic}{on}"
         return f"{self.src} cannot reach {self.dst} with {self.traffic}: {self.decisive}"
 

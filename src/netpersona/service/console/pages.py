@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from netpersona.errors import NotFound
+from netpersona.errors import InvalidDocument, NotFound
 from netpersona.policy import PolicyEngine
 from netpersona.policy.whatif import document_changes
 from netpersona.service.console.access import SESSION_COOKIE, check_csrf, sessions_of
@@ -164,7 +164,11 @@ async def fleet(
     if viewer is None:
         return to_sign_in()
     view = ctx.fleet.view
-    labels = parse_labels([p for p in label.split(",") if p.strip()], "/label")
+    error = None
+    try:
+        labels = parse_labels([p for p in label.split(",") if p.strip()], "/label")
+    except InvalidDocument as exc:
+        error, labels = str(exc), ()
     ids = _matching(view, labels, persona)
     shown = ids[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     statuses = await ctx.fleet.read(lambda: _statuses(ctx, shown))
@@ -185,6 +189,7 @@ async def fleet(
         unassigned=len(view.instances) - sum(held.values()),
         label=label,
         persona=persona,
+        error=error,
     )
 
 
@@ -223,6 +228,10 @@ async def instance_page(request: Request, ctx: Ctx, viewer: Viewer, instance_id:
         explain=lines,
         peers=view.peers(instance_id),
         history=[_audit_row(e.to_json()) for e in history],
+        others=sorted(i for i in view.instances if i != instance_id)[:500],
+        services=sorted({str(e.text) for e in held.persona.allowed_protocols} | {"icmp"})
+        if held is not None and held.persona is not None
+        else ["icmp"],
         report=statuses.get(instance_id),
     )
 
