@@ -42,11 +42,13 @@ def _client(ctx: typer.Context) -> AdminClient:
 
 def reachability_lines(answer: dict[str, Any]) -> list[str]:
     """The connectivity part of a what-if answer, one line per pair that changes."""
+    note = answer.get("connectivity_note") or ""
     if answer.get("connectivity") is None:
-        note = answer.get("connectivity_note")
         return [f"connectivity not compared: {note}"] if note else []
     lines = [c["line"] for c in answer["connectivity"]]
-    count = len(lines)
+    if note:
+        lines.append(note)
+    count = answer.get("connectivity_count", len(lines))
     lines.append(
         f"{count} (from, to, service) pair(s) would gain or lose reachability"
         if count

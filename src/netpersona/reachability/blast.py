@@ -18,9 +18,12 @@ from netpersona.model import parse_persona
 from netpersona.model.parse import escape_pointer
 from netpersona.policy import Change, PersonaChanged, PersonaSource, PolicyEngine
 from netpersona.policy.whatif import DecisionChange, decision_changes, trial
-from netpersona.reachability.fleet import ConnectivityChange, connectivity_changes, endpoints_of
+from netpersona.reachability.fleet import ConnectivityChange, connectivity_diff, endpoints_of
 
 __all__ = ["BlastRadius", "blast_radius", "persona_edits"]
+
+
+SHOWN = 5000  # connectivity changes listed; the count covers them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,7 @@ class BlastRadius:
     decisions: list[DecisionChange]
     connectivity: list[ConnectivityChange] | None  # None: too large to compare (see note)
     note: str = ""
+    total: int = 0  # connectivity changes in all (more than listed when truncated)
 
     def lines(self) -> list[str]:
         out = [line for change in self.decisions for line in change.lines()]
@@ -35,6 +39,8 @@ class BlastRadius:
             out.append(f"connectivity not compared: {self.note}")
         else:
             out += [change.line() for change in self.connectivity]
+            if self.note:
+                out.append(self.note)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -45,7 +51,7 @@ class BlastRadius:
             "changes": [{**c.to_json(), "lines": c.lines()} for c in self.decisions],
             "count": len(self.decisions),
             "connectivity": connectivity,
-            "connectivity_count": None if connectivity is None else len(connectivity),
+            "connectivity_count": None if connectivity is None else self.total,
             "connectivity_note": self.note,
         }
 
@@ -78,9 +84,10 @@ def blast_radius(
     after = trial(engine, changes)
     decisions = decision_changes(engine, after)
     try:
-        moved = connectivity_changes(
-            endpoints_of(engine), endpoints_of(after), max_checks=max_checks
+        moved, total = connectivity_diff(
+            endpoints_of(engine), endpoints_of(after), max_checks=max_checks, limit=SHOWN
         )
     except UsageError as exc:
         return BlastRadius(decisions, None, str(exc))
-    return BlastRadius(decisions, moved)
+    note = f"showing {len(moved)} of {total} reachability changes" if total > len(moved) else ""
+    return BlastRadius(decisions, moved, note, total)

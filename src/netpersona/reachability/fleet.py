@@ -9,6 +9,7 @@ of whose endpoints it changed: :func:`connectivity_changes` evaluates only those
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
@@ -18,12 +19,14 @@ from netpersona.errors import FieldError, InvalidDocument, ProtocolError, UsageE
 from netpersona.model import CommunicationMode
 from netpersona.model.protocols import L4, ProtocolRule, parse_protocol
 from netpersona.policy import PolicyEngine
+from netpersona.reachability.classes import ClassPairs
 from netpersona.reachability.verdict import Endpoint, Traffic, Verdict, Via, can_reach
 
 __all__ = [
     "ConnectivityChange",
     "Service",
     "connectivity_changes",
+    "connectivity_diff",
     "endpoints_of",
     "matrix",
     "service_named",
@@ -164,33 +167,59 @@ def connectivity_changes(
     *,
     max_checks: int = 2_000_000,
 ) -> list[ConnectivityChange]:
-    """Every (from, to, service) that gains or loses reachability between two fleets.
+    """Every (from, to, service) that gains or loses reachability between two fleets, sorted."""
+    return connectivity_diff(before, after, max_checks=max_checks)[0]
 
-    Services are those either fleet names. Only pairs with a changed endpoint are evaluated;
-    more than ``max_checks`` evaluations raises UsageError (narrow the change) rather than
+
+def connectivity_diff(
+    before: Mapping[str, Endpoint],
+    after: Mapping[str, Endpoint],
+    *,
+    max_checks: int = 2_000_000,
+    limit: int | None = None,
+) -> tuple[list[ConnectivityChange], int]:
+    """The changes (at most ``limit``, sorted when there are at most 200k) and how many
+    there are in all.
+
+    Services are those either fleet names. Verdicts are computed once per pair of endpoint
+    classes (:mod:`netpersona.reachability.classes`) with a class that the change moved; more
+    than ``max_checks`` of them raises UsageError (propose a narrower change) rather than
     holding the caller for minutes.
     """
-    services = {s.name: s for s in services_of([*before.values(), *after.values()])}
-    both = sorted(set(before) & set(after))
-    changed = [i for i in both if before[i] != after[i]]
-    if not changed:
-        return []
-    checks = 2 * len(changed) * len(both) * len(services)
+    services = sorted(services_of([*before.values(), *after.values()]), key=lambda s: s.name)
+    classes = ClassPairs.of(before, after)
+    candidates = list(classes.candidate_pairs())
+    checks = 2 * len(candidates) * len(services)
     if checks > max_checks:
         raise UsageError(
-            f"this change moves {len(changed)} instances; comparing their reachability would "
-            f"take {checks} checks (at most {max_checks}): propose a narrower change"
+            f"comparing the reachability this change moves would take {checks} checks "
+            f"(at most {max_checks}): propose a narrower change"
         )
-    pairs = {(c, o) for c in changed for o in both if o != c}
-    pairs |= {(o, c) for c, o in pairs}
-    result = []
-    for src, dst in sorted(pairs):
-        for name, service in sorted(services.items()):
-            old = service_verdict(before[src], before[dst], service)
-            new = service_verdict(after[src], after[dst], service)
+    moved = []
+    for src, dst in candidates:
+        for service in services:
+            old = service_verdict(classes.before[src[0]], classes.before[dst[0]], service)
+            new = service_verdict(classes.after[src[1]], classes.after[dst[1]], service)
             if old.reachable != new.reachable:
-                result.append(ConnectivityChange(src, dst, name, old, new))
-    return result
+                moved.append((src, dst, service))
+    sizes = {g: len(ids) for g, ids in classes.groups.items()}
+    total = sum(sizes[s] * sizes[d] - (sizes[s] if s == d else 0) for s, d, _ in moved)
+    found = ((a, b, service) for s, d, service in moved for a, b in classes.instance_pairs(s, d))
+    if total <= 200_000:
+        chosen = sorted(found, key=lambda t: (t[0], t[1], t[2].name))[:limit]
+    else:
+        chosen = list(itertools.islice(found, limit))
+    result = [
+        ConnectivityChange(
+            a,
+            b,
+            service.name,
+            service_verdict(before[a], before[b], service),
+            service_verdict(after[a], after[b], service),
+        )
+        for a, b, service in chosen
+    ]
+    return result, total
 
 
 def endpoints_of(engine: PolicyEngine) -> dict[str, Endpoint]:
