@@ -9,7 +9,8 @@ exists, so seeding is not a test of the disk). Then:
   (server time, no network) and against a real ``netpersona serve`` over loopback;
 * ``live``: a persona change through the admin API until the console's event stream says
   ``change``, and until the page fetched again after it is complete (what the browser's
-  script does), on the real process.
+  script does), on the real process;
+* ``what_if_threat_level_high``: the blast radius of raising the threat level, over the API.
 
     uv run python bench/console.py                 # 10k instances
     uv run python bench/console.py --instances 1000 --runs 5
@@ -172,6 +173,7 @@ def over_http(data: Path, runs: int, changes: int) -> dict[str, Any]:
                 samples.append(time.perf_counter() - t)
             result[name] = _stats(samples)
         result["live"] = _live(url, admin, page, changes)
+        result["what_if_threat_level_high"] = _what_if(admin)
         admin.close()
         page.close()
     return result
@@ -216,6 +218,20 @@ def _live(url: str, admin: httpx.Client, page: httpx.Client, changes: int) -> di
         time.sleep(0.3)
     thread.join(5)
     return {"to_event": _stats(to_event), "to_page_fetched": _stats(to_page)}
+
+
+def _what_if(admin: httpx.Client) -> dict[str, Any]:
+    """The blast radius of raising the threat level on the whole fleet, over the API."""
+    t = time.perf_counter()
+    answer = admin.post(
+        "/v1/admin/policy/diff", json={"context": {"threat_level": "high"}}, timeout=600
+    ).json()
+    return {
+        "seconds": round(time.perf_counter() - t, 2),
+        "instances_changed": answer["count"],
+        "pairs_changed": answer["connectivity_count"],
+        "pairs_listed": len(answer["connectivity"] or []),
+    }
 
 
 def main() -> None:

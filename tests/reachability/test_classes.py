@@ -41,18 +41,22 @@ endpoint_facts = st.tuples(
     st.sampled_from(["a", "b"]),
     st.sampled_from(["10.0.0.", "10.0.1."]),
     st.integers(2, 40),
+    st.sampled_from(["z1", "z2"]),  # a label no selector reads
 )
 
 
-def fleet(facts: list[tuple[int, str, str, int]]) -> dict[str, Endpoint]:
+Facts = tuple[int, str, str, int, str]
+
+
+def fleet(facts: list[Facts]) -> dict[str, Endpoint]:
     result = {}
-    for n, (persona, app, net, host) in enumerate(facts):
+    for n, (persona, app, net, host, zone) in enumerate(facts):
         result[f"vm{n}"] = Endpoint(
             f"vm{n}",
             None if persona == len(PERSONAS) else f"p{persona}",
             None if persona == len(PERSONAS) else PERSONAS[persona],
             (IPv4Interface(f"{net}{host}/24"),),
-            {"app": app},
+            {"app": app, "zone": zone},
         )
     return result
 
@@ -80,7 +84,7 @@ def every_pair(
     st.lists(st.tuples(st.integers(0, 5), endpoint_facts), max_size=3),
 )
 def test_class_by_class_equals_pair_by_pair(
-    facts: list[tuple[int, str, str, int]], edits: list[tuple[int, tuple[int, str, str, int]]]
+    facts: list[Facts], edits: list[tuple[int, Facts]]
 ) -> None:
     changed = list(facts)
     for index, new in edits:
@@ -94,8 +98,8 @@ def test_class_by_class_equals_pair_by_pair(
 
 
 def test_a_limit_lists_the_first_changes_and_counts_them_all() -> None:
-    facts = [(1, "a", "10.0.0.", n) for n in range(2, 12)]
-    before, after = fleet(facts), fleet([(0, "a", "10.0.0.", n) for n in range(2, 12)])
+    facts = [(1, "a", "10.0.0.", n, "z1") for n in range(2, 12)]
+    before, after = fleet(facts), fleet([(0, "a", "10.0.0.", n, "z1") for n in range(2, 12)])
     everything = connectivity_changes(before, after)
     shown, total = connectivity_diff(before, after, limit=5)
     assert total == len(everything) > 5

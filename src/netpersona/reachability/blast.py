@@ -23,7 +23,7 @@ from netpersona.reachability.fleet import ConnectivityChange, connectivity_diff,
 __all__ = ["BlastRadius", "blast_radius", "persona_edits"]
 
 
-SHOWN = 5000  # connectivity changes listed; the count covers them all
+SHOWN = 1000  # connectivity changes listed; the count covers them all
 
 
 @dataclass(frozen=True, slots=True)

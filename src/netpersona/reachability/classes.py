@@ -1,7 +1,8 @@
 """Endpoints that no check can tell apart, so a fleet's verdicts are computed once per class.
 
 Every check of :mod:`netpersona.reachability.verdict` reads, of an endpoint, its persona (not
-its ``x-`` extensions), its persona name, its labels, the networks of its own interfaces, and
+its ``x-`` extensions), its persona name, the labels some ``labels`` selector names, the
+networks of its own interfaces, and
 which networks hold its addresses: those of any interface in the fleet (own-subnet peers,
 broadcast segments) and those the fleet's ``cidr`` selectors name. Two endpoints equal in all
 of these get the same verdict against any third, as sender and as receiver. A fleet of 10k
@@ -15,7 +16,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network
 
-from netpersona.model import CidrSelector
+from netpersona.model import CidrSelector, LabelSelector
 from netpersona.reachability.verdict import Endpoint
 
 __all__ = ["ClassPairs", "class_keys"]
@@ -32,16 +33,29 @@ def _networks(endpoints: Mapping[str, Endpoint]) -> set[Network]:
     return nets
 
 
-def class_keys(endpoints: Mapping[str, Endpoint], nets: set[Network]) -> dict[str, Hashable]:
+def _label_keys(endpoints: Mapping[str, Endpoint]) -> set[str]:
+    """The label keys some ``labels`` selector reads: no check looks at any other label."""
+    keys: set[str] = set()
+    for endpoint in endpoints.values():
+        if endpoint.persona is not None:
+            for selector in endpoint.persona.peers:
+                if isinstance(selector, LabelSelector):
+                    keys.update(k for k, _ in selector.labels)
+    return keys
+
+
+def class_keys(
+    endpoints: Mapping[str, Endpoint], nets: set[Network], labels: set[str]
+) -> dict[str, Hashable]:
     """Instance id -> a key equal for endpoints no check can tell apart (``nets``: every
-    network any check of either fleet compared can look at)."""
+    network, ``labels``: every label key, any check of either fleet compared can look at)."""
     keys: dict[str, Hashable] = {}
     for instance_id, e in endpoints.items():
         persona = None if e.persona is None else replace(e.persona, extensions=())
         keys[instance_id] = (
             persona,
             e.persona_name,
-            tuple(sorted(e.labels.items())),
+            tuple(sorted((k, v) for k, v in e.labels.items() if k in labels)),
             frozenset(i.network for i in e.interfaces),
             frozenset(n for n in nets if any(a in n for a in e.addresses)),
             frozenset(n for n in nets if any(i.ip in n for i in e.interfaces)),
@@ -62,8 +76,9 @@ class ClassPairs:
     def of(cls, before: Mapping[str, Endpoint], after: Mapping[str, Endpoint]) -> ClassPairs:
         both = sorted(set(before) & set(after))
         nets = _networks(before) | _networks(after)
-        kb = class_keys({i: before[i] for i in both}, nets)
-        ka = class_keys({i: after[i] for i in both}, nets)
+        labels = _label_keys(before) | _label_keys(after)
+        kb = class_keys({i: before[i] for i in both}, nets, labels)
+        ka = class_keys({i: after[i] for i in both}, nets, labels)
         groups: dict[tuple[Hashable, Hashable], list[str]] = {}
         rep_before: dict[Hashable, Endpoint] = {}
         rep_after: dict[Hashable, Endpoint] = {}

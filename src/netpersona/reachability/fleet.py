@@ -156,9 +156,18 @@ class ConnectivityChange:
             "service": self.service,
             "change": "gained" if self.gained else "lost",
             "line": self.line(),
-            "before": self.before.to_json(),
-            "after": self.after.to_json(),
+            "before": _brief(self.before),
+            "after": _brief(self.after),
         }
+
+
+def _brief(verdict: Verdict) -> dict[str, Any]:
+    decisive = verdict.decisive
+    return {
+        "reachable": verdict.reachable,
+        "summary": verdict.summary(),
+        "decided_by": decisive.to_json() if decisive else None,
+    }
 
 
 def connectivity_changes(
