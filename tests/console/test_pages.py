@@ -58,6 +58,28 @@ async def test_signing_in_keeps_the_token_out_of_the_cookie_and_the_url(
         assert row.group(1).strip() == persona
 
 
+async def test_another_sites_form_cannot_sign_in_and_pages_cannot_be_framed(
+    lab_service: Service,
+) -> None:
+    async with browser(lab_service) as client:
+        forged = await client.post(
+            "/ui/sign-in",
+            data={"token": lab_service.secrets[Role.READER]},
+            headers={"Origin": "https://elsewhere.example"},
+        )
+        assert forged.status_code == 403
+        assert "set-cookie" not in forged.headers
+        own = await client.post(
+            "/ui/sign-in",
+            data={"token": lab_service.secrets[Role.READER]},
+            headers={"Origin": "http://metadata"},
+        )
+        assert own.status_code == 303
+        page = await client.get("/ui/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
 async def test_a_wrong_token_is_refused(lab_service: Service) -> None:
     async with browser(lab_service) as client:
         response = await client.post("/ui/sign-in", data={"token": "np_not-a-token"})

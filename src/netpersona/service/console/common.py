@@ -14,7 +14,7 @@ from netpersona.service.console.access import SESSION_COOKIE, session_of, sessio
 from netpersona.service.context import ServiceContext, service
 from netpersona.store.base import ApiToken, Role
 
-__all__ = ["STATIC", "Ctx", "Viewer", "ago", "render", "signed_in", "to_sign_in"]
+__all__ = ["STATIC", "Ctx", "Viewer", "ago", "render", "secure", "signed_in", "to_sign_in"]
 
 HERE = Path(__file__).resolve().parent
 STATIC = str(HERE / "static")
@@ -74,5 +74,15 @@ def render(
         },
         status_code=status,
     )
+    secure(response)
+    return response
+
+
+def secure(response: Response) -> Response:
+    """No caching of pages that show the fleet; no framing (the Apply button must not be
+    clickjacked); scripts, styles and images only from the service itself."""
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'"
+    response.headers["Referrer-Policy"] = "same-origin"
     return response

@@ -13,11 +13,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from netpersona.errors import InvalidDocument, NotFound
+from netpersona.errors import Forbidden, InvalidDocument, NotFound
 from netpersona.policy import PolicyEngine
 from netpersona.policy.whatif import document_changes
 from netpersona.service.console.access import SESSION_COOKIE, check_csrf, sessions_of
@@ -26,6 +27,7 @@ from netpersona.service.console.common import (
     Viewer,
     ago,
     render,
+    secure,
     templates,
     to_sign_in,
 )
@@ -41,20 +43,26 @@ PAGE_SIZE = 200
 
 @router.get("/sign-in")
 async def sign_in_form(request: Request) -> Response:
-    return templates.TemplateResponse(request, "sign_in.html", {"error": None})
+    return secure(templates.TemplateResponse(request, "sign_in.html", {"error": None}))
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request, ctx: Ctx, token: Annotated[str, Form()] = "") -> Response:
     """The token arrives in the form body; only a random session id goes back, in a cookie."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+        # Another site's form would sign this browser in as someone else (login CSRF).
+        raise Forbidden("sign-in must come from the console's own page")
     secret = token.strip()
     found = await ctx.fleet.read(lambda: ctx.store.token_for_secret(secret)) if secret else None
     if found is None:
-        return templates.TemplateResponse(
-            request,
-            "sign_in.html",
-            {"error": "That token is not valid (unknown, revoked, or mistyped)."},
-            status_code=401,
+        return secure(
+            templates.TemplateResponse(
+                request,
+                "sign_in.html",
+                {"error": "That token is not valid (unknown, revoked, or mistyped)."},
+                status_code=401,
+            )
         )
     session_id, _ = sessions_of(request).open(secret)
     response = RedirectResponse("/ui/", status_code=303)
