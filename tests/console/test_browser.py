@@ -161,6 +161,7 @@ def test_the_threat_level_what_if_lists_exactly_the_engines_pairs(
         tuple((row.get_attribute("data-pair") or "").split("|"))
         for row in browser.find_elements(By.CSS_SELECTOR, "#connectivity tbody tr")
     }
+    browser.execute_script("document.getElementById('reachability-changes').scrollIntoView();")
     browser.save_screenshot(str(shots / "what-if.png"))
     # The persona edit of the live-update test changed web-frontend's priority only, which
     # moves no reachability; the engine over the scenario's files is the reference.

@@ -166,6 +166,13 @@ def test_services_are_the_entries_the_personas_name_plus_icmp() -> None:
     assert names == ["icmp", "udp/6000", "udp/6000 to 239.1.1.1"]
     assert service_named("udp/6000 to 239.1.1.1").via is Via.MULTICAST
     assert service_named("udp/6000 broadcast").via is Via.BROADCAST
+    kw = {"communication_mode": "broadcast", "allowed_protocols": ["dns", "ssh", "icmp"]}
+    names = [s.name for s in services_of([vm("b", "10.0.0.8", "b", **kw)])]
+    assert names == ["dns", "icmp", "ssh", "dns broadcast", "icmp broadcast"]
+    dns_broadcast = next(
+        s for s in services_of([vm("b", "10.0.0.8", "b", **kw)]) if s.name == "dns broadcast"
+    )
+    assert [str(r) for r in dns_broadcast.rules] == ["udp/53"]
     with pytest.raises(InvalidDocument) as caught:
         service_named("tcp/99999")
     assert caught.value.errors[0].pointer == "/proto"

@@ -86,8 +86,9 @@ def _name(entry: str, via: Via, group: Address | None) -> str:
 def services_of(endpoints: Iterable[Endpoint]) -> list[Service]:
     """Every protocol entry the personas name, plus icmp; one service per distinct rule set.
 
-    A persona in broadcast mode also names each entry sent to the subnet broadcast, one in
-    multicast mode each entry sent to each of its groups."""
+    A persona in broadcast mode also names each entry sent to the subnet broadcast (its UDP
+    and ICMP rules), one in multicast mode each entry sent to each of its groups (its UDP
+    rules)."""
     found: dict[tuple[tuple[ProtocolRule, ...], Via, Address | None], str] = {
         ((ICMP,), Via.UNICAST, None): "icmp"
     }
@@ -101,13 +102,21 @@ def services_of(endpoints: Iterable[Endpoint]) -> list[Service]:
         elif persona.communication_mode is CommunicationMode.MULTICAST:
             ways += [(Via.MULTICAST, g) for g in persona.multicast_groups]
         for entry in persona.allowed_protocols:
-            rules = tuple(sorted(entry.rules))
             for via, group in ways:
+                rules = tuple(sorted(r for r in entry.rules if _sendable(r, via)))
                 key = (rules, via, group)
-                if key not in found or entry.text < found[key]:
+                if rules and (key not in found or entry.text < found[key]):
                     found[key] = entry.text
     services = [Service(_name(text, *key[1:]), key[0], *key[1:]) for key, text in found.items()]
     return sorted(services, key=lambda s: (s.via != Via.UNICAST, s.name))
+
+
+def _sendable(rule: ProtocolRule, via: Via) -> bool:
+    """TCP is never broadcast or multicast; ping to the subnet broadcast is answered in
+    broadcast mode (spec section 5, icmp_echo_ignore_broadcasts=0)."""
+    if via is Via.UNICAST:
+        return True
+    return rule.l4 is L4.UDP or (via is Via.BROADCAST and rule.l4 is L4.ICMP)
 
 
 def service_verdict(src: Endpoint, dst: Endpoint, service: Service) -> Verdict:
