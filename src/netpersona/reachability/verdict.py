@@ -26,7 +26,7 @@ from netpersona.model import (
     PersonaSelector,
     SecurityProfile,
 )
-from netpersona.model.protocols import L4, PortRange
+from netpersona.model.protocols import L4, PortRange, ProtocolRule
 
 __all__ = ["Endpoint", "Reason", "Traffic", "Verdict", "Via", "can_reach", "permitted_by"]
 
@@ -70,6 +70,11 @@ class Endpoint:
     interfaces: tuple[Interface, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     extra_addresses: tuple[Address, ...] = ()  # addresses known without a prefix length
+    # The persona's rules, worked out once: every check of every verdict reads them.
+    rules: tuple[ProtocolRule, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", () if self.persona is None else self.persona.rules)
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -194,7 +199,7 @@ def permitted_by(me: Endpoint, other: Endpoint) -> str | None:
 def _protocols(trail: _Trail, me: Endpoint, side: str, traffic: Traffic) -> None:
     """Narrow the port window to what ``me``'s allowed_protocols let through."""
     assert me.persona is not None
-    rules = [r for r in me.persona.rules if r.l4 is traffic.l4]
+    rules = [r for r in me.rules if r.l4 is traffic.l4]
     if trail.window is None:
         if rules:
             trail.note(me, side, "allowed_protocols", f"{traffic.l4.value} is allowed")
@@ -211,7 +216,7 @@ def _protocols(trail: _Trail, me: Endpoint, side: str, traffic: Traffic) -> None
             shown = ", ".join(str(r) for r in rules)
             trail.note(me, side, "allowed_protocols", f"allows {shown}")
             return
-    listed = ", ".join(str(r) for r in me.persona.rules) or "nothing"
+    listed = ", ".join(str(r) for r in me.rules) or "nothing"
     trail.drop(
         me,
         side,
