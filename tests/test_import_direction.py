@@ -18,10 +18,15 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "netpersona"
 PURE = ["model", "compiler", "facts.py", "errors.py", "nftables", "policy", "records"]
+PURE += ["reachability"]
 # Propagation: everything but key files (certs/keyfiles.py) and the UDP transport.
 PURE += [f"certs/{m}.py" for m in ("__init__", "certificate", "issue", "keys", "verify")]
 PURE += [
-    f"gossip/{m}.py" for m in ("__init__", "config", "wire", "store", "limits", "node", "simulator")
+    f"gossip/{m}.py"
+    for m in (
+        *("__init__", "config", "wire", "store", "limits", "node", "simulator"),
+        *("antientropy", "rumors", "wants", "targets", "step"),
+    )
 ]
 # The only project modules the pure core may import.
 PURE_PREFIXES = (
@@ -32,8 +37,15 @@ PURE_PREFIXES = (
     "netpersona.nftables",
     "netpersona.policy",
     "netpersona.records",
+    "netpersona.reachability",
     *(f"netpersona.certs.{m}" for m in ("certificate", "issue", "keys", "verify")),
-    *(f"netpersona.gossip.{m}" for m in ("config", "wire", "store", "limits", "node")),
+    *(
+        f"netpersona.gossip.{m}"
+        for m in (
+            *("config", "wire", "store", "limits", "node"),
+            *("antientropy", "rumors", "wants", "targets", "step"),
+        )
+    ),
 )
 # Packages the pure core must never reach (the allow-list above already keeps them out; this
 # names them, so a failure says which direction was broken).

@@ -95,7 +95,10 @@ def test_diff_of_a_context_change_lists_who_moves_and_how() -> None:
         "dev-1: dev-sandbox (default) -> dev-sandbox (default) + threat-high-dev-quarantine, "
         in out
     )
-    assert "legacy-web" not in out
+    assert not [line for line in out.splitlines() if line.startswith("legacy-web:")]
+    # The blast radius: who stops reaching whom, and the drop counter that would count it.
+    assert "admin-ws-1 -> legacy-web http: loses" in out
+    assert "drop_not_peer" in out
 
 
 def test_diff_of_a_label_change() -> None:
@@ -113,3 +116,32 @@ def test_diff_refuses_a_value_the_context_key_does_not_take() -> None:
     assert isinstance(result.exception, UsageError)
     assert "severe" in str(result.exception)
     assert result.exception.exit_code == 2
+
+
+def test_diff_of_a_persona_edit_lists_the_reachability_it_moves(tmp_path: Path) -> None:
+    """db-restricted taking peers from web-frontend instead of api-server: api-1's own persona
+    is untouched, yet it loses the database."""
+    edited = tmp_path / "db.yaml"
+    edited.write_text(
+        "network_persona:\n"
+        "  communication_mode: restricted\n"
+        "  security_profile: high\n"
+        "  allowed_protocols: [postgres, icmp]\n"
+        "  priority: 6\n"
+        "  peers: [{persona: web-frontend}]\n"
+    )
+    result = runner.invoke(
+        app, ["policy", "diff", POLICY, *FILES, "--set-persona", f"db-restricted={edited}"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "api-1 -> db-1 postgres: loses (now dropped: db-1 (db-restricted) in [peers]" in (
+        result.output
+    )
+    as_json = runner.invoke(
+        app,
+        ["policy", "diff", POLICY, *FILES, "--set-persona", f"db-restricted={edited}", "--json"],
+    )
+    answer = json.loads(as_json.output)
+    assert answer["connectivity_count"] == len(answer["connectivity"]) > 0
+    bad = runner.invoke(app, ["policy", "diff", POLICY, *FILES, "--set-persona", "db-restricted"])
+    assert isinstance(bad.exception, UsageError)

@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from netpersona.admin_client import AdminClient
+from netpersona.cli import reachability_cmd
+from netpersona.cli.reachability_cmd import reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
@@ -275,6 +277,7 @@ def register(app: typer.Typer) -> None:
         _show_json(_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
 
     _register_policy(admin)
+    reachability_cmd.register(admin)
 
 
 def _register_policy(admin: typer.Typer) -> None:
@@ -349,6 +352,8 @@ def _register_policy(admin: typer.Typer) -> None:
                 out.print(escape(line))
         if answer["changes"]:
             out.print(f"{answer['count']} instance(s) would change")
+        for line in reachability_lines(answer):
+            out.print(escape(line))
 
 
 def _diff(before: Any, after: Any) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from netpersona.cli.plan_cmd import error_lines, read_document
+from netpersona.cli.reachability_cmd import reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
@@ -30,8 +31,8 @@ from netpersona.policy import (
     parse_policy,
     parse_policy_tests,
     run_policy_tests,
-    what_if,
 )
+from netpersona.reachability import blast_radius, persona_edits
 from netpersona.records import Instance, PersonaVersion
 
 __all__ = ["load_personas", "register"]
@@ -146,6 +147,20 @@ def _label_change(engine: PolicyEngine, text: str) -> LabelsChanged:
     return LabelsChanged(instance_id, labels)
 
 
+def _persona_changes(engine: PolicyEngine, texts: Sequence[str]) -> list[Change]:
+    """``NAME=FILE``: the persona NAME as the file has it, as a proposed new version."""
+    documents = {}
+    for text in texts:
+        name, sep, file = text.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"--set-persona {text!r}: expected NAME=FILE")
+        documents[name] = _load(Path(file))
+    try:
+        return persona_edits(engine, documents)
+    except InvalidDocument as exc:
+        raise InvalidDocument(exc.errors, "--set-persona") from None
+
+
 def register(app: typer.Typer) -> None:
     policy_app = typer.Typer(
         name="policy",
@@ -235,9 +250,14 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--label", help="A proposed label change, INSTANCE:KEY=VALUE or KEY-."),
         ] = None,
+        set_persona: Annotated[
+            list[str] | None,
+            typer.Option("--set-persona", help="A proposed persona document, NAME=FILE."),
+        ] = None,
         as_json: JsonOption = False,
     ) -> None:
-        """What-if: every instance whose persona would change, and how; commits nothing."""
+        """What-if: every instance whose persona would change, and how, and every (from, to,
+        service) pair that would gain or lose reachability; commits nothing."""
         engine = _engine(policy, personas, inventory, context)
         changes: list[Change] = []
         target = engine.policy
@@ -251,12 +271,17 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--set-context {text!r}: {problem}")
             changes.append(ContextChanged(key, value))
         changes += [_label_change(engine, text) for text in label or ()]
+        changes += _persona_changes(engine, set_persona or ())
         if not changes:
-            raise UsageError("nothing proposed: give --to-policy, --set-context or --label")
-        moved = what_if(engine, changes)
+            raise UsageError(
+                "nothing proposed: give --to-policy, --set-context, --label or --set-persona"
+            )
+        radius = blast_radius(engine, changes)
         if as_json:
-            _write(json.dumps([m.to_json() for m in moved], indent=2))
+            _write(json.dumps(radius.to_json(), indent=2))
             return
-        for change in moved:
+        for change in radius.decisions:
             _write("\n".join(change.lines()))
-        _write(f"{len(moved)} of {len(engine.instances)} instances would change")
+        for line in reachability_lines(radius.to_json()):
+            _write(line)
+        _write(f"{len(radius.decisions)} of {len(engine.instances)} instances would change")

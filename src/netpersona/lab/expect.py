@@ -1,29 +1,24 @@
 """What the spec says a probe between two lab VMs must do, computed from their personas alone.
 
-This is the lab's oracle: it reads spec sections 3-5 and nothing of the compiler, so a
-disagreement between it and real packets is a finding, not a tautology. A probe goes out
-through the sender's persona and in through the receiver's; it is delivered only if both let
-it (replies of a delivered TCP or ICMP probe belong to its flow and always pass, section 3).
+This is the lab's oracle: the reachability engine (:mod:`netpersona.reachability`), which reads
+spec sections 3-5 and nothing of the compiler, so a disagreement between it and real packets is
+a finding, not a tautology. A lab VM is an :class:`~netpersona.reachability.Endpoint`; each
+probe kind is one kind of traffic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from ipaddress import ip_address
 
-from netpersona.model import (
-    CidrSelector,
-    CommunicationMode,
-    LabelSelector,
-    Persona,
-    PersonaSelector,
-    SecurityProfile,
-)
-from netpersona.model.protocols import L4
+from netpersona.model.protocols import L4, PortRange
+from netpersona.reachability import Endpoint, Traffic, Verdict, Via, can_reach
 
-__all__ = ["Host", "Probe", "ProbeKind", "expected"]
+__all__ = ["Host", "Probe", "ProbeKind", "expected", "explain", "tcp_allowed_port", "udp_port"]
+
+Host = Endpoint  # a lab VM as the spec sees it
 
 
 class ProbeKind(StrEnum):
@@ -43,89 +38,24 @@ class Probe:
     port: int | None = None  # destination port (TCP/UDP)
     group: str | None = None  # multicast group
 
-
-@dataclass(frozen=True, slots=True)
-class Host:
-    """A lab VM as the spec sees it: its persona, and what peers selectors can match on."""
-
-    name: str
-    persona_name: str | None
-    persona: Persona | None
-    interfaces: tuple[IPv4Interface, ...]
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def addresses(self) -> tuple[IPv4Address, ...]:
-        return tuple(i.ip for i in self.interfaces)
+    def traffic(self) -> Traffic:
+        ports = None if self.port is None else PortRange(self.port, self.port)
+        if self.kind is ProbeKind.BROADCAST:
+            return Traffic(self.l4, ports, Via.BROADCAST)
+        if self.kind in (ProbeKind.MULTICAST_LISTED, ProbeKind.MULTICAST_UNLISTED):
+            assert self.group is not None
+            return Traffic(self.l4, ports, Via.MULTICAST, ip_address(self.group))
+        return Traffic(self.l4, ports)
 
 
-def allows(persona: Persona, l4: L4, port: int | None) -> bool:
-    return any(
-        rule.l4 is l4
-        and (rule.ports is None or port is None or rule.ports.first <= port <= rule.ports.last)
-        for rule in persona.rules
-    )
-
-
-def permitted(me: Host, other: Host) -> bool:
-    """Spec section 4: ``other`` is among ``me``'s permitted peers."""
-    assert me.persona is not None
-    if not me.persona.peers:
-        subnets = {i.network for i in me.interfaces}
-        return any(a in net for a in other.addresses for net in subnets)
-    for selector in me.persona.peers:
-        if isinstance(selector, PersonaSelector) and other.persona_name == selector.persona:
-            return True
-        if isinstance(selector, LabelSelector) and all(
-            other.labels.get(k) == v for k, v in selector.labels
-        ):
-            return True
-        if isinstance(selector, CidrSelector) and any(
-            ip_address(a) in selector.network for a in other.addresses
-        ):
-            return True
-    return False
-
-
-def _outbound(src: Host, dst: Host, probe: Probe) -> bool:
-    p = src.persona
-    if p is None:
-        return True  # no persona: the VM's own stack, unfiltered
-    mode, profile = p.communication_mode, p.security_profile
-    if probe.kind is ProbeKind.BROADCAST:
-        # Section 5; outbound broadcast is checked against protocols only (docs/dataplane.md).
-        return mode is CommunicationMode.BROADCAST and allows(p, probe.l4, probe.port)
-    if probe.kind in (ProbeKind.MULTICAST_LISTED, ProbeKind.MULTICAST_UNLISTED):
-        listed = any(str(g) == probe.group for g in p.multicast_groups)
-        return mode is CommunicationMode.MULTICAST and listed and allows(p, probe.l4, probe.port)
-    if (mode is CommunicationMode.RESTRICTED or profile is SecurityProfile.HIGH) and not permitted(
-        src, dst
-    ):
-        return False
-    if profile is SecurityProfile.LOW:
-        return True
-    return allows(p, probe.l4, probe.port)
-
-
-def _inbound(src: Host, dst: Host, probe: Probe) -> bool:
-    p = dst.persona
-    if p is None:
-        return True
-    mode = p.communication_mode
-    if probe.kind is ProbeKind.BROADCAST and mode is not CommunicationMode.BROADCAST:
-        return False
-    if probe.kind in (ProbeKind.MULTICAST_LISTED, ProbeKind.MULTICAST_UNLISTED):
-        listed = any(str(g) == probe.group for g in p.multicast_groups)
-        if mode is not CommunicationMode.MULTICAST or not listed:
-            return False
-    if (p.peers or p.security_profile is SecurityProfile.HIGH) and not permitted(dst, src):
-        return False
-    return allows(p, probe.l4, probe.port)
+def explain(src: Host, dst: Host, probe: Probe) -> Verdict:
+    """The engine's verdict for ``probe``, with the checks that decided it."""
+    return can_reach(src, dst, probe.traffic())
 
 
 def expected(src: Host, dst: Host, probe: Probe) -> bool:
     """Whether ``probe`` from ``src`` must reach ``dst`` (and, for TCP/ICMP, be answered)."""
-    return _outbound(src, dst, probe) and _inbound(src, dst, probe)
+    return explain(src, dst, probe).reachable
 
 
 def tcp_allowed_port(host: Host) -> int | None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from netpersona.dataplane.drift import drop_counters
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.errors import NetpersonaError
@@ -20,9 +22,20 @@ from netpersona.lab.expect import Host, Probe, ProbeKind, expected, tcp_allowed_
 from netpersona.lab.scenario import ProbeSettings, Scenario, broadcast_of
 from netpersona.lab.topology import Topology
 from netpersona.model.protocols import L4
+from netpersona.policy import PolicyEngine, parse_policy
 from netpersona.probe.runner import Listener, listening, send_probes
+from netpersona.reachability import endpoints_of
+from netpersona.records import Instance, Interface, PersonaVersion
 
-__all__ = ["PAIR_KINDS", "Cell", "GROUP_KINDS", "run_matrix"]
+__all__ = [
+    "PAIR_KINDS",
+    "Cell",
+    "GROUP_KINDS",
+    "expected_matrix",
+    "planned_hosts",
+    "probes_for",
+    "run_matrix",
+]
 
 PAIR_KINDS = (ProbeKind.TCP_ALLOWED, ProbeKind.TCP_DENIED, ProbeKind.UDP, ProbeKind.ICMP)
 GROUP_KINDS = (ProbeKind.BROADCAST, ProbeKind.MULTICAST_LISTED, ProbeKind.MULTICAST_UNLISTED)
@@ -60,6 +73,41 @@ def probes_for(src: Host, dst: Host, settings: ProbeSettings) -> dict[ProbeKind,
     }
 
 
+def expected_matrix(
+    hosts: Sequence[Host], settings: ProbeSettings
+) -> dict[tuple[str, str, ProbeKind], bool | None]:
+    """What the spec says every probe of the matrix must do (None: the probe does not apply)."""
+    return {
+        (src.name, dst.name, kind): None if probe is None else expected(src, dst, probe)
+        for src in hosts
+        for dst in hosts
+        if dst is not src
+        for kind, probe in probes_for(src, dst, settings).items()
+    }
+
+
+def planned_hosts(scenario: Scenario, context: Mapping[str, str]) -> list[Host]:
+    """The lab's VMs with the personas its policy assigns in ``context``, decided here by the
+    policy engine from the scenario's files (no service, no kernel), in scenario order."""
+    personas = {}
+    for name, path in scenario.personas.items():
+        document = yaml.safe_load(path.read_text())
+        personas[name] = PersonaVersion.of(name, 1, document.get("network_persona", document))
+    policy = parse_policy(yaml.safe_load(scenario.policy.read_text()), personas)
+    instances = [
+        Instance(
+            id=vm.name,
+            name=vm.name,
+            addresses=tuple(str(i.address.ip) for i in vm.interfaces),
+            interfaces=tuple(Interface(i.name, (str(i.address),)) for i in vm.interfaces),
+            labels=tuple(sorted(vm.labels.items())),
+        )
+        for vm in scenario.vms
+    ]
+    endpoints = endpoints_of(PolicyEngine(policy, personas, dict(context), instances))
+    return [endpoints[vm.name] for vm in scenario.vms]
+
+
 def _wire(src: str, dst: Host, probe: Probe, scenario: Scenario) -> dict[str, Any]:
     """The probe as netpersona.probe's sender takes it."""
     address = str(dst.interfaces[0].ip)
@@ -91,7 +139,6 @@ def run_matrix(
 ) -> list[Cell]:
     """Probe every pair; ``expect_override`` replaces expectations (to show a mismatch)."""
     settings = scenario.probes
-    by_name = {h.name: h for h in hosts}
     sent: dict[str, dict[str, Any]] = {}
     moved: dict[str, tuple[str, ...]] = {}
     with contextlib.ExitStack() as stack:
@@ -137,26 +184,16 @@ def run_matrix(
         arrived = {name: listener.tokens() for name, listener in listeners.items()}
 
     cells = []
-    for src in hosts:
-        for dst in hosts:
-            if dst is src:
-                continue
-            for kind, probe in probes_for(src, dst, settings).items():
-                if probe is None:
-                    cells.append(Cell(src.name, dst.name, kind, None, None))
-                    continue
-                ident = f"{src.name}>{dst.name if kind in PAIR_KINDS else '*'}>{kind}"
-                if kind in (ProbeKind.TCP_ALLOWED, ProbeKind.TCP_DENIED, ProbeKind.ICMP):
-                    actual = bool(sent.get(ident, {}).get("ok"))
-                else:
-                    actual = ident in arrived[dst.name]
-                want = expected(src, by_name[dst.name], probe)
-                if expect_override and (src.name, dst.name, kind.value) in expect_override:
-                    want = expect_override[(src.name, dst.name, kind.value)]
-                related = tuple(
-                    c for c in moved.get(src.name, ()) if c.split(":")[0] in (src.name, dst.name)
-                )
-                cells.append(
-                    Cell(src.name, dst.name, kind, want, actual, related if want != actual else ())
-                )
+    for (a, b, kind), spec in expected_matrix(hosts, settings).items():
+        if spec is None:
+            cells.append(Cell(a, b, kind, None, None))
+            continue
+        ident = f"{a}>{b if kind in PAIR_KINDS else '*'}>{kind}"
+        if kind in (ProbeKind.TCP_ALLOWED, ProbeKind.TCP_DENIED, ProbeKind.ICMP):
+            actual = bool(sent.get(ident, {}).get("ok"))
+        else:
+            actual = ident in arrived[b]
+        want = (expect_override or {}).get((a, b, kind.value), spec)
+        related = tuple(c for c in moved.get(a, ()) if c.split(":")[0] in (a, b))
+        cells.append(Cell(a, b, kind, want, actual, related if want != actual else ()))
     return cells

@@ -13,7 +13,7 @@ from typing import Any
 from netpersona.policy.decision import Decision
 from netpersona.policy.engine import Change, PolicyEngine
 
-__all__ = ["DecisionChange", "document_changes", "what_if"]
+__all__ = ["DecisionChange", "decision_changes", "document_changes", "trial", "what_if"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +82,24 @@ def _show(value: Any) -> str:
     return "(unset)" if value is None else str(value)
 
 
+def trial(engine: PolicyEngine, changes: Iterable[Change]) -> PolicyEngine:
+    """A copy of ``engine`` with ``changes`` applied; ``engine`` is left as it was."""
+    copy = PolicyEngine(engine.policy, engine.personas, engine.context, engine.instances.values())
+    copy.recompute(changes)
+    return copy
+
+
+def decision_changes(before: PolicyEngine, after: PolicyEngine) -> list[DecisionChange]:
+    """Every instance whose decision differs between two engines, sorted by instance id."""
+    result = []
+    for instance_id in sorted(set(before.decisions) | set(after.decisions)):
+        old = before.decisions.get(instance_id)
+        new = after.decisions.get(instance_id)
+        if old != new:
+            result.append(DecisionChange(instance_id, old, new))
+    return result
+
+
 def what_if(engine: PolicyEngine, changes: Iterable[Change]) -> list[DecisionChange]:
     """Every instance whose decision ``changes`` would change, sorted by instance id."""
-    trial = PolicyEngine(engine.policy, engine.personas, engine.context, engine.instances.values())
-    trial.recompute(changes)
-    result = []
-    for instance_id in sorted(set(engine.decisions) | set(trial.decisions)):
-        before = engine.decisions.get(instance_id)
-        after = trial.decisions.get(instance_id)
-        if before != after:
-            result.append(DecisionChange(instance_id, before, after))
-    return result
+    return decision_changes(engine, trial(engine, changes))

@@ -41,10 +41,10 @@ from netpersona.policy import (
     PolicyChanged,
     PolicyEngine,
     parse_policy,
-    what_if,
 )
 from netpersona.service.assignment import check_policy, split_policy_document
 from netpersona.service.context import ServiceContext, service
+from netpersona.service.reachability_api import diff_answer
 from netpersona.service.schemas import (
     DiffBody,
     InstanceBody,
@@ -490,7 +490,7 @@ async def policy_diff(ctx: Ctx, _: Reader, body: DiffBody) -> JSONResponse:
     if errors:
         raise InvalidDocument(errors)
 
-    def propose(engine: PolicyEngine) -> list[dict[str, Any]]:
+    def propose(engine: PolicyEngine) -> dict[str, Any]:
         changes: list[Change] = []
         policy = engine.policy
         if body.policy is not None:
@@ -527,10 +527,9 @@ async def policy_diff(ctx: Ctx, _: Reader, body: DiffBody) -> JSONResponse:
             changes.append(LabelsChanged(instance_id, labels))
         if problems:
             raise InvalidDocument(problems)
-        return [{**c.to_json(), "lines": c.lines()} for c in what_if(engine, changes)]
+        return diff_answer(engine, changes, body.personas)
 
-    moved = await ctx.fleet.with_engine(propose)
-    return _json({"changes": moved, "count": len(moved)})
+    return _json(await ctx.fleet.with_engine(propose))
 
 
 # -- network context --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from netpersona.model.parse import escape_pointer
 from netpersona.service import admin_api, vm_api
 from netpersona.service.auth import SessionTokens
 from netpersona.service.certificates import DEFAULT_LIFETIME, CertificateAuthority
+from netpersona.service.console.mount import mount_console
 from netpersona.service.context import ServiceContext
 from netpersona.service.fleet import Fleet
 from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
@@ -121,6 +122,7 @@ def create_app(
     )
     app.include_router(vm_api.router)
     app.include_router(admin_api.router)
+    mount_console(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

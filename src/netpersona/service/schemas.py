@@ -126,6 +126,7 @@ class DiffBody(_Body):
     policy: dict[str, object] | None = None
     context: dict[str, str | None] = Field(default_factory=dict)
     labels: dict[str, dict[str, str | None]] = Field(default_factory=dict)
+    personas: dict[str, dict[str, object]] = Field(default_factory=dict)  # proposed documents
 
 
 class TokenBody(_Body):

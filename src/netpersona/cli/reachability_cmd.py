@@ -1,0 +1,152 @@
+"""``netpersona admin can A B tcp/5432`` and ``netpersona admin reachability``: ask the service.
+
+``can`` exits 0 when A reaches B, 1 when it does not, and prints why either way: the persona,
+field and rule that decided, and the drop counter that would count a dropped packet.
+``reachability`` prints the matrix of a selection of instances, one column per receiver.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from netpersona.errors import UsageError
+
+if TYPE_CHECKING:
+    from netpersona.cli.admin_cmd import AdminClient
+
+__all__ = ["reachability_lines", "register"]
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _client(ctx: typer.Context) -> AdminClient:
+    # Imported here: admin_cmd registers these commands, so it imports this module first.
+    from netpersona.cli.admin_cmd import AdminClient  # noqa: PLC0415
+
+    settings = ctx.obj
+    if not isinstance(settings, dict):
+        raise UsageError("run as netpersona admin ... (with --url and --token)")
+    if "client" not in settings:
+        settings["client"] = AdminClient(settings["url"], settings["token"])
+        ctx.call_on_close(settings["client"].close)
+    client = settings["client"]
+    assert isinstance(client, AdminClient)
+    return client
+
+
+def reachability_lines(answer: dict[str, Any]) -> list[str]:
+    """The connectivity part of a what-if answer, one line per pair that changes."""
+    note = answer.get("connectivity_note") or ""
+    if answer.get("connectivity") is None:
+        return [f"connectivity not compared: {note}"] if note else []
+    lines = [c["line"] for c in answer["connectivity"]]
+    if note:
+        lines.append(note)
+    count = answer.get("connectivity_count", len(lines))
+    lines.append(
+        f"{count} (from, to, service) pair(s) would gain or lose reachability"
+        if count
+        else "no reachability would change"
+    )
+    return lines
+
+
+def _print_verdict(answer: dict[str, Any]) -> None:
+    verdict = answer["verdict"]
+    out.print(
+        ("[green]yes[/green] " if answer["reachable"] else "[red]no[/red] ")
+        + escape(answer["summary"])
+    )
+    for reason in verdict["reasons"]:
+        mark = "ok  " if reason["allowed"] else "DROP"
+        field = f" [{reason['field']}]" if reason["field"] else ""
+        counter = f" -> {reason['counter']}" if reason["counter"] else ""
+        out.print(
+            escape(
+                f"  {mark} {reason['vm']} ({reason['persona'] or 'no persona'}) {reason['side']}"
+                f"{field}: {reason['rule']}{counter}"
+            )
+        )
+
+
+def register(admin: typer.Typer) -> None:
+    @admin.command("can")
+    def can(
+        ctx: typer.Context,
+        src: Annotated[str, typer.Argument(help="The sending instance.")],
+        dst: Annotated[str, typer.Argument(help="The receiving instance.")],
+        proto: Annotated[str, typer.Argument(help="tcp/5432, udp/53, icmp, postgres, ...")],
+        broadcast: Annotated[
+            bool, typer.Option("--broadcast", help="Sent to the subnet broadcast address.")
+        ] = False,
+        group: Annotated[
+            str | None, typer.Option("--group", help="Sent to this multicast group.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    ) -> None:
+        """Can SRC reach DST with PROTO? Exit 0 yes, 1 no; prints the rule that decides."""
+        if broadcast and group:
+            raise UsageError("--broadcast and --group exclude each other")
+        params: dict[str, Any] = {"from": src, "to": dst, "proto": proto}
+        if broadcast:
+            params["via"] = "broadcast"
+        if group:
+            params.update(via="multicast", group=group)
+        answer = _client(ctx).request("GET", "/v1/admin/reachability", params=params)
+        if as_json:
+            out.print_json(json.dumps(answer))
+        else:
+            _print_verdict(answer)
+        raise typer.Exit(0 if answer["reachable"] else 1)
+
+    @admin.command("reachability")
+    def reachability(
+        ctx: typer.Context,
+        instance: Annotated[
+            list[str] | None, typer.Option("--instance", "-i", help="An instance (repeatable).")
+        ] = None,
+        label: Annotated[
+            list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")
+        ] = None,
+        persona: Annotated[str | None, typer.Option(help="Only instances holding it.")] = None,
+        service: Annotated[
+            list[str] | None, typer.Option("--service", "-s", help="A service (repeatable).")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    ) -> None:
+        """The reachability matrix of a selection (default: the whole fleet, at most 100)."""
+        params: dict[str, Any] = {
+            "instance": instance or [],
+            "label": label or [],
+            "service": service or [],
+        }
+        if persona:
+            params["persona"] = persona
+        answer = _client(ctx).request("GET", "/v1/admin/reachability/matrix", params=params)
+        if as_json:
+            out.print_json(json.dumps(answer))
+            return
+        names = [i["id"] for i in answer["instances"]]
+        reach: dict[tuple[str, str], list[str]] = {}
+        for cell in answer["cells"]:
+            if cell["reachable"]:
+                reach.setdefault((cell["from"], cell["to"]), []).append(cell["service"])
+        table = Table(title="services that get through (rows send, columns receive)")
+        table.add_column("from\\to", style="bold")
+        for name in names:
+            table.add_column(escape(name))
+        for src in names:
+            row = [escape(src)]
+            for dst in names:
+                row.append(
+                    "·" if src == dst else escape(" ".join(reach.get((src, dst), [])) or "-")
+                )
+            table.add_row(*row)
+        out.print(table)
+        out.print(f"services: {escape(', '.join(answer['services']))}")

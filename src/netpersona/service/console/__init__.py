@@ -1,0 +1,1 @@
+"""The web console at ``/ui`` (see :mod:`netpersona.service.console.mount`)."""
