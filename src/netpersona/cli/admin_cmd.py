@@ -1,8 +1,9 @@
 """``netpersona admin ...``: drive a running metadata service through its admin API.
 
 The service URL and bearer token come from ``--url`` / ``--token`` or ``NETPERSONA_URL`` /
-``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree,
-so the CLI prints them (and picks the exit code) the same way as local errors.
+``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree by
+their ``code`` (:func:`error_from_answer`), so the CLI prints them (and picks the exit code) the
+same way as local errors.
 """
 
 from __future__ import annotations
@@ -19,28 +20,49 @@ from rich.markup import escape
 from rich.table import Table
 
 from netpersona.errors import (
-    Conflict,
     FieldError,
-    Forbidden,
     InvalidDocument,
     NetpersonaError,
-    NotFound,
-    PreconditionFailed,
-    Unauthorized,
     UsageError,
 )
 from netpersona.model import load_document, parse_persona
 
-__all__ = ["AdminClient", "register"]
+__all__ = ["AdminClient", "error_from_answer", "register"]
 
-_ERRORS: dict[int, type[NetpersonaError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    412: PreconditionFailed,
-    400: UsageError,
-}
+
+def _by_code() -> dict[str, type[NetpersonaError]]:
+    """Every code in the errors tree, to the most general class that has it and can be made
+    from a message (``command_failed`` comes back as a ``KernelError``, same exit code)."""
+    found: dict[str, type[NetpersonaError]] = {}
+    pending: list[tuple[type[NetpersonaError], type[NetpersonaError]]] = [
+        (NetpersonaError, NetpersonaError)
+    ]
+    while pending:
+        cls, usable = pending.pop(0)
+        if cls is InvalidDocument or "__init__" not in vars(cls):
+            usable = cls
+        found.setdefault(cls.code, usable)
+        pending.extend((sub, usable) for sub in cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _by_code()
+
+
+def error_from_answer(context: str, status: int, body: str) -> NetpersonaError:
+    """The error an API error answer stands for, found by its ``code``; ``context`` (e.g.
+    ``PUT /v1/admin/personas/db``) leads the message."""
+    try:
+        error = json.loads(body)["error"]
+        code, message = str(error["code"]), str(error.get("message", ""))
+        fields = [FieldError(e["pointer"], e["message"]) for e in error.get("errors", [])]
+    except (ValueError, KeyError, TypeError):
+        return NetpersonaError(f"{context}: the service answered {status}: {body[:200]}")
+    cls = _BY_CODE.get(code, NetpersonaError)
+    if cls is InvalidDocument:
+        return InvalidDocument(fields or [FieldError("", f"{context}: {message}")])
+    return cls(f"{context}: {message}")
+
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -70,17 +92,7 @@ class AdminClient:
             return None
         if response.is_success:
             return response.json()
-        try:
-            error = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            error = {"message": response.text or response.reason_phrase}
-        message = f"{method} {path}: {error.get('message', '')}"
-        if response.status_code == 422:
-            raise InvalidDocument(
-                [FieldError(e["pointer"], e["message"]) for e in error.get("errors", [])]
-                or [FieldError("", message)]
-            )
-        raise _ERRORS.get(response.status_code, NetpersonaError)(message)
+        raise error_from_answer(f"{method} {path}", response.status_code, response.text)
 
     def pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
