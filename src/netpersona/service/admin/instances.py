@@ -4,6 +4,7 @@ and what the service would answer each one and why."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -24,6 +25,7 @@ from netpersona.service.schemas import (
     instance_spec,
 )
 from netpersona.service.views import ViewKind
+from netpersona.store.base import ApiToken, Instance
 
 __all__ = ["router"]
 
@@ -58,14 +60,13 @@ async def replace_instance(
     ctx: Ctx, token: Operator, instance_id: str, body: InstanceBody, if_match: IfMatch = None
 ) -> JSONResponse:
     spec = instance_spec(body)
-    done = await change(
+    return await _changed(
         ctx,
         token,
         "instance",
         lambda expect: ctx.store.replace_instance(instance_id, spec, actor(token), expect),
-        if_match=if_match,
+        if_match,
     )
-    return answer(done.to_json(), etag("r", done.revision))
 
 
 @router.delete("/instances/{instance_id}", status_code=204)
@@ -94,14 +95,13 @@ async def patch_labels(
     errors = check_labels(changes, at="")
     if errors:
         raise InvalidDocument(errors)
-    done = await change(
+    return await _changed(
         ctx,
         token,
         "labels",
         lambda expect: ctx.store.patch_labels(instance_id, changes, actor(token), expect),
-        if_match=if_match,
+        if_match,
     )
-    return answer(done.to_json(), etag("r", done.revision))
 
 
 @router.put("/instances/{instance_id}/pin")
@@ -122,15 +122,26 @@ async def unpin_instance(
 
 
 async def _set_pin(
-    ctx: Ctx, token: Operator, instance_id: str, persona: str | None, if_match: str | None
+    ctx: Ctx, token: ApiToken, instance_id: str, persona: str | None, if_match: str | None
 ) -> JSONResponse:
-    done = await change(
+    return await _changed(
         ctx,
         token,
         "pin",
         lambda expect: ctx.store.set_pin(instance_id, persona, actor(token), expect),
-        if_match=if_match,
+        if_match,
     )
+
+
+async def _changed(
+    ctx: Ctx,
+    token: ApiToken,
+    kind: str,
+    op: Callable[[int | None], Instance],
+    if_match: str | None,
+) -> JSONResponse:
+    """A change to one instance, answered with the instance as it is now (ETag ``"r<n>"``)."""
+    done = await change(ctx, token, kind, op, if_match=if_match)
     return answer(done.to_json(), etag("r", done.revision))
 
 
