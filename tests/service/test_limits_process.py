@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
+from netpersona.system.command import run
 from tests.service.conftest import persona_doc
-from tests.service.serve_process import ServeProcess, serve
+from tests.service.serve_process import NETPERSONA, ServeProcess, serve
 
 pytestmark = pytest.mark.subprocess
 
@@ -228,3 +229,17 @@ def test_a_vm_is_served_with_the_limits_in_place(tmp_path: Path) -> None:
             assert waited.status_code == 200
             report = vm.post("/v1/instance/status", json={"result": "applied"})
             assert report.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-connections", "100000000"), ("--header-timeout", "0")]
+)
+def test_limits_that_cannot_hold_are_refused_at_start(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    done = run(
+        [NETPERSONA, "serve", "--data-dir", str(tmp_path / "data"), option, value], check=False
+    )
+    assert done.returncode == 2
+    assert f"error (usage_error) {option} {value}" in done.stderr
+    assert not (tmp_path / "data").exists()
