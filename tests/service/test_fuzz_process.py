@@ -5,6 +5,11 @@ requests that fit it (positive) and requests that break it (negative: wrong type
 range numbers, missing fields); admin calls carry a valid admin token and VM calls come from
 an instance's address with its session token, so the cases reach past authentication. A
 bounded number of cases per operation keeps the run near a minute on a loaded machine.
+
+Random generation seldom hits the values that once broke the service, so every parameter of
+every operation is also sent each of :data:`EDGES` (non-ASCII digits, 5,000 digits, 2^63, ...),
+and every operation with a body each of :data:`EDGE_BODIES` (deep nesting, NaN, a lone
+surrogate, integers past 64 bits).
 """
 
 from __future__ import annotations
@@ -29,6 +34,31 @@ from tests.service.serve_process import ServeProcess, serve
 pytestmark = pytest.mark.subprocess
 
 CASES_PER_OPERATION = 30
+EDGES = ["\u00b2", "9" * 5000, str(2**63), "-1", "0", "", "%ED%B2%80", "x" * 3000]
+EDGE_BODIES = [
+    b"[" * 1000 + b"]" * 1000,
+    b'{"x": NaN, "value": NaN, "version": NaN}',
+    b'{"value": "\\udc80", "name": "\\udc80", "persona": "\\udc80"}',
+    b'{"version": 9223372036854775808, "result": "applied", "drops": {"x": 1e999}}',
+    b'{"network_persona": {"priority": 1, "x-n": 1' + b"0" * 5000 + b"}}",
+    b"\xff\xfe not utf-8",
+]
+# A valid value for each path parameter, so that the edge lands in the one parameter tried.
+SEEDS = {
+    "instance_id": "vm2",
+    "name": "db",
+    "version": "1",
+    "key": "threat_level",
+    "token_id": "tok-00000000",
+}
+
+
+def _fill(template: str, **overrides: str) -> str:
+    for name, seed in {**SEEDS, **overrides}.items():
+        template = template.replace("{" + name + "}", seed)
+    return template
+
+
 BUDGET_SECONDS = 75
 
 
@@ -102,6 +132,50 @@ def _fuzz(
     return seen, server_errors
 
 
+def _edge_requests(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, requests arguments) putting each edge in each parameter and body."""
+    found = []
+    for template, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            path = _fill(template)
+            kwargs: dict[str, Any]
+            for parameter in operation.get("parameters", []):
+                for edge in EDGES:
+                    where, name = parameter["in"], parameter["name"]
+                    if where == "path":
+                        url, kwargs = _fill(template, **{name: edge}), {}
+                    elif where == "query":
+                        url, kwargs = path, {"params": {name: edge}}
+                    else:
+                        url, kwargs = path, {"headers": {name: edge}}
+                    found.append((method.upper(), url, kwargs))
+            if "requestBody" in operation:
+                for body in EDGE_BODIES:
+                    kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
+                    found.append((method.upper(), path, kwargs))
+    return found
+
+
+def _edges(
+    server: ServeProcess, admin: requests.Session, vm: requests.Session, session_token: str
+) -> list[str]:
+    spec = requests.get(server.url + "/openapi.json", timeout=30).json()
+    server_errors = []
+    for method, path, kwargs in _edge_requests(spec):
+        is_admin = path.startswith("/v1/admin")
+        session = admin if is_admin else vm
+        headers = (
+            {"Authorization": f"Bearer {server.admin_token}"}
+            if is_admin
+            else {TOKEN_HEADER: session_token}
+        )
+        headers.update(kwargs.pop("headers", {}))
+        response = session.request(method, server.url + path, headers=headers, timeout=30, **kwargs)
+        if response.status_code >= 500:
+            server_errors.append(f"{method} {path} {kwargs} -> {response.status_code}")
+    return server_errors
+
+
 def test_generated_requests_never_get_a_5xx(tmp_path: Path) -> None:
     with serve(tmp_path / "data") as server:
         _seed(server)
@@ -123,6 +197,7 @@ def test_generated_requests_never_get_a_5xx(tmp_path: Path) -> None:
                 count, errors = _fuzz(operation, server.url, vm, {TOKEN_HEADER: session_token})
             seen += count
             server_errors += errors
+        server_errors += _edges(server, admin, vm, session_token)
         assert server_errors == []
         assert seen > 300
         assert server.process is not None
