@@ -8,7 +8,8 @@ front of the routes and, for any request that carries a body:
    at once (413);
 2. checks who is calling (a valid bearer token under ``/v1/admin``; on the VM routes, that the
    source address belongs to an instance) and refuses a stranger (401/403) without reading;
-3. reads the body, counting a chunked one as it arrives and stopping at the limit (413);
+3. reads the body, counting a chunked one as it arrives and stopping at the limit (413), within
+   :data:`BODY_TIMEOUT` seconds (400: a body sent a byte at a time must not hold a request);
 4. parses it as strict JSON (:mod:`netpersona.service.strict_json`; 422 with a pointer) and
    hands the bytes on to the route, with the parsed document at ``scope["state"]``.
 
@@ -18,6 +19,7 @@ read. A request without a body (most of them: every GET an agent makes) passes s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,15 @@ from netpersona.service.callers import SCOPE_TOKEN, admin_token, identify, sourc
 from netpersona.service.context import ServiceContext
 from netpersona.service.strict_json import parse_json, shown
 
-__all__ = ["BODY_LIMITS", "NO_BODY_LIMIT", "SCOPE_BODY", "BodyLimit", "RequestGuard", "limit_for"]
+__all__ = [
+    "BODY_LIMITS",
+    "BODY_TIMEOUT",
+    "NO_BODY_LIMIT",
+    "SCOPE_BODY",
+    "BodyLimit",
+    "RequestGuard",
+    "limit_for",
+]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -65,6 +75,7 @@ BODY_LIMITS: tuple[BodyLimit, ...] = (
     _limit("POST", "/v1/instance/status", 64 * KiB, "VM status report"),
 )
 NO_BODY_LIMIT = 4 * KiB  # every route and method not in the table
+BODY_TIMEOUT = 30.0  # seconds from the end of the header section to the end of the body
 
 _COMPILED = tuple((entry, entry.pattern) for entry in BODY_LIMITS)
 
@@ -82,9 +93,12 @@ Responder = Callable[[BaseException, bool], ASGIApp]
 class RequestGuard:
     """See the module docstring. ``respond(error, close)`` is the app's one error mapping."""
 
-    def __init__(self, app: ASGIApp, respond: Responder) -> None:
+    def __init__(
+        self, app: ASGIApp, respond: Responder, body_timeout: float = BODY_TIMEOUT
+    ) -> None:
         self.app = app
         self.respond = respond
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,34 +142,48 @@ class RequestGuard:
             if int(text) == 0:
                 return b""
         await self._authenticate(scope)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(_too_large(scope, limit, "more"))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await _receive_body(scope, receive, limit)
+        except TimeoutError:
+            raise UsageError(
+                f"{scope['method']} {scope['path']}: the body did not arrive within "
+                f"{self.body_timeout:g} s"
+            ) from None
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
             scope.setdefault("state", {})[SCOPE_BODY] = parse_json(body)
         return body
 
     async def _authenticate(self, scope: Scope) -> None:
         path: str = scope["path"]
+        admin = path.startswith("/v1/admin")
+        if not admin and not path.startswith(("/v1/instance", "/v1/token", "/v1/keys")):
+            return  # a route with no caller to check (and a 4 KiB limit)
         ctx = scope["app"].state.netpersona
         assert isinstance(ctx, ServiceContext)
         headers = Headers(scope=scope)
-        if path.startswith("/v1/admin"):
+        if admin:
             token = await admin_token(ctx, headers.get("authorization"))
             scope.setdefault("state", {})[SCOPE_TOKEN] = token
-        elif path.startswith(("/v1/instance", "/v1/token", "/v1/keys")):
+        else:
             identify(ctx, source_address(scope, headers))
+
+
+async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(scope, limit, "more"))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def _too_large(scope: Scope, limit: int, size: str) -> str:
