@@ -7,32 +7,49 @@ an ``httpx.HTTPTransport(uds=...)``); it imports neither the CLI framework nor t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
-from netpersona.errors import (
-    Conflict,
-    FieldError,
-    Forbidden,
-    InvalidDocument,
-    NetpersonaError,
-    NotFound,
-    PreconditionFailed,
-    Unauthorized,
-    UsageError,
-)
+from netpersona.errors import FieldError, InvalidDocument, NetpersonaError, UsageError
 
-__all__ = ["AdminClient"]
+__all__ = ["AdminClient", "error_from_answer"]
 
-_ERRORS: dict[int, type[NetpersonaError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    412: PreconditionFailed,
-    400: UsageError,
-}
+
+def _by_code() -> dict[str, type[NetpersonaError]]:
+    """Every code in the errors tree, to the most general class that has it and can be made
+    from a message (``command_failed`` comes back as a ``KernelError``, same exit code)."""
+    found: dict[str, type[NetpersonaError]] = {}
+    pending: list[tuple[type[NetpersonaError], type[NetpersonaError]]] = [
+        (NetpersonaError, NetpersonaError)
+    ]
+    while pending:
+        cls, usable = pending.pop(0)
+        if cls is InvalidDocument or "__init__" not in vars(cls):
+            usable = cls
+        found.setdefault(cls.code, usable)
+        pending.extend((sub, usable) for sub in cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _by_code()
+
+
+def error_from_answer(context: str, status: int, body: str) -> NetpersonaError:
+    """The error an API error answer stands for, found by its ``code`` (the one mapping from
+    the API back to the errors tree); ``context`` (e.g. ``PUT /v1/admin/personas/db``) leads
+    the message."""
+    try:
+        error = json.loads(body)["error"]
+        code, message = str(error["code"]), str(error.get("message", ""))
+        fields = [FieldError(e["pointer"], e["message"]) for e in error.get("errors", [])]
+    except (ValueError, KeyError, TypeError):
+        return NetpersonaError(f"{context}: the service answered {status}: {body[:200]}")
+    cls = _BY_CODE.get(code, NetpersonaError)
+    if cls is InvalidDocument:
+        return InvalidDocument(fields or [FieldError("", f"{context}: {message}")])
+    return cls(f"{context}: {message}")
 
 
 class AdminClient:
@@ -60,17 +77,7 @@ class AdminClient:
             return None
         if response.is_success:
             return response.json()
-        try:
-            error = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            error = {"message": response.text or response.reason_phrase}
-        message = f"{method} {path}: {error.get('message', '')}"
-        if response.status_code == 422:
-            raise InvalidDocument(
-                [FieldError(e["pointer"], e["message"]) for e in error.get("errors", [])]
-                or [FieldError("", message)]
-            )
-        raise _ERRORS.get(response.status_code, NetpersonaError)(message)
+        raise error_from_answer(f"{method} {path}", response.status_code, response.text)
 
     def pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

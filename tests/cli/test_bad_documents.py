@@ -123,7 +123,7 @@ def test_plan_of_a_bad_file_is_one_error_line_and_exit_1(
     assert (code, out) == (1, "")
     assert "Traceback" not in err
     [line] = err.splitlines()
-    assert line.startswith(f"error {bad_files[name]}: {pointer}: ")
+    assert line.startswith(f"error (invalid_document) {bad_files[name]}: {pointer}: ")
     assert message in line
 
 
@@ -173,13 +173,13 @@ def test_policy_commands_refuse_a_bad_persona_or_inventory_file(
         ["policy", "validate", policy, "--personas", str(personas)], monkeypatch, capsys
     )
     assert code == 1
-    assert err.startswith(f"error {personas / 'web.yaml'}: /: is not UTF-8")
+    assert err.startswith(f"error (invalid_document) {personas / 'web.yaml'}: /: is not UTF-8")
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text("instances: " + "[" * 100 + "]" * 100 + "\n")
     argv = ["policy", "explain", policy, "--personas", str(EXAMPLES), "--inventory", str(inventory)]
     code, _, err = run(argv, monkeypatch, capsys)
     assert code == 1
-    assert f"error {inventory}: /: nests deeper than 32 levels" in err
+    assert f"error (invalid_document) {inventory}: /: nests deeper than 32 levels" in err
     assert "Traceback" not in err
 
 

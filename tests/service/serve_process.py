@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ class ServeProcess:
     port: int
     process: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()
+    open_files: int | None = None  # the process's RLIMIT_NOFILE (soft and hard)
 
     @property
     def url(self) -> str:
@@ -56,6 +58,7 @@ class ServeProcess:
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=self._limit_open_files if self.open_files else None,  # noqa: PLW1509
         )
         log.close()
         deadline = time.monotonic() + 20
@@ -67,6 +70,18 @@ class ServeProcess:
                     return
             time.sleep(0.05)
         raise AssertionError("netpersona serve did not start listening within 20s")
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+
+    def rss(self) -> int:
+        """The process's resident memory, in bytes."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -85,8 +100,10 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, *extra_args: str) -> Iterator[ServeProcess]:
-    server = ServeProcess(data_dir, free_port(), extra_args=extra_args)
+def serve(
+    data_dir: Path, *extra_args: str, open_files: int | None = None
+) -> Iterator[ServeProcess]:
+    server = ServeProcess(data_dir, free_port(), extra_args=extra_args, open_files=open_files)
     try:
         server.start()
         yield server

@@ -1,8 +1,9 @@
 """``netpersona admin ...``: drive a running metadata service through its admin API.
 
 The service URL and bearer token come from ``--url`` / ``--token`` or ``NETPERSONA_URL`` /
-``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree,
-so the CLI prints them (and picks the exit code) the same way as local errors.
+``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree by
+their ``code`` (:func:`error_from_answer`), so the CLI prints them (and picks the exit code) the
+same way as local errors.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from netpersona.admin_client import AdminClient
+from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
 from netpersona.cli.reachability_cmd import reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
-__all__ = ["AdminClient", "register"]
+__all__ = ["AdminClient", "error_from_answer", "register"]
+
 
 out = Console(highlight=False, soft_wrap=True)
 

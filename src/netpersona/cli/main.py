@@ -1,7 +1,8 @@
 """The ``netpersona`` command: one Typer app, with each group of commands in its own module.
 
-Errors from the :mod:`netpersona.errors` tree are turned into a message on stderr and the
-error's exit code here, once, so no command handles them itself.
+Errors from the :mod:`netpersona.errors` tree are turned into lines on stderr and the error's
+exit code here, once, so no command handles them itself. Every line has one form,
+``error (<code>) <message>``; a document with several problems gets one line per problem.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from netpersona.cli import (
     policy_cmd,
     serve_cmd,
 )
-from netpersona.errors import InvalidDocument, NetpersonaError
+from netpersona.errors import NetpersonaError
 
 app = typer.Typer(
     name="netpersona",
@@ -46,10 +47,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 def main() -> None:
     try:
         app(standalone_mode=True)
-    except InvalidDocument as exc:
-        for line in str(exc).splitlines():
-            stderr.print(f"[red]error[/red] {escape(line)}")
-        sys.exit(exc.exit_code)
     except NetpersonaError as exc:
-        stderr.print(f"[red]error[/red] ({exc.code}) {escape(str(exc))}")
+        for line in str(exc).splitlines() or [""]:
+            stderr.print(f"[red]error[/red] ({exc.code}) {escape(line)}")
         sys.exit(exc.exit_code)

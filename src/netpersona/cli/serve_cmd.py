@@ -46,6 +46,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
 DEFAULT_CERTIFICATE_LIFETIME = 3600  # netpersona.service.certificates.DEFAULT_LIFETIME
+DEFAULT_HEADER_TIMEOUT = 10.0  # netpersona.service.connections.DEFAULT_HEADER_TIMEOUT
 
 log = structlog.get_logger("netpersona.serve")
 
@@ -227,14 +228,38 @@ def register(app: typer.Typer) -> None:
                 " left.",
             ),
         ] = DEFAULT_CERTIFICATE_LIFETIME,
+        header_timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds a connection has to send a request's header section (a new"
+                " connection, or the next request on a kept-alive one); then it is closed.",
+            ),
+        ] = DEFAULT_HEADER_TIMEOUT,
+        max_connections: Annotated[
+            int | None,
+            typer.Option(
+                help="Open connections at most; more are closed at once. Default: the open"
+                " files limit (ulimit -n) less 64 kept for the database and logs.",
+            ),
+        ] = None,
     ) -> None:
         """Run the metadata service (VM-facing API, admin API, /metrics)."""
         # The web stack loads only for this command: the agent shares this CLI and must not
         # import it.
         from netpersona.service import create_app  # noqa: PLC0415
+        from netpersona.service.connections import (  # noqa: PLC0415
+            KEEP_ALIVE_TIMEOUT,
+            ConnectionLimits,
+            default_max_connections,
+            limited_protocol,
+        )
         from netpersona.service.keyring import KeyFile  # noqa: PLC0415
 
         host, port = parse_listen(listen)
+        limits = ConnectionLimits(
+            header_timeout,
+            default_max_connections() if max_connections is None else max_connections,
+        )
         configure_logging(log_level)
         _check_database_is_there(data_dir, db)
         store = open_data_store(data_dir, db, create=True)
@@ -246,7 +271,12 @@ def register(app: typer.Typer) -> None:
             with _data_dir_errors(data_dir):
                 keys.load_or_create(time.time())
             app_ = create_app(store, keys=keys, certificate_lifetime=certificate_lifetime)
-            log.info("serving", listen=f"{host}:{port}", data_dir=str(data_dir))
+            log.info(
+                "serving",
+                listen=f"{host}:{port}",
+                data_dir=str(data_dir),
+                max_connections=limits.max_connections,
+            )
             config = uvicorn.Config(
                 app_,
                 host=host,
@@ -254,6 +284,8 @@ def register(app: typer.Typer) -> None:
                 log_level=log_level,
                 access_log=False,
                 backlog=8192,
+                http=limited_protocol(limits),
+                timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
                 # Long polls would otherwise hold a shutdown for their whole timeout; agents
                 # reconnect and resume by ETag.
                 timeout_graceful_shutdown=2,

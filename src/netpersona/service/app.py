@@ -1,8 +1,11 @@
 """The ASGI application: VM-facing API, admin API, ``/metrics``, and one error mapping.
 
 Every :class:`~netpersona.errors.NetpersonaError` becomes ``{"error": {"code", "message",
-"errors"?}}`` with the error's ``http_status``, here and nowhere else; FastAPI's own request
-validation errors are given the same shape, with RFC 6901 pointers into the request body.
+"errors"?}}`` with the error's ``http_status``, here and nowhere else (:func:`error_response`);
+FastAPI's own request validation errors are given the same shape, with RFC 6901 pointers into
+the request body. Any other exception becomes the same body with code ``error`` and status 500
+(and is logged), never the framework's bare text: :class:`ErrorBoundary` catches whatever the
+routes and the request guard let through.
 """
 
 from __future__ import annotations
@@ -19,33 +22,92 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netpersona.errors import FieldError, InvalidDocument, NetpersonaError
 from netpersona.model.parse import escape_pointer
-from netpersona.service import admin_api, vm_api
+from netpersona.service import admin, vm_api
 from netpersona.service.auth import SessionTokens
 from netpersona.service.certificates import DEFAULT_LIFETIME, CertificateAuthority
 from netpersona.service.console.mount import mount_console
 from netpersona.service.context import ServiceContext
 from netpersona.service.fleet import Fleet
+from netpersona.service.guard import RequestGuard
 from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
 from netpersona.service.metrics import MetricsMiddleware, ServiceMetrics
 from netpersona.service.views import PersonaResolver
 from netpersona.store.base import Store
 
-__all__ = ["create_app", "renew_interval"]
+__all__ = ["ErrorBoundary", "create_app", "error_response", "renew_interval"]
 
 log = structlog.get_logger("netpersona.service")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
 
 
-def _error(status: int, code: str, message: str, errors: Sequence[FieldError] = ()) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
+def _text(text: str) -> str:
+    # A message may quote what the client sent; the answer must still be valid UTF-8.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    errors: Sequence[FieldError] = (),
+    close: bool = False,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": _text(message)}
     if errors:
-        body["errors"] = [{"pointer": e.pointer, "message": e.message} for e in errors]
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        body["errors"] = [
+            {"pointer": _text(e.pointer), "message": _text(e.message)} for e in errors
+        ]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if close:
+        headers["Connection"] = "close"
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def error_response(exc: BaseException, close: bool = False) -> JSONResponse:
+    """The one mapping of an exception to the API's error body; ``close`` ends the connection
+    (the request's body was not read)."""
+    if isinstance(exc, NetpersonaError):
+        errors = exc.errors if isinstance(exc, InvalidDocument) else ()
+        return _error(exc.http_status, exc.code, str(exc), errors, close)
+    return _error(
+        500,
+        NetpersonaError.code,
+        "the service failed to answer this request; the cause is in its log",
+        close=close,
+    )
+
+
+class ErrorBoundary:
+    """Whatever escapes the routes becomes the documented error body (if nothing was sent
+    yet); an unexpected exception is logged with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if not isinstance(exc, NetpersonaError):
+                log.exception("request failed", method=scope["method"], path=scope["path"])
+            if started:
+                raise
+            await error_response(exc, close=True)(scope, receive, send)
 
 
 def _pointer(location: Sequence[int | str]) -> str:
@@ -121,8 +183,11 @@ def create_app(
         metrics=metrics,
     )
     app.include_router(vm_api.router)
-    app.include_router(admin_api.router)
+    app.include_router(admin.router)
     mount_console(app)
+    # Outermost last: metrics see every answer, including the guard's and the boundary's.
+    app.add_middleware(RequestGuard, respond=error_response)
+    app.add_middleware(ErrorBoundary)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
@@ -132,9 +197,7 @@ def create_app(
 
     @app.exception_handler(NetpersonaError)
     async def netpersona_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, NetpersonaError)
-        errors = exc.errors if isinstance(exc, InvalidDocument) else ()
-        return _error(exc.http_status, exc.code, str(exc), errors)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:

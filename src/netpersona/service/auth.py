@@ -21,6 +21,7 @@ from collections.abc import Callable
 from ipaddress import ip_address
 
 from netpersona.errors import Forbidden, Unauthorized, UsageError
+from netpersona.service.strict_json import ascii_int
 
 __all__ = [
     "FORWARDING_HEADERS",
@@ -35,6 +36,7 @@ __all__ = [
 TOKEN_HEADER = "X-Netpersona-Token"  # noqa: S105 (a header name, not a secret)
 TOKEN_TTL_HEADER = "X-Netpersona-Token-TTL-Seconds"  # noqa: S105
 MAX_TOKEN_TTL = 21600  # six hours, IMDSv2's maximum
+MAX_TOKEN_LENGTH = 128  # an expiry, a dot and a base64url SHA-256 MAC are 55
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
 
 
@@ -76,11 +78,7 @@ class SessionTokens:
     def parse_ttl(value: str | None) -> int:
         if value is None:
             raise UsageError(f"{TOKEN_TTL_HEADER} is required (seconds, 1..{MAX_TOKEN_TTL})")
-        if not value.strip().isdigit() or not 1 <= int(value) <= MAX_TOKEN_TTL:
-            raise UsageError(
-                f"{TOKEN_TTL_HEADER}: {value!r} is not a TTL (expected seconds, 1..{MAX_TOKEN_TTL})"
-            )
-        return int(value)
+        return ascii_int(value, TOKEN_TTL_HEADER, 1, MAX_TOKEN_TTL, UsageError, "a TTL in seconds")
 
     def issue(self, address: str, instance_id: str, ttl: int) -> str:
         expiry = int(self._clock()) + ttl
@@ -93,7 +91,16 @@ class SessionTokens:
                 "header"
             )
         expiry_text, _, mac = token.partition(".")
-        if not expiry_text.isdigit() or not hmac.compare_digest(
+        # Printable ASCII of bounded length only: compare_digest refuses other text, and int()
+        # other digits or too many of them.
+        well_formed = (
+            len(token) <= MAX_TOKEN_LENGTH
+            and token.isascii()
+            and token.isprintable()
+            and expiry_text.isdigit()
+            and len(expiry_text) <= 12
+        )
+        if not well_formed or not hmac.compare_digest(
             mac, self._mac(address, instance_id, int(expiry_text))
         ):
             raise Unauthorized(

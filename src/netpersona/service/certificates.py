@@ -153,7 +153,6 @@ class CertificateAuthority:
         """``view`` with certificate and key views, issuing what is due; and whether any
         certificate or the key set differs from those ``view`` carries."""
         now_f = self.clock()
-        now = int(now_f)
         ring = self.keys.current()
         signer = ring.signer(now_f)
         keys_view = View.of(ring.key_set(now_f).to_jwks())
@@ -171,29 +170,8 @@ class CertificateAuthority:
         certificates = {} if full else dict(view.certificates)
         for gone in [i for i in certificates if i not in view.instances]:
             del certificates[gone]
-        fresh: list[IssuedCertificate] = []
-        for instance_id, instance in view.instances.items():
-            version = view.effective.get(instance_id)
-            seen = self._basis.get(instance_id)
-            if seen is not None and seen[0] is instance and seen[1] is version:
-                continue
-            self._basis[instance_id] = (instance, version)
-            certificates.pop(instance_id, None)
-            summary = self._summary(view, instance, signer)
-            if summary is None or summary.cert is None:
-                continue
-            last = self._issued.get(instance_id)
-            if last is None or last.summary != summary.text or now_f > self.due_at(last):
-                issued = self._issue(summary, signer, now)
-                if issued is None:
-                    continue
-                fresh.append(issued)
-                last = issued
-            certificates[instance_id] = self._view_of(last)
-        for cache in (self._summaries, self._views, self._basis):
-            if len(cache) > len(view.instances):
-                for gone in [i for i in cache if i not in view.instances]:
-                    del cache[gone]
+        fresh = self._certify(view, certificates, signer, now_f)
+        self._forget_gone(view)
         # Saved before anything is served: a restart never serves a lower seq.
         self.store.save_certificates(fresh)
         for issued in fresh:
@@ -201,11 +179,70 @@ class CertificateAuthority:
         if fresh:
             log.info("certificates issued", count=len(fresh))
         self._kid = signer.kid
-        due = [self.due_at(self._issued[i]) for i in (certificates if full else ())]
-        due.extend(self.due_at(issued) for issued in fresh)
-        self._next_due = min([*due, self._next_due if not full else float("inf")])
+        self._next_due = self._earliest_due(certificates if full else {}, fresh, full)
         changed = changed or fresh != [] or certificates.keys() != view.certificates.keys()
         return replace(view, certificates=certificates, keys=keys_view), changed
+
+    def _certify(
+        self,
+        view: FleetView,
+        certificates: dict[str, View],
+        signer: SigningKey,
+        now_f: float,
+    ) -> list[IssuedCertificate]:
+        """Bring ``certificates`` up to date for every instance that changed since the last
+        call; the certificates that had to be issued for that."""
+        fresh: list[IssuedCertificate] = []
+        for instance_id, instance in view.instances.items():
+            if self._seen_before(instance_id, instance, view.effective.get(instance_id)):
+                continue
+            certificates.pop(instance_id, None)
+            summary = self._summary(view, instance, signer)
+            if summary is None or summary.cert is None:
+                continue
+            served = self._current(summary, signer, now_f)
+            if served is None:
+                continue
+            if served is not self._issued.get(instance_id):  # issued just now
+                fresh.append(served)
+            certificates[instance_id] = self._view_of(served)
+        return fresh
+
+    def _seen_before(
+        self, instance_id: str, instance: Instance, version: EffectivePersona | None
+    ) -> bool:
+        """Whether the last call saw the same instance and effective version (then its
+        certificate stands); records this call's."""
+        seen = self._basis.get(instance_id)
+        if seen is not None and seen[0] is instance and seen[1] is version:
+            return True
+        self._basis[instance_id] = (instance, version)
+        return False
+
+    def _current(
+        self, summary: _Summary, signer: SigningKey, now_f: float
+    ) -> IssuedCertificate | None:
+        """The certificate to serve for ``summary``: the last one issued while it still
+        certifies the same and is not due, else a new one; None when it cannot be certified."""
+        last = self._issued.get(summary.instance.id)
+        if last is not None and last.summary == summary.text and now_f <= self.due_at(last):
+            return last
+        return self._issue(summary, signer, int(now_f))
+
+    def _forget_gone(self, view: FleetView) -> None:
+        for cache in (self._summaries, self._views, self._basis):
+            if len(cache) > len(view.instances):
+                for gone in [i for i in cache if i not in view.instances]:
+                    del cache[gone]
+
+    def _earliest_due(
+        self, served: Mapping[str, View], fresh: list[IssuedCertificate], full: bool
+    ) -> float:
+        """When the next certificate falls due: of all served after a full pass, else of
+        those just issued and the earliest known before."""
+        due = [self.due_at(self._issued[i]) for i in served]
+        due.extend(self.due_at(issued) for issued in fresh)
+        return min([*due, float("inf") if full else self._next_due])
 
     def _view_of(self, issued: IssuedCertificate) -> View:
         cached = self._views.get(issued.instance_id)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from netpersona.service.auth import SessionTokens
 from netpersona.service.fleet import Fleet
 from netpersona.service.metrics import ServiceMetrics
 from netpersona.store.base import Store
 
-__all__ = ["ServiceContext", "service"]
+__all__ = ["Ctx", "ServiceContext", "service"]
 
 
 @dataclass(slots=True)
@@ -27,3 +28,6 @@ async def service(request: Request) -> ServiceContext:
     ctx = request.app.state.netpersona
     assert isinstance(ctx, ServiceContext)
     return ctx
+
+
+Ctx = Annotated[ServiceContext, Depends(service)]

@@ -8,7 +8,8 @@ pointers, so both kinds of problem reach the client in the same form.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import ip_address, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,8 @@ from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 from netpersona.model.parse import escape_pointer
 from netpersona.records import Instance, Interface, Tier
+from netpersona.service.auth import canonical_address
+from netpersona.service.strict_json import INT64_MAX
 from netpersona.store.base import Role
 
 __all__ = [
@@ -47,7 +50,7 @@ class InterfaceBody(_Body):
         addresses = []
         for index, text in enumerate(self.addresses):
             try:
-                addresses.append(str(ip_interface(text)))
+                addresses.append(_interface_address(text))
             except ValueError:
                 errors.append(
                     FieldError(
@@ -58,11 +61,25 @@ class InterfaceBody(_Body):
         return Interface(self.name, tuple(addresses), self.tier)
 
 
+def _interface_address(text: str) -> str:
+    """``10.0.0.5/24`` as written; ``::ffff:10.0.0.5/120`` as the IPv4 ``10.0.0.5/24``."""
+    parsed = ip_interface(text)
+    if (
+        isinstance(parsed, IPv6Interface)
+        and parsed.ip.ipv4_mapped
+        and parsed.network.prefixlen >= 96
+    ):
+        return str(IPv4Interface(f"{parsed.ip.ipv4_mapped}/{parsed.network.prefixlen - 96}"))
+    return str(parsed)
+
+
 def _addresses(texts: list[str], errors: list[FieldError]) -> tuple[str, ...]:
+    """Canonical addresses (an IPv4-mapped IPv6 address is its IPv4 address, as a VM's source
+    address is): one address, one instance, however written."""
     addresses: list[str] = []
     for index, text in enumerate(texts):
         try:
-            address = str(ip_address(text))
+            address = canonical_address(str(ip_address(text)))
         except ValueError:
             errors.append(FieldError(f"/addresses/{index}", f"{text!r} is not an IP address"))
             continue
@@ -113,7 +130,7 @@ class PinBody(_Body):
 
 
 class RestoreBody(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT64_MAX)
 
 
 class ValueBody(_Body):
@@ -138,10 +155,12 @@ class StatusBody(_Body):
     """What an agent reports after applying (or failing to apply) its persona."""
 
     persona: str | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=INT64_MAX)
     result: str = Field(pattern=r"^(applied|failed|removed)$")
     message: str = Field(default="", max_length=65536)
-    drops: dict[str, int] = Field(default_factory=dict)
+    drops: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0, le=INT64_MAX)]] = (
+        Field(default_factory=dict, max_length=256)
+    )
 
 
 def check_instance_id(instance_id: str, pointer: str = "/id") -> None:

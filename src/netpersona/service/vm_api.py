@@ -14,15 +14,12 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from netpersona.errors import FieldError, Forbidden, InvalidDocument, NotFound
-from netpersona.service.auth import (
-    TOKEN_HEADER,
-    TOKEN_TTL_HEADER,
-    canonical_address,
-    refuse_forwarded,
-)
-from netpersona.service.context import ServiceContext, service
+from netpersona.errors import FieldError, InvalidDocument, NotFound
+from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
+from netpersona.service.callers import identify, source_address
+from netpersona.service.context import Ctx, ServiceContext, service
 from netpersona.service.schemas import StatusBody
+from netpersona.service.strict_json import shown
 from netpersona.service.views import View, ViewKind, normalize_etag
 from netpersona.store.base import Instance, InstanceStatus
 
@@ -36,17 +33,7 @@ MAX_WAIT = 3600
 
 
 def _source(request: Request) -> str:
-    refuse_forwarded(request.headers)
-    if request.client is None:
-        raise Forbidden("the request has no source address, so no instance can be identified")
-    return canonical_address(request.client.host)
-
-
-def _identify(ctx: ServiceContext, address: str) -> Instance:
-    instance = ctx.fleet.view.instance_for_address(address)
-    if instance is None:
-        raise Forbidden(f"no instance is known by the address {address}")
-    return instance
+    return source_address(request.scope, request.headers)
 
 
 async def caller(
@@ -56,13 +43,12 @@ async def caller(
 ) -> Instance:
     """The instance making the request, after its session token is checked."""
     address = _source(request)
-    instance = _identify(ctx, address)
+    instance = identify(ctx, address)
     ctx.sessions.check(token, address, instance.id)
     return instance
 
 
 Caller = Annotated[Instance, Depends(caller)]
-Ctx = Annotated[ServiceContext, Depends(service)]
 
 
 @router.put("/token", response_class=PlainTextResponse)
@@ -74,7 +60,7 @@ async def put_token(
     """A session token for the calling instance, valid from its address for ``ttl`` seconds."""
     address = _source(request)
     seconds = ctx.sessions.parse_ttl(ttl)
-    instance = _identify(ctx, address)
+    instance = identify(ctx, address)
     return PlainTextResponse(
         ctx.sessions.issue(address, instance.id, seconds),
         headers={TOKEN_TTL_HEADER: str(seconds), "Cache-Control": "no-store"},
@@ -109,13 +95,15 @@ class Watch:
         errors = []
         wait = query.get("wait_for_change", "false").lower()
         if wait not in _BOOLEANS:
-            errors.append(FieldError("/wait_for_change", f"{wait!r} is not true or false"))
+            errors.append(FieldError("/wait_for_change", f"{shown(wait)} is not true or false"))
         timeout_text = query.get("timeout_sec", str(DEFAULT_WAIT))
-        timeout = int(timeout_text) if timeout_text.isdigit() else 0
+        ok = timeout_text.isascii() and timeout_text.isdigit() and len(timeout_text) <= 4
+        timeout = int(timeout_text) if ok else 0
         if not 1 <= timeout <= MAX_WAIT:
             errors.append(
                 FieldError(
-                    "/timeout_sec", f"{timeout_text!r} is not a number of seconds 1..{MAX_WAIT}"
+                    "/timeout_sec",
+                    f"{shown(timeout_text)} is not a number of seconds 1..{MAX_WAIT}",
                 )
             )
         if errors:
