@@ -6,10 +6,15 @@ the policy) and returns exactly the instances whose decision changed, having rec
 what each change can affect:
 
 * instances are decided by *signature*: the projection of the instance onto what the policy
-  reads (the label keys its selectors name, or every label when a condition reads ``labels``;
-  the name, addresses, subnets and interfaces only when something reads them; the pin). Equal
-  signatures get the same decision, computed once;
-* a label or pin change moves one instance to another signature, nothing else;
+  can tell apart and many instances share (the label keys its selectors name, or every label
+  when a condition reads ``labels``; which policy subnets hold its addresses; which listed
+  interfaces it has; the pin). The rules are walked once per signature; what only the instance
+  can answer (a name glob, a condition reading its name or addresses) is its *residual*, tested
+  per instance and only for the rules and overlays the walk could not settle
+  (:mod:`netpersona.policy.compiled`). Instances whose signature leaves nothing open share one
+  decision, computed once;
+* a label or pin change moves one instance to another signature, nothing else; a change of
+  name or addresses settles that instance again;
 * a context change re-decides the signatures that examined a rule or overlay reading that key
   (rules after the one that matched were never examined and cannot matter);
 * a persona change re-decides the signatures whose decision used that persona;
@@ -24,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netpersona.errors import InvalidDocument, NotFound
-from netpersona.policy.compiled import CompiledPolicy, Signature
+from netpersona.policy.compiled import CompiledPolicy, Plan, Signature
 from netpersona.policy.decision import Decision, DecisionSource, EffectivePersona
 from netpersona.policy.document import Match, Overlay, Policy, Rule
 from netpersona.policy.explain import Explanation, explain_decision
@@ -98,11 +103,17 @@ Change = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
-    decision: Decision
-    context_keys: frozenset[str]
-    personas: frozenset[str]
+    """A signature's plan, and the decision all its members share when it leaves none open."""
+
+    plan: Plan
+    decision: Decision | None  # None: each member is settled on its own
+    personas: frozenset[str]  # every persona a member's decision may use
+
+    @property
+    def context_keys(self) -> frozenset[str]:
+        return self.plan.context_keys
 
 
 class PolicyEngine:
@@ -154,8 +165,17 @@ class PolicyEngine:
 
     @property
     def signatures(self) -> int:
-        """How many distinct signatures the fleet has (how many times the rules were run)."""
+        """How many distinct signatures the fleet has (how many times the rules were walked)."""
         return len(self._members)
+
+    @property
+    def settled_alone(self) -> int:
+        """How many instances have a residual to be tested on their own."""
+        return sum(
+            len(members)
+            for signature, members in self._members.items()
+            if self._outcomes[signature].decision is None
+        )
 
     def decision(self, instance_id: str) -> Decision:
         return self._decisions[instance_id]
@@ -163,8 +183,8 @@ class PolicyEngine:
     def evaluate(self, instance: Instance) -> Decision:
         """The decision ``instance`` would get now; changes nothing."""
         signature = self._signature(instance)
-        known = self._outcomes.get(signature)
-        return known.decision if known else self._decide(signature).decision
+        outcome = self._outcomes.get(signature) or self._decide(signature)
+        return self._member_decision(outcome, instance)
 
     def explain(self, instance: str | Instance) -> Explanation:
         """Why an instance (by id, or facts not in the fleet) has the decision it has."""
@@ -237,6 +257,10 @@ class PolicyEngine:
         self._instances[instance.id] = instance
         signature = self._signature(instance)
         if signature == old:
+            # Same signature, but the name or addresses a residual reads may have changed.
+            outcome = self._outcomes[signature]
+            if outcome.decision is None:
+                self._decisions[instance.id] = self._member_decision(outcome, instance)
             return
         if old is not None:
             self._leave(instance.id, old)
@@ -286,7 +310,9 @@ class PolicyEngine:
             outcome = self._decide(signature)
             self._outcomes[signature] = outcome
             self._index(signature, outcome)
-            if outcome.decision != old.decision:
+            if old.decision is None or outcome.decision is None:
+                self._resettle(members, outcome)
+            elif outcome.decision != old.decision:
                 # Every member had the signature's old decision (or was touched earlier in
                 # this batch, and keeps what it had before the batch).
                 touched = self._touched
@@ -296,6 +322,17 @@ class PolicyEngine:
                 else:
                     touched.update(dict.fromkeys(members, old.decision))
                 self._decisions.update(dict.fromkeys(members, outcome.decision))
+
+    def _resettle(self, members: set[str], outcome: _Outcome) -> None:
+        """Decide each member again, remembering what those that change had before."""
+        decisions, touched, instances = self._decisions, self._touched, self._instances
+        for instance_id in members:
+            new = self._member_decision(outcome, instances[instance_id])
+            old = decisions[instance_id]
+            if new != old:
+                if instance_id not in touched:
+                    touched[instance_id] = old
+                decisions[instance_id] = new
 
     # --- signatures -----------------------------------------------------------------------
 
@@ -311,7 +348,8 @@ class PolicyEngine:
             self._outcomes[signature] = outcome
             self._index(signature, outcome)
         members.add(instance_id)
-        self._decisions[instance_id] = self._outcomes[signature].decision
+        outcome = self._outcomes[signature]
+        self._decisions[instance_id] = self._member_decision(outcome, self._instances[instance_id])
 
     def _leave(self, instance_id: str, signature: Signature) -> None:
         members = self._members[signature]
@@ -375,53 +413,64 @@ class PolicyEngine:
                 groups[key] = [instance_id]
             else:
                 group.append(instance_id)
+        decisions, instances = self._decisions, self._instances
         for key, ids in groups.items():
             outcome = self._decide(key)
             self._outcomes[key] = outcome
             self._index(key, outcome)
             self._members[key] = set(ids)
-            self._decisions.update(dict.fromkeys(ids, outcome.decision))
+            if outcome.decision is not None:
+                decisions.update(dict.fromkeys(ids, outcome.decision))
+            else:
+                for instance_id in ids:
+                    decisions[instance_id] = self._settle(outcome.plan, instances[instance_id])
 
     def _decide(self, signature: Signature) -> _Outcome:
         c = self._compiled
-        policy = c.policy
-        subject = c.subject(signature)
-        pin: str | None = signature[-1]
-        context_keys: set[str] = set()
-        variables = self._context_vars
-        rule: Rule | None = None
-        rule_index = -1
-        if pin is None:
-            for index in c.candidates(c.rule_anchor, c.rule_free, subject.labels):
-                compiled = c.rules[index]
-                if compiled.context_keys:
-                    context_keys |= compiled.context_keys
-                if self._rule_ok[index] and compiled.matches(subject, variables):
-                    rule, rule_index = policy.rules[index], index
-                    break
-        applied: list[int] = []
-        for index in c.candidates(c.overlay_anchor, c.overlay_free, subject.labels):
-            if pin is not None and not policy.overlays[index].enforce:
-                continue
-            compiled = c.overlays[index]
-            if compiled.context_keys:
-                context_keys |= compiled.context_keys
-            if self._overlay_ok[index] and compiled.matches(subject, variables):
-                applied.append(index)
+        plan = c.plan(signature, self._rule_ok, self._overlay_ok, self._context_vars)
+        if plan.uniform:
+            decision, personas = self._made_decision(plan.pin, plan.rule, plan.overlays)
+            return _Outcome(plan, decision, personas)
+        # Members differ: index under every persona one of them may get.
+        rules, overlays = self.policy.rules, self.policy.overlays
+        possible = {rules[i].persona for i in plan.residual_rules}
+        possible.add(self._base(plan.pin, plan.rule)[1] or "")
+        possible.update(p for i in plan.overlays if (p := overlays[i].changes.persona))
+        possible.discard("")
+        return _Outcome(plan, None, frozenset(possible))
+
+    def _member_decision(self, outcome: _Outcome, instance: Instance) -> Decision:
+        if outcome.decision is not None:
+            return outcome.decision
+        return self._settle(outcome.plan, instance)
+
+    def _settle(self, plan: Plan, instance: Instance) -> Decision:
+        rule, applied = self._compiled.settle(plan, instance, self._context_vars)
+        return self._made_decision(plan.pin, rule, applied)[0]
+
+    def _base(self, pin: str | None, rule: int) -> tuple[DecisionSource, str | None]:
+        policy = self.policy
         if pin is not None:
-            source, base = DecisionSource.PIN, pin
-        elif rule is not None:
-            source, base = DecisionSource.RULE, rule.persona
-        elif policy.default is not None:
-            source, base = DecisionSource.DEFAULT, policy.default
-        else:
-            source, base = DecisionSource.NONE, None
-        key = (source, base, rule_index, tuple(applied))
+            return DecisionSource.PIN, pin
+        if rule >= 0:
+            return DecisionSource.RULE, policy.rules[rule].persona
+        if policy.default is not None:
+            return DecisionSource.DEFAULT, policy.default
+        return DecisionSource.NONE, None
+
+    def _made_decision(
+        self, pin: str | None, rule: int, applied: tuple[int, ...]
+    ) -> tuple[Decision, frozenset[str]]:
+        """One decision object per distinct outcome, shared by every instance that has it."""
+        key = (pin, rule, applied)
         made = self._made.get(key)
         if made is None:
-            made = self._make_decision(source, base, rule, key[3])
+            source, base = self._base(pin, rule)
+            made = self._make_decision(
+                source, base, self.policy.rules[rule] if rule >= 0 else None, applied
+            )
             self._made[key] = made
-        return _Outcome(made[0], frozenset(context_keys), made[1])
+        return made
 
     def _make_decision(
         self,
@@ -430,7 +479,6 @@ class PolicyEngine:
         rule: Rule | None,
         applied: tuple[int, ...],
     ) -> tuple[Decision, frozenset[str]]:
-        """One decision object per distinct outcome, shared by every signature that has it."""
         if base is None:
             return Decision(source, None, None, (), None), frozenset()
         effective, problems = self._effective_persona(base, applied)
