@@ -24,17 +24,17 @@ what each change can affect:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import gc
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
-from netpersona.errors import InvalidDocument, NotFound
+from netpersona.errors import NotFound
 from netpersona.policy.compiled import CompiledPolicy, Plan, Signature
-from netpersona.policy.decision import Decision, DecisionSource, EffectivePersona
-from netpersona.policy.document import Match, Overlay, Policy, Rule
+from netpersona.policy.decision import Decision, DecisionTable
+from netpersona.policy.document import Match, Policy
 from netpersona.policy.explain import Explanation, explain_decision
 from netpersona.policy.matching import context_failure
-from netpersona.policy.overlays import apply_overlay
 from netpersona.records import Instance, PersonaVersion
 
 __all__ = [
@@ -103,6 +103,25 @@ Change = (
 )
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while deciding many instances.
+
+    Deciding a fleet allocates hundreds of thousands of objects that live on (signatures,
+    plans, member sets) and makes no reference cycles; each allocation burst would start a
+    collection, and the older generations' pass walks every object of the fleet, which cost
+    a third of a full recompute. Refcounting still frees everything as usual meanwhile.
+    """
+    if not gc.isenabled():  # the caller's choice: leave it as it is
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """A signature's plan, and the decision all its members share when it leaves none open."""
@@ -132,13 +151,10 @@ class PolicyEngine:
         self._personas: dict[str, PersonaVersion] = dict(personas)
         self._context: dict[str, str] = dict(context or {})
         self._instances: dict[str, Instance] = {i.id: i for i in instances}
-        self._effective: dict[
-            tuple[str, int, tuple[int, ...]], tuple[EffectivePersona | None, tuple[str, ...]]
-        ] = {}
         self._touched: dict[str, Decision | None] = {}
-        self._made: dict[tuple[Any, ...], tuple[Decision, frozenset[str]]] = {}
         self._install(policy)
-        self._decide_all()
+        with _collector_paused():
+            self._decide_all()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -212,8 +228,9 @@ class PolicyEngine:
                 change.instance_id, change.instance_id in self._instances
             ):
                 raise NotFound(f"instance {change.instance_id} does not exist")
-        for change in batch:
-            self._apply(change)
+        with _collector_paused():
+            for change in batch:
+                self._apply(change)
         changed = {}
         for instance_id, old in self._touched.items():
             new = self._decisions.get(instance_id)
@@ -247,8 +264,6 @@ class PolicyEngine:
             for instance_id in self._decisions:
                 self._remember(instance_id)
             self._install(change.policy)
-            self._effective.clear()
-            self._made.clear()
             self._decide_all()
 
     def _place(self, instance: Instance) -> None:
@@ -296,8 +311,7 @@ class PolicyEngine:
             self._personas.pop(name, None)
         else:
             self._personas[name] = version
-        self._effective.clear()  # small, and a persona may be an overlay's replacement too
-        self._made.clear()
+        self._table.clear()  # small, and a persona may be an overlay's replacement too
         self._redecide(set(self._by_persona.get(name, ())))
 
     def _redecide(self, signatures: set[Signature]) -> None:
@@ -377,6 +391,7 @@ class PolicyEngine:
 
     def _install(self, policy: Policy) -> None:
         self._compiled = CompiledPolicy(policy)
+        self._table = DecisionTable(policy, self._personas)
         self._refresh_context_views()
         self._rule_ok = [self._context_ok(r.match) for r in policy.rules]
         self._overlay_ok = [self._context_ok(o.match) for o in policy.overlays]
@@ -402,12 +417,13 @@ class PolicyEngine:
         self._by_persona: dict[str, set[Signature]] = {}
         self._decisions: dict[str, Decision] = {}
         # Group first, then decide each signature once: the same as joining one by one,
-        # without the per-instance bookkeeping calls.
+        # without the per-instance bookkeeping calls. Only the first instance's copy of a
+        # signature is kept: the others are freed at once, which spares the garbage collector
+        # (new container objects that survive trigger its passes over the whole fleet).
         signature = self._compiled.signature
         groups: dict[Signature, list[str]] = {}
         for instance_id, instance in self._instances.items():
             key = signature(instance)
-            self._signature_of[instance_id] = key
             group = groups.get(key)
             if group is None:
                 groups[key] = [instance_id]
@@ -415,6 +431,7 @@ class PolicyEngine:
                 group.append(instance_id)
         decisions, instances = self._decisions, self._instances
         for key, ids in groups.items():
+            self._signature_of.update(dict.fromkeys(ids, key))
             outcome = self._decide(key)
             self._outcomes[key] = outcome
             self._index(key, outcome)
@@ -429,12 +446,12 @@ class PolicyEngine:
         c = self._compiled
         plan = c.plan(signature, self._rule_ok, self._overlay_ok, self._context_vars)
         if plan.uniform:
-            decision, personas = self._made_decision(plan.pin, plan.rule, plan.overlays)
+            decision, personas = self._table.get(plan.pin, plan.rule, plan.overlays)
             return _Outcome(plan, decision, personas)
         # Members differ: index under every persona one of them may get.
         rules, overlays = self.policy.rules, self.policy.overlays
         possible = {rules[i].persona for i in plan.residual_rules}
-        possible.add(self._base(plan.pin, plan.rule)[1] or "")
+        possible.add(self._table.base(plan.pin, plan.rule)[1] or "")
         possible.update(p for i in plan.overlays if (p := overlays[i].changes.persona))
         possible.discard("")
         return _Outcome(plan, None, frozenset(possible))
@@ -446,98 +463,4 @@ class PolicyEngine:
 
     def _settle(self, plan: Plan, instance: Instance) -> Decision:
         rule, applied = self._compiled.settle(plan, instance, self._context_vars)
-        return self._made_decision(plan.pin, rule, applied)[0]
-
-    def _base(self, pin: str | None, rule: int) -> tuple[DecisionSource, str | None]:
-        policy = self.policy
-        if pin is not None:
-            return DecisionSource.PIN, pin
-        if rule >= 0:
-            return DecisionSource.RULE, policy.rules[rule].persona
-        if policy.default is not None:
-            return DecisionSource.DEFAULT, policy.default
-        return DecisionSource.NONE, None
-
-    def _made_decision(
-        self, pin: str | None, rule: int, applied: tuple[int, ...]
-    ) -> tuple[Decision, frozenset[str]]:
-        """One decision object per distinct outcome, shared by every instance that has it."""
-        key = (pin, rule, applied)
-        made = self._made.get(key)
-        if made is None:
-            source, base = self._base(pin, rule)
-            made = self._make_decision(
-                source, base, self.policy.rules[rule] if rule >= 0 else None, applied
-            )
-            self._made[key] = made
-        return made
-
-    def _make_decision(
-        self,
-        source: DecisionSource,
-        base: str | None,
-        rule: Rule | None,
-        applied: tuple[int, ...],
-    ) -> tuple[Decision, frozenset[str]]:
-        if base is None:
-            return Decision(source, None, None, (), None), frozenset()
-        effective, problems = self._effective_persona(base, applied)
-        overlays = self.policy.overlays
-        personas = {base} | {
-            replacement for i in applied if (replacement := overlays[i].changes.persona)
-        }
-        decision = Decision(
-            source,
-            base,
-            rule.name if rule is not None else None,
-            effective.overlays if effective else (),
-            effective,
-            problems,
-        )
-        return decision, frozenset(personas)
-
-    def _effective_persona(
-        self, base: str, applied: tuple[int, ...]
-    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
-        source = self._personas.get(base)
-        if source is None:
-            return None, (f"persona {base} does not exist",)
-        key = (base, source.version, applied)
-        cached = self._effective.get(key)
-        if cached is None:
-            cached = self._build_effective(source, [self.policy.overlays[i] for i in applied])
-            self._effective[key] = cached
-        return cached
-
-    def _build_effective(
-        self, source: PersonaVersion, overlays: list[Overlay]
-    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
-        if source.problems is not None:
-            return None, (f"persona {source.name} v{source.version} is invalid: {source.problems}",)
-        effective = source.effective()
-        problems: list[str] = []
-        for overlay in overlays:
-            current: PersonaVersion | None = None
-            if overlay.changes.persona is not None:
-                current = self._personas.get(overlay.changes.persona)
-                if current is None:
-                    problems.append(
-                        f"overlay {overlay.name} skipped: persona "
-                        f"{overlay.changes.persona} does not exist"
-                    )
-                    continue
-            body = apply_overlay(
-                effective.document, overlay, None if current is None else current.body
-            )
-            name, version = (
-                (effective.name, effective.version)
-                if current is None
-                else (current.name, current.version)
-            )
-            try:
-                effective = EffectivePersona.of(
-                    name, version, (*effective.overlays, overlay.name), body
-                )
-            except InvalidDocument as exc:
-                problems.append(f"overlay {overlay.name} skipped: the result is invalid: {exc}")
-        return effective, tuple(problems)
+        return self._table.get(plan.pin, rule, applied)[0]
