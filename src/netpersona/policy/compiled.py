@@ -41,6 +41,10 @@ Signature = tuple[Any, ...]
 _NO_SUBNETS: frozenset[Network] = frozenset()
 # Stands for "a value no selector lists": never equal to a label value (those cannot hold NUL).
 OTHER = "\x00"
+# The projected labels are one string, "key NUL value" pieces joined by SOH, in key order:
+# hashed once and compared by memcmp when instances are grouped, where a tuple of pairs would
+# be hashed pair by pair each time. Label keys and values cannot hold control characters.
+_KEY_VALUE, _PAIRS = "\x00", "\x01"
 # Label pairs whose projection is remembered; past this the memory is dropped and rebuilt
 # (a label with a value per instance, e.g. a serial number, must not grow it without bound).
 _PROJECTION_CACHE_LIMIT = 1 << 16
@@ -271,20 +275,32 @@ def _subnet_anchors(matches: list[Match]) -> frozenset[tuple[str, str]] | None:
     return frozenset(pairs)
 
 
-class _Projected(dict[tuple[str, str], tuple[str, str] | None]):
-    """A label pair -> what the signature keeps of it (None: nothing), worked out once."""
+def _labels_of(projected: str) -> dict[str, str]:
+    """The projected labels of a signature, as a mapping."""
+    labels = {}
+    for piece in projected.split(_PAIRS) if projected else ():
+        key, _, value = piece.partition(_KEY_VALUE)
+        labels[key] = value
+    return labels
 
-    def __init__(self, projection: dict[str, frozenset[str] | None]) -> None:
+
+class _Projected(dict[tuple[str, str], str | None]):
+    """A label pair -> the piece of the signature it makes (None: none), worked out once."""
+
+    def __init__(self, projection: dict[str, frozenset[str] | None], whole: bool) -> None:
         super().__init__()
         self.projection = projection
+        self.whole = whole
 
-    def __missing__(self, pair: tuple[str, str]) -> tuple[str, str] | None:
+    def __missing__(self, pair: tuple[str, str]) -> str | None:
         key, value = pair
-        if key not in self.projection:
-            kept = None
-        else:
+        kept: str | None = None
+        if self.whole:
+            kept = f"{key}{_KEY_VALUE}{value}"
+        elif key in self.projection:
             values = self.projection[key]
-            kept = pair if values is None or value in values else (key, OTHER)
+            shown = value if values is None or value in values else OTHER
+            kept = f"{key}{_KEY_VALUE}{shown}"
         if len(self) >= _PROJECTION_CACHE_LIMIT:
             self.clear()
         self[pair] = kept
@@ -302,8 +318,7 @@ class CompiledPolicy:
         self.rules = [CompiledMatch.of(m) for m in rules]
         self.overlays = [CompiledMatch.of(m) for m in overlays]
         self.enforced = frozenset(i for i, o in enumerate(policy.overlays) if o.enforce)
-        projection, self.whole_labels = _label_projection(matches)
-        self._projected = _Projected(projection)
+        self._projected = _Projected(*_label_projection(matches))
         self.interface_names = frozenset(n for m in matches for n in m.interfaces)
         self.subnets = SubnetIndex(net for m in matches for net in m.subnets)
         self.subnet_anchors = _subnet_anchors(matches)
@@ -313,11 +328,8 @@ class CompiledPolicy:
         self.overlays_by_context = _by_context(overlays)
 
     def signature(self, instance: Instance) -> Signature:
-        if self.whole_labels:
-            labels: tuple[Any, ...] = instance.labels
-        else:
-            # Few labels, sorted: the result is sorted too.
-            labels = tuple(filter(None, map(self._projected.__getitem__, instance.labels)))
+        # Few labels, sorted by key: the pieces are in key order too.
+        labels = _PAIRS.join(filter(None, map(self._projected.__getitem__, instance.labels)))
         anchors = self.subnet_anchors
         needs_subnets = anchors is None or not anchors.isdisjoint(instance.labels)
         return (
@@ -337,7 +349,7 @@ class CompiledPolicy:
         context: Mapping[str, str],
     ) -> Plan:
         """Walk the rules and overlays a signature can meet, once for all its members."""
-        labels = dict(signature[0])
+        labels = _labels_of(signature[0])
         pin: str | None = signature[3]
         context_keys: set[str] = set()
         rule, residual_rules = -1, []
