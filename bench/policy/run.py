@@ -13,9 +13,10 @@ env, tier, zone, team). Measured on one core, in this process:
 
 Fleets (``--fleets``): ``typical`` (an app has one tier and team, env and zone vary),
 ``diverse`` (every label independent: tens of thousands of distinct label sets) and
-``distinct`` (a rule reads the instance name, so every instance is decided on its own: the
-worst case for the signature cache). Times are wall clock and CPU time of this process
-(``us_per_decision`` is CPU time / N, which other load on the machine disturbs less).
+``distinct`` (diverse, and a rule reads the instance name: no two instances are alike, so
+the instances the walk leaves at that rule are settled one by one, ``settled_alone``).
+Times are wall clock and CPU time of this process (``us_per_decision`` is CPU time / N,
+which other load on the machine disturbs less).
 
 The machine may be shared, so every configuration also reports ``reference_s``: the wall time
 of a fixed pure-Python loop (best of three) run right before and right after the full
