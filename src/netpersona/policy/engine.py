@@ -268,7 +268,10 @@ class PolicyEngine:
 
     def _place(self, instance: Instance) -> None:
         self._remember(instance.id)
-        old = self._signature_of.get(instance.id)
+        before = self._instances.get(instance.id)
+        # Signatures are not stored per instance: computing the old one again costs less than
+        # keeping a map of the whole fleet current.
+        old = None if before is None else self._signature(before)
         self._instances[instance.id] = instance
         signature = self._signature(instance)
         if signature == old:
@@ -283,13 +286,10 @@ class PolicyEngine:
 
     def _remove(self, instance_id: str) -> None:
         self._remember(instance_id)  # removed then re-added in one batch: compare with this
-        signature = self._signature_of.pop(instance_id, None)
-        self._instances.pop(instance_id, None)
+        before = self._instances.pop(instance_id, None)
         self._decisions.pop(instance_id, None)
-        if signature is not None:
-            self._members[signature].discard(instance_id)
-            if not self._members[signature]:
-                self._forget(signature)
+        if before is not None:
+            self._leave(instance_id, self._signature(before))
 
     def _set_context(self, key: str, value: str | None) -> None:
         if value is None:
@@ -354,7 +354,6 @@ class PolicyEngine:
         return self._compiled.signature(instance)
 
     def _join(self, instance_id: str, signature: Signature) -> None:
-        self._signature_of[instance_id] = signature
         members = self._members.get(signature)
         if members is None:
             members = self._members[signature] = set()
@@ -410,16 +409,13 @@ class PolicyEngine:
         return context_failure(match, self._context_view, self._context_vars) is None
 
     def _decide_all(self) -> None:
-        self._signature_of: dict[str, Signature] = {}
         self._members: dict[Signature, set[str]] = {}
         self._outcomes: dict[Signature, _Outcome] = {}
         self._by_context: dict[str, set[Signature]] = {}
         self._by_persona: dict[str, set[Signature]] = {}
         self._decisions: dict[str, Decision] = {}
         # Group first, then decide each signature once: the same as joining one by one,
-        # without the per-instance bookkeeping calls. Only the first instance's copy of a
-        # signature is kept: the others are freed at once, which spares the garbage collector
-        # (new container objects that survive trigger its passes over the whole fleet).
+        # without the per-instance bookkeeping calls.
         signature = self._compiled.signature
         groups: dict[Signature, list[str]] = {}
         for instance_id, instance in self._instances.items():
@@ -431,7 +427,6 @@ class PolicyEngine:
                 group.append(instance_id)
         decisions, instances = self._decisions, self._instances
         for key, ids in groups.items():
-            self._signature_of.update(dict.fromkeys(ids, key))
             outcome = self._decide(key)
             self._outcomes[key] = outcome
             self._index(key, outcome)
