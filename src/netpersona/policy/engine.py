@@ -417,20 +417,19 @@ class PolicyEngine:
         # Group first, then decide each signature once: the same as joining one by one,
         # without the per-instance bookkeeping calls.
         signature = self._compiled.signature
-        groups: dict[Signature, list[str]] = {}
+        groups = self._members
         for instance_id, instance in self._instances.items():
             key = signature(instance)
             group = groups.get(key)
             if group is None:
-                groups[key] = [instance_id]
+                groups[key] = {instance_id}
             else:
-                group.append(instance_id)
+                group.add(instance_id)
         decisions, instances = self._decisions, self._instances
         for key, ids in groups.items():
             outcome = self._decide(key)
             self._outcomes[key] = outcome
             self._index(key, outcome)
-            self._members[key] = set(ids)
             if outcome.decision is not None:
                 decisions.update(dict.fromkeys(ids, outcome.decision))
             else:
