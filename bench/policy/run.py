@@ -13,11 +13,17 @@ env, tier, zone, team). Measured on one core, in this process:
 
 Fleets (``--fleets``): ``typical`` (an app has one tier and team, env and zone vary),
 ``diverse`` (every label independent: tens of thousands of distinct label sets) and
-``distinct`` (a rule reads the instance name, so every instance is decided on its own: the
-worst case for the signature cache). Times are wall clock and CPU time of this process
-(``us_per_decision`` is CPU time / N, which other load on the machine disturbs less).
+``distinct`` (diverse, and a rule reads the instance name: no two instances are alike, so
+the instances the walk leaves at that rule are settled one by one, ``settled_alone``).
+Times are wall clock and CPU time of this process (``us_per_decision`` is CPU time / N,
+which other load on the machine disturbs less).
 
-    uv run python bench/policy/run.py          # 10k, 100k x 50, 500 rules; typical, diverse
+The machine may be shared, so every configuration also reports ``reference_s``: the wall time
+of a fixed pure-Python loop (best of three) run right before and right after the full
+recompute, averaged, and the document carries ``/proc/loadavg`` at the start and the end.
+Compare runs by ``full.per_reference`` (full seconds / reference_s) as well as by seconds.
+
+    uv run python bench/policy/run.py          # 10k, 100k x 50, 500 rules; every fleet
     uv run python bench/policy/run.py --sizes 1000 --rules 20   # quick
 """
 
@@ -200,7 +206,27 @@ def fleet(size: int, rules: int, profile: str, rng: random.Random) -> list[Insta
     return instances
 
 
+def reference_seconds() -> float:
+    """Wall time of a fixed loop of dict and tuple work, like the engine's: the yardstick for
+    how fast this machine runs Python right now."""
+    start = time.perf_counter()
+    table: dict[tuple[int, int], int] = {}
+    for n in range(300_000):
+        key = (n % 997, n % 13)
+        table[key] = table.get(key, 0) + n
+    return time.perf_counter() - start
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as file:
+            return file.read().strip()
+    except OSError:
+        return "unknown"
+
+
 def measure(size: int, rules: int, profile: str, seed: int) -> dict[str, Any]:
+    reference = min(reference_seconds() for _ in range(3))
     rng = random.Random(seed)  # noqa: S311  # synthetic fleet, not a secret
     catalog = personas()
     document = policy_document(rules, read_names=profile == "distinct")
@@ -213,6 +239,7 @@ def measure(size: int, rules: int, profile: str, seed: int) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     engine = PolicyEngine(policy, catalog, {"threat_level": "low"}, instances)
     full_s, full_cpu = time.perf_counter() - start, time.process_time() - cpu
+    reference = (reference + min(reference_seconds() for _ in range(3))) / 2
 
     label_times = []
     changed_by_label = 0
@@ -240,10 +267,13 @@ def measure(size: int, rules: int, profile: str, seed: int) -> dict[str, Any]:
         "overlays": len(policy.overlays),
         "fleet": profile,
         "signatures": engine.signatures,
+        "settled_alone": engine.settled_alone,
+        "reference_s": round(reference, 4),
         "compile_policy_s": round(compile_s, 4),
         "full": {
             "seconds": round(full_s, 4),
             "cpu_seconds": round(full_cpu, 4),
+            "per_reference": round(full_s / reference, 2),
             "us_per_decision": round(full_cpu / size * 1e6, 3),
         },
         "label_change": {
@@ -268,10 +298,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--rules", default="50,500")
     parser.add_argument(
-        "--fleets", default="typical,diverse", help="typical, diverse and/or distinct"
+        "--fleets", default="typical,diverse,distinct", help="typical, diverse and/or distinct"
     )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    started = loadavg()
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for rules in (int(r) for r in args.rules.split(",")):
@@ -284,6 +315,8 @@ def main() -> None:
                 "python": platform.python_version(),
                 "machine": platform.machine(),
                 "goal": "100k instances x 500 rules, full recompute under 1 s on one core",
+                "loadavg_start": started,
+                "loadavg_end": loadavg(),
                 "results": results,
             },
             indent=2,

@@ -6,10 +6,15 @@ the policy) and returns exactly the instances whose decision changed, having rec
 what each change can affect:
 
 * instances are decided by *signature*: the projection of the instance onto what the policy
-  reads (the label keys its selectors name, or every label when a condition reads ``labels``;
-  the name, addresses, subnets and interfaces only when something reads them; the pin). Equal
-  signatures get the same decision, computed once;
-* a label or pin change moves one instance to another signature, nothing else;
+  can tell apart and many instances share (the label keys its selectors name, or every label
+  when a condition reads ``labels``; which policy subnets hold its addresses; which listed
+  interfaces it has; the pin). The rules are walked once per signature; what only the instance
+  can answer (a name glob, a condition reading its name or addresses) is its *residual*, tested
+  per instance and only for the rules and overlays the walk could not settle
+  (:mod:`netpersona.policy.compiled`). Instances whose signature leaves nothing open share one
+  decision, computed once;
+* a label or pin change moves one instance to another signature, nothing else; a change of
+  name or addresses settles that instance again;
 * a context change re-decides the signatures that examined a rule or overlay reading that key
   (rules after the one that matched were never examined and cannot matter);
 * a persona change re-decides the signatures whose decision used that persona;
@@ -19,17 +24,17 @@ what each change can affect:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import gc
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
-from netpersona.errors import InvalidDocument, NotFound
-from netpersona.policy.compiled import CompiledPolicy, Signature
-from netpersona.policy.decision import Decision, DecisionSource, EffectivePersona
-from netpersona.policy.document import Match, Overlay, Policy, Rule
+from netpersona.errors import NotFound
+from netpersona.policy.compiled import CompiledPolicy, Plan, Signature
+from netpersona.policy.decision import Decision, DecisionTable
+from netpersona.policy.document import Match, Policy
 from netpersona.policy.explain import Explanation, explain_decision
 from netpersona.policy.matching import context_failure
-from netpersona.policy.overlays import apply_overlay
 from netpersona.records import Instance, PersonaVersion
 
 __all__ = [
@@ -98,11 +103,36 @@ Change = (
 )
 
 
-@dataclass(slots=True)
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while deciding many instances.
+
+    Deciding a fleet allocates hundreds of thousands of objects that live on (signatures,
+    plans, member sets) and makes no reference cycles; each allocation burst would start a
+    collection, and the older generations' pass walks every object of the fleet, which cost
+    a third of a full recompute. Refcounting still frees everything as usual meanwhile.
+    """
+    if not gc.isenabled():  # the caller's choice: leave it as it is
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@dataclass(frozen=True, slots=True)
 class _Outcome:
-    decision: Decision
-    context_keys: frozenset[str]
-    personas: frozenset[str]
+    """A signature's plan, and the decision all its members share when it leaves none open."""
+
+    plan: Plan
+    decision: Decision | None  # None: each member is settled on its own
+    personas: frozenset[str]  # every persona a member's decision may use
+
+    @property
+    def context_keys(self) -> frozenset[str]:
+        return self.plan.context_keys
 
 
 class PolicyEngine:
@@ -121,13 +151,10 @@ class PolicyEngine:
         self._personas: dict[str, PersonaVersion] = dict(personas)
         self._context: dict[str, str] = dict(context or {})
         self._instances: dict[str, Instance] = {i.id: i for i in instances}
-        self._effective: dict[
-            tuple[str, int, tuple[int, ...]], tuple[EffectivePersona | None, tuple[str, ...]]
-        ] = {}
         self._touched: dict[str, Decision | None] = {}
-        self._made: dict[tuple[Any, ...], tuple[Decision, frozenset[str]]] = {}
         self._install(policy)
-        self._decide_all()
+        with _collector_paused():
+            self._decide_all()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -154,8 +181,17 @@ class PolicyEngine:
 
     @property
     def signatures(self) -> int:
-        """How many distinct signatures the fleet has (how many times the rules were run)."""
+        """How many distinct signatures the fleet has (how many times the rules were walked)."""
         return len(self._members)
+
+    @property
+    def settled_alone(self) -> int:
+        """How many instances have a residual to be tested on their own."""
+        return sum(
+            len(members)
+            for signature, members in self._members.items()
+            if self._outcomes[signature].decision is None
+        )
 
     def decision(self, instance_id: str) -> Decision:
         return self._decisions[instance_id]
@@ -163,8 +199,8 @@ class PolicyEngine:
     def evaluate(self, instance: Instance) -> Decision:
         """The decision ``instance`` would get now; changes nothing."""
         signature = self._signature(instance)
-        known = self._outcomes.get(signature)
-        return known.decision if known else self._decide(signature).decision
+        outcome = self._outcomes.get(signature) or self._decide(signature)
+        return self._member_decision(outcome, instance)
 
     def explain(self, instance: str | Instance) -> Explanation:
         """Why an instance (by id, or facts not in the fleet) has the decision it has."""
@@ -192,8 +228,9 @@ class PolicyEngine:
                 change.instance_id, change.instance_id in self._instances
             ):
                 raise NotFound(f"instance {change.instance_id} does not exist")
-        for change in batch:
-            self._apply(change)
+        with _collector_paused():
+            for change in batch:
+                self._apply(change)
         changed = {}
         for instance_id, old in self._touched.items():
             new = self._decisions.get(instance_id)
@@ -227,16 +264,21 @@ class PolicyEngine:
             for instance_id in self._decisions:
                 self._remember(instance_id)
             self._install(change.policy)
-            self._effective.clear()
-            self._made.clear()
             self._decide_all()
 
     def _place(self, instance: Instance) -> None:
         self._remember(instance.id)
-        old = self._signature_of.get(instance.id)
+        before = self._instances.get(instance.id)
+        # Signatures are not stored per instance: computing the old one again costs less than
+        # keeping a map of the whole fleet current.
+        old = None if before is None else self._signature(before)
         self._instances[instance.id] = instance
         signature = self._signature(instance)
         if signature == old:
+            # Same signature, but the name or addresses a residual reads may have changed.
+            outcome = self._outcomes[signature]
+            if outcome.decision is None:
+                self._decisions[instance.id] = self._member_decision(outcome, instance)
             return
         if old is not None:
             self._leave(instance.id, old)
@@ -244,13 +286,10 @@ class PolicyEngine:
 
     def _remove(self, instance_id: str) -> None:
         self._remember(instance_id)  # removed then re-added in one batch: compare with this
-        signature = self._signature_of.pop(instance_id, None)
-        self._instances.pop(instance_id, None)
+        before = self._instances.pop(instance_id, None)
         self._decisions.pop(instance_id, None)
-        if signature is not None:
-            self._members[signature].discard(instance_id)
-            if not self._members[signature]:
-                self._forget(signature)
+        if before is not None:
+            self._leave(instance_id, self._signature(before))
 
     def _set_context(self, key: str, value: str | None) -> None:
         if value is None:
@@ -272,8 +311,7 @@ class PolicyEngine:
             self._personas.pop(name, None)
         else:
             self._personas[name] = version
-        self._effective.clear()  # small, and a persona may be an overlay's replacement too
-        self._made.clear()
+        self._table.clear()  # small, and a persona may be an overlay's replacement too
         self._redecide(set(self._by_persona.get(name, ())))
 
     def _redecide(self, signatures: set[Signature]) -> None:
@@ -286,7 +324,9 @@ class PolicyEngine:
             outcome = self._decide(signature)
             self._outcomes[signature] = outcome
             self._index(signature, outcome)
-            if outcome.decision != old.decision:
+            if old.decision is None or outcome.decision is None:
+                self._resettle(members, outcome)
+            elif outcome.decision != old.decision:
                 # Every member had the signature's old decision (or was touched earlier in
                 # this batch, and keeps what it had before the batch).
                 touched = self._touched
@@ -297,13 +337,23 @@ class PolicyEngine:
                     touched.update(dict.fromkeys(members, old.decision))
                 self._decisions.update(dict.fromkeys(members, outcome.decision))
 
+    def _resettle(self, members: set[str], outcome: _Outcome) -> None:
+        """Decide each member again, remembering what those that change had before."""
+        decisions, touched, instances = self._decisions, self._touched, self._instances
+        for instance_id in members:
+            new = self._member_decision(outcome, instances[instance_id])
+            old = decisions[instance_id]
+            if new != old:
+                if instance_id not in touched:
+                    touched[instance_id] = old
+                decisions[instance_id] = new
+
     # --- signatures -----------------------------------------------------------------------
 
     def _signature(self, instance: Instance) -> Signature:
         return self._compiled.signature(instance)
 
     def _join(self, instance_id: str, signature: Signature) -> None:
-        self._signature_of[instance_id] = signature
         members = self._members.get(signature)
         if members is None:
             members = self._members[signature] = set()
@@ -311,7 +361,8 @@ class PolicyEngine:
             self._outcomes[signature] = outcome
             self._index(signature, outcome)
         members.add(instance_id)
-        self._decisions[instance_id] = self._outcomes[signature].decision
+        outcome = self._outcomes[signature]
+        self._decisions[instance_id] = self._member_decision(outcome, self._instances[instance_id])
 
     def _leave(self, instance_id: str, signature: Signature) -> None:
         members = self._members[signature]
@@ -339,6 +390,7 @@ class PolicyEngine:
 
     def _install(self, policy: Policy) -> None:
         self._compiled = CompiledPolicy(policy)
+        self._table = DecisionTable(policy, self._personas)
         self._refresh_context_views()
         self._rule_ok = [self._context_ok(r.match) for r in policy.rules]
         self._overlay_ok = [self._context_ok(o.match) for o in policy.overlays]
@@ -357,7 +409,6 @@ class PolicyEngine:
         return context_failure(match, self._context_view, self._context_vars) is None
 
     def _decide_all(self) -> None:
-        self._signature_of: dict[str, Signature] = {}
         self._members: dict[Signature, set[str]] = {}
         self._outcomes: dict[Signature, _Outcome] = {}
         self._by_context: dict[str, set[Signature]] = {}
@@ -366,130 +417,44 @@ class PolicyEngine:
         # Group first, then decide each signature once: the same as joining one by one,
         # without the per-instance bookkeeping calls.
         signature = self._compiled.signature
-        groups: dict[Signature, list[str]] = {}
+        groups = self._members
         for instance_id, instance in self._instances.items():
             key = signature(instance)
-            self._signature_of[instance_id] = key
             group = groups.get(key)
             if group is None:
-                groups[key] = [instance_id]
+                groups[key] = {instance_id}
             else:
-                group.append(instance_id)
+                group.add(instance_id)
+        decisions, instances = self._decisions, self._instances
         for key, ids in groups.items():
             outcome = self._decide(key)
             self._outcomes[key] = outcome
             self._index(key, outcome)
-            self._members[key] = set(ids)
-            self._decisions.update(dict.fromkeys(ids, outcome.decision))
+            if outcome.decision is not None:
+                decisions.update(dict.fromkeys(ids, outcome.decision))
+            else:
+                for instance_id in ids:
+                    decisions[instance_id] = self._settle(outcome.plan, instances[instance_id])
 
     def _decide(self, signature: Signature) -> _Outcome:
         c = self._compiled
-        policy = c.policy
-        subject = c.subject(signature)
-        pin: str | None = signature[-1]
-        context_keys: set[str] = set()
-        variables = self._context_vars
-        rule: Rule | None = None
-        rule_index = -1
-        if pin is None:
-            for index in c.candidates(c.rule_anchor, c.rule_free, subject.labels):
-                compiled = c.rules[index]
-                if compiled.context_keys:
-                    context_keys |= compiled.context_keys
-                if self._rule_ok[index] and compiled.matches(subject, variables):
-                    rule, rule_index = policy.rules[index], index
-                    break
-        applied: list[int] = []
-        for index in c.candidates(c.overlay_anchor, c.overlay_free, subject.labels):
-            if pin is not None and not policy.overlays[index].enforce:
-                continue
-            compiled = c.overlays[index]
-            if compiled.context_keys:
-                context_keys |= compiled.context_keys
-            if self._overlay_ok[index] and compiled.matches(subject, variables):
-                applied.append(index)
-        if pin is not None:
-            source, base = DecisionSource.PIN, pin
-        elif rule is not None:
-            source, base = DecisionSource.RULE, rule.persona
-        elif policy.default is not None:
-            source, base = DecisionSource.DEFAULT, policy.default
-        else:
-            source, base = DecisionSource.NONE, None
-        key = (source, base, rule_index, tuple(applied))
-        made = self._made.get(key)
-        if made is None:
-            made = self._make_decision(source, base, rule, key[3])
-            self._made[key] = made
-        return _Outcome(made[0], frozenset(context_keys), made[1])
+        plan = c.plan(signature, self._rule_ok, self._overlay_ok, self._context_vars)
+        if plan.uniform:
+            decision, personas = self._table.get(plan.pin, plan.rule, plan.overlays)
+            return _Outcome(plan, decision, personas)
+        # Members differ: index under every persona one of them may get.
+        rules, overlays = self.policy.rules, self.policy.overlays
+        possible = {rules[i].persona for i in plan.residual_rules}
+        possible.add(self._table.base(plan.pin, plan.rule)[1] or "")
+        possible.update(p for i in plan.overlays if (p := overlays[i].changes.persona))
+        possible.discard("")
+        return _Outcome(plan, None, frozenset(possible))
 
-    def _make_decision(
-        self,
-        source: DecisionSource,
-        base: str | None,
-        rule: Rule | None,
-        applied: tuple[int, ...],
-    ) -> tuple[Decision, frozenset[str]]:
-        """One decision object per distinct outcome, shared by every signature that has it."""
-        if base is None:
-            return Decision(source, None, None, (), None), frozenset()
-        effective, problems = self._effective_persona(base, applied)
-        overlays = self.policy.overlays
-        personas = {base} | {
-            replacement for i in applied if (replacement := overlays[i].changes.persona)
-        }
-        decision = Decision(
-            source,
-            base,
-            rule.name if rule is not None else None,
-            effective.overlays if effective else (),
-            effective,
-            problems,
-        )
-        return decision, frozenset(personas)
+    def _member_decision(self, outcome: _Outcome, instance: Instance) -> Decision:
+        if outcome.decision is not None:
+            return outcome.decision
+        return self._settle(outcome.plan, instance)
 
-    def _effective_persona(
-        self, base: str, applied: tuple[int, ...]
-    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
-        source = self._personas.get(base)
-        if source is None:
-            return None, (f"persona {base} does not exist",)
-        key = (base, source.version, applied)
-        cached = self._effective.get(key)
-        if cached is None:
-            cached = self._build_effective(source, [self.policy.overlays[i] for i in applied])
-            self._effective[key] = cached
-        return cached
-
-    def _build_effective(
-        self, source: PersonaVersion, overlays: list[Overlay]
-    ) -> tuple[EffectivePersona | None, tuple[str, ...]]:
-        if source.problems is not None:
-            return None, (f"persona {source.name} v{source.version} is invalid: {source.problems}",)
-        effective = source.effective()
-        problems: list[str] = []
-        for overlay in overlays:
-            current: PersonaVersion | None = None
-            if overlay.changes.persona is not None:
-                current = self._personas.get(overlay.changes.persona)
-                if current is None:
-                    problems.append(
-                        f"overlay {overlay.name} skipped: persona "
-                        f"{overlay.changes.persona} does not exist"
-                    )
-                    continue
-            body = apply_overlay(
-                effective.document, overlay, None if current is None else current.body
-            )
-            name, version = (
-                (effective.name, effective.version)
-                if current is None
-                else (current.name, current.version)
-            )
-            try:
-                effective = EffectivePersona.of(
-                    name, version, (*effective.overlays, overlay.name), body
-                )
-            except InvalidDocument as exc:
-                problems.append(f"overlay {overlay.name} skipped: the result is invalid: {exc}")
-        return effective, tuple(problems)
+    def _settle(self, plan: Plan, instance: Instance) -> Decision:
+        rule, applied = self._compiled.settle(plan, instance, self._context_vars)
+        return self._table.get(plan.pin, rule, applied)[0]
