@@ -20,6 +20,7 @@ from typing import Any
 
 from netpersona.certs.keys import KeySet
 from netpersona.errors import InvalidDocument, MalformedAnswer
+from netpersona.model.jsontree import JSON
 from netpersona.records import Peer, Tier
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "parse_token",
 ]
 
-JSON = dict[str, Any]
 # Deeper than any documented answer (a persona document is a handful of levels).
 MAX_DEPTH = 32
 # A session token is an HMAC in printable ASCII; anything longer is not one of ours.

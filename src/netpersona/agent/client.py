@@ -19,12 +19,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import httpx
 
 from netpersona.agent.answers import decode_json, parse_token
 from netpersona.errors import MalformedAnswer, MetadataUnavailable
+from netpersona.model.jsontree import JSON
 
 __all__ = [
     "ANSWER_LIMIT",
@@ -50,7 +50,6 @@ DEADLINE_MARGIN = 30.0
 # How much of a refused body goes into an error message.
 EXCERPT = 200
 MAX_ETAG_LENGTH = 256
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

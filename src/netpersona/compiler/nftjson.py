@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-JSON = dict[str, Any]
+from netpersona.model.jsontree import JSON
+
 Expr = Any
 
 

@@ -19,6 +19,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from netpersona.model.jsontree import JSON
+
 __all__ = [
     "CONTROL_CLASS",
     "OWNED_TABLE",
@@ -41,7 +43,6 @@ __all__ = [
     "replace_table_batch",
 ]
 
-JSON = dict[str, Any]
 
 TABLE_FAMILY = "inet"
 TABLE_NAME = "netpersona"

@@ -30,12 +30,12 @@ from netpersona.compiler import nftjson as j
 from netpersona.compiler.plan import CONTROL_CLASS, TABLE_FAMILY, TABLE_NAME, dscp_chain
 from netpersona.facts import HostFacts
 from netpersona.model.dscp import PEER_DSCP_CODES
+from netpersona.model.jsontree import JSON
 from netpersona.model.persona import CidrSelector, CommunicationMode, Persona, SecurityProfile
 from netpersona.model.protocols import L4, ProtocolRule
 
 __all__ = ["DROP_COUNTERS", "ECHO_BURST", "ECHO_RATE", "compile_ruleset"]
 
-JSON = dict[str, Any]
 IPNetwork = IPv4Network | IPv6Network
 
 # Every reason a packet can be dropped, in the order `netpersona status` lists them.

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from netpersona.compiler.plan import (
     TABLE_FAMILY,
@@ -52,10 +52,10 @@ from netpersona.dataplane.snapshot import (
 )
 from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
+from netpersona.model.jsontree import JSON
 
 __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_table_text"]
 
-JSON = dict[str, Any]
 TcItem = TcQdisc | TcClass
 T = TypeVar("T", Route, RoutingRule)
 

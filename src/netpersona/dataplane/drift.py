@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.originals import plan_target
 from netpersona.dataplane.snapshot import read_snapshot, target_mismatches
 from netpersona.dataplane.state import AppliedState, Originals
+from netpersona.model.jsontree import JSON
 
 __all__ = ["detect_drift", "drop_counters"]
-
-JSON = dict[str, Any]
 
 
 def _rules_by_chain(listing: Iterable[JSON]) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_network
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from netpersona.compiler.plan import (
     MAIN_TABLE,
@@ -40,6 +40,7 @@ from netpersona.dataplane.link_ipv6 import (
     route_argv,
 )
 from netpersona.errors import CommandFailed, KernelError
+from netpersona.model.jsontree import JSON
 from netpersona.system.command import in_netns, run
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "parse_tc_size",
 ]
 
-JSON = dict[str, Any]
 Family = Literal[4, 6]
 
 # The methods of Kernel that change state, in no particular order.

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netpersona.compiler.host import IPV6_MIN_MTU, sysctl_ifname
+from netpersona.model.jsontree import JSON
 
 if TYPE_CHECKING:
     from netpersona.dataplane.kernel import Kernel
@@ -34,7 +35,6 @@ __all__ = [
     "restore_link_ipv6",
 ]
 
-JSON = dict[str, Any]
 
 # Address flags that ``ip address add`` takes back; the rest (tentative, dadfailed, dynamic,
 # deprecated, optimistic) are states the kernel reaches on its own.

@@ -14,10 +14,10 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 
 from netpersona.model.dscp import DSCP_NAMES
+from netpersona.model.jsontree import JSON
 
 __all__ = ["element_keys", "normalise_listing", "table_mismatches"]
 
-JSON = dict[str, Any]
 
 _VOLATILE = ("handle", "packets", "bytes", "expires")
 

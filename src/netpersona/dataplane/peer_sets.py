@@ -15,10 +15,9 @@ from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.nftview import element_keys, normalise_listing
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import ApplyFailed, NotFound
+from netpersona.model.jsontree import JSON
 
 __all__ = ["PeerUpdate", "peer_set_batch", "update_peer_sets"]
-
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from netpersona.compiler.plan import (
 from netpersona.dataplane.kernel import Kernel, RootQdisc
 from netpersona.dataplane.link_ipv6 import LinkIPv6, ipv6_differences
 from netpersona.dataplane.nftview import normalise_listing, table_mismatches
+from netpersona.model.jsontree import JSON
 
 __all__ = [
     "OWNED_RULE_PRIORITIES",
@@ -41,7 +42,6 @@ __all__ = [
     "target_mismatches",
 ]
 
-JSON = dict[str, Any]
 TcItem = TcQdisc | TcClass
 
 OWNED_RULE_PRIORITIES = range(RULE_PRIORITY, RULE_PRIORITY + 100)

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from netpersona.compiler.plan import (
     LinkSetting,
@@ -31,6 +31,7 @@ from netpersona.compiler.plan import (
 )
 from netpersona.dataplane.link_ipv6 import LinkIPv6
 from netpersona.errors import StateError
+from netpersona.model.jsontree import JSON
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -42,7 +43,6 @@ __all__ = [
     "plan_from_json",
 ]
 
-JSON = dict[str, Any]
 T = TypeVar("T")
 DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
 FORMAT = 1

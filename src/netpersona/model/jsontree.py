@@ -14,13 +14,17 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.checks import escape_pointer, kind
 from netpersona.model.limits import INT_MAX, INT_MIN, DocumentLimits
 from netpersona.model.quote import quote
 
-__all__ = ["canonical_json", "check_canonical_size", "check_tree", "with_json_problems"]
+__all__ = ["JSON", "canonical_json", "check_canonical_size", "check_tree", "with_json_problems"]
+
+# A JSON object as json.loads returns it: the one spelling of that type in the tree.
+JSON = dict[str, Any]
 
 
 class _Stop(Exception):
