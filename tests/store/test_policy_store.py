@@ -12,6 +12,7 @@ import pytest
 from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store import SqliteStore
 from netpersona.store.migrations import MIGRATIONS
+from netpersona.store.sqlite.database import SQLITE
 
 V1 = json.dumps({"persona_policy": {"rules": [], "default": "a"}}, sort_keys=True)
 V2 = json.dumps({"persona_policy": {"rules": [], "default": "b"}}, sort_keys=True)
@@ -77,7 +78,7 @@ def test_a_database_from_before_the_policy_is_migrated_and_keeps_its_data(
 ) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(MIGRATIONS[0])
+    db.executescript(SQLITE.render(MIGRATIONS[0]))
     db.execute("PRAGMA user_version=1")
     db.execute("INSERT INTO context (key, value, revision, updated_at) VALUES ('k', 'v', 1, 0)")
     db.commit()

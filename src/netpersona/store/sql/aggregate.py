@@ -1,18 +1,17 @@
 """What every aggregate's SQL shares: the open database, the clock, the row reader, the audit.
 
 Each aggregate (instances, personas, policy, ...) is a class of its own module holding its SQL;
-:class:`~netpersona.store.sqlite.SqliteStore` inherits them all and sets this shared state once.
+:class:`~netpersona.store.sql.SqlStore` inherits them all and sets this shared state once.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 
 from netpersona.errors import PreconditionFailed
 from netpersona.store.rows import RowReader
-from netpersona.store.sqlite.database import Database
+from netpersona.store.sql.engine import Connection, Engine
 
 __all__ = ["Aggregate", "check_expect", "dump"]
 
@@ -29,13 +28,13 @@ def check_expect(what: str, current: int, expect: int | None) -> None:
 
 
 class Aggregate:
-    _database: Database
+    _database: Engine
     _clock: Callable[[], float]
     _rows: RowReader
 
     def _audit(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         actor: str,
         action: str,
         target: str,
