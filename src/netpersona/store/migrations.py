@@ -110,6 +110,14 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at {int} NOT NULL
     );
     """,
+    """
+    CREATE TABLE changes (
+        seq {serial},
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at {real} NOT NULL
+    );
+    """,
 )
 
 

@@ -1,4 +1,5 @@
-"""What every aggregate's SQL shares: the open database, the clock, the row reader, the audit.
+"""What every aggregate's SQL shares: the open database, the clock, the row reader, the audit
+and the change sequence.
 
 Each aggregate (instances, personas, policy, ...) is a class of its own module holding its SQL;
 :class:`~netpersona.store.sql.SqlStore` inherits them all and sets this shared state once.
@@ -42,11 +43,13 @@ class Aggregate:
         before: object,
         after: object,
     ) -> None:
-        """Record a change in the audit log, in the transaction that makes it."""
+        """Record a change in the audit log (and the change sequence), in the transaction
+        that makes it."""
+        at = self._clock()
         db.execute(
             "INSERT INTO audit (at, actor, action, target, before, after) VALUES (?,?,?,?,?,?)",
             (
-                self._clock(),
+                at,
                 actor,
                 action,
                 target,
@@ -54,3 +57,20 @@ class Aggregate:
                 None if after is None else dump(after),
             ),
         )
+        kind, _, key = target.partition("/")
+        self._changed(db, kind, key, at)
+
+    def _changed(self, db: Connection, kind: str, key: str, at: float | None = None) -> int:
+        """Append to the change sequence, in the transaction that makes the change; on an
+        engine that notifies, listeners hear the new number when (and if) it commits."""
+        dialect = self._database.dialect
+        if dialect.change_lock is not None:
+            db.execute(dialect.change_lock)
+        row = db.execute(
+            "INSERT INTO changes (kind, key, at) VALUES (?,?,?) RETURNING seq",
+            (kind, key, self._clock() if at is None else at),
+        ).fetchone()
+        seq = int(row["seq"])
+        if dialect.notify is not None:
+            db.execute(dialect.notify, (str(seq),))
+        return seq

@@ -50,3 +50,5 @@ class CertificateTable(Aggregate):
                     for c in issued
                 ],
             )
+            for certificate in issued:
+                self._changed(db, "certificate", certificate.instance_id)

@@ -50,6 +50,7 @@ class StatusTable(Aggregate):
                     status.reported_at,
                 ),
             )
+            self._changed(db, "status", status.instance_id)
 
     def get_status(self, instance_id: str) -> InstanceStatus:
         with self._database.read(f"read the status of instance {instance_id!r}") as db:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from netpersona.store.rows import RowReader
 from netpersona.store.sql.audit import AuditTable
 from netpersona.store.sql.certificates import CertificateTable
+from netpersona.store.sql.changes import ChangeLog
 from netpersona.store.sql.engine import Engine, retried
 from netpersona.store.sql.fleet import FleetQuery
 from netpersona.store.sql.status import StatusTable
@@ -18,7 +19,7 @@ from netpersona.store.sql.tokens import TokenTable
 __all__ = ["SqlStore"]
 
 
-class SqlStore(FleetQuery, AuditTable, TokenTable, StatusTable, CertificateTable):
+class SqlStore(FleetQuery, AuditTable, TokenTable, StatusTable, CertificateTable, ChangeLog):
     """:class:`~netpersona.store.base.Store` on an open, migrated database."""
 
     def __init__(self, database: Engine, *, clock: Callable[[], float] = time.time) -> None:
@@ -40,6 +41,7 @@ class SqlStore(FleetQuery, AuditTable, TokenTable, StatusTable, CertificateTable
                 return bytes(row["value"])
             value = secrets.token_bytes(32)
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"secret.{name}", value))
+            self._changed(db, "secret", name)
             return value
 
     def close(self) -> None:
