@@ -46,6 +46,8 @@ class Aggregate:
         """Record a change in the audit log (and the change sequence), in the transaction
         that makes it."""
         at = self._clock()
+        # Before the audit row: its seq (the fleet's revision) is then in commit order too.
+        self._lock_changes(db)
         db.execute(
             "INSERT INTO audit (at, actor, action, target, before, after) VALUES (?,?,?,?,?,?)",
             (
@@ -63,14 +65,20 @@ class Aggregate:
     def _changed(self, db: Connection, kind: str, key: str, at: float | None = None) -> int:
         """Append to the change sequence, in the transaction that makes the change; on an
         engine that notifies, listeners hear the new number when (and if) it commits."""
-        dialect = self._database.dialect
-        if dialect.change_lock is not None:
-            db.execute(dialect.change_lock)
+        self._lock_changes(db)
         row = db.execute(
             "INSERT INTO changes (kind, key, at) VALUES (?,?,?) RETURNING seq",
             (kind, key, self._clock() if at is None else at),
         ).fetchone()
         seq = int(row["seq"])
+        dialect = self._database.dialect
         if dialect.notify is not None:
             db.execute(dialect.notify, (str(seq),))
         return seq
+
+    def _lock_changes(self, db: Connection) -> None:
+        """Hold the change sequence until this transaction ends (a no-op where writers are
+        one at a time already), so numbers given out later are committed later."""
+        lock = self._database.dialect.change_lock
+        if lock is not None:
+            db.execute(lock)
