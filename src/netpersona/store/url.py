@@ -68,10 +68,12 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-def open_store(url: str, *, password_file: Path | None = None) -> Store:
+def open_store(url: str, *, password_file: Path | None = None, create: bool = True) -> Store:
+    """The store at ``url``, its schema brought up to date; ``create``: also make the schema
+    of an empty PostgreSQL database (a SQLite file is made, or not, by its caller)."""
     if is_postgres(url):
         password = None if password_file is None else read_password_file(password_file)
-        return PostgresStore(postgres_url(url), password=password)
+        return PostgresStore(postgres_url(url), password=password, create=create)
     if password_file is not None:
         raise UsageError("--db-password-file: only a postgresql:// database takes a password")
     path = sqlite_path(url)

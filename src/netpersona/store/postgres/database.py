@@ -211,6 +211,10 @@ class Database:
         db.execute("DELETE FROM netpersona_schema")
         db.execute("INSERT INTO netpersona_schema (version) VALUES (?)", (version,))
 
+    def schema_version_now(self) -> int:
+        with self.read("read the schema version") as db:
+            return self.schema_version(db)
+
     def foreign_table(self) -> str | None:
         """A table in the schema that is not netpersona's, in a database without its version."""
         with self.read("look at the schema") as db:
@@ -228,9 +232,10 @@ class Database:
             self.connection.close()
 
 
-def open_database(url: str, *, password: str | None = None) -> Database:
+def open_database(url: str, *, password: str | None = None, create: bool = True) -> Database:
     """Connect to the database at ``url`` and bring its schema up to date (making it when it
-    is empty); refuse one that holds somebody else's tables, or a newer netpersona's schema."""
+    is empty and ``create``); refuse one that holds somebody else's tables, or a newer
+    netpersona's schema."""
     database = Database(url, password=password)
     try:
         foreign = database.foreign_table()
@@ -239,6 +244,11 @@ def open_database(url: str, *, password: str | None = None) -> Database:
                 f"database {database.name}: is not netpersona's (it has table {foreign!r} and "
                 "no netpersona schema version); --db must name a netpersona database or an "
                 "empty one"
+            )
+        if not create and database.schema_version_now() == 0:
+            raise StoreUnavailable(
+                f"database {database.name} has no netpersona schema: `netpersona serve` makes "
+                "one (with its admin token) on first start"
             )
         database.created = migrate(database) == 0
     except BaseException:

@@ -22,7 +22,8 @@ class PostgresStore(SqlStore):
         url: str,
         *,
         password: str | None = None,
+        create: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(open_database(url, password=password), clock=clock)
+        super().__init__(open_database(url, password=password, create=create), clock=clock)
         self.url = url
