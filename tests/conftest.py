@@ -1,14 +1,22 @@
-"""Test-wide rules: no external process unless a test says so, and kernel tests need root."""
+"""Test-wide rules: no external process unless a test says so, and kernel tests need root;
+and the throwaway PostgreSQL cluster store tests run on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.store.pg_cluster import PgCluster, find_pg_bin
+from tests.store.pg_cluster import pg_cluster as start_pg_cluster
+
+_POPEN_INIT = subprocess.Popen.__init__
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +58,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("kernel"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the whole session (see tests/store/pg_cluster.py),
+    removed afterwards even when tests fail. Without PostgreSQL the tests that use it skip,
+    except in CI, where they fail."""
+    bin_dir = find_pg_bin()
+    reason = None
+    if bin_dir is None:
+        reason = "needs PostgreSQL's initdb (Debian: apt-get install postgresql)"
+    elif os.geteuid() == 0 and not _has_user("postgres"):
+        reason = "initdb refuses root, and there is no postgres user to run it as"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    assert bin_dir is not None
+    # Started by whichever test first needs it, which may be one that may not start processes:
+    # the cluster's own commands may.
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(subprocess.Popen, "__init__", _POPEN_INIT)
+            cluster = stack.enter_context(start_pg_cluster(bin_dir))
+        yield cluster
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

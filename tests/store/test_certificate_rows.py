@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
-from netpersona.store import IssuedCertificate, SqliteStore
-from netpersona.store.migrations import MIGRATIONS
+from netpersona.store import IssuedCertificate
+from tests.store.conftest import Database
 
 
 def cert(instance: str, seq: int, token: str = "t") -> IssuedCertificate:
     return IssuedCertificate(instance, seq, f"summary-{seq}", token, 100, 200)
 
 
-def test_rows_survive_a_reopen_and_a_lower_seq_never_replaces_a_higher(tmp_path: Path) -> None:
-    path = tmp_path / "np.db"
-    store = SqliteStore(path)
+def test_rows_survive_a_reopen_and_a_lower_seq_never_replaces_a_higher(
+    database: Database,
+) -> None:
+    store = database.open()
     store.save_certificates([cert("a", 5, "five"), cert("b", 1)])
     store.save_certificates([cert("a", 3, "three")])  # out of order: ignored
     store.save_certificates([cert("a", 7, "seven")])
     store.save_certificates([])
     store.close()
 
-    store = SqliteStore(path)
+    store = database.open()
     try:
         assert {c.instance_id: (c.seq, c.token) for c in store.certificates()} == {
             "a": (7, "seven"),
@@ -30,6 +28,3 @@ def test_rows_survive_a_reopen_and_a_lower_seq_never_replaces_a_higher(tmp_path:
         }
     finally:
         store.close()
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    db.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,14 @@ import pytest
 from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store import SqliteStore
 from netpersona.store.migrations import MIGRATIONS
+from netpersona.store.sql import SqlStore
+from netpersona.store.sqlite.database import SQLITE
 
 V1 = json.dumps({"persona_policy": {"rules": [], "default": "a"}}, sort_keys=True)
 V2 = json.dumps({"persona_policy": {"rules": [], "default": "b"}}, sort_keys=True)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "np.db")
-    yield opened
-    opened.close()
-
-
-def test_every_policy_change_is_a_new_version_with_history(store: SqliteStore) -> None:
+def test_every_policy_change_is_a_new_version_with_history(store: SqlStore) -> None:
     with pytest.raises(NotFound):
         store.get_policy()
     assert store.fleet().policy is None
@@ -46,7 +40,7 @@ def test_every_policy_change_is_a_new_version_with_history(store: SqliteStore) -
 
 
 def test_a_deleted_policy_keeps_its_history_and_versions_keep_growing(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     store.put_policy(V1, "alice")
     with pytest.raises(PreconditionFailed):
@@ -77,7 +71,7 @@ def test_a_database_from_before_the_policy_is_migrated_and_keeps_its_data(
 ) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(MIGRATIONS[0])
+    db.executescript(SQLITE.render(MIGRATIONS[0]))
     db.execute("PRAGMA user_version=1")
     db.execute("INSERT INTO context (key, value, revision, updated_at) VALUES ('k', 'v', 1, 0)")
     db.commit()

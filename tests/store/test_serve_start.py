@@ -216,7 +216,7 @@ def test_data_files_are_private_for_new_and_existing_directories(tmp_path: Path)
 def test_db_status_reports_what_start_up_checks(tmp_path: Path) -> None:
     data = make_data_dir(tmp_path)
     report = run([NETPERSONA, "db", "status", "--data-dir", str(data)])
-    assert "schema version: 3 (this netpersona: 3)" in report.stdout
+    assert "schema version: 4 (this netpersona: 4)" in report.stdout
     assert "check: ok (quick_check took" in report.stdout
     assert f"file {data / 'netpersona.db'}: 0600," in report.stdout
     (data / "netpersona.db").write_bytes(b"")

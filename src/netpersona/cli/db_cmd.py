@@ -1,16 +1,22 @@
-"""``netpersona db``: the service's database, on the file directly (safe while the service runs).
+"""``netpersona db``: the service's database, worked on directly (safe while the service runs,
+except ``restore``).
 
-``status`` reports what the service would check on start-up (the file, its write-ahead log,
-the schema version, ``PRAGMA quick_check``) and the files' modes and sizes, changing nothing.
+``status`` reports what the service would check on start-up, changing nothing: for SQLite the
+file, its write-ahead log, the schema version, ``PRAGMA quick_check`` and the files' modes and
+sizes; for PostgreSQL the server version, the schema version and the last change. ``migrate``
+brings an existing database's schema up to date (``serve`` does too, on every start).
 ``token`` mints a new admin token for an existing database and writes DATA_DIR/admin.token:
 the documented way back in when that file is lost, and what ``netpersona serve`` asks for when
-it finds a database without any admin token.
+it finds a database without any admin token. ``backup`` and ``restore`` copy a SQLite database
+with the sqlite3 backup API; a PostgreSQL database is backed up with ``pg_dump``
+(docs/deployment.md).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,14 +24,24 @@ from rich.console import Console
 from netpersona.cli.serve_cmd import (
     DEFAULT_DATA_DIR,
     DataDir,
+    DbPasswordFile,
     DbUrl,
     database_path,
     open_data_store,
     write_admin_token,
 )
+from netpersona.errors import UsageError
+from netpersona.store.migrations import MIGRATIONS
+from netpersona.store.postgres.report import ServerReport, inspect_server
+from netpersona.store.sqlite.backup import backup_database, restore_database
 from netpersona.store.sqlite.report import DatabaseReport, FileState, inspect_database
+from netpersona.store.url import is_postgres, postgres_url, read_password_file
 
 __all__ = ["register"]
+
+_PG_BACKUP = (
+    "a PostgreSQL database is backed up and restored with pg_dump / pg_restore (docs/deployment.md)"
+)
 
 
 def _file_line(file: FileState) -> str:
@@ -51,24 +67,73 @@ def _report_lines(report: DatabaseReport, data_dir: Path) -> list[str]:
     return lines
 
 
+def _server_lines(report: ServerReport) -> list[str]:
+    version = "unknown" if report.schema_version is None else str(report.schema_version)
+    lines = [
+        f"database: {report.name}",
+        f"server: PostgreSQL {report.server_version or 'unknown'}",
+        f"schema version: {version} (this netpersona: {report.known_version})",
+    ]
+    if report.last_change is not None:
+        lines.append(f"last change: {report.last_change}")
+    if report.error is not None:
+        lines.append(f"check: the service would refuse it: {report.error}")
+    else:
+        lines.append("check: ok")
+    return lines
+
+
+def _sqlite_only(db: str | None, command: str) -> None:
+    if is_postgres(db):
+        raise UsageError(f"netpersona db {command}: {_PG_BACKUP}")
+
+
 def register(app: typer.Typer) -> None:
-    db_app = typer.Typer(help="The service's database (works on the file directly).")
+    db_app = typer.Typer(help="The service's database (works on it directly).")
     app.add_typer(db_app, name="db")
 
     @db_app.command("status")
-    def status(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
-        """Schema version, integrity (quick_check), file modes and sizes; changes nothing.
-        Exits non-zero, with the error the service would refuse to start with, when it would."""
+    def status(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+        db_password_file: DbPasswordFile = None,
+    ) -> None:
+        """Schema version and the start-up checks (SQLite: quick_check, file modes and sizes;
+        PostgreSQL: server version, last change); changes nothing. Exits non-zero, with the
+        error the service would refuse to start with, when it would."""
+        if is_postgres(db):
+            assert db is not None
+            password = None if db_password_file is None else read_password_file(db_password_file)
+            server = inspect_server(postgres_url(db), password)
+            sys.stdout.write("\n".join(_server_lines(server)) + "\n")
+            if server.error is not None:
+                raise server.error
+            return
         report = inspect_database(database_path(data_dir, db))
         sys.stdout.write("\n".join(_report_lines(report, data_dir)) + "\n")
         if report.error is not None:
             raise report.error
 
+    @db_app.command("migrate")
+    def migrate(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+        db_password_file: DbPasswordFile = None,
+    ) -> None:
+        """Bring an existing database's schema up to date (serve also does, on every start)."""
+        store = open_data_store(data_dir, db, password_file=db_password_file)
+        store.close()
+        Console(stderr=True).print(f"schema version {len(MIGRATIONS)}: up to date")
+
     @db_app.command("token")
-    def token(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
+    def token(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+        db_password_file: DbPasswordFile = None,
+    ) -> None:
         """Mint a new admin token for an existing database and write it to DATA_DIR/admin.token
         (mode 0600, replacing that file). Older admin tokens stay valid until revoked."""
-        store = open_data_store(data_dir, db)
+        store = open_data_store(data_dir, db, password_file=db_password_file)
         try:
             written = write_admin_token(
                 store, data_dir, "admin (netpersona db token)", "netpersona db token"
@@ -79,3 +144,29 @@ def register(app: typer.Typer) -> None:
             f"wrote a new admin token to {written}; older admin tokens stay valid until revoked"
             " (netpersona token list / revoke)"
         )
+
+    @db_app.command("backup")
+    def backup(
+        file: Annotated[Path, typer.Argument(help="The backup file to write (a new file).")],
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+    ) -> None:
+        """Copy the SQLite database to FILE, consistently, while the service runs."""
+        _sqlite_only(db, "backup")
+        backup_database(database_path(data_dir, db), file)
+        Console(stderr=True).print(f"backed up to {file}")
+
+    @db_app.command("restore")
+    def restore(
+        file: Annotated[Path, typer.Argument(help="A backup made by netpersona db backup.")],
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+    ) -> None:
+        """Replace the SQLite database with the backup FILE, once FILE passes the start-up
+        checks. Stop the service first: it keeps the database open."""
+        _sqlite_only(db, "restore")
+        target = database_path(data_dir, db)
+        if db is None:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        restore_database(file, target)
+        Console(stderr=True).print(f"restored {target} from {file}")

@@ -31,9 +31,10 @@ from rich.table import Table
 from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
 from netpersona.logs import configure_logging
 from netpersona.store import Role, Store, open_store
-from netpersona.store.url import sqlite_path
+from netpersona.store.url import is_postgres, sqlite_path
 
 __all__ = [
+    "DbPasswordFile",
     "database_path",
     "ensure_admin_token",
     "open_data_store",
@@ -60,7 +61,19 @@ DataDir = Annotated[
 ]
 DbUrl = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL (default sqlite:///DATA_DIR/netpersona.db)."),
+    typer.Option(
+        "--db",
+        help="Database URL: sqlite:///PATH (default sqlite:///DATA_DIR/netpersona.db) or"
+        " postgresql://USER@HOST/DB (password from PGPASSWORD, ~/.pgpass or"
+        " --db-password-file; never in the URL).",
+    ),
+]
+DbPasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--db-password-file",
+        help="File whose first line is the PostgreSQL password (keeps it off the command line).",
+    ),
 ]
 
 
@@ -82,14 +95,23 @@ def database_path(data_dir: Path, db: str | None) -> Path:
     return sqlite_path(db) if db is not None else data_dir / "netpersona.db"
 
 
-def open_data_store(data_dir: Path, db: str | None, *, create: bool = False) -> Store:
-    """The store for ``--data-dir`` / ``--db``, with DATA_DIR made (or made private).
+def open_data_store(
+    data_dir: Path, db: str | None, *, create: bool = False, password_file: Path | None = None
+) -> Store:
+    """The store for ``--data-dir`` / ``--db``, with DATA_DIR made (or made private), its
+    schema brought up to date.
 
-    Only ``serve`` (``create``) makes a new database, since only it gives one its admin token.
+    Only ``serve`` (``create``) makes a new database (on PostgreSQL: its schema), since only
+    it gives one its admin token.
     """
     if not structlog.is_configured():
         # Store warnings go to stderr: `token create` prints the secret alone on stdout.
         configure_logging("warning")
+    if is_postgres(db):
+        assert db is not None
+        os.umask(0o077)
+        _private_dir(data_dir)
+        return open_store(db, password_file=password_file, create=create)
     if not create and not database_path(data_dir, db).exists():
         raise StoreUnavailable(
             f"database {database_path(data_dir, db)} does not exist: `netpersona serve` makes "
@@ -100,7 +122,7 @@ def open_data_store(data_dir: Path, db: str | None, *, create: bool = False) -> 
     _private_dir(data_dir)
     if db is None:
         db = f"sqlite:///{data_dir.resolve()}/netpersona.db"
-    return open_store(db)
+    return open_store(db, password_file=password_file)
 
 
 def _private_dir(data_dir: Path) -> None:
@@ -126,6 +148,8 @@ def _data_dir_errors(where: Path) -> Iterator[None]:
 
 def _check_database_is_there(data_dir: Path, db: str | None) -> None:
     """An admin.token without the database it belongs to: the database was lost or moved."""
+    if is_postgres(db):
+        return  # the server keeps the database; there is no file here to miss
     token = data_dir / ADMIN_TOKEN_FILE
     path = database_path(data_dir, db)
     if token.exists() and not path.exists():
@@ -212,6 +236,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--listen", help="HOST:PORT to listen on.")
         ] = DEFAULT_LISTEN,
         db: DbUrl = None,
+        db_password_file: DbPasswordFile = None,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
         admin_socket: Annotated[
             Path | None,
@@ -262,7 +287,7 @@ def register(app: typer.Typer) -> None:
         )
         configure_logging(log_level)
         _check_database_is_there(data_dir, db)
-        store = open_data_store(data_dir, db, create=True)
+        store = open_data_store(data_dir, db, create=True, password_file=db_password_file)
         try:
             written = ensure_admin_token(store, data_dir)
             if written is not None:

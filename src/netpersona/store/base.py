@@ -21,6 +21,7 @@ from netpersona.records import Instance, Interface, PersonaVersion, Tier
 __all__ = [
     "ApiToken",
     "AuditEntry",
+    "Change",
     "ContextEntry",
     "FleetData",
     "Instance",
@@ -113,6 +114,21 @@ class AuditEntry:
             "before": self.before,
             "after": self.after,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write, in the store's change sequence.
+
+    ``seq`` only grows, in commit order (not necessarily by one); ``kind`` and ``key`` name
+    what changed (``instance``/``vm1``, ``persona``/``db``, ``policy``/``""``, ``status``/``vm1``,
+    ``certificate``/``vm1``, ...), so a replica that missed a notification knows what to re-read.
+    """
+
+    seq: int
+    kind: str
+    key: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +300,15 @@ class Store(Protocol):
 
     # whole-fleet read for the VM-facing views, and service secrets
     def fleet(self) -> FleetData: ...
+
+    # -- the change sequence (what replicas catch up with) ------------------------------------
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """The committed changes after ``seq``, oldest first (at most ``limit``)."""
+        ...
+
+    def last_change(self) -> int:
+        """The newest change's ``seq`` (0: none yet)."""
+        ...
 
     # -- persona certificates (the newest issued to each instance, ever) ---------------------
     def certificates(self) -> Sequence[IssuedCertificate]: ...

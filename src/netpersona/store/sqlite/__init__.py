@@ -1,7 +1,7 @@
-"""The SQLite backend: one module per aggregate, each with its SQL, composed by
-:class:`SqliteStore`; :mod:`.database` opens the file and translates every sqlite3 error."""
+"""The SQLite engine: one file, its transactions, its errors and its start-up checks;
+:class:`SqliteStore` runs the aggregates' SQL (:mod:`netpersona.store.sql`) on it."""
 
+from netpersona.store.sql.tokens import hash_secret
 from netpersona.store.sqlite.store import SqliteStore
-from netpersona.store.sqlite.tokens import hash_secret
 
 __all__ = ["SqliteStore", "hash_secret"]

@@ -23,18 +23,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from netpersona.errors import (
-    SchemaTooNew,
     StorageFull,
     StoreCorrupt,
     StoreError,
     StoreUnavailable,
 )
-from netpersona.store.migrations import MIGRATIONS
+from netpersona.store.migrations import check_version, migrate
+from netpersona.store.sql.engine import Connection, Dialect
 from netpersona.store.sqlite.files import (
     PRIVATE_FILE,
     check_database_file,
@@ -43,7 +44,19 @@ from netpersona.store.sqlite.files import (
     make_private,
 )
 
-__all__ = ["Database", "check_schema_and_integrity", "open_database", "translate"]
+__all__ = ["SQLITE", "Database", "check_schema_and_integrity", "open_database", "translate"]
+
+R = TypeVar("R")
+
+SQLITE = Dialect(
+    "sqlite",
+    {
+        "int": "INTEGER",
+        "real": "REAL",
+        "blob": "BLOB",
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    },
+)
 
 _KINDS: dict[int, type[StoreError]] = {
     sqlite3.SQLITE_FULL: StorageFull,
@@ -78,6 +91,8 @@ def translate(exc: sqlite3.Error, path: str, operation: str) -> StoreError:
 
 class Database:
     """An open database file; :func:`open_database` opens one only after checking it."""
+
+    dialect = SQLITE
 
     def __init__(self, path: str | Path, *, name: str | Path | None = None) -> None:
         self.path = str(path)
@@ -131,9 +146,17 @@ class Database:
                         db.execute("ROLLBACK")
                 raise
 
-    def schema_version(self) -> int:
-        with self.read("read the schema version") as db:
-            return int(db.execute("PRAGMA user_version").fetchone()[0])
+    def retrying(self, operation: Callable[[], R]) -> R:
+        return operation()  # one writer at a time: a transaction is never aborted for another
+
+    def migrating(self) -> AbstractContextManager[Connection]:
+        return self.write("migrate the schema")
+
+    def schema_version(self, db: Connection) -> int:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    def set_schema_version(self, db: Connection, version: int) -> None:
+        db.execute(f"PRAGMA user_version={int(version)}")
 
     def check(self) -> None:
         """Refuse a database this netpersona cannot trust to read or to write."""
@@ -144,13 +167,7 @@ class Database:
         """Use WAL (a setting kept in the file) and bring the schema up to date."""
         with self.translated("switch to WAL mode"):
             self.connection.execute("PRAGMA journal_mode=WAL")
-        current = self.schema_version()
-        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.write(f"migrate to schema {number}") as db:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
+        migrate(self)
 
     def close(self) -> None:
         with self._lock:
@@ -161,12 +178,7 @@ def check_schema_and_integrity(db: sqlite3.Connection, path: str) -> float:
     """Raise unless ``db`` is a netpersona schema this version knows and passes
     ``PRAGMA quick_check``; returns the seconds the check took."""
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > len(MIGRATIONS):
-        raise SchemaTooNew(
-            f"database {path}: schema version {version} was written by a newer netpersona (this "
-            f"one knows up to {len(MIGRATIONS)}); run that version, or restore a backup this "
-            "version wrote"
-        )
+    check_version(version, path)
     started = time.monotonic()
     rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
     # One line per problem (a row may hold several), without the "*** in database main ***".

@@ -7,12 +7,12 @@ a different document: agents and certificates rely on that.
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from netpersona.errors import Conflict, NotFound, PreconditionFailed
 from netpersona.store.base import Page, PersonaVersion
 from netpersona.store.pages import decode_cursor, int_cursor, page_of
-from netpersona.store.sqlite.aggregate import Aggregate, check_expect
+from netpersona.store.sql.aggregate import Aggregate, check_expect
+from netpersona.store.sql.engine import Connection, Row, retried
 
 __all__ = ["CURRENT_PERSONAS", "PersonaTables", "persona_from_row"]
 
@@ -31,7 +31,7 @@ def document_object(text: str) -> str:
     return text
 
 
-def persona_from_row(row: sqlite3.Row) -> PersonaVersion:
+def persona_from_row(row: Row) -> PersonaVersion:
     return PersonaVersion(
         name=row["name"],
         version=row["version"],
@@ -43,22 +43,22 @@ def persona_from_row(row: sqlite3.Row) -> PersonaVersion:
 
 
 class PersonaTables(Aggregate):
-    def _persona(self, row: sqlite3.Row) -> PersonaVersion:
+    def _persona(self, row: Row) -> PersonaVersion:
         key = f"{row['name']}@{row['version']}"
         return self._rows.one("persona_versions", key, row, persona_from_row)
 
-    def _decode_persona(self, row: sqlite3.Row) -> PersonaVersion | None:
+    def _decode_persona(self, row: Row) -> PersonaVersion | None:
         key = f"{row['name']}@{row['version']}"
         return self._rows.decode("persona_versions", key, row, persona_from_row)
 
-    def _current(self, db: sqlite3.Connection, name: str) -> PersonaVersion:
+    def _current(self, db: Connection, name: str) -> PersonaVersion:
         row = db.execute(f"{CURRENT_PERSONAS} AND p.name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"persona {name!r} does not exist")
         return self._persona(row)
 
-    def _version_row(self, db: sqlite3.Connection, name: str, version: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = db.execute(
+    def _version_row(self, db: Connection, name: str, version: int) -> Row:
+        row: Row | None = db.execute(
             "SELECT * FROM persona_versions WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
         if row is None:
@@ -67,7 +67,7 @@ class PersonaTables(Aggregate):
 
     def _add_version(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         name: str,
         document: str,
         *,
@@ -87,7 +87,8 @@ class PersonaTables(Aggregate):
             (name, version, document, created.created_at, actor, restored_from),
         )
         db.execute(
-            "INSERT OR REPLACE INTO personas (name, current, deleted) VALUES (?, ?, 0)",
+            "INSERT INTO personas (name, current, deleted) VALUES (?, ?, 0) ON CONFLICT (name) "
+            "DO UPDATE SET current = excluded.current, deleted = 0",
             (name, version),
         )
         self._audit(
@@ -100,6 +101,7 @@ class PersonaTables(Aggregate):
         )
         return created
 
+    @retried
     def put_persona(
         self,
         name: str,
@@ -156,6 +158,7 @@ class PersonaTables(Aggregate):
             ).fetchall()
         return page_of(rows, limit, self._decode_persona, lambda r: r["version"])
 
+    @retried
     def restore_persona(
         self, name: str, version: int, actor: str, expect: int | None = None
     ) -> PersonaVersion:
@@ -167,6 +170,7 @@ class PersonaTables(Aggregate):
                 db, name, old.document, actor=actor, action="persona.restore", restored_from=version
             )
 
+    @retried
     def delete_persona(self, name: str, actor: str, expect: int | None = None) -> None:
         with self._database.write(f"delete persona {name!r}") as db:
             current = self._current(db, name)

@@ -4,7 +4,6 @@ pins."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,11 +12,12 @@ from netpersona.errors import Conflict, FieldError, InvalidDocument, NotFound
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.store.base import Instance, Interface, Page, Tier
 from netpersona.store.pages import decode_cursor, page_of
-from netpersona.store.sqlite.aggregate import Aggregate, check_expect, dump
+from netpersona.store.sql.aggregate import Aggregate, check_expect, dump
+from netpersona.store.sql.engine import Connection, Row, retried
 
 __all__ = ["InstanceTables", "instance_from_row"]
 
-Change = Callable[[sqlite3.Connection, Instance], Instance]
+Change = Callable[[Connection, Instance], Instance]
 
 
 def _labels(text: str) -> tuple[tuple[str, str], ...]:
@@ -34,7 +34,7 @@ def _interface(data: Mapping[str, Any]) -> Interface:
     return Interface(data["name"], tuple(data["addresses"]), Tier(tier) if tier else None)
 
 
-def instance_from_row(row: sqlite3.Row) -> Instance:
+def instance_from_row(row: Row) -> Instance:
     return Instance(
         id=row["id"],
         name=row["name"],
@@ -52,21 +52,19 @@ class InstanceTables(Aggregate):
     # Decoded instances kept between fleet reads; this store's own writes drop theirs.
     _fleet_cache: dict[str, Instance]
 
-    def _instance_row(self, db: sqlite3.Connection, instance_id: str) -> sqlite3.Row:
-        row: sqlite3.Row | None = db.execute(
+    def _instance_row(self, db: Connection, instance_id: str) -> Row:
+        row: Row | None = db.execute(
             "SELECT * FROM instances WHERE id = ?", (instance_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"instance {instance_id!r} does not exist")
         return row
 
-    def _load_instance(self, db: sqlite3.Connection, instance_id: str) -> Instance:
+    def _load_instance(self, db: Connection, instance_id: str) -> Instance:
         row = self._instance_row(db, instance_id)
         return self._rows.one("instances", instance_id, row, instance_from_row)
 
-    def _claim_addresses(
-        self, db: sqlite3.Connection, instance_id: str, addresses: Sequence[str]
-    ) -> None:
+    def _claim_addresses(self, db: Connection, instance_id: str, addresses: Sequence[str]) -> None:
         db.execute("DELETE FROM instance_addresses WHERE instance_id = ?", (instance_id,))
         for index, address in enumerate(addresses):
             row = db.execute(
@@ -82,11 +80,15 @@ class InstanceTables(Aggregate):
                 (address, instance_id),
             )
 
-    def _save_instance(self, db: sqlite3.Connection, instance: Instance) -> None:
+    def _save_instance(self, db: Connection, instance: Instance) -> None:
         self._fleet_cache.pop(instance.id, None)
         db.execute(
-            "INSERT OR REPLACE INTO instances (id, name, addresses, interfaces, labels, pin, "
-            "revision, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO instances (id, name, addresses, interfaces, labels, pin, revision, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            "name = excluded.name, addresses = excluded.addresses, "
+            "interfaces = excluded.interfaces, labels = excluded.labels, pin = excluded.pin, "
+            "revision = excluded.revision, created_at = excluded.created_at, "
+            "updated_at = excluded.updated_at",
             (
                 instance.id,
                 instance.name,
@@ -100,6 +102,7 @@ class InstanceTables(Aggregate):
             ),
         )
 
+    @retried
     def create_instance(self, spec: Instance, actor: str) -> Instance:
         instance_id = spec.id
         with self._database.write(f"create instance {instance_id!r}") as db:
@@ -135,9 +138,10 @@ class InstanceTables(Aggregate):
             ).fetchall()
         return page_of(rows, limit, self._decode_instance, lambda r: r["id"])
 
-    def _decode_instance(self, row: sqlite3.Row) -> Instance | None:
+    def _decode_instance(self, row: Row) -> Instance | None:
         return self._rows.decode("instances", row["id"], row, instance_from_row)
 
+    @retried
     def _change_instance(
         self, instance_id: str, actor: str, action: str, expect: int | None, change: Change
     ) -> Instance:
@@ -162,7 +166,7 @@ class InstanceTables(Aggregate):
     def replace_instance(self, spec: Instance, actor: str, expect: int | None = None) -> Instance:
         instance_id = spec.id
 
-        def change(db: sqlite3.Connection, old: Instance) -> Instance:
+        def change(db: Connection, old: Instance) -> Instance:
             if spec.addresses != old.addresses:
                 self._claim_addresses(db, instance_id, spec.addresses)
             return replace(
@@ -175,6 +179,7 @@ class InstanceTables(Aggregate):
 
         return self._change_instance(instance_id, actor, "instance.replace", expect, change)
 
+    @retried
     def delete_instance(self, instance_id: str, actor: str, expect: int | None = None) -> None:
         """Delete an instance; one whose row cannot be read can still be deleted (without
         If-Match, since its revision is unknown), which is how an operator gets rid of it."""
@@ -204,7 +209,7 @@ class InstanceTables(Aggregate):
         actor: str,
         expect: int | None = None,
     ) -> Instance:
-        def change(db: sqlite3.Connection, old: Instance) -> Instance:
+        def change(db: Connection, old: Instance) -> Instance:
             labels = old.label_map
             for key, value in changes.items():
                 if value is None:
@@ -218,7 +223,7 @@ class InstanceTables(Aggregate):
     def set_pin(
         self, instance_id: str, persona: str | None, actor: str, expect: int | None = None
     ) -> Instance:
-        def change(db: sqlite3.Connection, old: Instance) -> Instance:
+        def change(db: Connection, old: Instance) -> Instance:
             if persona is not None:
                 row = db.execute(
                     "SELECT deleted FROM personas WHERE name = ?", (persona,)

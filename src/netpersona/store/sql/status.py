@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from netpersona.errors import NotFound
 from netpersona.store.base import InstanceStatus
-from netpersona.store.sqlite.aggregate import Aggregate, dump
+from netpersona.store.sql.aggregate import Aggregate, dump
+from netpersona.store.sql.engine import Row, retried
 
 __all__ = ["StatusTable"]
 
 
-def status_from_row(row: sqlite3.Row) -> InstanceStatus:
+def status_from_row(row: Row) -> InstanceStatus:
     drops: dict[str, int] = json.loads(row["drops"])
     return InstanceStatus(
         instance_id=row["instance_id"],
@@ -26,6 +26,7 @@ def status_from_row(row: sqlite3.Row) -> InstanceStatus:
 
 
 class StatusTable(Aggregate):
+    @retried
     def record_status(self, status: InstanceStatus) -> None:
         with self._database.write(f"record the status of instance {status.instance_id!r}") as db:
             if (
@@ -34,8 +35,11 @@ class StatusTable(Aggregate):
             ):
                 raise NotFound(f"instance {status.instance_id!r} does not exist")
             db.execute(
-                "INSERT OR REPLACE INTO status (instance_id, persona, version, result, message, "
-                "drops, reported_at) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO status (instance_id, persona, version, result, message, drops, "
+                "reported_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (instance_id) DO UPDATE SET "
+                "persona = excluded.persona, version = excluded.version, "
+                "result = excluded.result, message = excluded.message, drops = excluded.drops, "
+                "reported_at = excluded.reported_at",
                 (
                     status.instance_id,
                     status.persona,
@@ -46,6 +50,7 @@ class StatusTable(Aggregate):
                     status.reported_at,
                 ),
             )
+            self._changed(db, "status", status.instance_id)
 
     def get_status(self, instance_id: str) -> InstanceStatus:
         with self._database.read(f"read the status of instance {instance_id!r}") as db:

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store.base import ContextEntry
-from netpersona.store.sqlite.aggregate import Aggregate, check_expect
+from netpersona.store.sql.aggregate import Aggregate, check_expect
+from netpersona.store.sql.engine import Connection, Row, retried
 
 __all__ = ["ContextTable"]
 
 
-def context_from_row(row: sqlite3.Row) -> ContextEntry:
+def context_from_row(row: Row) -> ContextEntry:
     if not isinstance(row["value"], str):
         raise TypeError(f"the value is {type(row['value']).__name__}, not text")
     return ContextEntry(row["key"], row["value"], row["revision"], row["updated_at"])
 
 
 class ContextTable(Aggregate):
-    def _context_row(self, db: sqlite3.Connection, key: str) -> ContextEntry | None:
+    def _context_row(self, db: Connection, key: str) -> ContextEntry | None:
         row = db.execute("SELECT * FROM context WHERE key = ?", (key,)).fetchone()
         return None if row is None else self._rows.one("context", key, row, context_from_row)
 
-    def _context_entries(self, db: sqlite3.Connection) -> list[ContextEntry]:
+    def _context_entries(self, db: Connection) -> list[ContextEntry]:
         rows = db.execute("SELECT * FROM context ORDER BY key").fetchall()
         decoded = (self._rows.decode("context", r["key"], r, context_from_row) for r in rows)
         return [entry for entry in decoded if entry is not None]
@@ -39,6 +39,7 @@ class ContextTable(Aggregate):
             raise NotFound(f"context key {key!r} is not set")
         return entry
 
+    @retried
     def set_context(
         self, key: str, value: str, actor: str, expect: int | None = None
     ) -> ContextEntry:
@@ -53,8 +54,9 @@ class ContextTable(Aggregate):
             revision = 1 if before is None else before.revision + 1
             entry = ContextEntry(key, value, revision, self._clock())
             db.execute(
-                "INSERT OR REPLACE INTO context (key, value, revision, updated_at) "
-                "VALUES (?,?,?,?)",
+                "INSERT INTO context (key, value, revision, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "revision = excluded.revision, updated_at = excluded.updated_at",
                 (key, value, entry.revision, entry.updated_at),
             )
             self._audit(
@@ -67,6 +69,7 @@ class ContextTable(Aggregate):
             )
             return entry
 
+    @retried
     def delete_context(self, key: str, actor: str, expect: int | None = None) -> None:
         with self._database.write(f"delete context key {key!r}") as db:
             before = self._context_row(db, key)

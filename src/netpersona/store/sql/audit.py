@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from netpersona.store.base import AuditEntry, Page
 from netpersona.store.pages import int_cursor, page_of
-from netpersona.store.sqlite.aggregate import Aggregate
+from netpersona.store.sql.aggregate import Aggregate
+from netpersona.store.sql.engine import Row
 
 __all__ = ["AuditTable"]
 
@@ -19,7 +19,7 @@ def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def audit_from_row(row: sqlite3.Row) -> AuditEntry:
+def audit_from_row(row: Row) -> AuditEntry:
     return AuditEntry(
         seq=row["seq"],
         at=row["at"],
@@ -47,5 +47,5 @@ class AuditTable(Aggregate):
             rows = db.execute(query, args).fetchall()
         return page_of(rows, limit, self._decode_audit, lambda r: r["seq"])
 
-    def _decode_audit(self, row: sqlite3.Row) -> AuditEntry | None:
+    def _decode_audit(self, row: Row) -> AuditEntry | None:
         return self._rows.decode("audit", str(row["seq"]), row, audit_from_row)

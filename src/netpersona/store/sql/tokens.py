@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from collections.abc import Sequence
 
 from netpersona.errors import NotFound
 from netpersona.store.base import ApiToken, Role
-from netpersona.store.sqlite.aggregate import Aggregate
+from netpersona.store.sql.aggregate import Aggregate
+from netpersona.store.sql.engine import Row, retried
 
 __all__ = ["TokenTable", "hash_secret"]
 
@@ -20,14 +20,15 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def token_from_row(row: sqlite3.Row) -> ApiToken:
+def token_from_row(row: Row) -> ApiToken:
     return ApiToken(row["id"], row["name"], Role(row["role"]), row["created_at"], row["created_by"])
 
 
 class TokenTable(Aggregate):
-    def _decode_token(self, row: sqlite3.Row) -> ApiToken | None:
+    def _decode_token(self, row: Row) -> ApiToken | None:
         return self._rows.decode("tokens", row["id"], row, token_from_row)
 
+    @retried
     def create_token(self, name: str, role: Role, actor: str) -> tuple[ApiToken, str]:
         secret = "np_" + secrets.token_urlsafe(32)
         token = ApiToken("tok-" + secrets.token_hex(6), name, role, self._clock(), actor)
@@ -53,6 +54,7 @@ class TokenTable(Aggregate):
             rows = db.execute("SELECT * FROM tokens ORDER BY id").fetchall()
         return [token for token in map(self._decode_token, rows) if token is not None]
 
+    @retried
     def revoke_token(self, token_id: str, actor: str) -> None:
         with self._database.write(f"revoke token {token_id!r}") as db:
             row = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()

@@ -3,16 +3,16 @@ the instance, so ``seq`` keeps growing if the id comes back)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from netpersona.store.base import IssuedCertificate
-from netpersona.store.sqlite.aggregate import Aggregate
+from netpersona.store.sql.aggregate import Aggregate
+from netpersona.store.sql.engine import Row, retried
 
 __all__ = ["CertificateTable"]
 
 
-def certificate_from_row(row: sqlite3.Row) -> IssuedCertificate:
+def certificate_from_row(row: Row) -> IssuedCertificate:
     return IssuedCertificate(
         instance_id=row["instance_id"],
         seq=int(row["seq"]),
@@ -33,6 +33,7 @@ class CertificateTable(Aggregate):
         )
         return [certificate for certificate in decoded if certificate is not None]
 
+    @retried
     def save_certificates(self, issued: Sequence[IssuedCertificate]) -> None:
         """Record newly issued certificates; a row never goes back to a lower ``seq``."""
         if not issued:
@@ -49,3 +50,5 @@ class CertificateTable(Aggregate):
                     for c in issued
                 ],
             )
+            for certificate in issued:
+                self._changed(db, "certificate", certificate.instance_id)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from netpersona.store.base import FleetData, Instance, PersonaVersion
-from netpersona.store.sqlite.context import ContextTable
-from netpersona.store.sqlite.instances import InstanceTables, instance_from_row
-from netpersona.store.sqlite.personas import CURRENT_PERSONAS, PersonaTables
-from netpersona.store.sqlite.policy import PolicyTables
+from netpersona.store.sql.context import ContextTable
+from netpersona.store.sql.engine import Connection
+from netpersona.store.sql.instances import InstanceTables, instance_from_row
+from netpersona.store.sql.personas import CURRENT_PERSONAS, PersonaTables
+from netpersona.store.sql.policy import PolicyTables
 
 __all__ = ["FleetQuery"]
 
@@ -18,7 +17,7 @@ _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limi
 class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
     def fleet(self) -> FleetData:
         with self._database.read("read the fleet") as db:
-            revision = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit").fetchone()
             instances = self._fleet_instances(db)
             personas: dict[str, PersonaVersion] = {}
             for row in db.execute(CURRENT_PERSONAS):
@@ -27,9 +26,9 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
                     personas[persona.name] = persona
             context = {e.key: e.value for e in self._context_entries(db)}
             policy = self._current_policy(db)
-        return FleetData(int(revision), instances, personas, context, policy)
+        return FleetData(int(last["seq"]), instances, personas, context, policy)
 
-    def _fleet_instances(self, db: sqlite3.Connection) -> tuple[Instance, ...]:
+    def _fleet_instances(self, db: Connection) -> tuple[Instance, ...]:
         # Decoding every row is most of the cost of a fleet read, so rows are kept from the
         # previous read: this store's own writes drop them, and a row some other process
         # changed shows a different revision or update time.

@@ -1,27 +1,21 @@
-"""The SQLite store on a real file: records, versions, concurrency checks, audit, tokens."""
+"""The store on both engines: records, versions, concurrency checks, audit, tokens."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from netpersona.errors import Conflict, InvalidDocument, NotFound, PreconditionFailed, UsageError
 from netpersona.store import Instance, Interface, Role, SqliteStore, Tier, open_store
+from netpersona.store.sql import SqlStore
 from netpersona.store.url import sqlite_path
+from tests.store.conftest import Database
 
 DOC = json.dumps({"communication_mode": "unicast", "priority": 1})
 DOC2 = json.dumps({"communication_mode": "unicast", "priority": 2})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "np.db")
-    yield opened
-    opened.close()
 
 
 def spec(instance_id: str, *addresses: str, labels: dict[str, str] | None = None) -> Instance:
@@ -34,24 +28,28 @@ def spec(instance_id: str, *addresses: str, labels: dict[str, str] | None = None
     )
 
 
-def test_the_database_is_in_wal_mode_with_full_sync(store: SqliteStore) -> None:
+def test_the_database_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "np.db")
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     # synchronous is per connection: read the store's own.
     assert store._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
 
 
-def test_reopening_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None:
-    first = SqliteStore(tmp_path / "np.db")
+def test_reopening_keeps_data_and_does_not_rerun_migrations(database: Database) -> None:
+    first = database.open()
+    assert first.created
     first.create_instance(spec("vm1", "10.0.0.1"), "test")
     first.close()
-    second = SqliteStore(tmp_path / "np.db")
+    second = database.open()
+    assert not second.created
     assert second.get_instance("vm1").addresses == ("10.0.0.1",)
     second.close()
 
 
-def test_instances_round_trip_with_interfaces_and_labels(store: SqliteStore) -> None:
+def test_instances_round_trip_with_interfaces_and_labels(store: SqlStore) -> None:
     made = store.create_instance(spec("vm1", "10.0.0.1", labels={"app": "db"}), "alice")
     got = store.get_instance("vm1")
     assert got == made
@@ -63,7 +61,7 @@ def test_instances_round_trip_with_interfaces_and_labels(store: SqliteStore) -> 
         store.get_instance("nope")
 
 
-def test_an_address_belongs_to_one_instance(store: SqliteStore) -> None:
+def test_an_address_belongs_to_one_instance(store: SqlStore) -> None:
     store.create_instance(spec("vm1", "10.0.0.1"), "t")
     with pytest.raises(Conflict, match=r"10\.0\.0\.1 already belongs to instance 'vm1'"):
         store.create_instance(spec("vm2", "10.0.0.2", "10.0.0.1"), "t")
@@ -74,7 +72,7 @@ def test_an_address_belongs_to_one_instance(store: SqliteStore) -> None:
     assert store.get_instance("vm2").addresses == ("10.0.0.1",)
 
 
-def test_revisions_grow_and_if_match_is_checked(store: SqliteStore) -> None:
+def test_revisions_grow_and_if_match_is_checked(store: SqlStore) -> None:
     store.create_instance(spec("vm1", "10.0.0.1"), "t")
     labelled = store.patch_labels("vm1", {"app": "db"}, "t", expect=1)
     assert labelled.revision == 2
@@ -87,7 +85,7 @@ def test_revisions_grow_and_if_match_is_checked(store: SqliteStore) -> None:
     assert removed.revision == 3
 
 
-def test_personas_are_versioned_with_history_and_restore(store: SqliteStore) -> None:
+def test_personas_are_versioned_with_history_and_restore(store: SqlStore) -> None:
     assert store.put_persona("db", DOC, "alice").version == 1
     assert store.put_persona("db", DOC, "alice").version == 1  # same document, no new version
     assert store.put_persona("db", DOC2, "bob", expect=1).version == 2
@@ -108,7 +106,7 @@ def test_personas_are_versioned_with_history_and_restore(store: SqliteStore) -> 
 
 
 def test_a_pinned_persona_cannot_be_deleted_and_versions_never_repeat(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     store.put_persona("db", DOC, "t")
     store.create_instance(spec("vm1", "10.0.0.1"), "t")
@@ -124,7 +122,7 @@ def test_a_pinned_persona_cannot_be_deleted_and_versions_never_repeat(
     assert store.put_persona("db", DOC2, "t").version == 2  # not 1 again
 
 
-def test_every_change_is_audited_with_before_and_after(store: SqliteStore) -> None:
+def test_every_change_is_audited_with_before_and_after(store: SqlStore) -> None:
     store.create_instance(spec("vm1", "10.0.0.1"), "alice")
     store.patch_labels("vm1", {"app": "db"}, "bob")
     store.set_context("threat_level", "high", "carol")
@@ -143,17 +141,23 @@ def test_every_change_is_audited_with_before_and_after(store: SqliteStore) -> No
     assert older.items[0].action == "instance.create"
 
 
-def test_tokens_are_stored_hashed(store: SqliteStore) -> None:
+def test_tokens_are_stored_hashed(store: SqlStore) -> None:
     token, secret = store.create_token("ci", Role.OPERATOR, "admin")
     assert store.token_for_secret(secret) == token
     assert store.token_for_secret(secret + "x") is None
-    raw = Path(store.path).read_bytes() + Path(store.path + "-wal").read_bytes()
-    assert secret.encode() not in raw
+    with store._database.read("dump") as db:
+        stored = [
+            dict(row)
+            for table in ("tokens", "audit")
+            for row in db.execute(f"SELECT * FROM {table}")
+        ]
+    assert secret not in json.dumps(stored)
+    assert token.id in json.dumps(stored)
     store.revoke_token(token.id, "admin")
     assert store.token_for_secret(secret) is None
 
 
-def test_context_keys_have_revisions(store: SqliteStore) -> None:
+def test_context_keys_have_revisions(store: SqlStore) -> None:
     assert store.set_context("threat_level", "low", "t").revision == 1
     assert store.set_context("threat_level", "high", "t", expect=1).revision == 2
     with pytest.raises(PreconditionFailed):
@@ -163,7 +167,7 @@ def test_context_keys_have_revisions(store: SqliteStore) -> None:
         store.get_context("threat_level")
 
 
-def test_pages_walk_every_instance_once(store: SqliteStore) -> None:
+def test_pages_walk_every_instance_once(store: SqlStore) -> None:
     for n in range(7):
         store.create_instance(spec(f"vm{n}", f"10.0.0.{n + 1}"), "t")
     seen: list[str] = []
@@ -180,7 +184,7 @@ def test_pages_walk_every_instance_once(store: SqliteStore) -> None:
 
 
 def test_fleet_reads_instances_current_personas_and_a_growing_revision(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     store.put_persona("db", DOC, "t")
     store.put_persona("db", DOC2, "t")
@@ -195,16 +199,22 @@ def test_fleet_reads_instances_current_personas_and_a_growing_revision(
 def test_db_urls(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:////var/lib/np.db") == Path("/var/lib/np.db")
     assert sqlite_path("sqlite:///np.db") == Path("np.db")
-    with pytest.raises(UsageError, match="postgresql"):
-        open_store("postgresql://db/netpersona")
+    with pytest.raises(UsageError, match="mysql"):
+        open_store("mysql://db/netpersona")
+    with pytest.raises(UsageError, match=r"holds a password.*PGPASSWORD"):
+        open_store("postgresql://np:s3cret@db/netpersona")
+    with pytest.raises(UsageError, match="holds a password"):
+        open_store("postgresql:///netpersona?password=s3cret")
+    with pytest.raises(UsageError, match="only a postgresql"):
+        open_store(f"sqlite:///{tmp_path}/np.db", password_file=tmp_path / "pw")
     with pytest.raises(UsageError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path}/missing/np.db")
     opened = open_store(f"sqlite:///{tmp_path}/np.db")
     opened.close()
 
 
-def test_fleet_reads_see_every_change_including_a_recreated_instance(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "np.db", clock=lambda: 1000.0)  # every write at one instant
+def test_fleet_reads_see_every_change_including_a_recreated_instance(database: Database) -> None:
+    store = database.open(clock=lambda: 1000.0)  # every write at one instant
     try:
         store.create_instance(spec("vm1", "10.0.0.1", labels={"app": "db"}), "t")
         assert store.fleet().instances[0].label_map == {"app": "db"}
@@ -213,7 +223,7 @@ def test_fleet_reads_see_every_change_including_a_recreated_instance(tmp_path: P
         again = store.fleet().instances[0]
         assert (again.addresses, again.label_map) == (("10.0.0.2",), {"app": "web"})
         # A write by another process (another connection to the same file) is seen too.
-        other = SqliteStore(tmp_path / "np.db")
+        other = database.open()
         other.patch_labels("vm1", {"app": "api"}, "t")
         other.close()
         assert store.fleet().instances[0].label_map == {"app": "api"}

@@ -3,20 +3,19 @@ delete and re-create)."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store.base import Page, PolicyVersion
 from netpersona.store.pages import int_cursor, page_of
-from netpersona.store.sqlite.aggregate import Aggregate, check_expect
-from netpersona.store.sqlite.personas import document_object
+from netpersona.store.sql.aggregate import Aggregate, check_expect
+from netpersona.store.sql.engine import Connection, Row, retried
+from netpersona.store.sql.personas import document_object
 
 __all__ = ["PolicyTables", "policy_from_row"]
 
 _NEWEST = 2**62
 
 
-def policy_from_row(row: sqlite3.Row) -> PolicyVersion:
+def policy_from_row(row: Row) -> PolicyVersion:
     return PolicyVersion(
         version=row["version"],
         document=document_object(row["document"]),
@@ -26,10 +25,10 @@ def policy_from_row(row: sqlite3.Row) -> PolicyVersion:
 
 
 class PolicyTables(Aggregate):
-    def _decode_policy(self, row: sqlite3.Row) -> PolicyVersion | None:
+    def _decode_policy(self, row: Row) -> PolicyVersion | None:
         return self._rows.decode("policy_versions", str(row["version"]), row, policy_from_row)
 
-    def _current_policy(self, db: sqlite3.Connection) -> PolicyVersion | None:
+    def _current_policy(self, db: Connection) -> PolicyVersion | None:
         """The current policy; None when there is none, or its row cannot be read (skipped, as
         a listing skips a row: the fleet is then served as if there were no policy)."""
         row = db.execute(
@@ -38,6 +37,7 @@ class PolicyTables(Aggregate):
         ).fetchone()
         return None if row is None else self._decode_policy(row)
 
+    @retried
     def put_policy(self, document: str, actor: str, expect: int | None = None) -> PolicyVersion:
         with self._database.write("store the policy") as db:
             before = self._current_policy(db)
@@ -49,15 +49,18 @@ class PolicyTables(Aggregate):
                 check_expect("the policy", before.version, expect)
             if before is not None and before.document == document:
                 return before  # the same document again is not a change
-            last = db.execute("SELECT COALESCE(MAX(version), 0) FROM policy_versions").fetchone()
-            created = PolicyVersion(int(last[0]) + 1, document, self._clock(), actor)
+            last = db.execute(
+                "SELECT COALESCE(MAX(version), 0) AS version FROM policy_versions"
+            ).fetchone()
+            created = PolicyVersion(int(last["version"]) + 1, document, self._clock(), actor)
             db.execute(
                 "INSERT INTO policy_versions (version, document, created_at, created_by) "
                 "VALUES (?,?,?,?)",
                 (created.version, document, created.created_at, actor),
             )
             db.execute(
-                "INSERT OR REPLACE INTO policy (id, current, deleted) VALUES (1, ?, 0)",
+                "INSERT INTO policy (id, current, deleted) VALUES (1, ?, 0) "
+                "ON CONFLICT (id) DO UPDATE SET current = excluded.current, deleted = 0",
                 (created.version,),
             )
             self._audit(
@@ -93,6 +96,7 @@ class PolicyTables(Aggregate):
             ).fetchall()
         return page_of(rows, limit, self._decode_policy, lambda r: r["version"])
 
+    @retried
     def delete_policy(self, actor: str, expect: int | None = None) -> None:
         with self._database.write("delete the policy") as db:
             current = self._current_policy(db)
