@@ -17,6 +17,7 @@ from netpersona.cli import (
     agent_cmd,
     apply_cmd,
     db_cmd,
+    install,
     lab_cmd,
     plan_cmd,
     policy_cmd,
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.callback()(install.root_options)
 plan_cmd.register(app)
 policy_cmd.register(app)
 apply_cmd.register(app)
@@ -50,6 +52,9 @@ def main() -> None:
         for line in str(exc).splitlines():
             stderr.print(f"[red]error[/red] {escape(line)}")
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        install.exit_if_extra_missing(exc)
+        raise
     except NetpersonaError as exc:
         stderr.print(f"[red]error[/red] ({exc.code}) {escape(str(exc))}")
         sys.exit(exc.exit_code)
