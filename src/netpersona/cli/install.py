@@ -18,7 +18,7 @@ __all__ = ["SERVICE_HINT", "package_version", "root_options", "exit_if_extra_mis
 
 # Top-level modules that only ``netpersona[service]`` installs (pyproject.toml).
 SERVICE_MODULES = frozenset(
-    {"fastapi", "starlette", "uvicorn", "httptools", "uvloop", "prometheus_client", "pydantic"}
+    {"fastapi", "starlette", "uvicorn", "httptools", "uvloop", "prometheus_client"}
 )
 SERVICE_HINT = "pip install 'netpersona[service]'"
 
