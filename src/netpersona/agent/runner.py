@@ -50,6 +50,7 @@ from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
 from netpersona.errors import MalformedAnswer, NetpersonaError
 from netpersona.records import Peer
+from netpersona.system.sdnotify import Notifier
 
 __all__ = ["RECORD_FILE", "Agent", "AgentConfig", "AgentRecord", "metadata_endpoint"]
 
@@ -81,6 +82,7 @@ class Agent:
         self.reconciler = Reconciler(config, kernel, self.status, self.client)
         self.compiled_view: tuple[Peer, ...] | None = None
         self.log = structlog.get_logger("netpersona.agent")
+        self.systemd = Notifier()
 
     @property
     def record(self) -> AgentRecord:
@@ -175,6 +177,11 @@ class Agent:
             return False
         finally:
             await self.client.aclose()
+        return self.converged
+
+    @property
+    def converged(self) -> bool:
+        """The kernel holds what the service says (after the last pass)."""
         return self.record.result in ("applied", "unchanged", "peers-updated", "removed")
 
     def _watcher(self, name: str) -> Watcher:
@@ -234,13 +241,15 @@ class Agent:
             await asyncio.wait_for(self.dirty.wait(), timeout=retry_in + 0.01)
 
     async def run(self) -> None:
-        tasks = self._tasks()
+        tasks = [*self._tasks(), asyncio.create_task(self.systemd.keep_alive(), name="watchdog")]
         try:
             while True:
                 await self._next_wake()
                 self.dirty.clear()
                 try:
                     await self.reconcile()
+                    if self.converged:  # systemd: the persona is in force (Type=notify)
+                        self.systemd.ready()
                 except Exception as exc:  # the agent must outlive every failure
                     self._pass_failed(exc)
                     await self.sleep(PASS_PAUSE)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -32,10 +32,12 @@ from netpersona.cli.serve_cmd import (
 )
 from netpersona.errors import UsageError
 from netpersona.store.migrations import MIGRATIONS
-from netpersona.store.postgres.report import ServerReport, inspect_server
 from netpersona.store.sqlite.backup import backup_database, restore_database
 from netpersona.store.sqlite.report import DatabaseReport, FileState, inspect_database
 from netpersona.store.url import is_postgres, postgres_url, read_password_file
+
+if TYPE_CHECKING:
+    from netpersona.store.postgres.report import ServerReport
 
 __all__ = ["register"]
 
@@ -103,6 +105,8 @@ def register(app: typer.Typer) -> None:
         error the service would refuse to start with, when it would."""
         if is_postgres(db):
             assert db is not None
+            from netpersona.store.postgres.report import inspect_server  # noqa: PLC0415
+
             password = None if db_password_file is None else read_password_file(db_password_file)
             server = inspect_server(postgres_url(db), password)
             sys.stdout.write("\n".join(_server_lines(server)) + "\n")

@@ -21,11 +21,10 @@ from rich.table import Table
 
 from netpersona.lab.report import print_matrix
 from netpersona.lab.run import LabRun, exclusive, remove_recorded
-from netpersona.lab.scenario import load_scenario
+from netpersona.lab.scenario import DEFAULT_SCENARIO, load_scenario
 
 __all__ = ["register"]
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parents[3] / "examples" / "lab" / "scenario.yaml"
 RUN_DIR = Path("/run/netpersona-lab")
 
 lab_app = typer.Typer(

@@ -18,6 +18,7 @@ from netpersona.cli import (
     agent_cmd,
     apply_cmd,
     db_cmd,
+    install,
     lab_cmd,
     plan_cmd,
     policy_cmd,
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.callback()(install.root_options)
 plan_cmd.register(app)
 policy_cmd.register(app)
 apply_cmd.register(app)
@@ -47,6 +49,9 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 def main() -> None:
     try:
         app(standalone_mode=True)
+    except ModuleNotFoundError as exc:
+        install.exit_if_extra_missing(exc)
+        raise
     except NetpersonaError as exc:
         for line in str(exc).splitlines() or [""]:
             stderr.print(f"[red]error[/red] ({exc.code}) {escape(line)}")

@@ -24,7 +24,6 @@ from typing import Annotated
 
 import structlog
 import typer
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -271,6 +270,9 @@ def register(app: typer.Typer) -> None:
         """Run the metadata service (VM-facing API, admin API, /metrics)."""
         # The web stack loads only for this command: the agent shares this CLI and must not
         # import it.
+        import uvicorn  # noqa: PLC0415
+
+        from netpersona.cli.notifying_server import NotifyingServer  # noqa: PLC0415
         from netpersona.service import create_app  # noqa: PLC0415
         from netpersona.service.connections import (  # noqa: PLC0415
             KEEP_ALIVE_TIMEOUT,
@@ -318,7 +320,7 @@ def register(app: typer.Typer) -> None:
             sockets = [_tcp_socket(host, port)]
             if admin_socket is not None:
                 sockets.append(_unix_socket(admin_socket))
-            uvicorn.Server(config).run(sockets=sockets)
+            NotifyingServer(config).run(sockets=sockets)
         finally:
             store.close()
 

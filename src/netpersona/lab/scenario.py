@@ -1,13 +1,15 @@
 """A lab scenario: the VMs, their labels and links, the personas and policy, and the probes.
 
 The default scenario is ``examples/lab/scenario.yaml``; copy it and edit it to try your own.
-Paths inside a scenario are relative to the scenario file.
+Paths inside a scenario are relative to the scenario file. The examples are package data
+(``netpersona/examples``), so an installed ``netpersona lab`` has its default scenario too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,19 @@ import yaml
 from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.labels import check_label_key, check_label_value, check_persona_name
 
-__all__ = ["LabInterface", "LabVm", "ProbeSettings", "Scenario", "load_scenario"]
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "EXAMPLES",
+    "LabInterface",
+    "LabVm",
+    "ProbeSettings",
+    "Scenario",
+    "load_scenario",
+]
+
+# Installed from a wheel, a package's files are plain files on disk, so a Path serves.
+EXAMPLES = Path(str(files("netpersona").joinpath("examples")))
+DEFAULT_SCENARIO = EXAMPLES / "lab" / "scenario.yaml"
 
 BRIDGES = ("br0", "br1")
 

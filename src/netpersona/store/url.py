@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
-
 from netpersona.errors import UsageError
 from netpersona.store.base import Store
-from netpersona.store.postgres import PostgresStore
 from netpersona.store.sqlite import SqliteStore
 
 __all__ = ["is_postgres", "open_store", "postgres_url", "read_password_file", "sqlite_path"]
@@ -45,6 +42,8 @@ def sqlite_path(url: str) -> Path:
 
 def postgres_url(url: str) -> str:
     """``url``, checked: a libpq URL without a password."""
+    import psycopg  # noqa: PLC0415 (the service extra's; see netpersona.store)
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -72,6 +71,8 @@ def open_store(url: str, *, password_file: Path | None = None, create: bool = Tr
     """The store at ``url``, its schema brought up to date; ``create``: also make the schema
     of an empty PostgreSQL database (a SQLite file is made, or not, by its caller)."""
     if is_postgres(url):
+        from netpersona.store.postgres import PostgresStore  # noqa: PLC0415
+
         password = None if password_file is None else read_password_file(password_file)
         return PostgresStore(postgres_url(url), password=password, create=create)
     if password_file is not None:

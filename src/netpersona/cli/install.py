@@ -1,0 +1,65 @@
+"""What the command line knows about how it was installed: its version, and which extra a
+command needs.
+
+The base install is what a VM runs (the CLI, compiler, applier and agent); the metadata service
+and what only it imports come with ``netpersona[service]``. A command that needs the extra
+imports it when it runs, so a missing package is met there and said in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+__all__ = ["SERVICE_HINT", "package_version", "root_options", "exit_if_extra_missing"]
+
+# Top-level modules that only ``netpersona[service]`` installs (pyproject.toml).
+SERVICE_MODULES = frozenset(
+    {
+        *("fastapi", "starlette", "uvicorn", "httptools", "uvloop", "prometheus_client"),
+        *("jinja2", "swagger_ui_bundle", "multipart", "python_multipart", "psycopg"),
+    }
+)
+SERVICE_HINT = "pip install 'netpersona[service]'"
+
+
+def package_version() -> str:
+    try:
+        return version("netpersona")
+    except PackageNotFoundError:  # running from a tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"netpersona {package_version()}\n")
+        raise typer.Exit
+
+
+def root_options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Network personas for Linux VMs: one document says how a VM communicates."""
+
+
+def exit_if_extra_missing(exc: ModuleNotFoundError) -> None:
+    """Exit 2 with one line when ``exc`` is a package of the service extra; else return."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in SERVICE_MODULES:
+        return
+    sys.stderr.write(
+        f"error: this command needs the metadata service's packages ({top} is not installed):"
+        f" {SERVICE_HINT}\n"
+    )
+    sys.exit(2)
