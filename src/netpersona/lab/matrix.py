@@ -130,59 +130,70 @@ def _counters(topo: Topology, vm: str) -> dict[str, int]:
     return {}
 
 
-def run_matrix(
-    topo: Topology,
-    scenario: Scenario,
-    hosts: Sequence[Host],
-    *,
-    expect_override: Mapping[tuple[str, str, str], bool] | None = None,
-) -> list[Cell]:
-    """Probe every pair; ``expect_override`` replaces expectations (to show a mismatch)."""
-    settings = scenario.probes
-    sent: dict[str, dict[str, Any]] = {}
-    moved: dict[str, tuple[str, ...]] = {}
-    with contextlib.ExitStack() as stack:
-        listeners: dict[str, Listener] = {}
-        for host in hosts:
-            allowed = tcp_allowed_port(host)
-            ports = sorted({settings.tcp_denied, *([allowed] if allowed else [])})
-            groups = [
-                f"{settings.listed_group}:{settings.udp}",
-                f"{settings.unlisted_group}:{settings.udp}",
-            ]
-            listeners[host.name] = stack.enter_context(
-                listening(
-                    topo.vms[host.name],
-                    tcp=ports,
-                    udp=sorted({settings.udp, settings.broadcast_udp}),
-                    groups=groups,
-                    ifname="eth0",
-                    duration=LISTEN_SECONDS,
-                )
+def _listen(
+    stack: contextlib.ExitStack, topo: Topology, settings: ProbeSettings, hosts: Sequence[Host]
+) -> dict[str, Listener]:
+    """A listener in every VM for every port and group a probe may reach."""
+    listeners: dict[str, Listener] = {}
+    for host in hosts:
+        allowed = tcp_allowed_port(host)
+        listeners[host.name] = stack.enter_context(
+            listening(
+                topo.vms[host.name],
+                tcp=sorted({settings.tcp_denied, *([allowed] if allowed else [])}),
+                udp=sorted({settings.udp, settings.broadcast_udp}),
+                groups=[
+                    f"{settings.listed_group}:{settings.udp}",
+                    f"{settings.unlisted_group}:{settings.udp}",
+                ],
+                ifname="eth0",
+                duration=LISTEN_SECONDS,
             )
-        for src in hosts:
-            wire = []
-            for dst in hosts:
-                if dst is src:
-                    continue
-                for kind, probe in probes_for(src, dst, settings).items():
-                    if probe is not None and kind in PAIR_KINDS:
-                        wire.append(_wire(src.name, dst, probe, scenario))
-            for kind, probe in probes_for(src, src, settings).items():
-                if probe is not None and kind in GROUP_KINDS:
-                    wire.append(_wire(src.name, src, probe, scenario))
-            before = {h.name: _counters(topo, h.name) for h in hosts}
-            sent.update(send_probes(topo.vms[src.name], wire))
-            for host in hosts:
-                after = _counters(topo, host.name)
-                delta = tuple(
-                    f"{host.name}:{name}"
-                    for name, value in sorted(after.items())
-                    if value > before[host.name].get(name, 0)
-                )
-                moved[src.name] = moved.get(src.name, ()) + delta
-        arrived = {name: listener.tokens() for name, listener in listeners.items()}
+        )
+    return listeners
 
+
+def _probes_of(src: Host, hosts: Sequence[Host], scenario: Scenario) -> list[dict[str, Any]]:
+    """What ``src`` sends: a probe of each pair kind to every other VM, and its group probes."""
+    settings = scenario.probes
+    wire = [
+        _wire(src.name, dst, probe, scenario)
+        for dst in hosts
+        if dst is not src
+        for kind, probe in probes_for(src, dst, settings).items()
+        if probe is not None and kind in PAIR_KINDS
+    ]
+    wire += [
+        _wire(src.name, src, probe, scenario)
+        for kind, probe in probes_for(src, src, settings).items()
+        if probe is not None and kind in GROUP_KINDS
+    ]
+    return wire
+
+
+def _counters_moved(
+    topo: Topology, hosts: Sequence[Host], before: Mapping[str, Mapping[str, int]]
+) -> tuple[str, ...]:
+    """``vm:counter`` for every drop counter that grew since ``before``."""
+    moved: tuple[str, ...] = ()
+    for host in hosts:
+        after = _counters(topo, host.name)
+        moved += tuple(
+            f"{host.name}:{name}"
+            for name, value in sorted(after.items())
+            if value > before[host.name].get(name, 0)
+        )
+    return moved
+
+
+def _judge(
+    hosts: Sequence[Host],
+    settings: ProbeSettings,
+    sent: Mapping[str, Mapping[str, Any]],
+    arrived: Mapping[str, Any],
+    moved: Mapping[str, tuple[str, ...]],
+    expect_override: Mapping[tuple[str, str, str], bool] | None,
+) -> list[Cell]:
     cells = []
     for (a, b, kind), spec in expected_matrix(hosts, settings).items():
         if spec is None:
@@ -197,3 +208,23 @@ def run_matrix(
         related = tuple(c for c in moved.get(a, ()) if c.split(":")[0] in (a, b))
         cells.append(Cell(a, b, kind, want, actual, related if want != actual else ()))
     return cells
+
+
+def run_matrix(
+    topo: Topology,
+    scenario: Scenario,
+    hosts: Sequence[Host],
+    *,
+    expect_override: Mapping[tuple[str, str, str], bool] | None = None,
+) -> list[Cell]:
+    """Probe every pair; ``expect_override`` replaces expectations (to show a mismatch)."""
+    sent: dict[str, dict[str, Any]] = {}
+    moved: dict[str, tuple[str, ...]] = {}
+    with contextlib.ExitStack() as stack:
+        listeners = _listen(stack, topo, scenario.probes, hosts)
+        for src in hosts:
+            before = {h.name: _counters(topo, h.name) for h in hosts}
+            sent.update(send_probes(topo.vms[src.name], _probes_of(src, hosts, scenario)))
+            moved[src.name] = _counters_moved(topo, hosts, before)
+        arrived = {name: listener.tokens() for name, listener in listeners.items()}
+    return _judge(hosts, scenario.probes, sent, arrived, moved, expect_override)
