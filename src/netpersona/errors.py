@@ -74,9 +74,28 @@ __all__ = [
 
 
 class NetpersonaError(Exception):
+    """The root of the tree; a subclass names its own ``code``, ``exit_code`` and ``http_status``
+    as class keywords and inherits whichever it leaves out."""
+
     code = "error"
     exit_code = 1
     http_status = 500
+
+    def __init_subclass__(
+        cls,
+        *,
+        code: str | None = None,
+        exit_code: int | None = None,
+        http_status: int | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
+        if http_status is not None:
+            cls.http_status = http_status
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -92,12 +111,8 @@ class FieldError:
         return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-class InvalidDocument(NetpersonaError):
+class InvalidDocument(NetpersonaError, code="invalid_document", exit_code=1, http_status=422):
     """A document failed validation; ``errors`` holds every problem found, not just the first."""
-
-    code = "invalid_document"
-    exit_code = 1
-    http_status = 422
 
     def __init__(self, errors: Sequence[FieldError], source: str | None = None) -> None:
         self.errors = tuple(errors)
@@ -106,47 +121,32 @@ class InvalidDocument(NetpersonaError):
         super().__init__("\n".join(f"{prefix}{e}" for e in self.errors))
 
 
-class NotFound(NetpersonaError):
-    code = "not_found"
-    exit_code = 3
-    http_status = 404
+class NotFound(NetpersonaError, code="not_found", exit_code=3, http_status=404):
+    """Nothing is stored under the name or id asked for."""
 
 
-class Conflict(NetpersonaError):
-    code = "conflict"
-    exit_code = 4
-    http_status = 409
+class Conflict(NetpersonaError, code="conflict", exit_code=4, http_status=409):
+    """The request clashes with what is stored (a name taken, a version moved on)."""
 
 
-class PreconditionFailed(Conflict):
+class PreconditionFailed(Conflict, code="precondition_failed", http_status=412):
     """An ``If-Match`` named a version that is no longer current (RFC 9110 section 13.1.1)."""
 
-    code = "precondition_failed"
-    http_status = 412
+
+class Unauthorized(NetpersonaError, code="unauthorized", exit_code=5, http_status=401):
+    """No credential, or one that is not known."""
 
 
-class Unauthorized(NetpersonaError):
-    code = "unauthorized"
-    exit_code = 5
-    http_status = 401
+class Forbidden(NetpersonaError, code="forbidden", exit_code=5, http_status=403):
+    """A known credential that may not do what was asked."""
 
 
-class Forbidden(NetpersonaError):
-    code = "forbidden"
-    exit_code = 5
-    http_status = 403
+class KernelError(NetpersonaError, code="kernel_error", exit_code=6, http_status=500):
+    """The kernel refused or failed a change (netlink, nftables, tc)."""
 
 
-class KernelError(NetpersonaError):
-    code = "kernel_error"
-    exit_code = 6
-    http_status = 500
-
-
-class CommandFailed(KernelError):
+class CommandFailed(KernelError, code="command_failed"):
     """An external command failed: names the command, its exit code and what it printed."""
-
-    code = "command_failed"
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
         self.argv = tuple(argv)
@@ -155,46 +155,28 @@ class CommandFailed(KernelError):
         super().__init__(f"{' '.join(argv)!s} exited {returncode}: {stderr.strip()}")
 
 
-class ApplyFailed(NetpersonaError):
-    code = "apply_failed"
-    exit_code = 7
-    http_status = 500
+class ApplyFailed(NetpersonaError, code="apply_failed", exit_code=7, http_status=500):
+    """A persona could not be put in force."""
 
 
-class StateError(NetpersonaError):
+class StateError(NetpersonaError, code="state_error", exit_code=9, http_status=500):
     """The agent's state directory cannot be read or written (names the file and why)."""
 
-    code = "state_error"
-    exit_code = 9
-    http_status = 500
 
-
-class UsageError(NetpersonaError):
+class UsageError(NetpersonaError, code="usage_error", exit_code=2, http_status=400):
     """A command line or request option that cannot work (e.g. an unsupported ``--db`` URL)."""
 
-    code = "usage_error"
-    exit_code = 2
-    http_status = 400
 
-
-class PayloadTooLarge(NetpersonaError):
+class PayloadTooLarge(NetpersonaError, code="payload_too_large", exit_code=2, http_status=413):
     """A request body, document or answer is larger than its documented limit."""
 
-    code = "payload_too_large"
-    exit_code = 2
-    http_status = 413
 
-
-class InvalidValue(NetpersonaError, ValueError):
+class InvalidValue(NetpersonaError, ValueError, code="invalid_value", exit_code=1, http_status=422):
     """One value is not of its kind (a rate, a DSCP, a protocol, a condition, a datagram).
 
     The message is meant for the user as is; the caller adds the field path it was found at.
     It is a ``ValueError`` too, so pure parsers can be used where a ValueError is expected.
     """
-
-    code = "invalid_value"
-    exit_code = 1
-    http_status = 422
 
 
 class UnitError(InvalidValue):
@@ -228,10 +210,8 @@ class _RollbackReport(Protocol):
     def rollback_problems(self) -> Sequence[str]: ...
 
 
-class ApplyRolledBack(ApplyFailed):
+class ApplyRolledBack(ApplyFailed, code="apply_rolled_back"):
     """An apply or remove failed and was undone; ``report`` says what failed and if undo held."""
-
-    code = "apply_rolled_back"
 
     def __init__(self, report: _RollbackReport) -> None:
         self.report = report
@@ -243,53 +223,32 @@ class ApplyRolledBack(ApplyFailed):
         super().__init__(f"{report.action} failed: {report.failed}; {held}")
 
 
-class MetadataUnavailable(NetpersonaError):
+class MetadataUnavailable(
+    NetpersonaError, code="metadata_unavailable", exit_code=8, http_status=503
+):
     """The metadata service cannot be reached, or did not answer in time."""
 
-    code = "metadata_unavailable"
-    exit_code = 8
-    http_status = 503
 
-
-class MalformedAnswer(MetadataUnavailable):
+class MalformedAnswer(MetadataUnavailable, code="malformed_answer", http_status=502):
     """The metadata service answered, but not in the documented shape: refused whole, and the
     agent keeps what it had, as if the service were away."""
 
-    code = "malformed_answer"
-    http_status = 502
 
-
-class StoreError(NetpersonaError):
+class StoreError(NetpersonaError, code="store_error", exit_code=10, http_status=500):
     """The database cannot do what was asked; names the database and why."""
 
-    code = "store_error"
-    exit_code = 10
-    http_status = 500
 
-
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, code="store_unavailable", http_status=503):
     """The database cannot be reached or opened (locked, missing, permission denied)."""
 
-    code = "store_unavailable"
-    http_status = 503
 
-
-class StorageFull(StoreError):
+class StorageFull(StoreError, code="storage_full", http_status=507):
     """The disk (or quota) under the database is full: nothing was written."""
 
-    code = "storage_full"
-    http_status = 507
 
-
-class StoreCorrupt(StoreError):
+class StoreCorrupt(StoreError, code="store_corrupt", exit_code=11):
     """The database file fails its integrity check, or a row cannot be read."""
 
-    code = "store_corrupt"
-    exit_code = 11
 
-
-class SchemaTooNew(StoreError):
+class SchemaTooNew(StoreError, code="schema_too_new", exit_code=12):
     """The database was written by a newer netpersona; this one refuses to touch it."""
-
-    code = "schema_too_new"
-    exit_code = 12

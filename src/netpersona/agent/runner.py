@@ -35,16 +35,10 @@ from netpersona.agent.answers import (
     parse_persona_answer,
 )
 from netpersona.agent.client import MetadataClient, Watched
-from netpersona.agent.config import AgentConfig, metadata_endpoint
+from netpersona.agent.config import AgentConfig
 from netpersona.agent.control import ControlChannel
 from netpersona.agent.reconcile import Inputs, Reconciler
-from netpersona.agent.status import (
-    RECORD_FILE,
-    AgentRecord,
-    StatusRecord,
-    error_code,
-    error_text,
-)
+from netpersona.agent.status import AgentRecord, StatusRecord, error_code, error_text
 from netpersona.agent.view import merge_peer_views
 from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
@@ -52,7 +46,7 @@ from netpersona.errors import MalformedAnswer, NetpersonaError
 from netpersona.records import Peer
 from netpersona.system.sdnotify import Notifier
 
-__all__ = ["RECORD_FILE", "Agent", "AgentConfig", "AgentRecord", "metadata_endpoint"]
+__all__ = ["Agent", "AgentConfig", "AgentRecord"]
 
 # How often the gossip counters are copied into agent.json (when they changed).
 COUNTERS_INTERVAL = 5.0

@@ -19,13 +19,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, ip_interface
 
+from netpersona.facts import DEFAULT_METADATA_ADDRESS
 from netpersona.lab.ledger import Ledger
 from netpersona.system.command import run
 from netpersona.system.netns import Netns, delete_netns
 
 __all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "topology"]
 
-METADATA_ADDRESS = "169.254.169.254"
+METADATA_ADDRESS = str(DEFAULT_METADATA_ADDRESS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,39 +231,32 @@ def _listed(persona: Persona, traffic: Traffic) -> bool:
     return any(g == traffic.group for g in persona.multicast_groups)
 
 
+# The mode a persona must be in to take traffic sent this way, what the traffic is called in
+# the drop message, and the counter that drop adds to.
+_MODE_FOR = {
+    Via.BROADCAST: (CommunicationMode.BROADCAST, "IPv4 broadcast", "drop_broadcast"),
+    Via.MULTICAST: (CommunicationMode.MULTICAST, "multicast", "drop_multicast"),
+}
+
+
 def _group(trail: _Trail, me: Endpoint, side: str, traffic: Traffic) -> None:
     """Spec section 5: broadcast only in broadcast mode, a group only in multicast mode when
     listed."""
     assert me.persona is not None
+    if traffic.via not in _MODE_FOR:
+        return
+    wanted, what, counter = _MODE_FOR[traffic.via]
     mode = me.persona.communication_mode
+    if mode is not wanted:
+        message = f"{mode} mode drops {what} (spec section 5)"
+        trail.drop(me, side, "communication_mode", message, counter)
     if traffic.via is Via.BROADCAST:
-        if mode is not CommunicationMode.BROADCAST:
-            trail.drop(
-                me,
-                side,
-                "communication_mode",
-                f"{mode} mode drops IPv4 broadcast (spec section 5)",
-                "drop_broadcast",
-            )
         trail.note(me, side, "communication_mode", "broadcast mode accepts broadcast")
-    elif traffic.via is Via.MULTICAST:
-        if mode is not CommunicationMode.MULTICAST:
-            trail.drop(
-                me,
-                side,
-                "communication_mode",
-                f"{mode} mode drops multicast (spec section 5)",
-                "drop_multicast",
-            )
-        if not _listed(me.persona, traffic):
-            trail.drop(
-                me,
-                side,
-                "multicast_groups",
-                f"group {traffic.group} is not listed",
-                "drop_multicast",
-            )
-        trail.note(me, side, "multicast_groups", f"group {traffic.group} is listed")
+        return
+    if not _listed(me.persona, traffic):
+        message = f"group {traffic.group} is not listed"
+        trail.drop(me, side, "multicast_groups", message, "drop_multicast")
+    trail.note(me, side, "multicast_groups", f"group {traffic.group} is listed")
 
 
 def _peer(

@@ -13,7 +13,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface
 from typing import Any
 
 from netpersona.model.labels import check_persona_name
-from netpersona.records.reading import Reader, answer, integer, number, text
+from netpersona.records.reading import Read, Reader, integer, number, text
 
 __all__ = ["MAX_INTERFACE_NAME", "Instance", "Interface", "Tier"]
 
@@ -45,8 +45,10 @@ def _ifname(raw: Any) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Interface:
+class Interface(Read):
     """A network interface of an instance as the operator declared it."""
+
+    what = "interface"
 
     name: str
     addresses: tuple[str, ...] = ()  # with prefix length, e.g. 10.0.0.5/24
@@ -58,12 +60,6 @@ class Interface:
             "addresses": list(self.addresses),
             "tier": self.tier.value if self.tier else None,
         }
-
-    @classmethod
-    def from_json(cls, data: object, at: str = "") -> Interface:
-        """The JSON form back; :class:`~netpersona.errors.MalformedAnswer` when it is not one."""
-        reader = Reader()
-        return answer(reader, cls.read(reader, data, at), "interface")
 
     @classmethod
     def read(cls, reader: Reader, data: object, at: str) -> Interface | None:
@@ -82,9 +78,11 @@ class Interface:
 
 
 @dataclass(frozen=True, slots=True)
-class Instance:
+class Instance(Read):
     """A VM: its identity (id, name, the source addresses it is known by), its interfaces and
     labels, the persona pinned to it by hand, and the store's revision and times."""
+
+    what = "instance"
 
     id: str
     name: str
@@ -126,12 +124,6 @@ class Instance:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
-
-    @classmethod
-    def from_json(cls, data: object, at: str = "") -> Instance:
-        """The JSON form back; :class:`~netpersona.errors.MalformedAnswer` when it is not one."""
-        reader = Reader()
-        return answer(reader, cls.read(reader, data, at), "instance")
 
     @classmethod
     def read(cls, reader: Reader, data: object, at: str) -> Instance | None:

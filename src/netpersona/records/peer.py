@@ -14,7 +14,7 @@ from typing import Any
 
 from netpersona.model.labels import check_persona_name
 from netpersona.model.persona import CommunicationMode, SecurityProfile
-from netpersona.records.reading import Reader, answer, integer
+from netpersona.records.reading import Read, Reader, integer
 
 __all__ = ["MAX_INSTANCE_ID", "Peer"]
 
@@ -46,10 +46,12 @@ def _persona(raw: Any) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(Read):
     """Another VM as this one sees it. ``persona`` is None (and priority 0) when it holds no
     valid persona; ``persona_version`` when the source does not say; ``dscp`` when its persona
     does not override the DSCP its priority maps to; ``mode`` and ``profile`` when unknown."""
+
+    what = "peer"
 
     instance: str
     addresses: tuple[IPAddress, ...]
@@ -73,12 +75,6 @@ class Peer:
             "profile": None if self.profile is None else self.profile.value,
             "labels": dict(self.labels),
         }
-
-    @classmethod
-    def from_json(cls, data: object, at: str = "") -> Peer:
-        """The JSON form back; :class:`~netpersona.errors.MalformedAnswer` when it is not one."""
-        reader = Reader()
-        return answer(reader, cls.read(reader, data, at), "peer")
 
     @classmethod
     def read(cls, reader: Reader, data: object, at: str) -> Peer | None:

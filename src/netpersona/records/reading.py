@@ -9,14 +9,14 @@ document an operator wrote (inventory, host facts: :class:`InvalidDocument`, eve
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from netpersona.errors import FieldError, InvalidDocument, MalformedAnswer
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.model.parse import escape_pointer
 from netpersona.model.quote import quote
 
-__all__ = ["Reader", "answer", "document", "integer", "number", "text"]
+__all__ = ["Read", "Reader", "answer", "document", "integer", "number", "text"]
 
 T = TypeVar("T")
 _MISSING = object()
@@ -65,7 +65,12 @@ class Reader:
                 self.fail(where, f"missing (expected {expected})")
                 return None
             return default  # type: ignore[return-value]
-        raw = data[key]
+        return self.convert(where, data[key], convert, expected)
+
+    def convert(
+        self, where: str, raw: object, convert: Callable[[Any], T | None], expected: str
+    ) -> T | None:
+        """``convert(raw)``; a value it refuses (None, ValueError, TypeError) is recorded."""
         try:
             converted = convert(raw)
         except (ValueError, TypeError):
@@ -110,13 +115,7 @@ class Reader:
         """``data[key]`` as a list (absent: empty), each item converted."""
         out: list[T] = []
         for where, item in self.each(data, key, at, limit):
-            try:
-                converted = convert(item)
-            except (ValueError, TypeError):
-                converted = None
-            if converted is None:
-                self.fail(where, f"{quote(item)} is not {expected}")
-            else:
+            if (converted := self.convert(where, item, convert, expected)) is not None:
                 out.append(converted)
         return tuple(out)
 
@@ -136,6 +135,26 @@ class Reader:
             else:
                 good.append((name, value))
         return tuple(sorted(good))
+
+
+class Read:
+    """A record read from its JSON form with :meth:`read`; ``from_json`` refuses it whole.
+
+    A subclass names what it is, for the message (``what = "peer"``).
+    """
+
+    __slots__ = ()
+    what: ClassVar[str]
+
+    @classmethod
+    def read(cls, reader: Reader, data: object, at: str) -> Self | None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, data: object, at: str = "") -> Self:
+        """The JSON form back; :class:`~netpersona.errors.MalformedAnswer` when it is not one."""
+        reader = Reader()
+        return answer(reader, cls.read(reader, data, at), cls.what)
 
 
 def integer(low: int, high: int) -> Callable[[Any], int | None]:

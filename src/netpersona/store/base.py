@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from netpersona.records import Instance, Interface, PersonaVersion, Tier
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ApiToken",
@@ -37,6 +40,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def _fields_json(record: DataclassInstance, **values: object) -> dict[str, Any]:
+    """The record's fields by name, in order and not copied (unlike ``dataclasses.asdict``),
+    with ``values`` in place of the fields they name."""
+    return {**{f.name: getattr(record, f.name) for f in fields(record)}, **values}
 
 
 class Role(StrEnum):
@@ -70,12 +79,7 @@ class PolicyVersion:
         return loaded
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "document": self.body,
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-        }
+        return _fields_json(self, document=self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +90,7 @@ class ContextEntry:
     updated_at: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "value": self.value,
-            "revision": self.revision,
-            "updated_at": self.updated_at,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +104,7 @@ class AuditEntry:
     after: Any  # the record after, None on delete
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "before": self.before,
-            "after": self.after,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +133,7 @@ class ApiToken:
     created_by: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "role": self.role.value,
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-        }
+        return _fields_json(self, role=self.role.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 from netpersona.store.base import AuditEntry, Page
 from netpersona.store.pages import int_cursor, page_of
 from netpersona.store.sql.aggregate import Aggregate
-from netpersona.store.sql.engine import Row
+from netpersona.store.sql.engine import Row, from_row
 
 __all__ = ["AuditTable"]
 
@@ -20,15 +20,7 @@ def _json(text: str | None) -> Any:
 
 
 def audit_from_row(row: Row) -> AuditEntry:
-    return AuditEntry(
-        seq=row["seq"],
-        at=row["at"],
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
-        before=_json(row["before"]),
-        after=_json(row["after"]),
-    )
+    return from_row(AuditEntry, row, before=_json, after=_json)
 
 
 class AuditTable(Aggregate):

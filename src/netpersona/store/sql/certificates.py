@@ -7,20 +7,13 @@ from collections.abc import Sequence
 
 from netpersona.store.base import IssuedCertificate
 from netpersona.store.sql.aggregate import Aggregate
-from netpersona.store.sql.engine import Row, retried
+from netpersona.store.sql.engine import Row, from_row, retried
 
 __all__ = ["CertificateTable"]
 
 
 def certificate_from_row(row: Row) -> IssuedCertificate:
-    return IssuedCertificate(
-        instance_id=row["instance_id"],
-        seq=int(row["seq"]),
-        summary=row["summary"],
-        token=row["token"],
-        issued_at=int(row["issued_at"]),
-        expires_at=int(row["expires_at"]),
-    )
+    return from_row(IssuedCertificate, row, seq=int, issued_at=int, expires_at=int)
 
 
 class CertificateTable(Aggregate):

@@ -16,17 +16,28 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-__all__ = ["Connection", "Cursor", "Dialect", "Engine", "Row", "retried"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["Connection", "Cursor", "Dialect", "Engine", "Row", "from_row", "retried"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+D = TypeVar("D", bound="DataclassInstance")
 
 # A row read back: columns by name (``row["id"]``), and ``dict(row)``; sqlite3.Row and
 # psycopg's dict rows both are.
 Row = Any
+
+
+def from_row(cls: type[D], row: Row, **convert: Callable[[Any], object]) -> D:
+    """The record ``cls`` whose every field is the row's column of that name, passed through
+    ``convert[name]`` where the column holds it in another form (JSON text, an enum's value)."""
+    values = {f.name: row[f.name] for f in fields(cls) if f.init}
+    return cls(**{k: convert[k](v) if k in convert else v for k, v in values.items()})
 
 
 class Cursor(Protocol):

@@ -12,7 +12,7 @@ from netpersona.errors import Conflict, NotFound, PreconditionFailed
 from netpersona.store.base import Page, PersonaVersion
 from netpersona.store.pages import decode_cursor, int_cursor, page_of
 from netpersona.store.sql.aggregate import Aggregate, check_expect
-from netpersona.store.sql.engine import Connection, Row, retried
+from netpersona.store.sql.engine import Connection, Row, from_row, retried
 
 __all__ = ["CURRENT_PERSONAS", "PersonaTables", "persona_from_row"]
 
@@ -32,14 +32,7 @@ def document_object(text: str) -> str:
 
 
 def persona_from_row(row: Row) -> PersonaVersion:
-    return PersonaVersion(
-        name=row["name"],
-        version=row["version"],
-        document=document_object(row["document"]),
-        created_at=row["created_at"],
-        created_by=row["created_by"],
-        restored_from=row["restored_from"],
-    )
+    return from_row(PersonaVersion, row, document=document_object)
 
 
 class PersonaTables(Aggregate):

@@ -7,7 +7,7 @@ from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store.base import Page, PolicyVersion
 from netpersona.store.pages import int_cursor, page_of
 from netpersona.store.sql.aggregate import Aggregate, check_expect
-from netpersona.store.sql.engine import Connection, Row, retried
+from netpersona.store.sql.engine import Connection, Row, from_row, retried
 from netpersona.store.sql.personas import document_object
 
 __all__ = ["PolicyTables", "policy_from_row"]
@@ -16,12 +16,7 @@ _NEWEST = 2**62
 
 
 def policy_from_row(row: Row) -> PolicyVersion:
-    return PolicyVersion(
-        version=row["version"],
-        document=document_object(row["document"]),
-        created_at=row["created_at"],
-        created_by=row["created_by"],
-    )
+    return from_row(PolicyVersion, row, document=document_object)
 
 
 class PolicyTables(Aggregate):

@@ -7,22 +7,18 @@ import json
 from netpersona.errors import NotFound
 from netpersona.store.base import InstanceStatus
 from netpersona.store.sql.aggregate import Aggregate, dump
-from netpersona.store.sql.engine import Row, retried
+from netpersona.store.sql.engine import Row, from_row, retried
 
 __all__ = ["StatusTable"]
 
 
 def status_from_row(row: Row) -> InstanceStatus:
-    drops: dict[str, int] = json.loads(row["drops"])
-    return InstanceStatus(
-        instance_id=row["instance_id"],
-        persona=row["persona"],
-        version=row["version"],
-        result=row["result"],
-        message=row["message"],
-        drops=tuple(sorted(drops.items())),
-        reported_at=row["reported_at"],
-    )
+    return from_row(InstanceStatus, row, drops=_drops)
+
+
+def _drops(text: str) -> tuple[tuple[str, int], ...]:
+    drops: dict[str, int] = json.loads(text)
+    return tuple(sorted(drops.items()))
 
 
 class StatusTable(Aggregate):
