@@ -21,7 +21,7 @@ from rich.table import Table
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
 from netpersona.cli.connection import admin_client
-from netpersona.cli.reachability_cmd import reachability_lines
+from netpersona.cli.reachability_cmd import LabelChanges, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
@@ -319,12 +319,7 @@ def _register_policy(admin: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),
         ] = None,
-        label: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--label", help="INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove (repeatable)."
-            ),
-        ] = None,
+        label: LabelChanges = None,
     ) -> None:
         """Which instances a proposed change would move, and how. Nothing is committed."""
         body: dict[str, Any] = {"context": _labels(context or []), "labels": {}}

@@ -18,7 +18,17 @@ from rich.table import Table
 from netpersona.cli.connection import admin_client
 from netpersona.errors import UsageError
 
-__all__ = ["reachability_lines", "register"]
+__all__ = ["LabelChanges", "reachability_lines", "register"]
+
+# What-if label changes, the same on the service (admin policy diff) and offline (policy diff).
+LabelChanges = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        help="A proposed label change: INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove "
+        "(repeatable).",
+    ),
+]
 
 out = Console(highlight=False, soft_wrap=True)
 
