@@ -20,7 +20,8 @@ from rich.table import Table
 
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
-from netpersona.cli.reachability_cmd import reachability_lines
+from netpersona.cli.connection import admin_client
+from netpersona.cli.reachability_cmd import LabelChanges, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
@@ -28,18 +29,6 @@ __all__ = ["AdminClient", "error_from_answer", "register"]
 
 
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _client(ctx: typer.Context) -> AdminClient:
-    """The client for this invocation, made on first use (so --help needs no URL)."""
-    settings = ctx.obj
-    assert isinstance(settings, dict)
-    if "client" not in settings:
-        settings["client"] = AdminClient(settings["url"], settings["token"])
-        ctx.call_on_close(settings["client"].close)
-    client = settings["client"]
-    assert isinstance(client, AdminClient)
-    return client
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str | None]:
@@ -97,7 +86,7 @@ def register(app: typer.Typer) -> None:
     @admin.command("instances")
     def instances(ctx: typer.Context) -> None:
         """List every instance."""
-        out.print(_instances_table(_client(ctx).pages("/v1/admin/instances", limit=500)))
+        out.print(_instances_table(admin_client(ctx).pages("/v1/admin/instances", limit=500)))
 
     @admin.command("add-instance")
     def add_instance(
@@ -125,13 +114,13 @@ def register(app: typer.Typer) -> None:
         }
         if interfaces is not None:
             body["interfaces"] = load_document(interfaces.read_text(), str(interfaces))
-        made = _client(ctx).request("POST", "/v1/admin/instances", json=body)
+        made = admin_client(ctx).request("POST", "/v1/admin/instances", json=body)
         out.print(_instances_table([made]))
 
     @admin.command("remove-instance")
     def remove_instance(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
         """Delete an instance."""
-        _client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}")
+        admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}")
         out.print(f"deleted {escape(instance_id)}")
 
     @admin.command("label")
@@ -141,7 +130,7 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove.")],
     ) -> None:
         """Set or remove labels on an instance."""
-        done = _client(ctx).request(
+        done = admin_client(ctx).request(
             "PATCH", f"/v1/admin/instances/{instance_id}/labels", json=_labels(labels)
         )
         out.print(_instances_table([done]))
@@ -153,7 +142,7 @@ def register(app: typer.Typer) -> None:
         persona: Annotated[str, typer.Argument()],
     ) -> None:
         """Pin a persona to an instance."""
-        done = _client(ctx).request(
+        done = admin_client(ctx).request(
             "PUT", f"/v1/admin/instances/{instance_id}/pin", json={"persona": persona}
         )
         out.print(_instances_table([done]))
@@ -161,7 +150,7 @@ def register(app: typer.Typer) -> None:
     @admin.command("unpin")
     def unpin(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
         """Remove an instance's pin."""
-        done = _client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}/pin")
+        done = admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}/pin")
         out.print(_instances_table([done]))
 
     @admin.command("apply")
@@ -176,14 +165,14 @@ def register(app: typer.Typer) -> None:
             parse_persona(document)
         except InvalidDocument as exc:
             raise InvalidDocument(exc.errors, str(file)) from None
-        done = _client(ctx).request("PUT", f"/v1/admin/personas/{name}", json=document)
+        done = admin_client(ctx).request("PUT", f"/v1/admin/personas/{name}", json=document)
         out.print(f"persona {escape(done['name'])} is at version {done['version']}")
 
     @admin.command("personas")
     def personas(ctx: typer.Context) -> None:
         """List personas with their current version."""
         table = Table("name", "version", "mode", "profile", "priority", "by")
-        for p in _client(ctx).pages("/v1/admin/personas", limit=500):
+        for p in admin_client(ctx).pages("/v1/admin/personas", limit=500):
             doc = p["network_persona"]
             table.add_row(
                 escape(p["name"]),
@@ -203,13 +192,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a persona (current or a given version) as JSON."""
         path = f"/v1/admin/personas/{name}" + (f"/versions/{version}" if version else "")
-        _show_json(_client(ctx).request("GET", path))
+        _show_json(admin_client(ctx).request("GET", path))
 
     @admin.command("history")
     def history(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
         """Every version of a persona, newest first."""
         table = Table("version", "created by", "restored from", "priority", "mode")
-        for v in _client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500):
+        for v in admin_client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500):
             table.add_row(
                 str(v["version"]),
                 escape(v["created_by"]),
@@ -226,7 +215,7 @@ def register(app: typer.Typer) -> None:
         version: Annotated[int, typer.Argument(help="The version to make current again.")],
     ) -> None:
         """Restore an old version of a persona (as a new version)."""
-        done = _client(ctx).request(
+        done = admin_client(ctx).request(
             "POST", f"/v1/admin/personas/{name}/restore", json={"version": version}
         )
         out.print(f"persona {escape(name)} is at version {done['version']} (from {version})")
@@ -239,7 +228,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Show the network context, or set/remove keys first."""
-        client = _client(ctx)
+        client = admin_client(ctx)
         for key, value in _labels(assignment or []).items():
             if value is None:
                 client.request("DELETE", f"/v1/admin/context/{key}")
@@ -263,7 +252,7 @@ def register(app: typer.Typer) -> None:
         if target:
             params["target"] = target
         table = Table("seq", "actor", "action", "target", "change")
-        for e in _client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]:
+        for e in admin_client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]:
             table.add_row(
                 str(e["seq"]),
                 escape(e["actor"]),
@@ -276,7 +265,7 @@ def register(app: typer.Typer) -> None:
     @admin.command("status")
     def status(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
         """The last status the instance's agent reported, with drop counters."""
-        _show_json(_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
+        _show_json(admin_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
 
     _register_policy(admin)
     reachability_cmd.register(admin)
@@ -301,7 +290,7 @@ def _register_policy(admin: typer.Typer) -> None:
             raise InvalidDocument([FieldError("", "expected a mapping (a policy document)")])
         if tests is not None:
             document = {**document, "tests": load_document(tests.read_text(), str(tests))}
-        done = _client(ctx).request("PUT", "/v1/admin/policy", json=document)
+        done = admin_client(ctx).request("PUT", "/v1/admin/policy", json=document)
         out.print(f"policy is at version {done['version']}")
 
     @policy.command("show")
@@ -311,12 +300,12 @@ def _register_policy(admin: typer.Typer) -> None:
     ) -> None:
         """Print the policy (current or a given version) as JSON."""
         path = "/v1/admin/policy" + (f"/versions/{version}" if version else "")
-        _show_json(_client(ctx).request("GET", path))
+        _show_json(admin_client(ctx).request("GET", path))
 
     @policy.command("explain")
     def explain(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
         """Why an instance has its persona: the deciding rule, earlier rules, overlays."""
-        answer = _client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/explain")
+        answer = admin_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/explain")
         for line in answer["lines"]:
             out.print(escape(line))
 
@@ -330,12 +319,7 @@ def _register_policy(admin: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),
         ] = None,
-        label: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--label", help="INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove (repeatable)."
-            ),
-        ] = None,
+        label: LabelChanges = None,
     ) -> None:
         """Which instances a proposed change would move, and how. Nothing is committed."""
         body: dict[str, Any] = {"context": _labels(context or []), "labels": {}}
@@ -346,7 +330,7 @@ def _register_policy(admin: typer.Typer) -> None:
             if not sep or not instance_id:
                 raise UsageError(f"--label {item!r}: expected INSTANCE:KEY=VALUE or INSTANCE:KEY-")
             body["labels"].setdefault(instance_id, {}).update(_labels([pair]))
-        answer = _client(ctx).request("POST", "/v1/admin/policy/diff", json=body)
+        answer = admin_client(ctx).request("POST", "/v1/admin/policy/diff", json=body)
         if not answer["changes"]:
             out.print("no instance would change")
         for change in answer["changes"]:

@@ -28,6 +28,7 @@ from netpersona.cli.serve_cmd import (
     DbUrl,
     database_path,
     open_data_store,
+    with_data_store,
     write_admin_token,
 )
 from netpersona.errors import UsageError
@@ -137,13 +138,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Mint a new admin token for an existing database and write it to DATA_DIR/admin.token
         (mode 0600, replacing that file). Older admin tokens stay valid until revoked."""
-        store = open_data_store(data_dir, db, password_file=db_password_file)
-        try:
-            written = write_admin_token(
+        written = with_data_store(
+            data_dir,
+            db,
+            lambda store: write_admin_token(
                 store, data_dir, "admin (netpersona db token)", "netpersona db token"
-            )
-        finally:
-            store.close()
+            ),
+            db_password_file,
+        )
         Console(stderr=True).print(
             f"wrote a new admin token to {written}; older admin tokens stay valid until revoked"
             " (netpersona token list / revoke)"

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from netpersona.cli.plan_cmd import error_lines, read_document
-from netpersona.cli.reachability_cmd import reachability_lines
+from netpersona.cli.reachability_cmd import LabelChanges, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
@@ -246,10 +246,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set-context", help="A proposed context value, KEY=VALUE."),
         ] = None,
-        label: Annotated[
-            list[str] | None,
-            typer.Option("--label", help="A proposed label change, INSTANCE:KEY=VALUE or KEY-."),
-        ] = None,
+        label: LabelChanges = None,
         set_persona: Annotated[
             list[str] | None,
             typer.Option("--set-persona", help="A proposed persona document, NAME=FILE."),

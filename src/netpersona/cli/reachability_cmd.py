@@ -8,36 +8,29 @@ field and rule that decided, and the drop counter that would count a dropped pac
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from netpersona.cli.connection import admin_client
 from netpersona.errors import UsageError
 
-if TYPE_CHECKING:
-    from netpersona.cli.admin_cmd import AdminClient
+__all__ = ["LabelChanges", "reachability_lines", "register"]
 
-__all__ = ["reachability_lines", "register"]
+# What-if label changes, the same on the service (admin policy diff) and offline (policy diff).
+LabelChanges = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        help="A proposed label change: INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove "
+        "(repeatable).",
+    ),
+]
 
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _client(ctx: typer.Context) -> AdminClient:
-    # Imported here: admin_cmd registers these commands, so it imports this module first.
-    from netpersona.cli.admin_cmd import AdminClient  # noqa: PLC0415
-
-    settings = ctx.obj
-    if not isinstance(settings, dict):
-        raise UsageError("run as netpersona admin ... (with --url and --token)")
-    if "client" not in settings:
-        settings["client"] = AdminClient(settings["url"], settings["token"])
-        ctx.call_on_close(settings["client"].close)
-    client = settings["client"]
-    assert isinstance(client, AdminClient)
-    return client
 
 
 def reachability_lines(answer: dict[str, Any]) -> list[str]:
@@ -98,7 +91,7 @@ def register(admin: typer.Typer) -> None:
             params["via"] = "broadcast"
         if group:
             params.update(via="multicast", group=group)
-        answer = _client(ctx).request("GET", "/v1/admin/reachability", params=params)
+        answer = admin_client(ctx).request("GET", "/v1/admin/reachability", params=params)
         if as_json:
             out.print_json(json.dumps(answer))
         else:
@@ -128,7 +121,7 @@ def register(admin: typer.Typer) -> None:
         }
         if persona:
             params["persona"] = persona
-        answer = _client(ctx).request("GET", "/v1/admin/reachability/matrix", params=params)
+        answer = admin_client(ctx).request("GET", "/v1/admin/reachability/matrix", params=params)
         if as_json:
             out.print_json(json.dumps(answer))
             return

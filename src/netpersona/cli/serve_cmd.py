@@ -16,11 +16,11 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import structlog
 import typer
@@ -37,6 +37,7 @@ __all__ = [
     "database_path",
     "ensure_admin_token",
     "open_data_store",
+    "with_data_store",
     "parse_listen",
     "register",
     "write_admin_token",
@@ -74,6 +75,9 @@ DbPasswordFile = Annotated[
         help="File whose first line is the PostgreSQL password (keeps it off the command line).",
     ),
 ]
+
+
+T = TypeVar("T")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -122,6 +126,17 @@ def open_data_store(
     if db is None:
         db = f"sqlite:///{data_dir.resolve()}/netpersona.db"
     return open_store(db, password_file=password_file)
+
+
+def with_data_store(
+    data_dir: Path, db: str | None, op: Callable[[Store], T], password_file: Path | None = None
+) -> T:
+    """``op`` on the store of an existing database, closed again whatever ``op`` does."""
+    store = open_data_store(data_dir, db, password_file=password_file)
+    try:
+        return op(store)
+    finally:
+        store.close()
 
 
 def _private_dir(data_dir: Path) -> None:
@@ -335,22 +350,16 @@ def register(app: typer.Typer) -> None:
         db: DbUrl = None,
     ) -> None:
         """Make a token and print its secret (shown once; only a hash is kept)."""
-        store = open_data_store(data_dir, db)
-        try:
-            token, secret = store.create_token(name, role, "netpersona token create")
-        finally:
-            store.close()
+        token, secret = with_data_store(
+            data_dir, db, lambda store: store.create_token(name, role, "netpersona token create")
+        )
         Console(stderr=True).print(f"created {token.id} ({token.role.value}) for {token.name}")
         sys.stdout.write(secret + "\n")
 
     @token_app.command("list")
     def token_list(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
         """List tokens (never their secrets)."""
-        store = open_data_store(data_dir, db)
-        try:
-            tokens = store.list_tokens()
-        finally:
-            store.close()
+        tokens = with_data_store(data_dir, db, lambda store: store.list_tokens())
         table = Table("id", "name", "role", "created by")
         for t in tokens:
             table.add_row(t.id, t.name, t.role.value, t.created_by)
@@ -363,11 +372,9 @@ def register(app: typer.Typer) -> None:
         db: DbUrl = None,
     ) -> None:
         """Revoke a token at once."""
-        store = open_data_store(data_dir, db)
-        try:
-            store.revoke_token(token_id, "netpersona token revoke")
-        finally:
-            store.close()
+        with_data_store(
+            data_dir, db, lambda store: store.revoke_token(token_id, "netpersona token revoke")
+        )
 
     keys_app = typer.Typer(help="Certificate signing keys (works on DATA_DIR's key file).")
     app.add_typer(keys_app, name="keys")

@@ -9,7 +9,7 @@ service. Both need the reader role and commit nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Annotated, Any
@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 
 from netpersona.errors import FieldError, InvalidDocument, NotFound
 from netpersona.model.labels import check_label_key, check_label_value
-from netpersona.policy import Change, PolicyEngine
+from netpersona.model.parse import escape_pointer
+from netpersona.policy import Change, ContextChanged, LabelsChanged, Policy, PolicyEngine
 from netpersona.reachability import (
     Endpoint,
     Service,
@@ -36,7 +37,15 @@ from netpersona.service.console.access import role
 from netpersona.service.context import ServiceContext, service
 from netpersona.store.base import ApiToken, Role
 
-__all__ = ["MAX_SELECTION", "Selection", "diff_answer", "router", "select", "verdict_answer"]
+__all__ = [
+    "MAX_SELECTION",
+    "Selection",
+    "diff_answer",
+    "proposed_changes",
+    "router",
+    "select",
+    "verdict_answer",
+]
 
 router = APIRouter(prefix="/v1/admin", tags=["reachability"])
 Ctx = Annotated[ServiceContext, Depends(service)]
@@ -200,6 +209,46 @@ async def reachability_matrix(
     )
     endpoints = await ctx.fleet.with_engine(endpoints_of)
     return JSONResponse(matrix_answer(endpoints, selection))
+
+
+def proposed_changes(
+    engine: PolicyEngine,
+    context: Mapping[str, str | None],
+    labels: Mapping[str, Mapping[str, str | None]],
+    *,
+    policy: Policy | None = None,
+    pointer: Callable[[str], str] = escape_pointer,
+) -> list[Change]:
+    """Context values and label patches (None unsets) as changes to the engine's fleet.
+
+    Values ``policy`` (default: the engine's) does not allow and unknown instances are all
+    named in one InvalidDocument; ``pointer`` writes a key into the error's JSON pointer.
+    """
+    policy = engine.policy if policy is None else policy
+    problems: list[FieldError] = []
+    changes: list[Change] = []
+    for key, value in context.items():
+        problem = None if value is None else policy.context_problem(key, value)
+        if problem:
+            problems.append(FieldError(f"/context/{pointer(key)}", problem))
+        changes.append(ContextChanged(key, value))
+    for instance_id, patch in labels.items():
+        facts = engine.instances.get(instance_id)
+        if facts is None:
+            problems.append(
+                FieldError(f"/labels/{pointer(instance_id)}", f"no instance {instance_id!r}")
+            )
+            continue
+        patched = dict(facts.labels)
+        for name, new in patch.items():
+            if new is None:
+                patched.pop(name, None)
+            else:
+                patched[name] = new
+        changes.append(LabelsChanged(instance_id, patched))
+    if problems:
+        raise InvalidDocument(problems)
+    return changes
 
 
 def diff_answer(

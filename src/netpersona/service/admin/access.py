@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from netpersona.errors import Forbidden
 from netpersona.service.callers import SCOPE_TOKEN, admin_token
+from netpersona.service.console.access import role
 from netpersona.service.context import Ctx
 from netpersona.store.base import ApiToken, Role
 
@@ -24,20 +23,9 @@ async def _token(
     return await admin_token(ctx, authorization)
 
 
-def _role(needed: Role) -> Callable[..., Any]:
-    async def check(token: Annotated[ApiToken, Depends(_token)]) -> ApiToken:
-        if not token.role.allows(needed):
-            raise Forbidden(
-                f"token {token.name!r} has role {token.role.value}; this needs {needed.value}"
-            )
-        return token
-
-    return check
-
-
-Reader = Annotated[ApiToken, Depends(_role(Role.READER))]
-Operator = Annotated[ApiToken, Depends(_role(Role.OPERATOR))]
-Admin = Annotated[ApiToken, Depends(_role(Role.ADMIN))]
+Reader = Annotated[ApiToken, Depends(role(Role.READER, _token))]
+Operator = Annotated[ApiToken, Depends(role(Role.OPERATOR, _token))]
+Admin = Annotated[ApiToken, Depends(role(Role.ADMIN, _token))]
 
 
 def actor(token: ApiToken) -> str:

@@ -34,6 +34,8 @@ __all__ = [
     "change",
     "etag",
     "page",
+    "read_one",
+    "read_page",
 ]
 
 T = TypeVar("T")
@@ -100,6 +102,24 @@ def expected(if_match: str | None, prefix: str) -> int | None:
 
 def page(found: Page[Any]) -> dict[str, Any]:
     return {"items": [item.to_json() for item in found.items], "next_cursor": found.next_cursor}
+
+
+# Which number each kind of ETag carries (see the module docstring).
+_TAGGED = {"r": "revision", "v": "version", "p": "version"}
+
+
+async def read_page(ctx: ServiceContext, fetch: Callable[[], Page[Any]]) -> JSONResponse:
+    """One page of stored records, answered as ``{items, next_cursor}``."""
+    return answer(page(await ctx.fleet.read(fetch)))
+
+
+async def read_one(
+    ctx: ServiceContext, fetch: Callable[[], Any], prefix: str | None = None
+) -> JSONResponse:
+    """One stored record; with ``prefix``, its ETag (``"r<revision>"``, ``"v<version>"``...)."""
+    found = await ctx.fleet.read(fetch)
+    tag = None if prefix is None else etag(prefix, getattr(found, _TAGGED[prefix]))
+    return answer(found.to_json(), tag)
 
 
 def answer(data: Any, tag: str | None = None, status: int = 200) -> JSONResponse:

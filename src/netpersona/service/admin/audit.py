@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from netpersona.service.admin.access import Reader
-from netpersona.service.admin.answers import Limit, NumberCursor, answer, page
+from netpersona.service.admin.answers import Limit, NumberCursor, read_page
 from netpersona.service.context import Ctx
 
 __all__ = ["router"]
@@ -27,4 +27,4 @@ async def list_audit(
     ] = None,
 ) -> JSONResponse:
     """Every change, newest first: who, when, what, and the record before and after."""
-    return answer(page(await ctx.fleet.read(lambda: ctx.store.list_audit(limit, cursor, target))))
+    return await read_page(ctx, lambda: ctx.store.list_audit(limit, cursor, target))

@@ -14,7 +14,16 @@ from netpersona.errors import FieldError, InvalidDocument, NotFound
 from netpersona.model.labels import check_persona_name
 from netpersona.policy import PolicyEngine
 from netpersona.service.admin.access import Operator, Reader, actor
-from netpersona.service.admin.answers import Cursor, IfMatch, Limit, answer, change, etag, page
+from netpersona.service.admin.answers import (
+    Cursor,
+    IfMatch,
+    Limit,
+    answer,
+    change,
+    etag,
+    read_one,
+    read_page,
+)
 from netpersona.service.context import Ctx
 from netpersona.service.schemas import (
     InstanceBody,
@@ -35,7 +44,7 @@ router = APIRouter()
 async def list_instances(
     ctx: Ctx, _: Reader, limit: Limit = 100, cursor: Cursor = None
 ) -> JSONResponse:
-    return answer(page(await ctx.fleet.read(lambda: ctx.store.list_instances(limit, cursor))))
+    return await read_page(ctx, lambda: ctx.store.list_instances(limit, cursor))
 
 
 @router.post("/instances", status_code=201)
@@ -50,8 +59,7 @@ async def create_instance(ctx: Ctx, token: Operator, body: NewInstanceBody) -> J
 
 @router.get("/instances/{instance_id}")
 async def get_instance(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
-    found = await ctx.fleet.read(lambda: ctx.store.get_instance(instance_id))
-    return answer(found.to_json(), etag("r", found.revision))
+    return await read_one(ctx, lambda: ctx.store.get_instance(instance_id), "r")
 
 
 @router.put("/instances/{instance_id}")
@@ -146,8 +154,7 @@ async def _changed(
 
 @router.get("/instances/{instance_id}/status")
 async def instance_status(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
-    found = await ctx.fleet.read(lambda: ctx.store.get_status(instance_id))
-    return answer(found.to_json())
+    return await read_one(ctx, lambda: ctx.store.get_status(instance_id))
 
 
 @router.get("/instances/{instance_id}/view")

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from netpersona.errors import FieldError, InvalidDocument
 from netpersona.model.labels import check_label_key
 from netpersona.service.admin.access import Operator, Reader, actor
-from netpersona.service.admin.answers import IfMatch, answer, change, etag
+from netpersona.service.admin.answers import IfMatch, answer, change, etag, read_one
 from netpersona.service.context import Ctx
 from netpersona.service.schemas import ValueBody
 from netpersona.store.base import ContextEntry
@@ -32,8 +32,7 @@ async def list_context(ctx: Ctx, _: Reader) -> JSONResponse:
 
 @router.get("/context/{key}")
 async def get_context(ctx: Ctx, _: Reader, key: str) -> JSONResponse:
-    entry = await ctx.fleet.read(lambda: ctx.store.get_context(key))
-    return answer(entry.to_json(), etag("r", entry.revision))
+    return await read_one(ctx, lambda: ctx.store.get_context(key), "r")
 
 
 @router.put("/context/{key}")

@@ -13,8 +13,6 @@ from netpersona.model.labels import check_label_key
 from netpersona.model.parse import escape_pointer
 from netpersona.policy import (
     Change,
-    ContextChanged,
-    LabelsChanged,
     PolicyChanged,
     PolicyEngine,
     parse_policy,
@@ -28,12 +26,13 @@ from netpersona.service.admin.answers import (
     body_document,
     change,
     etag,
-    page,
+    read_one,
+    read_page,
 )
 from netpersona.service.admin.personas import Version
 from netpersona.service.assignment import check_policy, split_policy_document
 from netpersona.service.context import Ctx
-from netpersona.service.reachability_api import diff_answer
+from netpersona.service.reachability_api import diff_answer, proposed_changes
 from netpersona.service.schemas import DiffBody, check_labels
 from netpersona.service.strict_json import canonical_json
 from netpersona.store.base import PolicyVersion
@@ -56,8 +55,7 @@ _POLICY_BODY: dict[str, Any] = {
 
 @router.get("/policy")
 async def get_policy(ctx: Ctx, _: Reader) -> JSONResponse:
-    found = await ctx.fleet.read(ctx.store.get_policy)
-    return answer(found.to_json(), etag("p", found.version))
+    return await read_one(ctx, ctx.store.get_policy, "p")
 
 
 @router.put("/policy", openapi_extra=_POLICY_BODY)
@@ -101,13 +99,12 @@ async def policy_history(
     ctx: Ctx, _: Reader, limit: Limit = 100, cursor: NumberCursor = None
 ) -> JSONResponse:
     """Every version of the policy, newest first."""
-    return answer(page(await ctx.fleet.read(lambda: ctx.store.policy_history(limit, cursor))))
+    return await read_page(ctx, lambda: ctx.store.policy_history(limit, cursor))
 
 
 @router.get("/policy/versions/{version}")
 async def policy_version(ctx: Ctx, _: Reader, version: Version) -> JSONResponse:
-    found = await ctx.fleet.read(lambda: ctx.store.get_policy(version))
-    return answer(found.to_json())
+    return await read_one(ctx, lambda: ctx.store.get_policy(version))
 
 
 def _check_diff(body: DiffBody) -> None:
@@ -137,28 +134,7 @@ def _proposed_changes(engine: PolicyEngine, body: DiffBody) -> list[Change]:
                 [FieldError("/policy" + e.pointer, e.message) for e in exc.errors]
             ) from None
         changes.append(PolicyChanged(policy))
-    problems = []
-    for key, value in body.context.items():
-        problem = None if value is None else policy.context_problem(key, value)
-        if problem:
-            problems.append(FieldError(f"/context/{escape_pointer(key)}", problem))
-        changes.append(ContextChanged(key, value))
-    for instance_id, patch in body.labels.items():
-        facts = engine.instances.get(instance_id)
-        if facts is None:
-            pointer = f"/labels/{escape_pointer(instance_id)}"
-            problems.append(FieldError(pointer, f"no instance {instance_id!r}"))
-            continue
-        labels = dict(facts.labels)
-        for key, value in patch.items():
-            if value is None:
-                labels.pop(key, None)
-            else:
-                labels[key] = value
-        changes.append(LabelsChanged(instance_id, labels))
-    if problems:
-        raise InvalidDocument(problems)
-    return changes
+    return changes + proposed_changes(engine, body.context, body.labels, policy=policy)
 
 
 @router.post("/policy/diff")

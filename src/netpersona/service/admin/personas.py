@@ -20,7 +20,8 @@ from netpersona.service.admin.answers import (
     body_document,
     change,
     etag,
-    page,
+    read_one,
+    read_page,
 )
 from netpersona.service.context import Ctx
 from netpersona.service.schemas import RestoreBody
@@ -44,13 +45,12 @@ def _check_name(name: str) -> None:
 async def list_personas(
     ctx: Ctx, _: Reader, limit: Limit = 100, cursor: Cursor = None
 ) -> JSONResponse:
-    return answer(page(await ctx.fleet.read(lambda: ctx.store.list_personas(limit, cursor))))
+    return await read_page(ctx, lambda: ctx.store.list_personas(limit, cursor))
 
 
 @router.get("/personas/{name}")
 async def get_persona(ctx: Ctx, _: Reader, name: str) -> JSONResponse:
-    found = await ctx.fleet.read(lambda: ctx.store.get_persona(name))
-    return answer(found.to_json(), etag("v", found.version))
+    return await read_one(ctx, lambda: ctx.store.get_persona(name), "v")
 
 
 @router.put(
@@ -115,15 +115,12 @@ async def persona_history(
     ctx: Ctx, _: Reader, name: str, limit: Limit = 100, cursor: NumberCursor = None
 ) -> JSONResponse:
     """Every version, newest first."""
-    return answer(
-        page(await ctx.fleet.read(lambda: ctx.store.persona_history(name, limit, cursor)))
-    )
+    return await read_page(ctx, lambda: ctx.store.persona_history(name, limit, cursor))
 
 
 @router.get("/personas/{name}/versions/{version}")
 async def persona_version(ctx: Ctx, _: Reader, name: str, version: Version) -> JSONResponse:
-    found = await ctx.fleet.read(lambda: ctx.store.get_persona(name, version))
-    return answer(found.to_json())
+    return await read_one(ctx, lambda: ctx.store.get_persona(name, version))
 
 
 @router.post("/personas/{name}/restore")

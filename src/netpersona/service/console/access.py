@@ -32,6 +32,7 @@ __all__ = [
     "Session",
     "caller",
     "optional_caller",
+    "require",
     "role",
     "sessions_of",
 ]
@@ -121,12 +122,20 @@ async def caller(
     return token
 
 
-def role(needed: Role) -> Callable[..., Any]:
-    async def check(token: Annotated[ApiToken, Depends(caller)]) -> ApiToken:
-        if not token.role.allows(needed):
-            raise Forbidden(
-                f"token {token.name!r} has role {token.role.value}; this needs {needed.value}"
-            )
-        return token
+def require(token: ApiToken, needed: Role) -> ApiToken:
+    """The token, if its role allows what ``needed`` allows; Forbidden otherwise."""
+    if not token.role.allows(needed):
+        raise Forbidden(
+            f"token {token.name!r} has role {token.role.value}; this needs {needed.value}"
+        )
+    return token
+
+
+def role(needed: Role, token_of: Callable[..., Any] = caller) -> Callable[..., Any]:
+    """A dependency: the token ``token_of`` finds, which must have the ``needed`` role."""
+
+    # A default, not Annotated: annotations are strings here, resolved in the module's globals.
+    async def check(token: ApiToken = Depends(token_of)) -> ApiToken:  # noqa: B008
+        return require(token, needed)
 
     return check

@@ -10,20 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from netpersona.errors import FieldError, Forbidden, InvalidDocument, NetpersonaError
+from netpersona.errors import FieldError, InvalidDocument, NetpersonaError
 from netpersona.model.labels import check_label_key, check_label_value
-from netpersona.policy import Change, ContextChanged, LabelsChanged, PolicyEngine
+from netpersona.policy import Change, PolicyEngine
 from netpersona.reachability import Via, blast_radius, endpoints_of, service_named, services_of
-from netpersona.service.console.access import check_csrf
+from netpersona.service.console.access import check_csrf, require
 from netpersona.service.console.common import Ctx, Viewer, render, to_sign_in
 from netpersona.service.reachability_api import (
     MAX_SELECTION,
     Selection,
     matrix_answer,
     parse_labels,
+    proposed_changes,
     verdict_answer,
 )
 from netpersona.store.base import Role
@@ -149,27 +150,30 @@ class Proposal:
         return cls(values, patches)
 
     def changes(self, engine: PolicyEngine) -> list[Change]:
-        errors: list[FieldError] = []
-        changes: list[Change] = []
-        for key, value in self.context.items():
-            if problem := engine.policy.context_problem(key, value):
-                errors.append(FieldError(f"/context/{key}", problem))
-            changes.append(ContextChanged(key, value))
-        for instance_id, patch in self.labels.items():
-            facts = engine.instances.get(instance_id)
-            if facts is None:
-                errors.append(FieldError(f"/labels/{instance_id}", f"no instance {instance_id!r}"))
-                continue
-            labels = dict(facts.labels)
-            for name, new in patch.items():
-                if new is None:
-                    labels.pop(name, None)
-                else:
-                    labels[name] = new
-            changes.append(LabelsChanged(instance_id, labels))
-        if errors:
-            raise InvalidDocument(errors)
-        return changes
+        return proposed_changes(engine, self.context, self.labels, pointer=str)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIfForm:
+    """The what-if form as posted, to see the blast radius or to apply it."""
+
+    csrf: str
+    context: str
+    labels: str
+
+    def proposal(self) -> Proposal:
+        return Proposal.parse(self.context, self.labels)
+
+
+def _what_if_form(
+    csrf: Annotated[str, Form()] = "",
+    context: Annotated[str, Form()] = "",
+    labels: Annotated[str, Form()] = "",
+) -> WhatIfForm:
+    return WhatIfForm(csrf, context, labels)
+
+
+Posted = Annotated[WhatIfForm, Depends(_what_if_form)]
 
 
 def _context_keys(engine: PolicyEngine) -> list[dict[str, Any]]:
@@ -192,21 +196,14 @@ async def what_if_form(request: Request, ctx: Ctx, viewer: Viewer) -> Response:
 
 
 @router.post("/what-if")
-async def what_if_page(
-    request: Request,
-    ctx: Ctx,
-    viewer: Viewer,
-    csrf: Annotated[str, Form()] = "",
-    context: Annotated[str, Form()] = "",
-    labels: Annotated[str, Form()] = "",
-) -> Response:
+async def what_if_page(request: Request, ctx: Ctx, viewer: Viewer, posted: Posted) -> Response:
     if viewer is None:
         return to_sign_in()
-    check_csrf(request, csrf)
-    form = {"context": context, "labels": labels}
+    check_csrf(request, posted.csrf)
+    form = {"context": posted.context, "labels": posted.labels}
 
     def run(engine: PolicyEngine) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        proposal = Proposal.parse(context, labels)
+        proposal = posted.proposal()
         return _context_keys(engine), blast_radius(engine, proposal.changes(engine)).to_json()
 
     try:
@@ -223,21 +220,13 @@ async def what_if_page(
 
 
 @router.post("/what-if/apply")
-async def apply_what_if(
-    request: Request,
-    ctx: Ctx,
-    viewer: Viewer,
-    csrf: Annotated[str, Form()] = "",
-    context: Annotated[str, Form()] = "",
-    labels: Annotated[str, Form()] = "",
-) -> Response:
+async def apply_what_if(request: Request, ctx: Ctx, viewer: Viewer, posted: Posted) -> Response:
     """Make the proposal real: operator role and a CSRF token, checked as the admin API does."""
     if viewer is None:
         return to_sign_in()
-    check_csrf(request, csrf)
-    if not viewer.role.allows(Role.OPERATOR):
-        raise Forbidden(f"token {viewer.name!r} has role {viewer.role.value}; this needs operator")
-    proposal = Proposal.parse(context, labels)
+    check_csrf(request, posted.csrf)
+    require(viewer, Role.OPERATOR)
+    proposal = posted.proposal()
     actor = f"{viewer.name} ({viewer.id}) via the console"
 
     def write() -> None:
