@@ -20,13 +20,7 @@ from typing import Any
 
 import structlog
 
-from netpersona.agent.answers import (
-    parse_certificate,
-    parse_instance,
-    parse_key_set,
-    parse_peer_view,
-    parse_persona_answer,
-)
+from netpersona.agent import answers
 from netpersona.agent.backoff import Backoff
 from netpersona.agent.client import ANSWER_LIMIT, PEER_VIEW_LIMIT, MetadataClient, Watched
 from netpersona.agent.status import StatusRecord, error_code, error_text
@@ -50,17 +44,17 @@ class View:
 VIEWS = {
     v.name: v
     for v in (
-        View("instance", "/v1/instance", parse_instance),
-        View("persona", "/v1/instance/network_persona", parse_persona_answer),
-        View("peers", "/v1/instance/peers", parse_peer_view, PEER_VIEW_LIMIT),
+        View("instance", "/v1/instance", answers.parse_instance),
+        View("persona", "/v1/instance/network_persona", answers.parse_persona_answer),
+        View("peers", "/v1/instance/peers", answers.parse_peer_view, PEER_VIEW_LIMIT),
     )
 }
 # Watched for the control channel only: the agent converges without them.
 GOSSIP_VIEWS = {
     v.name: v
     for v in (
-        View("certificate", "/v1/instance/certificate", parse_certificate),
-        View("keys", "/v1/keys", parse_key_set),
+        View("certificate", "/v1/instance/certificate", answers.parse_certificate),
+        View("keys", "/v1/keys", answers.parse_key_set),
     )
 }
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
 from netpersona.cli.connection import admin_client
-from netpersona.cli.reachability_cmd import LabelChanges, reachability_lines
+from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
@@ -312,9 +312,7 @@ def _register_policy(admin: typer.Typer) -> None:
     @policy.command("diff")
     def diff(
         ctx: typer.Context,
-        policy_file: Annotated[
-            Path | None, typer.Option("--policy", help="A proposed policy document.")
-        ] = None,
+        policy_file: ProposedPolicy = None,
         context: Annotated[
             list[str] | None,
             typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from netpersona.cli.plan_cmd import error_lines, read_document
-from netpersona.cli.reachability_cmd import LabelChanges, reachability_lines
+from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
@@ -239,9 +239,7 @@ def register(app: typer.Typer) -> None:
         personas: PersonasOption,
         inventory: InventoryOption,
         context: ContextOption = None,
-        to_policy: Annotated[
-            Path | None, typer.Option("--to-policy", help="A proposed policy file.")
-        ] = None,
+        to_policy: ProposedPolicy = None,
         set_context: Annotated[
             list[str] | None,
             typer.Option("--set-context", help="A proposed context value, KEY=VALUE."),

@@ -8,6 +8,7 @@ field and rule that decided, and the drop counter that would count a dropped pac
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +19,7 @@ from rich.table import Table
 from netpersona.cli.connection import admin_client
 from netpersona.errors import UsageError
 
-__all__ = ["LabelChanges", "reachability_lines", "register"]
+__all__ = ["LabelChanges", "ProposedPolicy", "reachability_lines", "register"]
 
 # What-if label changes, the same on the service (admin policy diff) and offline (policy diff).
 LabelChanges = Annotated[
@@ -28,6 +29,11 @@ LabelChanges = Annotated[
         help="A proposed label change: INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove "
         "(repeatable).",
     ),
+]
+# The policy a what-if proposes: `--to-policy` in both diffs (`--policy` is kept on the admin
+# one, where it was first spelled so).
+ProposedPolicy = Annotated[
+    Path | None, typer.Option("--to-policy", "--policy", help="A proposed policy document.")
 ]
 
 out = Console(highlight=False, soft_wrap=True)

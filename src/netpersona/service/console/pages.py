@@ -86,6 +86,8 @@ async def sign_out(request: Request, csrf: Annotated[str, Form()] = "") -> Respo
 
 @dataclass(frozen=True, slots=True)
 class FleetRow:
+    """One line of the fleet page: the instance, what it is served, and what its agent said."""
+
     instance: Instance
     persona: str | None
     version: int | None
