@@ -5,7 +5,9 @@ throwaway namespace whose nftables loads are made to fail."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +19,7 @@ from netpersona.agent.client import MetadataClient, Watched
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.dataplane.kernel import Kernel, LinuxKernel
 from netpersona.errors import KernelError
+from netpersona.system.netns import Netns
 from netpersona.testing.netns import netns
 
 pytestmark = pytest.mark.kernel
@@ -55,6 +58,26 @@ class NftRefuses:
         raise KernelError("nft: the kernel refused the table (made to fail by the test)")
 
 
+@contextlib.contextmanager
+def agent_on_a_veth(
+    tmp_path: Path, service: Callable[[httpx.Request], httpx.Response], *addresses: str
+) -> Iterator[tuple[Netns, NftRefuses, Agent]]:
+    """A namespace with an uplink (eth0, a veth) holding ``addresses``, and an agent for it
+    whose nftables loads fail and whose metadata service is ``service``."""
+    with netns("npretry") as ns:
+        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
+        for address in addresses:
+            # No duplicate address detection: an IPv6 address is usable at once.
+            flags = ["nodad"] if ":" in address else []
+            ns.run(["ip", "addr", "add", address, "dev", "eth0", *flags])
+        for link in ("eth0", "eth0p"):
+            ns.run(["ip", "link", "set", link, "up"])
+        kernel = NftRefuses(LinuxKernel(ns.name))
+        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
+        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
+        yield ns, kernel, Agent(config, cast(Kernel, kernel), client)
+
+
 def test_the_same_failed_plan_backs_off_and_a_new_one_goes_at_once(tmp_path: Path) -> None:
     reports: list[dict[str, Any]] = []
 
@@ -64,15 +87,7 @@ def test_the_same_failed_plan_backs_off_and_a_new_one_goes_at_once(tmp_path: Pat
         reports.append(json.loads(request.content))
         return httpx.Response(204)
 
-    with netns("npretry") as ns:
-        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
-        ns.run(["ip", "addr", "add", "10.77.0.11/24", "dev", "eth0"])
-        for link in ("eth0", "eth0p"):
-            ns.run(["ip", "link", "set", link, "up"])
-        kernel = NftRefuses(LinuxKernel(ns.name))
-        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
-        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
-        agent = Agent(config, cast(Kernel, kernel), client)
+    with agent_on_a_veth(tmp_path, service, "10.77.0.11/24") as (ns, kernel, agent):
         now = 0.0
         agent.reconciler.clock = lambda: now
         agent.latest = {
@@ -127,15 +142,7 @@ def test_the_running_agent_wakes_for_a_retry_and_does_not_spin(tmp_path: Path) -
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    with netns("npretry") as ns:
-        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
-        ns.run(["ip", "addr", "add", "10.77.0.11/24", "dev", "eth0"])
-        for link in ("eth0", "eth0p"):
-            ns.run(["ip", "link", "set", link, "up"])
-        kernel = NftRefuses(LinuxKernel(ns.name))
-        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
-        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
-        agent = Agent(config, cast(Kernel, kernel), client)
+    with agent_on_a_veth(tmp_path, service, "10.77.0.11/24") as (_, kernel, agent):
         # Short waits, so a few retries fit in the test: 0.5 s, 1 s, 1 s, ...
         agent.reconciler.retry = RetryGate(base=0.5, cap=1.0)
         asyncio.run(run_for(agent, 4.0))
@@ -155,16 +162,11 @@ def test_a_persona_the_uplink_cannot_take_is_rejected_and_the_agent_goes_on(
             return httpx.Response(200, content=b"tok")
         return httpx.Response(204)
 
-    with netns("npmtu") as ns:
-        ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])
-        ns.run(["ip", "addr", "add", "10.77.0.11/24", "dev", "eth0"])
-        ns.run(["ip", "addr", "add", "fd00:77::11/64", "dev", "eth0", "nodad"])
-        for link in ("eth0", "eth0p"):
-            ns.run(["ip", "link", "set", link, "up"])
-        kernel = NftRefuses(LinuxKernel(ns.name))
-        config = AgentConfig("http://127.0.0.1:8169", tmp_path, gossip=False)
-        client = MetadataClient(config.metadata_url, transport=httpx.MockTransport(service))
-        agent = Agent(config, cast(Kernel, kernel), client)
+    with agent_on_a_veth(tmp_path, service, "10.77.0.11/24", "fd00:77::11/64") as (
+        _,
+        kernel,
+        agent,
+    ):
         small_mtu = persona(8080, 1)
         small_mtu["network_persona"]["qos_parameters"] = {"mtu": 1200}
         agent.latest = {
