@@ -9,7 +9,9 @@ teardown removes what the lab's ledger says it created, never what merely shares
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -19,9 +21,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from netpersona.lab.report import print_matrix
+from netpersona.errors import UsageError
+from netpersona.lab.changes import Phase, changes_between, persona_changes
+from netpersona.lab.expect import ProbeKind
+from netpersona.lab.report import (
+    activity,
+    context_text,
+    print_changes,
+    print_intro,
+    print_legend,
+    print_phase,
+    print_result,
+    print_times,
+)
 from netpersona.lab.run import LabRun, exclusive, remove_recorded
-from netpersona.lab.scenario import DEFAULT_SCENARIO, load_scenario
+from netpersona.lab.scenario import DEFAULT_SCENARIO, Scenario, broadcast_of, load_scenario
 
 __all__ = ["register"]
 
@@ -30,9 +44,12 @@ RUN_DIR = Path("/run/netpersona-lab")
 lab_app = typer.Typer(
     help="The whole system on this machine, VMs as network namespaces.", no_args_is_help=True
 )
-console = Console(highlight=False)
+# A log file (stdout not a terminal) gets lines as wide as the widest table, not 80 columns.
+console = Console(
+    highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+)
 
-Scenario = Annotated[Path, typer.Option(help="Scenario file (see examples/lab/scenario.yaml).")]
+ScenarioFile = Annotated[Path, typer.Option(help="Scenario file (see examples/lab/scenario.yaml).")]
 Prefix = Annotated[str, typer.Option(help="Name prefix of the lab's namespaces.")]
 
 
@@ -54,16 +71,40 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _times(title: str, took: dict[str, float]) -> None:
-    """One line per VM, slowest last: how long its agent took to hold what the service says."""
-    console.print(f"[bold]{title}[/bold]")
-    for vm, seconds in sorted(took.items(), key=lambda item: item[1]):
-        console.print(f"  {vm:<12} {seconds:6.2f} s")
+def _wrong_expectation(text: str | None, scenario: Scenario) -> set[tuple[str, str, ProbeKind]]:
+    """``SRC,DST,PROBE`` -> the probe whose expectation to invert (UsageError naming it)."""
+    if text is None:
+        return set()
+    parts = [p.strip() for p in text.split(",")]
+    names = [vm.name for vm in scenario.vms]
+    kinds = [k.value for k in ProbeKind]
+    if len(parts) != 3:
+        raise UsageError(f"--wrong-expectation {text!r}: expected SRC,DST,PROBE")
+    src, dst, kind = parts
+    for role, name in (("SRC", src), ("DST", dst)):
+        if name not in names:
+            raise UsageError(
+                f"--wrong-expectation {text!r}: {role} {name!r} is not a VM of the scenario "
+                f"({', '.join(names)})"
+            )
+    if src == dst:
+        raise UsageError(f"--wrong-expectation {text!r}: SRC and DST are the same VM")
+    if kind not in kinds:
+        raise UsageError(
+            f"--wrong-expectation {text!r}: PROBE {kind!r} is not one of {', '.join(kinds)}"
+        )
+    return {(src, dst, ProbeKind(kind))}
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(exc) or type(exc).__name__
 
 
 @lab_app.command()
 def demo(
-    scenario: Scenario = DEFAULT_SCENARIO,
+    scenario: ScenarioFile = DEFAULT_SCENARIO,
     prefix: Prefix = "nplab",
     wrong_expectation: Annotated[
         str | None,
@@ -72,50 +113,54 @@ def demo(
 ) -> None:
     """Build a lab, prove every persona with real packets, raise the threat level, prove again."""
     lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
-    override = None
-    mismatches = 0
+    s = lab.scenario
+    flip = _wrong_expectation(wrong_expectation, s)
+    phases: list[Phase] = []
+    print_intro(console, s, lab.workdir, lab.topo.prefix)
+    print_legend(console, s.probes, broadcast_of(s))
     with exclusive(lab.workdir), _terminate_as_interrupt():
+        failure: str | None = None
         try:
             lab.build()
             took = lab.wait_converged(lab.agents_started, "waiting for every agent to converge")
-            _times("convergence after start", took)
-            cells, personas = lab.probe()
-            if wrong_expectation:
-                src, dst, kind = wrong_expectation.split(",")
-                want = next(
-                    c.expected for c in cells if (c.src, c.dst, c.kind.value) == (src, dst, kind)
-                )
-                override = {(src, dst, kind): not want}
-                cells, personas = lab.probe(override)
-            mismatches += print_matrix(
-                console, f"probe matrix, context {dict(lab.scenario.context)}", cells, personas
+            print_times(
+                console,
+                "convergence: seconds from starting the agents until each holds the persona "
+                "the service assigns it",
+                took,
             )
-            if lab.scenario.raised_context:
-                acked = lab.set_context(lab.scenario.raised_context)
-                took = lab.wait_converged(
-                    acked,
-                    "raising "
-                    + ", ".join(f"{k}={v}" for k, v in lab.scenario.raised_context.items()),
-                )
-                _times(f"re-convergence after {dict(lab.scenario.raised_context)}", took)
-                cells, personas = lab.probe(override)
-                mismatches += print_matrix(
+            phases.append(lab.probe(flip))
+            print_phase(console, f"first matrix ({context_text(phases[0].context)})", phases[0])
+            if s.raised_context:
+                raised = context_text(s.raised_context)
+                acked = lab.set_context(s.raised_context)
+                took = lab.wait_converged(acked, f"setting {raised}")
+                print_times(
                     console,
-                    f"probe matrix, context {dict(lab.scenario.raised_context)}",
-                    cells,
-                    personas,
+                    f"re-convergence after {raised}: seconds from the change until each agent "
+                    "holds its new persona",
+                    took,
                 )
+                phases.append(lab.probe(flip))
+                second = phases[1]
+                print_phase(console, f"second matrix ({context_text(second.context)})", second)
+                changes = changes_between(phases[0], second, s.probes, lab.overlay_fields())
+                print_changes(
+                    console, phases[0], second, persona_changes(phases[0], second), changes
+                )
+        except BaseException as exc:
+            failure = _failure(exc)
+            raise
         finally:
-            with console.status("tearing the lab down"):
-                left = lab.down()
-            console.print(
-                "lab removed" if not left else f"[red]left behind: {', '.join(left)}[/red]"
-            )
-    raise typer.Exit(1 if mismatches else 0)
+            failed = failure is not None or any(p.mismatches for p in phases)
+            with activity(console, "tearing the lab down"):
+                left = lab.down(keep_logs=failed)
+            green = print_result(console, phases, left, lab.logs_kept, failure)
+    raise typer.Exit(0 if green else 1)
 
 
 @lab_app.command()
-def up(scenario: Scenario = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
+def up(scenario: ScenarioFile = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
     """Build a lab and leave it running (see lab status, lab probe, lab down)."""
     lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
     with exclusive(lab.workdir), _terminate_as_interrupt():
@@ -125,7 +170,7 @@ def up(scenario: Scenario = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
         except BaseException:
             lab.down()
             raise
-    _times("convergence", took)
+    print_times(console, "convergence: seconds until each agent held its persona", took)
     console.print(f"lab {prefix} is up; its files are in {lab.workdir}")
 
 
@@ -153,8 +198,9 @@ def status(prefix: Prefix = "nplab") -> None:
 def probe(prefix: Prefix = "nplab") -> None:
     """Run the probe matrix on a running lab; exit 1 on any mismatch."""
     lab = LabRun.attach(_workdir(prefix), console)
-    cells, personas = lab.probe()
-    raise typer.Exit(1 if print_matrix(console, f"lab {prefix}", cells, personas) else 0)
+    phase = lab.probe()
+    print_legend(console, lab.scenario.probes, broadcast_of(lab.scenario))
+    raise typer.Exit(1 if print_phase(console, f"lab {prefix}", phase) else 0)
 
 
 @lab_app.command()

@@ -70,7 +70,7 @@ class LabProcesses:
         assert self.topo.hypervisor is not None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [*netpersona_argv(), "serve", "--data-dir", str(self.data_dir)]
-        argv += ["--listen", f"{METADATA_ADDRESS}:80", "--log-level", "warning"]
+        argv += ["--listen", f"{METADATA_ADDRESS}:80", "--log-level", "info"]
         argv += ["--admin-socket", str(self.admin_socket)]
         self.service = self._spawn(self.topo.hypervisor.name, argv, "service")
         self._wait_listening(timeout)

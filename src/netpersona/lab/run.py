@@ -16,7 +16,7 @@ import json
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,19 @@ from typing import Any
 import httpx
 import yaml
 from rich.console import Console
-from rich.progress import Progress
 
 from netpersona.admin_client import AdminClient
 from netpersona.errors import Conflict, KernelError, NetpersonaError
-from netpersona.lab.expect import Host
+from netpersona.lab.changes import Phase
+from netpersona.lab.expect import Host, ProbeKind
 from netpersona.lab.fleet import LabProcesses
 from netpersona.lab.ledger import Ledger, Removal
-from netpersona.lab.matrix import Cell, run_matrix
+from netpersona.lab.matrix import expected_matrix, run_matrix
+from netpersona.lab.report import activity, steps
 from netpersona.lab.scenario import Scenario, load_scenario
 from netpersona.lab.topology import Topology
 from netpersona.model import parse_persona
+from netpersona.policy import parse_policy
 from netpersona.system.netns import Netns
 
 __all__ = ["LabRecord", "LabRun", "exclusive", "remove_recorded"]
@@ -43,6 +45,10 @@ RECORD = "lab.json"
 CONVERGE_TIMEOUT = 120.0
 SETTLE = 1.5  # seconds without any agent changing anything: peer views have caught up
 IN_FORCE = ("applied", "unchanged", "peers-updated")
+EVERY_FIELD = frozenset(
+    {"communication_mode", "security_profile", "allowed_protocols", "priority"}
+    | {"qos_parameters", "multicast_groups", "peers"}
+)
 
 
 @dataclass
@@ -106,6 +112,7 @@ class LabRun:
     processes: LabProcesses = field(init=False)
     _admin: AdminClient | None = None
     agents_started: float = 0.0  # monotonic time the first agent was started
+    logs_kept: Path | None = None  # where down(keep_logs=True) moved the processes' logs
 
     def __post_init__(self) -> None:
         extra = {k: v for k, v in self.scenario.networks.items() if k != "br0"}
@@ -150,13 +157,8 @@ class LabRun:
         self.workdir.mkdir(parents=True)  # a fresh service database every time
         self.topo.ledger = Ledger.load(self.workdir)
         LabRecord(self.prefix, str(s.path), str(self.workdir), self.run_id).save()
-        steps = 4 + len(s.vms) * 2 + len(s.personas)
-        with Progress(console=self.console, transient=True) as progress:
-            task = progress.add_task("building the lab", total=steps)
-
-            def step(what: str) -> None:
-                progress.update(task, advance=1, description=what)
-
+        total = 4 + len(s.vms) * 2 + len(s.personas)
+        with steps(self.console, "building the lab", total) as step:
             self.topo.create_hypervisor(self._extra)
             step("hypervisor and bridges")
             for vm in s.vms:
@@ -187,7 +189,7 @@ class LabRun:
                     "labels": dict(vm.labels),
                 }
                 self._call("POST", "/v1/admin/instances", body)
-                self.processes.start_agent(vm.name, "--log-level", "warning")
+                self.processes.start_agent(vm.name, "--log-level", "info")
                 step(f"agent in {vm.name}")
 
     # --- state
@@ -213,8 +215,7 @@ class LabRun:
         wanted = {vm: v["etag"] for vm, v in self.views().items()}
         took: dict[str, float] = {}
         deadline = time.monotonic() + CONVERGE_TIMEOUT
-        with Progress(console=self.console, transient=True) as progress:
-            task = progress.add_task(label, total=len(wanted))
+        with steps(self.console, label, len(wanted)) as step:
             while len(took) < len(wanted):
                 if time.monotonic() > deadline:
                     late = sorted(set(wanted) - set(took))
@@ -229,7 +230,7 @@ class LabRun:
                         and record.get("persona_etag") == etag
                     ):
                         took[vm] = time.monotonic() - since
-                        progress.advance(task)
+                        step(f"{vm} holds its persona")
                 time.sleep(0.05)
         self._settle()
         return took
@@ -246,8 +247,8 @@ class LabRun:
                 last, quiet_since = now, time.monotonic()
             time.sleep(0.1)
 
-    def hosts(self) -> list[Host]:
-        views = self.views()
+    def hosts(self, views: Mapping[str, Mapping[str, Any]] | None = None) -> list[Host]:
+        views = self.views() if views is None else views
         hosts = []
         for vm in self.scenario.vms:
             view = views[vm.name]
@@ -263,14 +264,39 @@ class LabRun:
             )
         return hosts
 
-    def probe(
-        self, expect_override: Mapping[tuple[str, str, str], bool] | None = None
-    ) -> tuple[list[Cell], dict[str, str]]:
-        hosts = self.hosts()
-        personas = {h.name: _describe(h) for h in hosts}
-        with self.console.status("probing every pair of VMs with real packets"):
-            cells = run_matrix(self.topo, self.scenario, hosts, expect_override=expect_override)
-        return cells, personas
+    def overlay_fields(self) -> dict[str, frozenset[str]]:
+        """The persona fields each overlay of the scenario's policy sets (all of them when it
+        replaces the persona)."""
+        policy = parse_policy(yaml.safe_load(self.scenario.policy.read_text()))
+        found = {}
+        for overlay in policy.overlays:
+            fields = frozenset(overlay.changes.fields)
+            if overlay.changes.remove_protocols:
+                fields |= {"allowed_protocols"}
+            found[overlay.name] = EVERY_FIELD if overlay.changes.persona else fields
+        return found
+
+    def probe(self, flip: Collection[tuple[str, str, ProbeKind]] = ()) -> Phase:
+        """Prove the matrix with real packets in the current context; ``flip`` inverts the
+        spec's expectation of those probes (to see a mismatch reported)."""
+        views = self.views()
+        hosts = self.hosts(views)
+        spec = expected_matrix(hosts, self.scenario.probes)
+        override = {
+            (a, b, kind.value): not spec[(a, b, kind)]
+            for a, b, kind in flip
+            if spec.get((a, b, kind)) is not None
+        }
+        count = sum(1 for want in spec.values() if want is not None)
+        with activity(self.console, f"probing every pair of VMs with {count} real probes"):
+            cells = run_matrix(self.topo, self.scenario, hosts, expect_override=override)
+        overlays = {vm: tuple(view.get("overlays") or ()) for vm, view in views.items()}
+        return Phase(self.context(), tuple(hosts), overlays, tuple(cells))
+
+    def context(self) -> dict[str, str]:
+        """The network context the service holds."""
+        items = self._call("GET", "/v1/admin/context")["items"]
+        return {str(item["key"]): str(item["value"]) for item in items}
 
     def set_context(self, values: Mapping[str, str]) -> float:
         """Change the network context; returns the monotonic time the service acknowledged it."""
@@ -278,20 +304,24 @@ class LabRun:
             self._call("PUT", f"/v1/admin/context/{key}", {"value": value})
         return time.monotonic()
 
-    def down(self) -> list[str]:
-        """Stop the processes, remove what the ledger holds; return namespaces left behind."""
+    def down(self, keep_logs: bool = False) -> list[str]:
+        """Stop the processes, remove what the ledger holds; return namespaces left behind.
+
+        With ``keep_logs`` the service's and agents' logs are moved out of the work directory
+        first, to ``<workdir>-<run id>-logs`` next to it (:attr:`logs_kept`), which no lab
+        command removes: the next run in the same work directory starts afresh.
+        """
         if self._admin is not None:
             self._admin.close()
             self._admin = None
         self.processes.stop_all()
+        logs = self.processes.log_path("service").parent
+        if keep_logs and logs.is_dir():
+            kept = self.workdir.with_name(f"{self.workdir.name}-{self.run_id}-logs")
+            shutil.rmtree(kept, ignore_errors=True)
+            logs.replace(kept)
+            self.logs_kept = kept
         left = self.topo.destroy()
         if not left:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return left
-
-
-def _describe(host: Host) -> str:
-    if host.persona is None:
-        return "-"
-    p = host.persona
-    return f"{host.persona_name} ({p.communication_mode}, {p.security_profile})"
