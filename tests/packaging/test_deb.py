@@ -1,9 +1,11 @@
-"""The .deb scripts/build makes: what it installs and where, read from the package itself
-(never installed here), its units verified as extracted, its program run from the extraction."""
+"""The .deb scripts/build makes: what it installs and where, read from the package itself,
+its units verified as extracted, its program run from the extraction; and, in CI only (a
+throwaway machine, as root), installed with apt, checked, and purged."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -58,6 +60,13 @@ def extracted(deb: Path) -> Path:
     return root
 
 
+def getpwnam(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
 def field(deb: Path, name: str) -> str:
     return output(["dpkg-deb", "-f", str(deb), name]).strip()
 
@@ -89,6 +98,18 @@ def test_files_are_root_owned_and_in_their_places(deb: Path) -> None:
     }
     assert expected <= names
     assert re.search(r"\./usr/bin/netpersona -> \.\./lib/netpersona/bin/netpersona\n", listing)
+
+
+def test_modes_let_the_service_user_read_and_nobody_but_root_write(deb: Path) -> None:
+    for line in output(["dpkg-deb", "-c", str(deb)]).splitlines():
+        mode, name = line.split()[0], line.split()[5]
+        if mode.startswith("l"):
+            continue
+        assert mode[5] != "w", f"{name} is group-writable: {mode}"
+        assert mode[8] != "w", f"{name} is world-writable: {mode}"
+        assert mode[7] == "r", f"{name} is not readable by the service's user: {mode}"
+        if mode.startswith("d"):
+            assert mode == "drwxr-xr-x", f"{name}: {mode}"
 
 
 def test_defaults_are_conffiles(deb: Path, tmp_path: Path) -> None:
@@ -154,3 +175,113 @@ def test_the_packaged_program_runs_with_its_own_libraries(extracted: Path) -> No
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def package_status(package: str) -> tuple[str, str] | None:
+    """dpkg's status and version of ``package`` (None: dpkg does not know it at all)."""
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${db:Status-Abbrev}|${Version}", package],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    status, _, version = result.stdout.partition("|")
+    if result.returncode != 0 or status.startswith("un"):
+        return None
+    return status.strip(), version
+
+
+def apt(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(
+        ["apt-get", "-y", "-q", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def exposure(unit: str) -> float:
+    """``systemd-analyze security``'s overall exposure of an installed unit (0 best, 10 worst)."""
+    text = output(["systemd-analyze", "security", "--offline=yes", f"/lib/systemd/system/{unit}"])
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
+    assert found, text
+    return float(found.group(1))
+
+
+def test_apt_installs_the_package_and_purge_removes_all_of_it(deb: Path) -> None:
+    """What docs/install.md promises, on the machine itself: apt installs the local .deb with
+    its dependencies, the units verify, the program runs from /usr/bin, the service's user is
+    made; purge takes all of it away. CI only: it changes the machine's packages and users."""
+    if os.environ.get("CI") != "true":
+        pytest.skip("installs a package on this machine: only in CI (CI=true), a throwaway one")
+    if os.geteuid() != 0:
+        pytest.fail("installing a package needs root")
+    known = package_status("netpersona")
+    if known is not None or Path("/usr/lib/netpersona").exists():
+        pytest.skip(
+            f"a netpersona package is already on this machine ({known}), not installed by this "
+            "test: it installs and purges only its own"
+        )
+    if getpwnam("netpersona") is not None:
+        pytest.skip("a netpersona user already exists here, and not by this test")
+    try:
+        done = apt("install", str(deb))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert package_status("netpersona") == ("ii", "0.1.0-1")
+        units = sorted(str(u) for u in Path("/lib/systemd/system").glob("netpersona-*.service"))
+        assert [Path(u).name for u in units] == [
+            "netpersona-agent.service",
+            "netpersona-serve.service",
+        ]
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", *units],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert verified.stderr == ""
+        assert exposure("netpersona-agent.service") <= 2.5
+        assert exposure("netpersona-serve.service") <= 2.5
+        version = subprocess.run(
+            ["/usr/bin/netpersona", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            check=False,
+        )
+        assert version.stdout.strip() == "netpersona 0.1.0", version.stderr
+        user = getpwnam("netpersona")
+        assert user is not None
+        assert user.pw_uid < 1000  # a system user
+        assert user.pw_shell == "/usr/sbin/nologin"
+        # The service's user can run the packaged program (every file is readable to it).
+        as_user = subprocess.run(
+            ["runuser", "-u", "netpersona", "--", "/usr/bin/netpersona", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            check=False,
+        )
+        assert as_user.returncode == 0, as_user.stderr
+    finally:
+        purged = apt("purge", "netpersona")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert package_status("netpersona") is None
+    assert getpwnam("netpersona") is None
+    for path in (
+        "/usr/lib/netpersona",
+        "/usr/bin/netpersona",
+        "/lib/systemd/system/netpersona-agent.service",
+        "/etc/default/netpersona-agent",
+        "/var/lib/netpersona-service",
+    ):
+        assert not Path(path).exists(), path
