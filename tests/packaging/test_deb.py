@@ -222,8 +222,9 @@ def test_apt_installs_the_package_and_purge_removes_all_of_it(deb: Path) -> None
         pytest.fail("installing a package needs root")
     known = package_status("netpersona")
     if known is not None or Path("/usr/lib/netpersona").exists():
+        state = f"dpkg status {known[0]}, version {known[1]}" if known else "/usr/lib/netpersona"
         pytest.skip(
-            f"a netpersona package is already on this machine ({known}), not installed by this "
+            f"a netpersona package is already on this machine ({state}), not installed by this "
             "test: it installs and purges only its own"
         )
     if getpwnam("netpersona") is not None:
