@@ -66,11 +66,11 @@ class LabProcesses:
         return process
 
     # --- the service
-    def start_service(self, timeout: float = 30.0) -> None:
+    def start_service(self, timeout: float = 30.0, log_level: str = "warning") -> None:
         assert self.topo.hypervisor is not None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [*netpersona_argv(), "serve", "--data-dir", str(self.data_dir)]
-        argv += ["--listen", f"{METADATA_ADDRESS}:80", "--log-level", "info"]
+        argv += ["--listen", f"{METADATA_ADDRESS}:80", "--log-level", log_level]
         argv += ["--admin-socket", str(self.admin_socket)]
         self.service = self._spawn(self.topo.hypervisor.name, argv, "service")
         self._wait_listening(timeout)

@@ -165,7 +165,8 @@ class LabRun:
                 for iface in vm.interfaces:
                     self.topo.add_vm(vm.name, str(iface.address), iface.name, iface.bridge)
                 step(f"VM {vm.name}")
-            self.processes.start_service()
+            # Logs at info: what a failed run keeps is worth reading.
+            self.processes.start_service(log_level="info")
             step("metadata service")
             for name, path in sorted(s.personas.items()):
                 document = yaml.safe_load(path.read_text())
