@@ -31,7 +31,8 @@ app = typer.Typer(
     help="Network personas for Linux VMs: one document says how a VM communicates.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell): docs/cli.md.
+    add_completion=True,
 )
 app.callback()(install.root_options)
 plan_cmd.register(app)
