@@ -80,7 +80,7 @@ class AdminClient:
             url = "http://localhost"
             transport = httpx.HTTPTransport(uds=str(socket))
         self.url = url.rstrip("/")
-        self.where = f"admin socket {socket}" if socket is not None else self.url
+        self.socket = socket
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
@@ -92,7 +92,8 @@ class AdminClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise NetpersonaError(f"cannot reach {self.where} ({path}): {exc}") from None
+            where = f"{self.url}{path}" if self.socket is None else f"{self.socket} ({path})"
+            raise NetpersonaError(f"cannot reach {where}: {exc}") from None
         if response.status_code == 204:
             return None
         if response.is_success:

@@ -4,14 +4,17 @@ every option it names has its environment variable in every command that takes i
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer.main
 
 from netpersona import errors
 from netpersona.cli.main import app
+from tests.service.serve_process import NETPERSONA
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 EXIT_ROW = re.compile(r"^\| `([a-z_]+)` \| (\d+) \| ")
@@ -71,3 +74,37 @@ def test_each_documented_option_reads_its_variable_wherever_it_is_taken() -> Non
                 taken[option].add(path if path in documented[option][1] else path.split()[0])
     for option, (_, commands) in documented.items():
         assert taken[option] == commands, option
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["admin", "instances", "--bogus"], "No such option: --bogus"),
+        (["protocols", "-o", "xml"], "'xml' is not one of 'table', 'json', 'yaml'"),
+        (["admin", "can"], "Missing argument 'src'"),
+    ],
+)
+def test_a_command_line_error_is_one_error_line_with_exit_2(argv: list[str], line: str) -> None:
+    done = subprocess.run([NETPERSONA, *argv], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    [printed] = done.stderr.splitlines()
+    assert printed.startswith("error (usage_error) ")
+    assert line in printed
+
+
+@pytest.mark.subprocess
+def test_netpersona_alone_prints_its_help() -> None:
+    done = subprocess.run([NETPERSONA], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "admin" in done.stdout
+    assert done.stderr == ""
+
+
+@pytest.mark.subprocess
+def test_a_missing_admin_socket_is_named() -> None:
+    argv = [NETPERSONA, "admin", "--admin-socket", "/nonexistent/admin.sock", "--token", "np_x"]
+    done = subprocess.run([*argv, "personas"], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error (error) cannot reach /nonexistent/admin.sock ")
