@@ -30,7 +30,7 @@ from netpersona.cli.connection import (
     admin_client,
     connect,
 )
-from netpersona.cli.output import OutputFormat, OutputOption, emit, show_document
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table, show_document
 from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
@@ -75,7 +75,7 @@ def _instances_table(items: list[dict[str, Any]]) -> Table:
 
 def _show_instances(output: OutputFormat, items: list[dict[str, Any]], one: bool = False) -> None:
     """Instances as a table, or their records (``one``: the record itself, not a list)."""
-    emit(output, items[0] if one else items, lambda c: c.print(_instances_table(items)))
+    emit(output, items[0] if one else items, lambda c: print_table(c, _instances_table(items)))
 
 
 def _show_record(output: OutputFormat, data: Any) -> None:
@@ -83,7 +83,7 @@ def _show_record(output: OutputFormat, data: Any) -> None:
 
 
 def _show_table(output: OutputFormat, data: Any, table: Callable[[], Table]) -> None:
-    emit(output, data, lambda c: c.print(table()))
+    emit(output, data, lambda c: print_table(c, table()))
 
 
 def register(app: typer.Typer) -> None:

@@ -18,8 +18,19 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
-__all__ = ["JsonAlias", "OutputFormat", "OutputOption", "emit", "pick", "stdout_console"]
+__all__ = [
+    "JsonAlias",
+    "OutputFormat",
+    "OutputOption",
+    "data_text",
+    "emit",
+    "pick",
+    "print_table",
+    "show_document",
+    "stdout_console",
+]
 
 # Wide enough for any row a command prints; Rich sizes a table to its content below this.
 _PIPE_WIDTH = 100_000
@@ -57,6 +68,14 @@ def stdout_console() -> Console:
     if not console.is_terminal:
         console.width = _PIPE_WIDTH
     return console
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table``, folding a cell too wide for a terminal onto more lines instead of
+    cutting it with an ellipsis (off a terminal nothing is too wide: :func:`stdout_console`)."""
+    for column in table.columns:
+        column.overflow = "fold"
+    console.print(table)
 
 
 def data_text(data: Any, output: OutputFormat) -> str:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from netpersona.cli.output import OutputFormat, OutputOption, emit
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.compiler import compile_plan, replace_table_batch
 from netpersona.compiler.plan import LinkSetting, Plan, Route, RoutingRule, TcClass, TcQdisc
 from netpersona.errors import InvalidDocument, UsageError
@@ -204,6 +204,6 @@ def register(app: typer.Typer) -> None:
             table = Table("service", "means")
             for name, rules in services:
                 table.add_row(name, ", ".join(str(r) for r in rules))
-            console.print(table)
+            print_table(console, table)
 
         emit(output, data, table)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from netpersona.cli.connection import admin_client
-from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, emit, pick
+from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, emit, pick, print_table
 from netpersona.errors import UsageError
 
 __all__ = ["LabelChanges", "ProposedPolicy", "reachability_lines", "register"]
@@ -143,5 +143,5 @@ def _print_matrix(out: Console, answer: dict[str, Any]) -> None:
         for dst in names:
             row.append("·" if src == dst else escape(" ".join(reach.get((src, dst), [])) or "-"))
         table.add_row(*row)
-    out.print(table)
+    print_table(out, table)
     out.print(f"services: {escape(', '.join(answer['services']))}")

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from netpersona.cli.output import OutputFormat, OutputOption, emit
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
 from netpersona.logs import configure_logging
 from netpersona.store import Role, Store, open_store
@@ -375,7 +375,7 @@ def register(app: typer.Typer) -> None:
             table = Table("id", "name", "role", "created by")
             for row in rows:
                 table.add_row(row["id"], row["name"], row["role"], row["created_by"])
-            console.print(table)
+            print_table(console, table)
 
         emit(output, rows, table)
 
