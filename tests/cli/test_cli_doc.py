@@ -13,6 +13,7 @@ import pytest
 import typer.main
 
 from netpersona import errors
+from netpersona.cli import install
 from netpersona.cli.main import app
 from tests.service.serve_process import NETPERSONA
 
@@ -108,3 +109,15 @@ def test_a_missing_admin_socket_is_named() -> None:
     done = subprocess.run([*argv, "personas"], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert done.stderr.startswith("error (error) cannot reach /nonexistent/admin.sock ")
+
+
+def test_a_missing_service_package_is_one_error_line_with_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        install.exit_if_extra_missing(ModuleNotFoundError("no fastapi", name="fastapi"))
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error (usage_error) ")
+    assert "fastapi" in line
+    assert install.SERVICE_HINT in line
