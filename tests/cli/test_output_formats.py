@@ -272,3 +272,22 @@ def test_shell_completion_completes_commands_and_output_formats() -> None:
 def test_the_old_json_flag_still_means_output_json(fleet: Fleet) -> None:
     argv = _argv(fleet, "admin reachability")
     assert json.loads(_run([*argv, "--json"])) == json.loads(_run([*argv, "-o", "json"]))
+
+
+def test_the_command_line_chooses_between_url_and_socket_over_the_environment(
+    fleet: Fleet,
+) -> None:
+    unreachable = "http://127.0.0.1:1"
+    token = ["--token-file", str(fleet.token_file)]
+    on_socket = CliRunner().invoke(
+        app,
+        ["admin", "--admin-socket", str(fleet.socket), *token, "personas", "-o", "json"],
+        env={"NETPERSONA_URL": unreachable},
+    )
+    assert on_socket.exit_code == 0, on_socket.exception
+    on_url = CliRunner().invoke(
+        app,
+        ["admin", "--url", unreachable, *token, "personas"],
+        env={"NETPERSONA_ADMIN_SOCKET": str(fleet.socket)},
+    )
+    assert f"cannot reach {unreachable}" in str(on_url.exception)
