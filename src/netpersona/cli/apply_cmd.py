@@ -171,7 +171,6 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--metadata-url",
-                "--metadata",
                 envvar="NETPERSONA_METADATA_URL",
                 help="The metadata service (URL, or ADDR:PORT) the firewall keeps open, with"
                 f" --facts auto [{DEFAULT_METADATA}].",
