@@ -1,13 +1,16 @@
 """A client of the metadata service's admin API, raising the error tree instead of returning
 error bodies.
 
-Shared by ``netpersona admin`` (over TCP) and the lab (over the service's admin Unix socket, via
-an ``httpx.HTTPTransport(uds=...)``); it imports neither the CLI framework nor the web server.
+Shared by ``netpersona admin`` (over TCP, or over the service's admin Unix socket with
+``--admin-socket``) and the lab (over that socket, via an ``httpx.HTTPTransport(uds=...)``); it
+imports neither the CLI framework nor the web server. The service asks for a bearer token on the
+socket as on TCP (the socket's 0600 mode decides who may connect, the token what they may do).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,12 +58,29 @@ def error_from_answer(context: str, status: int, body: str) -> NetpersonaError:
 class AdminClient:
     """The admin API over HTTP, raising the error tree instead of returning error bodies."""
 
-    def __init__(self, url: str, token: str, transport: httpx.BaseTransport | None = None):
-        if not url:
-            raise UsageError("--url (or NETPERSONA_URL) is required, e.g. http://10.0.0.1:8080")
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        socket: Path | None = None,
+    ):
+        if not url and socket is None:
+            raise UsageError(
+                "--url (or NETPERSONA_URL) is required, e.g. http://10.0.0.1:8080, or"
+                " --admin-socket (or NETPERSONA_ADMIN_SOCKET)"
+            )
         if not token:
-            raise UsageError("--token (or NETPERSONA_TOKEN) is required")
+            raise UsageError(
+                "--token or --token-file (or NETPERSONA_TOKEN, NETPERSONA_TOKEN_FILE) is required"
+            )
+        if socket is not None:
+            # The host part is not used on a Unix socket; the request line still needs one.
+            url = "http://localhost"
+            transport = httpx.HTTPTransport(uds=str(socket))
         self.url = url.rstrip("/")
+        self.socket = socket
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
@@ -72,7 +92,8 @@ class AdminClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise NetpersonaError(f"cannot reach {self.url}{path}: {exc}") from None
+            where = f"{self.url}{path}" if self.socket is None else f"{self.socket} ({path})"
+            raise NetpersonaError(f"cannot reach {where}: {exc}") from None
         if response.status_code == 204:
             return None
         if response.is_success:

@@ -67,7 +67,7 @@ def test_check_apply_status_drift_and_remove(net: Lab, tmp_path: Path) -> None:
     code, output = _cli("apply", str(a), "--check", *common)
     assert code == 0, output
 
-    code, output = _cli("status", "--json", *common)
+    code, output = _cli("status", "-o", "json", *common)
     assert code == 0, output
     status = json.loads(output)
     assert status["persona"] == "a"

@@ -58,7 +58,7 @@ def test_test_fails_with_the_broken_expectation(tmp_path: Path) -> None:
 
 
 def test_explain_names_the_deciding_rule_for_every_instance() -> None:
-    result = runner.invoke(app, ["policy", "explain", POLICY, *FILES, "--json"])
+    result = runner.invoke(app, ["policy", "explain", POLICY, *FILES, "-o", "json"])
     assert result.exit_code == 0, result.output
     explanations = json.loads(result.output)
     assert len(explanations) == 12
@@ -139,7 +139,16 @@ def test_diff_of_a_persona_edit_lists_the_reachability_it_moves(tmp_path: Path) 
     )
     as_json = runner.invoke(
         app,
-        ["policy", "diff", POLICY, *FILES, "--set-persona", f"db-restricted={edited}", "--json"],
+        [
+            "policy",
+            "diff",
+            POLICY,
+            *FILES,
+            "--set-persona",
+            f"db-restricted={edited}",
+            "-o",
+            "json",
+        ],
     )
     answer = json.loads(as_json.output)
     assert answer["connectivity_count"] == len(answer["connectivity"]) > 0

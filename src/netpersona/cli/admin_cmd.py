@@ -1,7 +1,9 @@
 """``netpersona admin ...``: drive a running metadata service through its admin API.
 
-The service URL and bearer token come from ``--url`` / ``--token`` or ``NETPERSONA_URL`` /
-``NETPERSONA_TOKEN``. Error responses are turned back into the :mod:`netpersona.errors` tree by
+The service is reached at ``--url`` or over ``--admin-socket``, with ``--token`` or
+``--token-file`` (each also from its ``NETPERSONA_*`` variable: :mod:`netpersona.cli.connection`).
+Every command that shows records takes ``-o table|json|yaml`` (:mod:`netpersona.cli.output`).
+Error responses are turned back into the :mod:`netpersona.errors` tree by
 their ``code`` (:func:`error_from_answer`), so the CLI prints them (and picks the exit code) the
 same way as local errors.
 """
@@ -9,7 +11,7 @@ same way as local errors.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +22,15 @@ from rich.table import Table
 
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
-from netpersona.cli.connection import admin_client
+from netpersona.cli.connection import (
+    AdminSocketOption,
+    TokenFileOption,
+    TokenOption,
+    UrlOption,
+    admin_client,
+    connect,
+)
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table, show_document
 from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
@@ -63,8 +73,17 @@ def _instances_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _show_json(data: Any) -> None:
-    out.print_json(json.dumps(data))
+def _show_instances(output: OutputFormat, items: list[dict[str, Any]], one: bool = False) -> None:
+    """Instances as a table, or their records (``one``: the record itself, not a list)."""
+    emit(output, items[0] if one else items, lambda c: print_table(c, _instances_table(items)))
+
+
+def _show_record(output: OutputFormat, data: Any) -> None:
+    emit(output, data, lambda c: show_document(c, data))
+
+
+def _show_table(output: OutputFormat, data: Any, table: Callable[[], Table]) -> None:
+    emit(output, data, lambda c: print_table(c, table()))
 
 
 def register(app: typer.Typer) -> None:
@@ -72,21 +91,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin, name="admin")
 
     @admin.callback()
-    def connect(
+    def connection(
         ctx: typer.Context,
-        url: Annotated[
-            str, typer.Option(envvar="NETPERSONA_URL", help="Service URL, e.g. http://host:8080")
-        ] = "",
-        token: Annotated[
-            str, typer.Option(envvar="NETPERSONA_TOKEN", help="Admin API bearer token.")
-        ] = "",
+        url: UrlOption = "",
+        token: TokenOption = "",
+        token_file: TokenFileOption = None,
+        admin_socket: AdminSocketOption = None,
     ) -> None:
-        ctx.obj = {"url": url, "token": token}
+        ctx.obj = connect(ctx, url, token, token_file, admin_socket)
 
     @admin.command("instances")
-    def instances(ctx: typer.Context) -> None:
+    def instances(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
         """List every instance."""
-        out.print(_instances_table(admin_client(ctx).pages("/v1/admin/instances", limit=500)))
+        _show_instances(output, admin_client(ctx).pages("/v1/admin/instances", limit=500))
 
     @admin.command("add-instance")
     def add_instance(
@@ -104,6 +121,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="YAML/JSON list of {name, addresses, tier} interfaces."),
         ] = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Register an instance (its addresses identify it to the VM-facing API)."""
         body: dict[str, Any] = {
@@ -115,7 +133,7 @@ def register(app: typer.Typer) -> None:
         if interfaces is not None:
             body["interfaces"] = load_document(interfaces.read_text(), str(interfaces))
         made = admin_client(ctx).request("POST", "/v1/admin/instances", json=body)
-        out.print(_instances_table([made]))
+        _show_instances(output, [made], one=True)
 
     @admin.command("remove-instance")
     def remove_instance(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
@@ -128,30 +146,36 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         instance_id: Annotated[str, typer.Argument()],
         labels: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove.")],
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Set or remove labels on an instance."""
         done = admin_client(ctx).request(
             "PATCH", f"/v1/admin/instances/{instance_id}/labels", json=_labels(labels)
         )
-        out.print(_instances_table([done]))
+        _show_instances(output, [done], one=True)
 
     @admin.command("pin")
     def pin(
         ctx: typer.Context,
         instance_id: Annotated[str, typer.Argument()],
         persona: Annotated[str, typer.Argument()],
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Pin a persona to an instance."""
         done = admin_client(ctx).request(
             "PUT", f"/v1/admin/instances/{instance_id}/pin", json={"persona": persona}
         )
-        out.print(_instances_table([done]))
+        _show_instances(output, [done], one=True)
 
     @admin.command("unpin")
-    def unpin(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+    def unpin(
+        ctx: typer.Context,
+        instance_id: Annotated[str, typer.Argument()],
+        output: OutputOption = OutputFormat.TABLE,
+    ) -> None:
         """Remove an instance's pin."""
         done = admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}/pin")
-        out.print(_instances_table([done]))
+        _show_instances(output, [done], one=True)
 
     @admin.command("apply")
     def apply(
@@ -169,44 +193,59 @@ def register(app: typer.Typer) -> None:
         out.print(f"persona {escape(done['name'])} is at version {done['version']}")
 
     @admin.command("personas")
-    def personas(ctx: typer.Context) -> None:
+    def personas(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
         """List personas with their current version."""
-        table = Table("name", "version", "mode", "profile", "priority", "by")
-        for p in admin_client(ctx).pages("/v1/admin/personas", limit=500):
-            doc = p["network_persona"]
-            table.add_row(
-                escape(p["name"]),
-                str(p["version"]),
-                str(doc.get("communication_mode")),
-                str(doc.get("security_profile")),
-                str(doc.get("priority")),
-                escape(p["created_by"]),
-            )
-        out.print(table)
+        items = admin_client(ctx).pages("/v1/admin/personas", limit=500)
+
+        def table() -> Table:
+            table = Table("name", "version", "mode", "profile", "priority", "by")
+            for p in items:
+                doc = p["network_persona"]
+                table.add_row(
+                    escape(p["name"]),
+                    str(p["version"]),
+                    str(doc.get("communication_mode")),
+                    str(doc.get("security_profile")),
+                    str(doc.get("priority")),
+                    escape(p["created_by"]),
+                )
+            return table
+
+        _show_table(output, items, table)
 
     @admin.command("show")
     def show(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="Persona name.")],
         version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
-        """Print a persona (current or a given version) as JSON."""
+        """Print a persona (current or a given version)."""
         path = f"/v1/admin/personas/{name}" + (f"/versions/{version}" if version else "")
-        _show_json(admin_client(ctx).request("GET", path))
+        _show_record(output, admin_client(ctx).request("GET", path))
 
     @admin.command("history")
-    def history(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    def history(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument()],
+        output: OutputOption = OutputFormat.TABLE,
+    ) -> None:
         """Every version of a persona, newest first."""
-        table = Table("version", "created by", "restored from", "priority", "mode")
-        for v in admin_client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500):
-            table.add_row(
-                str(v["version"]),
-                escape(v["created_by"]),
-                str(v["restored_from"] or "-"),
-                str(v["network_persona"].get("priority")),
-                str(v["network_persona"].get("communication_mode")),
-            )
-        out.print(table)
+        items = admin_client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500)
+
+        def table() -> Table:
+            table = Table("version", "created by", "restored from", "priority", "mode")
+            for v in items:
+                table.add_row(
+                    str(v["version"]),
+                    escape(v["created_by"]),
+                    str(v["restored_from"] or "-"),
+                    str(v["network_persona"].get("priority")),
+                    str(v["network_persona"].get("communication_mode")),
+                )
+            return table
+
+        _show_table(output, items, table)
 
     @admin.command("restore")
     def restore(
@@ -226,6 +265,7 @@ def register(app: typer.Typer) -> None:
         assignment: Annotated[
             list[str] | None, typer.Argument(help="KEY=VALUE to set, KEY- to remove.")
         ] = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Show the network context, or set/remove keys first."""
         client = admin_client(ctx)
@@ -234,10 +274,15 @@ def register(app: typer.Typer) -> None:
                 client.request("DELETE", f"/v1/admin/context/{key}")
             else:
                 client.request("PUT", f"/v1/admin/context/{key}", json={"value": value})
-        table = Table("key", "value", "rev")
-        for e in client.request("GET", "/v1/admin/context")["items"]:
-            table.add_row(escape(e["key"]), escape(e["value"]), str(e["revision"]))
-        out.print(table)
+        items = client.request("GET", "/v1/admin/context")["items"]
+
+        def table() -> Table:
+            table = Table("key", "value", "rev")
+            for e in items:
+                table.add_row(escape(e["key"]), escape(e["value"]), str(e["revision"]))
+            return table
+
+        _show_table(output, items, table)
 
     @admin.command("audit")
     def audit(
@@ -246,26 +291,37 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Only this record, e.g. persona/db, instance/vm1.")
         ] = None,
         limit: Annotated[int, typer.Option(help="How many entries (newest first).")] = 50,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Who changed what, when."""
         params: dict[str, Any] = {"limit": limit}
         if target:
             params["target"] = target
-        table = Table("seq", "actor", "action", "target", "change")
-        for e in admin_client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]:
-            table.add_row(
-                str(e["seq"]),
-                escape(e["actor"]),
-                e["action"],
-                escape(e["target"]),
-                escape(_diff(e["before"], e["after"])),
-            )
-        out.print(table)
+        items = admin_client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]
+
+        def table() -> Table:
+            table = Table("seq", "actor", "action", "target", "change")
+            for e in items:
+                table.add_row(
+                    str(e["seq"]),
+                    escape(e["actor"]),
+                    e["action"],
+                    escape(e["target"]),
+                    escape(_diff(e["before"], e["after"])),
+                )
+            return table
+
+        _show_table(output, items, table)
 
     @admin.command("status")
-    def status(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+    def status(
+        ctx: typer.Context,
+        instance_id: Annotated[str, typer.Argument()],
+        output: OutputOption = OutputFormat.TABLE,
+    ) -> None:
         """The last status the instance's agent reported, with drop counters."""
-        _show_json(admin_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/status"))
+        path = f"/v1/admin/instances/{instance_id}/status"
+        _show_record(output, admin_client(ctx).request("GET", path))
 
     _register_policy(admin)
     reachability_cmd.register(admin)
@@ -297,17 +353,21 @@ def _register_policy(admin: typer.Typer) -> None:
     def show(
         ctx: typer.Context,
         version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
-        """Print the policy (current or a given version) as JSON."""
+        """Print the policy (current or a given version)."""
         path = "/v1/admin/policy" + (f"/versions/{version}" if version else "")
-        _show_json(admin_client(ctx).request("GET", path))
+        _show_record(output, admin_client(ctx).request("GET", path))
 
     @policy.command("explain")
-    def explain(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+    def explain(
+        ctx: typer.Context,
+        instance_id: Annotated[str, typer.Argument()],
+        output: OutputOption = OutputFormat.TABLE,
+    ) -> None:
         """Why an instance has its persona: the deciding rule, earlier rules, overlays."""
         answer = admin_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/explain")
-        for line in answer["lines"]:
-            out.print(escape(line))
+        emit(output, answer, lambda c: _lines(c, answer["lines"]))
 
     @policy.command("diff")
     def diff(
@@ -318,6 +378,7 @@ def _register_policy(admin: typer.Typer) -> None:
             typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),
         ] = None,
         label: LabelChanges = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Which instances a proposed change would move, and how. Nothing is committed."""
         body: dict[str, Any] = {"context": _labels(context or []), "labels": {}}
@@ -329,15 +390,21 @@ def _register_policy(admin: typer.Typer) -> None:
                 raise UsageError(f"--label {item!r}: expected INSTANCE:KEY=VALUE or INSTANCE:KEY-")
             body["labels"].setdefault(instance_id, {}).update(_labels([pair]))
         answer = admin_client(ctx).request("POST", "/v1/admin/policy/diff", json=body)
-        if not answer["changes"]:
-            out.print("no instance would change")
-        for change in answer["changes"]:
-            for line in change["lines"]:
-                out.print(escape(line))
-        if answer["changes"]:
-            out.print(f"{answer['count']} instance(s) would change")
-        for line in reachability_lines(answer):
-            out.print(escape(line))
+        emit(output, answer, lambda c: _lines(c, _diff_lines(answer)))
+
+
+def _lines(console: Console, lines: Sequence[str]) -> None:
+    for line in lines:
+        console.print(escape(line))
+
+
+def _diff_lines(answer: dict[str, Any]) -> list[str]:
+    lines = [] if answer["changes"] else ["no instance would change"]
+    for change in answer["changes"]:
+        lines += change["lines"]
+    if answer["changes"]:
+        lines.append(f"{answer['count']} instance(s) would change")
+    return lines + reachability_lines(answer)
 
 
 def _diff(before: Any, after: Any) -> str:

@@ -29,9 +29,12 @@ def register(app: typer.Typer) -> None:
         metadata_url: Annotated[
             str, typer.Option(envvar="NETPERSONA_METADATA_URL", help="The metadata service.")
         ] = DEFAULT_URL,
-        state_dir: Annotated[Path, typer.Option(help="Where the agent keeps what it applied.")] = (
-            DEFAULT_STATE_DIR
-        ),
+        state_dir: Annotated[
+            Path,
+            typer.Option(
+                envvar="NETPERSONA_STATE_DIR", help="Where the agent keeps what it applied."
+            ),
+        ] = DEFAULT_STATE_DIR,
         once: Annotated[
             bool, typer.Option("--once", help="One pass, then exit (0: in force).")
         ] = False,

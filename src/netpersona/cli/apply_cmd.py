@@ -1,7 +1,8 @@
 """``netpersona apply | confirm | remove | status``: the persona in this VM's kernel.
 
-Every command takes ``--state-dir`` (default /var/lib/netpersona; give each network namespace
-its own) and ``--netns`` (act on a named network namespace instead of the current one).
+Every command takes ``--state-dir`` (default /var/lib/netpersona, or NETPERSONA_STATE_DIR; give
+each network namespace its own) and ``--netns`` (act on a named network namespace instead of the
+current one), and prints with ``-o table|json|yaml``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from netpersona.agent.status import RECORD_FILE
+from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, data_text, pick
 from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
 from netpersona.dataplane.apply import Applier, ApplyReport
@@ -45,7 +48,6 @@ NetnsOption = Annotated[
     str | None,
     typer.Option("--netns", help="Act on this network namespace instead of the current one."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -68,13 +70,32 @@ def _facts(
 ) -> HostFacts:
     if source != "auto":
         return load_facts(Path(source))
-    endpoint = parse_facts({"metadata": metadata}).metadata if metadata else DEFAULT_METADATA
+    endpoint = (
+        parse_facts({"metadata": _endpoint_text(metadata)}).metadata
+        if metadata
+        else DEFAULT_METADATA
+    )
     return gather_facts(kernel, metadata=endpoint, control_port=control_port, tiers=_tiers(tiers))
 
 
-def _print_report(report: ApplyReport, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+def _endpoint_text(metadata: str) -> str:
+    """``http://ADDR[:PORT]`` (the agent's --metadata-url) or ``ADDR[:PORT]`` as ``ADDR:PORT``."""
+    if "://" not in metadata:
+        return metadata
+    try:
+        url = urlsplit(metadata)
+        host, port = url.hostname, url.port
+    except ValueError as exc:
+        raise InvalidDocument([FieldError("/metadata", f"{metadata!r}: {exc}")]) from None
+    if not host:
+        raise InvalidDocument([FieldError("/metadata", f"{metadata!r} names no host")])
+    port = port or (443 if url.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _print_report(report: ApplyReport, output: OutputFormat) -> None:
+    if output is not OutputFormat.TABLE:
+        sys.stdout.write(data_text(report.to_json(), output))
         return
     if report.unchanged:
         out.print(f"{report.action}: nothing to change")
@@ -148,7 +169,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         metadata: Annotated[
             str | None,
-            typer.Option(help=f"Metadata service endpoint with --facts auto [{DEFAULT_METADATA}]."),
+            typer.Option(
+                "--metadata-url",
+                envvar="NETPERSONA_METADATA_URL",
+                help="The metadata service (URL, or ADDR:PORT) the firewall keeps open, with"
+                f" --facts auto [{DEFAULT_METADATA}].",
+            ),
         ] = None,
         control_port: Annotated[
             int, typer.Option(help="Control channel UDP port with --facts auto.")
@@ -173,7 +199,8 @@ def register(app: typer.Typer) -> None:
                 min=1,
             ),
         ] = None,
-        as_json: JsonOption = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """Apply PERSONA to this VM's kernel, all or nothing, verified by reading it back."""
         kernel = LinuxKernel(netns)
@@ -182,10 +209,11 @@ def register(app: typer.Typer) -> None:
             the_persona, _facts(facts, kernel, metadata, control_port, tier or [])
         )
         applier = Applier(kernel, StateStore(state_dir))
+        output = pick(output, as_json)
         if check:
             diff = applier.check(the_plan)
-            if as_json:
-                sys.stdout.write(json.dumps({"differences": diff}) + "\n")
+            if output is not OutputFormat.TABLE:
+                sys.stdout.write(data_text({"differences": diff}, output))
             else:
                 for line in diff:
                     out.print(escape(line))
@@ -193,11 +221,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(CHECK_DIFFERS if diff else 0)
         persona_name = name or persona.stem
         if confirm_timeout is None:
-            _print_report(applier.apply(the_plan, persona_name), as_json)
+            _print_report(applier.apply(the_plan, persona_name), output)
             return
         report, pending = start_trial(applier, the_plan, persona_name, confirm_timeout, netns=netns)
-        _print_report(report, as_json)
-        if not as_json:
+        _print_report(report, output)
+        if output is OutputFormat.TABLE:
             deadline = time.strftime("%H:%M:%S", time.localtime(pending.deadline))
             out.print(f"run `netpersona confirm` before {deadline} to keep it; else it reverts")
 
@@ -211,16 +239,19 @@ def register(app: typer.Typer) -> None:
     def remove(
         state_dir: StateDir = DEFAULT_STATE_DIR,
         netns: NetnsOption = None,
-        as_json: JsonOption = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """Remove the persona and restore what the VM had before the first apply."""
-        _print_report(Applier(LinuxKernel(netns), StateStore(state_dir)).remove(), as_json)
+        report = Applier(LinuxKernel(netns), StateStore(state_dir)).remove()
+        _print_report(report, pick(output, as_json))
 
     @app.command()
     def status(
         state_dir: StateDir = DEFAULT_STATE_DIR,
         netns: NetnsOption = None,
-        as_json: JsonOption = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """What is applied, drop counters by reason, and what drifted since apply."""
         store = StateStore(state_dir)
@@ -244,8 +275,9 @@ def register(app: typer.Typer) -> None:
                 },
                 "drift": detect_drift(kernel, state, store.load_originals()),
             }
-        if as_json:
-            sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+        output = pick(output, as_json)
+        if output is not OutputFormat.TABLE:
+            sys.stdout.write(data_text(body, output))
             return
         if agent is not None:
             _print_agent(agent)

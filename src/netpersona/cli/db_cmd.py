@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from netpersona.cli.output import OutputFormat, OutputOption, data_text
 from netpersona.cli.serve_cmd import (
     DEFAULT_DATA_DIR,
     DataDir,
@@ -31,7 +32,7 @@ from netpersona.cli.serve_cmd import (
     with_data_store,
     write_admin_token,
 )
-from netpersona.errors import UsageError
+from netpersona.errors import StoreError, UsageError
 from netpersona.store.migrations import MIGRATIONS
 from netpersona.store.sqlite.backup import backup_database, restore_database
 from netpersona.store.sqlite.report import DatabaseReport, FileState, inspect_database
@@ -86,6 +87,42 @@ def _server_lines(report: ServerReport) -> list[str]:
     return lines
 
 
+def _error_json(error: StoreError | None) -> dict[str, str] | None:
+    return None if error is None else {"code": error.code, "message": str(error)}
+
+
+def _file_json(file: FileState) -> dict[str, Any]:
+    mode = None if file.mode is None else f"{file.mode:04o}"
+    return {"path": str(file.path), "mode": mode, "size": file.size}
+
+
+def _report_json(report: DatabaseReport, data_dir: Path) -> dict[str, Any]:
+    return {
+        "engine": "sqlite",
+        "schema_version": report.schema_version,
+        "known_version": report.known_version,
+        "ok": report.error is None,
+        "error": _error_json(report.error),
+        "check_seconds": report.check_seconds,
+        "files": [_file_json(f) for f in report.files],
+        "data_dir": _file_json(FileState.of(data_dir)),
+        "admin_token": _file_json(FileState.of(data_dir / "admin.token")),
+    }
+
+
+def _server_json(report: ServerReport) -> dict[str, Any]:
+    return {
+        "engine": "postgresql",
+        "database": report.name,
+        "server_version": report.server_version,
+        "schema_version": report.schema_version,
+        "known_version": report.known_version,
+        "last_change": report.last_change,
+        "ok": report.error is None,
+        "error": _error_json(report.error),
+    }
+
+
 def _sqlite_only(db: str | None, command: str) -> None:
     if is_postgres(db):
         raise UsageError(f"netpersona db {command}: {_PG_BACKUP}")
@@ -100,6 +137,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = DEFAULT_DATA_DIR,
         db: DbUrl = None,
         db_password_file: DbPasswordFile = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Schema version and the start-up checks (SQLite: quick_check, file modes and sizes;
         PostgreSQL: server version, last change); changes nothing. Exits non-zero, with the
@@ -110,12 +148,18 @@ def register(app: typer.Typer) -> None:
 
             password = None if db_password_file is None else read_password_file(db_password_file)
             server = inspect_server(postgres_url(db), password)
-            sys.stdout.write("\n".join(_server_lines(server)) + "\n")
+            if output is OutputFormat.TABLE:
+                sys.stdout.write("\n".join(_server_lines(server)) + "\n")
+            else:
+                sys.stdout.write(data_text(_server_json(server), output))
             if server.error is not None:
                 raise server.error
             return
         report = inspect_database(database_path(data_dir, db))
-        sys.stdout.write("\n".join(_report_lines(report, data_dir)) + "\n")
+        if output is OutputFormat.TABLE:
+            sys.stdout.write("\n".join(_report_lines(report, data_dir)) + "\n")
+        else:
+            sys.stdout.write(data_text(_report_json(report, data_dir), output))
         if report.error is not None:
             raise report.error
 

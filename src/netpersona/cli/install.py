@@ -54,12 +54,14 @@ def root_options(
 
 
 def exit_if_extra_missing(exc: ModuleNotFoundError) -> None:
-    """Exit 2 with one line when ``exc`` is a package of the service extra; else return."""
+    """Exit 2 with one error line (code ``usage_error``, as docs/cli.md lists) when ``exc`` is a
+    package of the service extra; else return."""
     top = (exc.name or "").partition(".")[0]
     if top not in SERVICE_MODULES:
         return
     sys.stderr.write(
-        f"error: this command needs the metadata service's packages ({top} is not installed):"
+        f"error (usage_error) this command needs the metadata service's packages ({top} is not"
+        " installed):"
         f" {SERVICE_HINT}\n"
     )
     sys.exit(2)

@@ -31,7 +31,8 @@ app = typer.Typer(
     help="Network personas for Linux VMs: one document says how a VM communicates.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell): docs/cli.md.
+    add_completion=True,
 )
 app.callback()(install.root_options)
 plan_cmd.register(app)
@@ -46,9 +47,16 @@ lab_cmd.register(app)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# Click's own errors (a bad option, a missing argument), found from a class Typer exports, as
+# Typer carries its own copy of Click.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except ModuleNotFoundError as exc:
         install.exit_if_extra_missing(exc)
         raise
@@ -56,3 +64,22 @@ def main() -> None:
         for line in str(exc).splitlines() or [""]:
             stderr.print(f"[red]error[/red] ({exc.code}) {escape(line)}")
         sys.exit(exc.exit_code)
+    except _CLICK_ERROR as exc:
+        # A group run without a command has printed its help already.
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            _usage_error(exc)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        stderr.print("[red]error[/red] (error) aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Exception) -> None:
+    """A command line error in the one error form, with where to find help."""
+    message = getattr(exc, "format_message", lambda: str(exc))()
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    for line in str(message).splitlines() or [""]:
+        stderr.print(f"[red]error[/red] (usage_error) {escape(line)}{where}")
+        where = ""

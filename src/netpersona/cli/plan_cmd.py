@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.compiler import compile_plan, replace_table_batch
 from netpersona.compiler.plan import LinkSetting, Plan, Route, RoutingRule, TcClass, TcQdisc
 from netpersona.errors import InvalidDocument, UsageError
@@ -194,9 +195,15 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(json.dumps(persona_schema(), indent=2) + "\n")
 
     @app.command()
-    def protocols() -> None:
+    def protocols(output: OutputOption = OutputFormat.TABLE) -> None:
         """List the built-in service names usable in allowed_protocols."""
-        table = Table("service", "means")
-        for name, rules in sorted(SERVICES.items()):
-            table.add_row(name, ", ".join(str(r) for r in rules))
-        Console().print(table)
+        services = sorted(SERVICES.items())
+        data = [{"service": name, "means": [str(r) for r in rules]} for name, rules in services]
+
+        def table(console: Console) -> None:
+            table = Table("service", "means")
+            for name, rules in services:
+                table.add_row(name, ", ".join(str(r) for r in rules))
+            print_table(console, table)
+
+        emit(output, data, table)

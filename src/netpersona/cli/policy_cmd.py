@@ -7,7 +7,6 @@ nothing touches the host: these commands read files and print.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, data_text, pick
 from netpersona.cli.plan_cmd import error_lines, read_document
 from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
 from netpersona.errors import FieldError, InvalidDocument, UsageError
@@ -49,7 +49,6 @@ InventoryOption = Annotated[
 ContextOption = Annotated[
     Path | None, typer.Option("--context", help="Context file: a mapping of key to value.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _load(path: Path, limits: DocumentLimits = POLICY_LIMITS) -> object:
@@ -219,7 +218,8 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Argument(help="Instance ids (default: every instance).")
         ] = None,
         context: ContextOption = None,
-        as_json: JsonOption = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """Why each instance has its persona: the deciding rule, earlier rules, overlays."""
         engine = _engine(policy, personas, inventory, context)
@@ -228,8 +228,9 @@ def register(app: typer.Typer) -> None:
         if unknown:
             raise UsageError(f"not in the inventory: {', '.join(unknown)}")
         explanations = [engine.explain(i) for i in wanted]
-        if as_json:
-            _write(json.dumps([e.to_json() for e in explanations], indent=2))
+        output = pick(output, as_json)
+        if output is not OutputFormat.TABLE:
+            sys.stdout.write(data_text([e.to_json() for e in explanations], output))
             return
         _write("\n".join("\n".join(e.lines()) for e in explanations))
 
@@ -249,7 +250,8 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set-persona", help="A proposed persona document, NAME=FILE."),
         ] = None,
-        as_json: JsonOption = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """What-if: every instance whose persona would change, and how, and every (from, to,
         service) pair that would gain or lose reachability; commits nothing."""
@@ -272,8 +274,9 @@ def register(app: typer.Typer) -> None:
                 "nothing proposed: give --to-policy, --set-context, --label or --set-persona"
             )
         radius = blast_radius(engine, changes)
-        if as_json:
-            _write(json.dumps(radius.to_json(), indent=2))
+        output = pick(output, as_json)
+        if output is not OutputFormat.TABLE:
+            sys.stdout.write(data_text(radius.to_json(), output))
             return
         for change in radius.decisions:
             _write("\n".join(change.lines()))

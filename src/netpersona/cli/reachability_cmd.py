@@ -7,7 +7,6 @@ field and rule that decided, and the drop counter that would count a dropped pac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from netpersona.cli.connection import admin_client
+from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, emit, pick, print_table
 from netpersona.errors import UsageError
 
 __all__ = ["LabelChanges", "ProposedPolicy", "reachability_lines", "register"]
@@ -36,8 +36,6 @@ ProposedPolicy = Annotated[
     Path | None, typer.Option("--to-policy", "--policy", help="A proposed policy document.")
 ]
 
-out = Console(highlight=False, soft_wrap=True)
-
 
 def reachability_lines(answer: dict[str, Any]) -> list[str]:
     """The connectivity part of a what-if answer, one line per pair that changes."""
@@ -56,7 +54,7 @@ def reachability_lines(answer: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _print_verdict(answer: dict[str, Any]) -> None:
+def _print_verdict(out: Console, answer: dict[str, Any]) -> None:
     verdict = answer["verdict"]
     out.print(
         ("[green]yes[/green] " if answer["reachable"] else "[red]no[/red] ")
@@ -87,7 +85,8 @@ def register(admin: typer.Typer) -> None:
         group: Annotated[
             str | None, typer.Option("--group", help="Sent to this multicast group.")
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """Can SRC reach DST with PROTO? Exit 0 yes, 1 no; prints the rule that decides."""
         if broadcast and group:
@@ -98,10 +97,7 @@ def register(admin: typer.Typer) -> None:
         if group:
             params.update(via="multicast", group=group)
         answer = admin_client(ctx).request("GET", "/v1/admin/reachability", params=params)
-        if as_json:
-            out.print_json(json.dumps(answer))
-        else:
-            _print_verdict(answer)
+        emit(pick(output, as_json), answer, lambda c: _print_verdict(c, answer))
         raise typer.Exit(0 if answer["reachable"] else 1)
 
     @admin.command("reachability")
@@ -117,7 +113,8 @@ def register(admin: typer.Typer) -> None:
         service: Annotated[
             list[str] | None, typer.Option("--service", "-s", help="A service (repeatable).")
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+        output: OutputOption = OutputFormat.TABLE,
+        as_json: JsonAlias = False,
     ) -> None:
         """The reachability matrix of a selection (default: the whole fleet, at most 100)."""
         params: dict[str, Any] = {
@@ -128,24 +125,23 @@ def register(admin: typer.Typer) -> None:
         if persona:
             params["persona"] = persona
         answer = admin_client(ctx).request("GET", "/v1/admin/reachability/matrix", params=params)
-        if as_json:
-            out.print_json(json.dumps(answer))
-            return
-        names = [i["id"] for i in answer["instances"]]
-        reach: dict[tuple[str, str], list[str]] = {}
-        for cell in answer["cells"]:
-            if cell["reachable"]:
-                reach.setdefault((cell["from"], cell["to"]), []).append(cell["service"])
-        table = Table(title="services that get through (rows send, columns receive)")
-        table.add_column("from\\to", style="bold")
-        for name in names:
-            table.add_column(escape(name))
-        for src in names:
-            row = [escape(src)]
-            for dst in names:
-                row.append(
-                    "·" if src == dst else escape(" ".join(reach.get((src, dst), [])) or "-")
-                )
-            table.add_row(*row)
-        out.print(table)
-        out.print(f"services: {escape(', '.join(answer['services']))}")
+        emit(pick(output, as_json), answer, lambda c: _print_matrix(c, answer))
+
+
+def _print_matrix(out: Console, answer: dict[str, Any]) -> None:
+    names = [i["id"] for i in answer["instances"]]
+    reach: dict[tuple[str, str], list[str]] = {}
+    for cell in answer["cells"]:
+        if cell["reachable"]:
+            reach.setdefault((cell["from"], cell["to"]), []).append(cell["service"])
+    table = Table(title="services that get through (rows send, columns receive)")
+    table.add_column("from\\to", style="bold")
+    for name in names:
+        table.add_column(escape(name))
+    for src in names:
+        row = [escape(src)]
+        for dst in names:
+            row.append("·" if src == dst else escape(" ".join(reach.get((src, dst), [])) or "-"))
+        table.add_row(*row)
+    print_table(out, table)
+    out.print(f"services: {escape(', '.join(answer['services']))}")

@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
 from netpersona.logs import configure_logging
 from netpersona.store import Role, Store, open_store
@@ -255,8 +256,9 @@ def register(app: typer.Typer) -> None:
         admin_socket: Annotated[
             Path | None,
             typer.Option(
+                envvar="NETPERSONA_ADMIN_SOCKET",
                 help="Also answer on this Unix socket (mode 0600), for operators on this host;"
-                " it carries no VM identity, so only the admin API is of use on it."
+                " it carries no VM identity, so only the admin API is of use on it.",
             ),
         ] = None,
         certificate_lifetime: Annotated[
@@ -357,13 +359,25 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(secret + "\n")
 
     @token_app.command("list")
-    def token_list(data_dir: DataDir = DEFAULT_DATA_DIR, db: DbUrl = None) -> None:
+    def token_list(
+        data_dir: DataDir = DEFAULT_DATA_DIR,
+        db: DbUrl = None,
+        output: OutputOption = OutputFormat.TABLE,
+    ) -> None:
         """List tokens (never their secrets)."""
         tokens = with_data_store(data_dir, db, lambda store: store.list_tokens())
-        table = Table("id", "name", "role", "created by")
-        for t in tokens:
-            table.add_row(t.id, t.name, t.role.value, t.created_by)
-        Console().print(table)
+        rows = [
+            {"id": t.id, "name": t.name, "role": t.role.value, "created_by": t.created_by}
+            for t in tokens
+        ]
+
+        def table(console: Console) -> None:
+            table = Table("id", "name", "role", "created by")
+            for row in rows:
+                table.add_row(row["id"], row["name"], row["role"], row["created_by"])
+            print_table(console, table)
+
+        emit(output, rows, table)
 
     @token_app.command("revoke")
     def token_revoke(
@@ -411,7 +425,9 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(ring.newest.kid + "\n")
 
     @keys_app.command("list")
-    def keys_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    def keys_list(
+        data_dir: DataDir = DEFAULT_DATA_DIR, output: OutputOption = OutputFormat.TABLE
+    ) -> None:
         """List the keys: which one signs, which are still valid for verification until when."""
         from netpersona.service.keyring import KeyFile  # noqa: PLC0415
 
@@ -426,6 +442,7 @@ def register(app: typer.Typer) -> None:
 
         # Plain columns (not a table that narrows to the terminal): scripts read key ids here.
         lines = [f"{'kid':<18}{'state':<13}{'created':<22}{'signs from':<22}valid until"]
+        rows = []
         for key in ring.keys:
             if key.key.kid == signer:
                 state = "signing"
@@ -439,4 +456,17 @@ def register(app: typer.Typer) -> None:
                 f"{key.key.kid:<18}{state:<13}{when(key.created_at):<22}"
                 f"{when(key.signs_from or key.created_at):<22}{when(key.retire_at)}"
             )
-        sys.stdout.write("\n".join(lines) + "\n")
+            rows.append(
+                {
+                    "kid": key.key.kid,
+                    "state": state,
+                    "created_at": key.created_at,
+                    "signs_from": key.signs_from or key.created_at,
+                    "valid_until": key.retire_at,
+                }
+            )
+
+        def table(_: Console) -> None:
+            sys.stdout.write("\n".join(lines) + "\n")
+
+        emit(output, rows, table)
