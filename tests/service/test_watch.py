@@ -152,8 +152,9 @@ async def test_a_persona_change_wakes_its_holders_and_their_peers_only(
 ) -> None:
     await _fleet(service)
     woken = await woken_by(service, EVERY_WATCH, service.put_persona("db", persona_doc(7)))
-    # a and b hold db; e sees a and b as peers, whose priority changed.
-    assert woken == {"a.persona", "b.persona", "e.peers"}
+    # a and b hold db; e sees a and b as peers, whose priority changed; f and g (priority 3)
+    # have a and b in their priority summary (same network), whose priority changed.
+    assert woken == {"a.persona", "b.persona", "e.peers", "f.peers", "g.peers"}
 
 
 async def test_a_pin_wakes_the_instance_and_the_peers_that_now_match_it(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from netpersona.model import CidrSelector, LabelSelector, PeerSelector, PersonaSelector
 from netpersona.records import EffectivePersona, Instance, Peer, unassigned_json
+from netpersona.service.network import NetworkIndex, member_json, seed_json
 from netpersona.store.base import FleetData
 
 __all__ = [
@@ -121,6 +122,7 @@ class FleetView:
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
     _persona_cache: dict[EffectivePersona | None, View] = field(default_factory=dict)
     _peers: dict[str, Peer] = field(default_factory=dict)
+    _network: NetworkIndex | None = None
 
     @classmethod
     def build(cls, data: FleetData, resolver: PersonaResolver) -> FleetView:
@@ -161,7 +163,9 @@ class FleetView:
                 self._cache[key] = self._persona_view(instance_id)
             elif kind is ViewKind.PEERS:
                 peers = [p.to_json() for p in self.peers(instance_id)]
-                self._cache[key] = View.of({"peers": peers})
+                self._cache[key] = View.of(
+                    {"peers": peers, "network": self._network_part(instance_id)}
+                )
             else:
                 self._cache[key] = View.of(self._instance_data(instance_id))
         return self._cache[key]
@@ -216,6 +220,23 @@ class FleetView:
         )
         self._peers[instance_id] = found
         return found
+
+    @property
+    def network(self) -> NetworkIndex:
+        """Who shares a network with whom (:mod:`netpersona.service.network`)."""
+        if self._network is None:
+            self._network = NetworkIndex(self.instances, self.peer)
+        return self._network
+
+    def _network_part(self, instance_id: str) -> dict[str, Any]:
+        """The peers answer's ``network``: gossip seeds and the priority summary."""
+        own = self.peer(instance_id)
+        members, truncated = self.network.summary(instance_id, 0 if own is None else own.priority)
+        return {
+            "members": [member_json(p) for p in members],
+            "seeds": [seed_json(p) for p in self.network.seeds(instance_id)],
+            "truncated": truncated,
+        }
 
     def selectors(self, instance_id: str) -> tuple[PeerSelector, ...]:
         effective = self.effective.get(instance_id)
@@ -275,7 +296,9 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
         else:
             if changed_facts is None:
                 changed_facts = [
-                    i for i in set(old.instances) | set(new.instances) if old.peer(i) != new.peer(i)
+                    i
+                    for i in set(old.instances) | set(new.instances)
+                    if old.peer(i) != new.peer(i) or old.instances.get(i) != new.instances.get(i)
                 ]
             candidate = _peers_candidate(old, new, instance_id, changed_facts)
         if not candidate:
@@ -294,12 +317,13 @@ def _peers_candidate(old: FleetView, new: FleetView, instance_id: str, changed: 
     if instance_id not in new.instances or instance_id not in old.instances:
         return True
     old_selectors, new_selectors = old.selectors(instance_id), new.selectors(instance_id)
-    if old_selectors != new_selectors:
+    if old_selectors != new_selectors or instance_id in changed:
         return True
     for other in changed:
-        if other == instance_id:
-            continue
         for view in (old, new):
+            # The network part: seeds and the priority summary follow the caller's networks.
+            if other in view.instances and view.network.shares_network(instance_id, other):
+                return True
             peer = view.peer(other)
             if peer is not None and any(_matches(s, peer) for s in new_selectors):
                 return True

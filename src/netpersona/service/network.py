@@ -1,0 +1,149 @@
+"""Who shares a network with whom: each VM's gossip seeds and its priority summary.
+
+A VM's peer view (``GET /v1/instance/peers``) lists only the instances its ``peers`` selectors
+match, but two things need more than that (docs/metadata-api.md, "The network part"):
+
+- **Gossip seeds.** A VM whose selectors match nobody still needs someone to gossip with. Each
+  VM gets up to :data:`MAX_SEEDS` instances of its networks: its :data:`SUCCESSORS` successors
+  in the control channel's key order (the first 8 bytes of BLAKE2b of the instance id, the
+  order the gossip node pushes along), and "fingers" at a half, a quarter, ... of the key space
+  ahead (as in Chord). Deterministic per VM, every VM is a successor seed of exactly
+  :data:`SUCCESSORS` others (the load spreads evenly), a join or a leave changes only the seeds
+  of the VMs just before it in key order and of those whose finger it takes, and the seeds
+  form a connected graph of logarithmic diameter, so a fleet gossiping from seeds alone is one
+  component from the start.
+- **The priority summary** (spec section 6): toward a VM of higher priority, a VM marks its
+  packets with that VM's DSCP, whether its selectors allow that VM or not. So each VM learns,
+  of every instance on its networks whose priority is *above its own*, the instance id,
+  addresses, priority and DSCP override, and nothing else: no labels, no persona name, and
+  nothing of VMs of equal or lower priority, which the rule does not need. At most
+  :data:`MAX_MEMBERS` entries, highest priority first (then instance id); ``truncated`` says
+  when more were left out.
+
+Networks are the subnets of an instance's declared interface addresses. An instance that
+declares none is placed on every declared subnet holding one of its addresses, or else on one
+default network shared by every such instance (a fleet registered by addresses alone).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+
+from netpersona.gossip.wire import instance_key
+from netpersona.records import Instance, Peer
+
+__all__ = ["MAX_MEMBERS", "MAX_SEEDS", "SUCCESSORS", "NetworkIndex", "member_json", "seed_json"]
+
+MAX_SEEDS = 16
+SUCCESSORS = 8
+MAX_MEMBERS = 1024
+KEY_SPACE = 1 << 64
+DEFAULT_NETWORK = "default"
+
+Network = IPv4Network | IPv6Network | str
+
+
+def member_json(peer: Peer) -> dict[str, Any]:
+    """A summary entry: what the DSCP rule needs of a VM, and nothing else."""
+    return {
+        "instance": peer.instance,
+        "addresses": [str(a) for a in peer.addresses],
+        "priority": peer.priority,
+        "dscp": peer.dscp,
+    }
+
+
+def seed_json(peer: Peer) -> dict[str, Any]:
+    return {"instance": peer.instance, "addresses": [str(a) for a in peer.addresses]}
+
+
+@dataclass(slots=True)
+class NetworkIndex:
+    """The networks of a fleet snapshot; built once per view, lazily, and then read."""
+
+    instances: Mapping[str, Instance]
+    peer: Callable[[str], Peer | None]
+    _networks: dict[str, frozenset[Network]] = field(default_factory=dict)
+    _members: dict[Network, list[str]] = field(default_factory=dict)
+    _rings: dict[Network, tuple[list[int], list[str]]] = field(default_factory=dict)
+    _summaries: dict[tuple[frozenset[Network], int], tuple[list[Peer], bool]] = field(
+        default_factory=dict
+    )
+    _built: bool = False
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        declared = {n for i in self.instances.values() for n in i.subnets()}
+        for instance in self.instances.values():
+            nets: set[Network] = set(instance.subnets())
+            if not nets:
+                addresses = [ip_address(a) for a in instance.addresses]
+                nets = {n for n in declared for a in addresses if a in n}
+            self._networks[instance.id] = frozenset(nets or {DEFAULT_NETWORK})
+        for instance_id in sorted(self.instances):
+            for net in self._networks[instance_id]:
+                self._members.setdefault(net, []).append(instance_id)
+        self._built = True
+
+    def networks(self, instance_id: str) -> frozenset[Network]:
+        self._build()
+        return self._networks.get(instance_id, frozenset())
+
+    def shares_network(self, instance_id: str, other: str) -> bool:
+        return not self.networks(instance_id).isdisjoint(self.networks(other))
+
+    def _ring(self, net: Network) -> tuple[list[int], list[str]]:
+        if net not in self._rings:
+            keyed = sorted((instance_key(i), i) for i in self._members[net])
+            self._rings[net] = ([k for k, _ in keyed], [i for _, i in keyed])
+        return self._rings[net]
+
+    def seeds(self, instance_id: str) -> list[Peer]:
+        """Up to :data:`MAX_SEEDS` instances to gossip with, the same for the same fleet."""
+        chosen: dict[str, None] = {}
+        own = instance_key(instance_id)
+        nets = sorted(self.networks(instance_id), key=str)
+        # The successors of every network first, then the fingers, then further successors
+        # (a small network has fewer distinct fingers): with several networks, each gives its
+        # nearest neighbours before anyone's far ones.
+        steps: list[tuple[int, int | None]] = [(n, None) for n in range(SUCCESSORS)]
+        steps += [(0, KEY_SPACE >> k) for k in range(1, 64)]
+        steps += [(n, None) for n in range(SUCCESSORS, MAX_SEEDS)]
+        for step, offset in steps:
+            for net in nets:
+                keys, ids = self._ring(net)
+                if len(ids) <= 1:
+                    continue
+                if offset is None:
+                    at = (bisect_right(keys, own) + step) % len(ids)
+                else:
+                    at = bisect_right(keys, (own + offset) % KEY_SPACE) % len(ids)
+                if ids[at] != instance_id:
+                    chosen.setdefault(ids[at])
+            if len(chosen) >= MAX_SEEDS:
+                break
+        peers = (self.peer(i) for i in list(chosen)[:MAX_SEEDS])
+        return [p for p in peers if p is not None and p.addresses]
+
+    def summary(self, instance_id: str, priority: int) -> tuple[list[Peer], bool]:
+        """The VMs on ``instance_id``'s networks with priority above ``priority``, and whether
+        the list was cut at :data:`MAX_MEMBERS`; itself never included."""
+        nets = self.networks(instance_id)
+        key = (nets, priority)
+        if key not in self._summaries:
+            found: dict[str, Peer] = {}
+            for net in nets:
+                for other in self._members[net]:
+                    peer = self.peer(other)
+                    if peer is not None and peer.priority > priority and peer.addresses:
+                        found[other] = peer
+            ranked = sorted(found.values(), key=lambda p: (-p.priority, p.instance))
+            self._summaries[key] = (ranked[: MAX_MEMBERS + 1], len(ranked) > MAX_MEMBERS)
+        listed, truncated = self._summaries[key]
+        mine = [p for p in listed if p.instance != instance_id]
+        return mine[:MAX_MEMBERS], truncated
