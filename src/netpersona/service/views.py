@@ -164,7 +164,7 @@ class FleetView:
             elif kind is ViewKind.PEERS:
                 peers = [p.to_json() for p in self.peers(instance_id)]
                 self._cache[key] = View.of(
-                    {"peers": peers, "network": self._network_part(instance_id)}
+                    {"peers": peers, "network": self.network_part(instance_id)}
                 )
             else:
                 self._cache[key] = View.of(self._instance_data(instance_id))
@@ -228,7 +228,7 @@ class FleetView:
             self._network = NetworkIndex(self.instances, self.peer)
         return self._network
 
-    def _network_part(self, instance_id: str) -> dict[str, Any]:
+    def network_part(self, instance_id: str) -> dict[str, Any]:
         """The peers answer's ``network``: gossip seeds and the priority summary."""
         own = self.peer(instance_id)
         members, truncated = self.network.summary(instance_id, 0 if own is None else own.priority)
@@ -301,12 +301,29 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
                     if old.peer(i) != new.peer(i) or old.instances.get(i) != new.instances.get(i)
                 ]
             candidate = _peers_candidate(old, new, instance_id, changed_facts)
-        if not candidate:
-            continue
+            if not candidate and _network_candidate(old, new, instance_id, changed_facts):
+                # Only the network part can differ: compare it alone, without building the
+                # peer lists (O(fleet) each), so a priority change on a large network costs
+                # each of its VMs a seed lookup and a shared summary, not a peer view.
+                if old.network_part(instance_id) != new.network_part(instance_id):
+                    result.add(key)
+                continue
         before, after = old.view(key), new.view(key)
         if (before and before.etag) != (after and after.etag):
             result.add(key)
     return result
+
+
+def _network_candidate(
+    old: FleetView, new: FleetView, instance_id: str, changed: list[str]
+) -> bool:
+    """Whether an instance whose peer facts or record changed is (or was) on a network of
+    ``instance_id``: only then can its seeds or priority summary differ."""
+    return any(
+        other in view.instances and view.network.shares_network(instance_id, other)
+        for other in changed
+        for view in (old, new)
+    )
 
 
 def _held(view: FleetView, instance_id: str) -> EffectivePersona | None:
@@ -317,13 +334,12 @@ def _peers_candidate(old: FleetView, new: FleetView, instance_id: str, changed: 
     if instance_id not in new.instances or instance_id not in old.instances:
         return True
     old_selectors, new_selectors = old.selectors(instance_id), new.selectors(instance_id)
-    if old_selectors != new_selectors or instance_id in changed:
+    if old_selectors != new_selectors:
         return True
     for other in changed:
+        if other == instance_id:
+            continue
         for view in (old, new):
-            # The network part: seeds and the priority summary follow the caller's networks.
-            if other in view.instances and view.network.shares_network(instance_id, other):
-                return True
             peer = view.peer(other)
             if peer is not None and any(_matches(s, peer) for s in new_selectors):
                 return True
