@@ -23,13 +23,17 @@ def fleet(n: int, priority: int = 0, subnet: str = "10.1") -> dict[str, Instance
     }
 
 
-def index(instances: dict[str, Instance], priorities: dict[str, int] | None = None) -> NetworkIndex:
+def index(
+    instances: dict[str, Instance],
+    priorities: dict[str, int] | None = None,
+    without_persona: frozenset[str] = frozenset(),
+) -> NetworkIndex:
     def peer(instance_id: str) -> Peer:
         instance = instances[instance_id]
         return Peer(
             instance=instance.id,
             addresses=tuple(ip_address(a) for a in instance.addresses),
-            persona="secret-persona",
+            persona=None if instance_id in without_persona else "secret-persona",
             priority=(priorities or {}).get(instance_id, 0),
             labels=(("team", "secret"),),
         )
@@ -62,6 +66,13 @@ def test_seeds_are_bounded_deterministic_and_spread_evenly() -> None:
                 reached.add(other)
                 frontier.append(other)
     assert reached == set(instances)
+
+
+def test_a_vm_without_a_persona_is_no_seed() -> None:
+    net = index(fleet(4), without_persona=frozenset({"vm2"}))
+    assert {p.instance for p in net.seeds("vm0")} == {"vm1", "vm3"}
+    # It still gets seeds itself, for when it has a persona.
+    assert {p.instance for p in net.seeds("vm2")} == {"vm0", "vm1", "vm3"}
 
 
 def test_a_join_changes_few_vms_seeds() -> None:

@@ -4,7 +4,8 @@ A VM's peer view (``GET /v1/instance/peers``) lists only the instances its ``pee
 match, but two things need more than that (docs/metadata-api.md, "The network part"):
 
 - **Gossip seeds.** A VM whose selectors match nobody still needs someone to gossip with. Each
-  VM gets up to :data:`MAX_SEEDS` instances of its networks: its :data:`SUCCESSORS` successors
+  VM gets up to :data:`MAX_SEEDS` instances of its networks that hold a persona (and so a
+  certificate to gossip with): its :data:`SUCCESSORS` successors
   in the control channel's key order (the first 8 bytes of BLAKE2b of the instance id, the
   order the gossip node pushes along), and "fingers" at a half, a quarter, ... of the key space
   ahead (as in Chord). Deterministic per VM, every VM is a successor seed of exactly
@@ -61,6 +62,10 @@ def seed_json(peer: Peer) -> dict[str, Any]:
     return {"instance": peer.instance, "addresses": [str(a) for a in peer.addresses]}
 
 
+def _has_persona(peer: Peer | None) -> bool:
+    return peer is not None and peer.persona is not None
+
+
 @dataclass(slots=True)
 class NetworkIndex:
     """The networks of a fleet snapshot; built once per view, lazily, and then read."""
@@ -98,8 +103,10 @@ class NetworkIndex:
         return not self.networks(instance_id).isdisjoint(self.networks(other))
 
     def _ring(self, net: Network) -> tuple[list[int], list[str]]:
+        # Only VMs with a persona hold a certificate, and so gossip: the others are no seeds.
         if net not in self._rings:
-            keyed = sorted((instance_key(i), i) for i in self._members[net])
+            gossiping = [i for i in self._members[net] if _has_persona(self.peer(i))]
+            keyed = sorted((instance_key(i), i) for i in gossiping)
             self._rings[net] = ([k for k, _ in keyed], [i for _, i in keyed])
         return self._rings[net]
 
