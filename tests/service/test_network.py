@@ -7,7 +7,15 @@ from ipaddress import ip_address
 import pytest
 
 from netpersona.records import Instance, Interface, Peer
-from netpersona.service.network import MAX_MEMBERS, MAX_SEEDS, SUCCESSORS, NetworkIndex
+from netpersona.service.network import (
+    MAX_MEMBERS,
+    MAX_SEEDS,
+    SUCCESSORS,
+    NetworkDiff,
+    NetworkIndex,
+    member_json,
+    seed_json,
+)
 from tests.service.conftest import Service, persona_doc
 
 
@@ -120,6 +128,53 @@ def test_the_summary_is_the_higher_priorities_only_and_bounded() -> None:
     assert truncated
     # Highest priority first: what is cut is the lowest.
     assert [p.priority for p in members] == sorted((p.priority for p in members), reverse=True)
+
+
+def part(net: NetworkIndex, instance_id: str, priority: int) -> object:
+    members, truncated = net.summary(instance_id, priority)
+    seeds = net.seeds(instance_id)
+    return [member_json(p) for p in members], [seed_json(p) for p in seeds], truncated
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["priority up", "priority down", "join", "leave", "persona lost", "nothing"],
+)
+def test_the_diff_says_exactly_which_network_parts_changed(change: str) -> None:
+    instances = fleet(300)
+    priorities = {i: n % 8 for n, i in enumerate(instances)}
+    old = index(instances, priorities)
+    after_instances, after_priorities = dict(instances), dict(priorities)
+    without: frozenset[str] = frozenset()
+    if change == "priority up":
+        after_priorities["vm9"] = 7
+    elif change == "priority down":
+        after_priorities["vm7"] = 0
+    elif change == "join":
+        after_instances = fleet(301)
+        after_priorities["vm300"] = 0  # so that only seeds can change
+    elif change == "leave":
+        del after_instances["vm16"]  # priority 0
+    elif change == "persona lost":
+        without = frozenset({"vm21"})
+    new = index(after_instances, after_priorities, without)
+    changed = {"priority up": ["vm9"], "priority down": ["vm7"], "join": ["vm300"]}.get(
+        change, {"leave": ["vm16"], "persona lost": ["vm21"]}.get(change, [])
+    )
+    diff = NetworkDiff(old, new, changed)
+    woken: set[str] = set()
+    for vm in instances:
+        if vm not in after_instances:
+            continue
+        before = part(old, vm, priorities[vm])
+        after = part(new, vm, after_priorities[vm])
+        assert diff.changed(vm, priorities[vm], after_priorities[vm]) == (before != after), vm
+        if before != after:
+            woken.add(vm)
+    # Some part changed for each real change, and never for every VM on a join or leave.
+    assert (woken == set()) == (change == "nothing")
+    if change in ("join", "leave", "persona lost"):
+        assert len(woken) <= 3 * MAX_SEEDS
 
 
 @pytest.mark.anyio

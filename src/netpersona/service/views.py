@@ -23,7 +23,13 @@ from typing import Any, Protocol
 
 from netpersona.model import CidrSelector, LabelSelector, PeerSelector, PersonaSelector
 from netpersona.records import EffectivePersona, Instance, Peer, unassigned_json
-from netpersona.service.network import NetworkIndex, member_json, seed_json
+from netpersona.service.network import (
+    Network,
+    NetworkDiff,
+    NetworkIndex,
+    member_json,
+    seed_json,
+)
 from netpersona.store.base import FleetData
 
 __all__ = [
@@ -280,6 +286,8 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     """
     watched = list(watched)
     changed_facts: list[str] | None = None
+    touched: set[Network] | None = None
+    network_diff: NetworkDiff | None = None
     result: set[WatchKey] = set()
     for key in watched:
         kind, instance_id = key
@@ -301,11 +309,15 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
                     if old.peer(i) != new.peer(i) or old.instances.get(i) != new.instances.get(i)
                 ]
             candidate = _peers_candidate(old, new, instance_id, changed_facts)
-            if not candidate and _network_candidate(old, new, instance_id, changed_facts):
+            if touched is None:
+                touched = _touched_networks(old, new, changed_facts)
+                network_diff = NetworkDiff(old.network, new.network, changed_facts)
+            if not candidate and _on_networks(old, new, instance_id, touched):
                 # Only the network part can differ: compare it alone, without building the
-                # peer lists (O(fleet) each), so a priority change on a large network costs
-                # each of its VMs a seed lookup and a shared summary, not a peer view.
-                if old.network_part(instance_id) != new.network_part(instance_id):
+                # peer lists (O(fleet) each).
+                assert network_diff is not None
+                priorities = (_priority(old, instance_id), _priority(new, instance_id))
+                if network_diff.changed(instance_id, *priorities):
                     result.add(key)
                 continue
         before, after = old.view(key), new.view(key)
@@ -314,16 +326,25 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     return result
 
 
-def _network_candidate(
-    old: FleetView, new: FleetView, instance_id: str, changed: list[str]
-) -> bool:
-    """Whether an instance whose peer facts or record changed is (or was) on a network of
-    ``instance_id``: only then can its seeds or priority summary differ."""
-    return any(
-        other in view.instances and view.network.shares_network(instance_id, other)
+def _touched_networks(old: FleetView, new: FleetView, changed: list[str]) -> set[Network]:
+    """The networks an instance whose peer facts or record changed is (or was) on: only their
+    VMs' seeds and priority summaries can differ."""
+    return {
+        net
         for other in changed
         for view in (old, new)
-    )
+        if other in view.instances
+        for net in view.network.networks(other)
+    }
+
+
+def _priority(view: FleetView, instance_id: str) -> int:
+    peer = view.peer(instance_id)
+    return 0 if peer is None else peer.priority
+
+
+def _on_networks(old: FleetView, new: FleetView, instance_id: str, touched: set[Network]) -> bool:
+    return any(not touched.isdisjoint(v.network.networks(instance_id)) for v in (old, new))
 
 
 def _held(view: FleetView, instance_id: str) -> EffectivePersona | None:
