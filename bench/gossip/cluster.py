@@ -72,7 +72,8 @@ def service_seeds(count: int) -> dict[str, list[str]]:
     }
 
     def peer(instance_id: str) -> Peer:
-        return Peer(instance_id, tuple(ip_address(a) for a in instances[instance_id].addresses))
+        addresses = tuple(ip_address(a) for a in instances[instance_id].addresses)
+        return Peer(instance_id, addresses, persona="api")  # a persona: it gossips
 
     network = NetworkIndex(instances, peer)
     return {vm: [str(a) for p in network.seeds(vm) for a in p.addresses] for vm in instances}
