@@ -5,14 +5,15 @@
     .venv/bin/python bench/gossip/cluster.py --serf        # and HashiCorp Serf, same namespaces
 
 Each VM is a network namespace (netpersona.lab.topology) running bench/gossip/peer.py: the
-agent's control channel (GossipNode + GossipTransport, real UDP on port 7480) with a
-certificate signed by a key made for the run, and every other VM as a seed (what a metadata
-service's peer view with a selector matching everyone gives). The run waits until every VM holds
-every certificate, measures background traffic, then re-issues one VM's certificate with a new
-persona at a time and waits until every other VM has accepted it. Prints one JSON document:
-per change, the seconds until the first, median and last VM had it, and bytes sent per VM
-(UDP payload + 28 bytes of IPv4/UDP header per datagram). Everything it creates (namespaces,
-links, processes, the work directory) is removed at the end, also on failure.
+agent's control channel (GossipNode + GossipTransport, real UDP on port 7480) with a certificate
+signed by a key made for the run, and the seeds the metadata service would give it (the peers
+answer's ``network.seeds``: up to 16 VMs of its network, netpersona.service.network). The run
+waits until every VM holds every certificate, measures background traffic, then re-issues one
+VM's certificate with a new persona at a time and waits until every other VM has accepted it.
+Prints one JSON document: per change, the seconds until the first, median and last VM had it,
+and bytes sent per VM (UDP payload + 28 bytes of IPv4/UDP header per datagram). Everything it
+creates (namespaces, links, processes, the work directory) is removed at the end, also on
+failure.
 
 Bytes are counted twice: by the node itself (``tx_bytes`` + headers) and by an nftables counter
 in each VM's output hook (whole IP packets from UDP port 7480). With ``--serf`` the same VMs
@@ -37,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ from netpersona.certs.keys import SigningKey
 from netpersona.gossip import GossipConfig
 from netpersona.gossip.config import IP_UDP_OVERHEAD
 from netpersona.lab.topology import Topology, topology
+from netpersona.records import Instance, Interface, Peer
+from netpersona.service.network import NetworkIndex
 from netpersona.testing.certs import key_set, make_certificate, signed
 
 PEER = Path(__file__).with_name("peer.py")
@@ -56,6 +60,23 @@ def address(index: int) -> str:
 
 def name(index: int) -> str:
     return f"vm{index:03d}"
+
+
+def service_seeds(count: int) -> dict[str, list[str]]:
+    """Each VM's seed addresses, as the metadata service picks them for one /16 network."""
+    instances = {
+        name(i): Instance(
+            name(i), name(i), (address(i),), (Interface("eth0", (f"{address(i)}/16",)),)
+        )
+        for i in range(count)
+    }
+
+    def peer(instance_id: str) -> Peer:
+        addresses = tuple(ip_address(a) for a in instances[instance_id].addresses)
+        return Peer(instance_id, addresses, persona="api")  # a persona: it gossips
+
+    network = NetworkIndex(instances, peer)
+    return {vm: [str(a) for p in network.seeds(vm) for a in p.addresses] for vm in instances}
 
 
 class Cluster:
@@ -89,13 +110,13 @@ class Cluster:
 
     def start(self) -> None:
         (self.workdir / "keys.json").write_text(json.dumps(key_set(self.key).to_jwks()))
-        everyone = [address(i) for i in range(self.count)]
+        seeds_of = service_seeds(self.count)
         for index in range(self.count):
             vm = self.topo.add_vm(name(index), f"{address(index)}/16")
             vm.run(["nft", "-f", "-"], input=COUNTERS_TABLE)
             self.issue(index, "api")
         for index in range(self.count):
-            seeds = ",".join(a for a in everyone if a != address(index))
+            seeds = ",".join(seeds_of[name(index)])
             argv = [sys.executable, str(PEER), "--address", address(index)]
             argv += ["--keys", str(self.workdir / "keys.json")]
             argv += ["--token", str(self.path(index, "jwt")), "--seeds", seeds]

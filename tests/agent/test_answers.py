@@ -16,6 +16,7 @@ from netpersona.agent.answers import (
     parse_certificate,
     parse_instance,
     parse_key_set,
+    parse_network,
     parse_peer_view,
     parse_persona_answer,
     parse_token,
@@ -124,6 +125,41 @@ def test_a_peer_without_a_persona_has_priority_zero() -> None:
     entry = {"instance": "vm7", "addresses": ["10.0.0.7"], "persona": None, "priority": 0}
     (peer,) = parse_peer_view({"peers": [entry]})
     assert (peer.persona, peer.priority) == (None, 0)
+
+
+def test_the_network_part_of_the_peers_answer() -> None:
+    body = {
+        "peers": [],
+        "network": {
+            "members": [{"instance": "top", "addresses": ["10.0.0.7"], "priority": 7, "dscp": 46}],
+            "seeds": [{"instance": "b", "addresses": ["10.0.0.2"]}],
+            "truncated": False,
+        },
+    }
+    network = parse_network(body)
+    assert network is not None
+    assert [(p.instance, p.priority, p.dscp) for p in network.members] == [("top", 7, 46)]
+    assert [p.instance for p in network.seeds] == ["b"]
+    # A service without the network part: nothing, not an error.
+    assert parse_network({"peers": []}) is None
+
+
+@pytest.mark.parametrize(
+    ("network", "pointer"),
+    [
+        ([], "/network"),
+        ({"members": {}}, "/network/members"),
+        ({"seeds": [{"addresses": ["10.0.0.2"]}]}, "/network/seeds/0"),
+        (
+            {"members": [{"instance": "t", "addresses": ["10.0.0.7"], "priority": 8}]},
+            "/network/members/0",
+        ),
+        ({"truncated": "no"}, "/network/truncated"),
+    ],
+)
+def test_a_malformed_network_part_is_refused(network: object, pointer: str) -> None:
+    with pytest.raises(MalformedAnswer, match=f"GET /v1/instance/peers: .*{pointer}"):
+        parse_network({"peers": [], "network": network})
 
 
 NOT_TOKENS = [

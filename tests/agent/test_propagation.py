@@ -60,6 +60,63 @@ def test_before_any_answer_gossip_is_all_there_is() -> None:
     assert personas(merge_peer_views((), None, [c_api])) == {"10.0.0.3": "api"}
 
 
+def test_entries_are_matched_by_instance_id_not_by_address() -> None:
+    # B moved to a new address: its newer certificate replaces the service's entry for vm-b.
+    b_moved = make_certificate("vm-b", ("10.0.0.9",), persona="web", issued_at=1001, seq=5)
+    view = merge_peer_views(served_b_as_api(), 1000.0, [b_moved])
+    assert [(p.instance, personas((p,))) for p in view] == [("vm-b", {"10.0.0.9": "web"})]
+    # Another instance now holds B's old address: two instances, both kept (an address is not
+    # an identity), and the service's entry for vm-b stands.
+    d_on_b = make_certificate("vm-d", ("10.0.0.2",), persona="db", issued_at=1001, seq=5)
+    view = merge_peer_views(served_b_as_api(), 1000.0, [d_on_b])
+    assert [(p.instance, p.persona) for p in view] == [("vm-b", "api"), ("vm-d", "db")]
+
+
+def test_per_instance_the_newest_wins_whichever_channel() -> None:
+    served = parse_peer_view(
+        {
+            "peers": [
+                {"instance": "vm-b", "addresses": ["10.0.0.2"], "persona": "api", "priority": 3},
+                {"instance": "vm-c", "addresses": ["10.0.0.3"], "persona": "api", "priority": 3},
+            ]
+        }
+    )
+    b_new = make_certificate("vm-b", ("10.0.0.2",), persona="web", issued_at=1001, seq=9)
+    c_old = make_certificate("vm-c", ("10.0.0.3",), persona="web", issued_at=999, seq=9)
+    view = merge_peer_views(served, 1000.0, [b_new, c_old])
+    assert [(p.instance, p.persona) for p in view] == [("vm-b", "web"), ("vm-c", "api")]
+
+
+def summary_top() -> tuple[Peer, ...]:
+    """The service's priority summary: vm-top (priority 7), not among this VM's peers."""
+    entry = {"instance": "vm-top", "addresses": ["10.0.0.7"], "priority": 7, "dscp": None}
+    return (Peer.from_json(entry),)
+
+
+def test_the_summary_joins_the_view_without_persona_or_labels() -> None:
+    view = merge_peer_views(served_b_as_api(), 1000.0, [], summary_top())
+    top = next(p for p in view if p.instance == "vm-top")
+    assert (top.priority, top.persona, top.labels) == (7, None, ())
+    # A peers entry of the same instance says more than the summary: it wins.
+    both = merge_peer_views(served_b_as_api(), 1000.0, [], (served_b_as_api()[0],))
+    assert both == served_b_as_api()
+
+
+def test_a_vm_dropped_by_the_service_is_not_kept_by_an_old_certificate() -> None:
+    # vm-c left the service's answer (peers and summary); its certificate is older than it.
+    c_old = make_certificate("vm-c", ("10.0.0.3",), persona="api", priority=7, issued_at=990)
+    view = merge_peer_views(served_b_as_api(), 1000.0, [c_old], summary_top())
+    assert {p.instance for p in view} == {"vm-b", "vm-top"}
+    # An old certificate does not override the summary's priority either.
+    top_old = make_certificate("vm-top", ("10.0.0.7",), persona="x", priority=2, issued_at=990)
+    view = merge_peer_views((), 1000.0, [top_old], summary_top())
+    assert [(p.instance, p.priority) for p in view] == [("vm-top", 7)]
+    # A newer one does: the VM's priority changed after the answer.
+    top_new = make_certificate("vm-top", ("10.0.0.7",), persona="x", priority=2, issued_at=1001)
+    view = merge_peer_views((), 1000.0, [top_new], summary_top())
+    assert [(p.instance, p.priority) for p in view] == [("vm-top", 2)]
+
+
 def agent_with_node(tmp_path: Path, served_at: float) -> Agent:
     """An agent (never touching a kernel here) whose gossip node holds A's own certificate."""
     agent = Agent(

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,16 @@ FRONT = """network_persona:
   peers:
     - persona: api
 """
-# B and C see every lab VM in their service peer view: that is where gossip seeds come from.
+# B and C have ordinary selectors that match nobody in the lab: their gossip seeds come from
+# the service's seed list, not from their peer view (which is empty).
 SERVER = """network_persona:
   communication_mode: unicast
   security_profile: low
   allowed_protocols: [tcp/8080, icmp]
   priority: 3
   peers:
-    - labels: {lab: gossip}
+    - persona: admin-console
+    - labels: {role: backup}
 """
 # Accepts TCP connections on a port until killed.
 LISTENER = """
@@ -94,6 +97,10 @@ def record(fleet: Fleet, vm: str) -> dict[str, Any]:
     return body
 
 
+def knows_both(fleet: Fleet, vm: str) -> bool:
+    return record(fleet, vm).get("gossip_peers") == 2
+
+
 def peer_set(fleet: Fleet, vm: str) -> set[str]:
     done = fleet.topo.vms[vm].run(
         ["nft", "-j", "list", "set", "inet", "netpersona", "peer_addrs_v4"], check=False
@@ -138,6 +145,10 @@ def test_peers_follow_persona_changes_over_the_control_channel_alone(fleet: Flee
         fleet.wait_for(
             lambda: record(fleet, "a").get("gossip_peers") == 2, 30, "A to learn B and C"
         )
+        # B and C, whose selectors match nobody, gossip from the service's seed list.
+        for vm in ("b", "c"):
+            fleet.wait_for(partial(knows_both, fleet, vm), 30, f"{vm} to learn both")
+            assert peer_set(fleet, vm) == set()
         fleet.wait_for(lambda: connects(fleet, "b", "a"), 10, "B to reach A on tcp/8080")
         assert not connects(fleet, "c", "a")
         handle = table_handle(fleet, "a")

@@ -148,6 +148,15 @@ def test_higher_priority_peer_gets_its_dscp() -> None:
     assert plan.peer_sets.dscp_v4 == (("10.0.0.20", 40),)
 
 
+def test_a_summary_entry_sets_the_dscp_but_is_never_a_peer() -> None:
+    # The service's priority summary: instance, addresses, priority, DSCP; no persona, labels.
+    top = Peer(instance="top", addresses=(IPv4Address("10.0.0.77"),), priority=7)
+    facts = replace(FACTS, peers=(*FACTS.peers, top))
+    plan = compile_plan(persona(priority=3, peers=[{"labels": {"app": "api"}}]), facts)
+    assert ("10.0.0.77", 46) in plan.peer_sets.dscp_v4
+    assert "10.0.0.77" not in plan.peer_sets.addrs_v4
+
+
 def test_peer_change_is_a_set_update_not_a_reload() -> None:
     p = persona(peers=[{"persona": "api"}])
     before = compile_plan(p, FACTS)

@@ -116,7 +116,16 @@ async def test_a_vm_without_peers_selectors_sees_no_peers(service: Service) -> N
     await service.pin("a", "plain")
     await service.pin("b", "plain")
     async with await service.vm("10.0.0.1") as vm:
-        assert (await vm.get("/v1/instance/peers")).json() == {"peers": []}
+        answer = (await vm.get("/v1/instance/peers")).json()
+    # No peers, but a seed to gossip with; b's priority is not above a's: no summary entry.
+    assert answer == {
+        "peers": [],
+        "network": {
+            "members": [],
+            "seeds": [{"instance": "b", "addresses": ["10.0.0.2"]}],
+            "truncated": False,
+        },
+    }
 
 
 async def test_status_reports_reach_the_operator(service: Service) -> None:

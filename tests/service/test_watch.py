@@ -152,8 +152,23 @@ async def test_a_persona_change_wakes_its_holders_and_their_peers_only(
 ) -> None:
     await _fleet(service)
     woken = await woken_by(service, EVERY_WATCH, service.put_persona("db", persona_doc(7)))
-    # a and b hold db; e sees a and b as peers, whose priority changed.
-    assert woken == {"a.persona", "b.persona", "e.peers"}
+    # a and b hold db; e sees a and b as peers, whose priority changed; f and g (priority 3)
+    # have a and b in their priority summary (same network), whose priority changed.
+    assert woken == {"a.persona", "b.persona", "e.peers", "f.peers", "g.peers"}
+
+
+async def test_a_priority_change_wakes_the_summaries_it_enters_and_no_others(
+    service: Service,
+) -> None:
+    await _fleet(service)
+    # web (c) 2 -> 1 (a new version, in c's instance view): still below e and g (3), so of
+    # the peer views only f's, which allows c, changes.
+    woken = await woken_by(service, EVERY_WATCH, service.put_persona("web", persona_doc(1)))
+    assert woken == {"c.instance", "c.persona", "f.peers"}
+    # web 1 -> 4: now above e and g, whose priority summaries gain c though they do not
+    # allow it.
+    woken = await woken_by(service, EVERY_WATCH, service.put_persona("web", persona_doc(4)))
+    assert woken == {"c.instance", "c.persona", "e.peers", "f.peers", "g.peers"}
 
 
 async def test_a_pin_wakes_the_instance_and_the_peers_that_now_match_it(
@@ -161,7 +176,9 @@ async def test_a_pin_wakes_the_instance_and_the_peers_that_now_match_it(
 ) -> None:
     await _fleet(service)
     woken = await woken_by(service, EVERY_WATCH, service.pin("d", "web"))
-    assert woken == {"d.persona", "f.peers"}
+    # f's selector now matches d; e and g gain d as a gossip seed (d now holds a certificate,
+    # and in a fleet this small every VM that gossips is everyone's seed).
+    assert woken == {"d.persona", "e.peers", "f.peers", "g.peers"}
 
 
 async def test_a_label_wakes_the_instance_view_and_matching_peer_views_only(

@@ -27,12 +27,15 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_TOKEN_LENGTH",
     "InstanceAnswer",
+    "NetworkAnswer",
     "PersonaAnswer",
     "decode_json",
     "parse_certificate",
     "parse_instance",
     "parse_key_set",
+    "parse_network",
     "parse_peer_view",
+    "parse_peers_answer",
     "parse_persona_answer",
     "parse_token",
 ]
@@ -166,9 +169,9 @@ def parse_persona_answer(body: Mapping[str, Any]) -> PersonaAnswer:
     return PersonaAnswer(name, version, document, tuple(overlays), digest)
 
 
-def _peer(entry: object, index: int, where: str) -> Peer:
+def _peer(entry: object, at: str, where: str) -> Peer:
     try:
-        return Peer.from_json(entry, f"/peers/{index}")
+        return Peer.from_json(entry, at)
     except MalformedAnswer as exc:
         raise MalformedAnswer(f"{where}: {exc}") from None
 
@@ -178,7 +181,44 @@ def parse_peer_view(body: Mapping[str, Any]) -> tuple[Peer, ...]:
     peers = body.get("peers")
     if not isinstance(peers, list):
         raise _bad(where, "/peers", f"{_show(peers)} is not a list")
-    return tuple(_peer(entry, index, where) for index, entry in enumerate(peers))
+    return tuple(_peer(entry, f"/peers/{index}", where) for index, entry in enumerate(peers))
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAnswer:
+    """The peers answer's ``network`` part: the higher-priority VMs of this VM's networks
+    (instance, addresses, priority and DSCP only) and its gossip seeds."""
+
+    members: tuple[Peer, ...] = ()
+    seeds: tuple[Peer, ...] = ()
+    truncated: bool = False
+
+
+def parse_network(body: Mapping[str, Any]) -> NetworkAnswer | None:
+    """The ``network`` part of ``GET /v1/instance/peers``; None from a service without it."""
+    where = "GET /v1/instance/peers"
+    network = body.get("network")
+    if network is None:
+        return None
+    if not isinstance(network, Mapping):
+        raise _bad(where, "/network", f"{_show(network)} is not an object")
+    parts: dict[str, tuple[Peer, ...]] = {}
+    for name in ("members", "seeds"):
+        entries = network.get(name, [])
+        if not isinstance(entries, list):
+            raise _bad(where, f"/network/{name}", f"{_show(entries)} is not a list")
+        parts[name] = tuple(
+            _peer(entry, f"/network/{name}/{index}", where) for index, entry in enumerate(entries)
+        )
+    truncated = network.get("truncated", False)
+    if not isinstance(truncated, bool):
+        raise _bad(where, "/network/truncated", f"{_show(truncated)} is not true or false")
+    return NetworkAnswer(parts["members"], parts["seeds"], truncated)
+
+
+def parse_peers_answer(body: Mapping[str, Any]) -> tuple[tuple[Peer, ...], NetworkAnswer | None]:
+    """The whole peers answer: the peer view and its network part."""
+    return parse_peer_view(body), parse_network(body)
 
 
 def parse_certificate(body: Mapping[str, Any]) -> str | None:

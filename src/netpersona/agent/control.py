@@ -2,8 +2,9 @@
 
 Two watched views bring this VM's own certificate and the service's key set; once both are
 here, the gossip core (:mod:`netpersona.gossip.node`) runs on UDP ``control_port``, seeded with
-the addresses of the service's peer view. What it learns is merged into that view by the agent
-(newest knowledge wins, see :func:`~netpersona.agent.view.merge_peer_views`).
+the addresses of the service's seed list (the peers answer's ``network.seeds``). What it
+learns is merged into the service's view by the agent, per instance id (newest knowledge wins,
+see :func:`~netpersona.agent.view.merge_peer_views`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from netpersona.agent.answers import (
     parse_certificate,
     parse_instance,
     parse_key_set,
-    parse_peer_view,
+    parse_peers_answer,
     parse_persona_answer,
 )
 from netpersona.agent.client import MetadataClient, Watched
@@ -83,14 +83,22 @@ class Agent:
         return self.status.record
 
     # --- the peer view
-    def peer_view(self, served: tuple[Peer, ...] | None = None) -> tuple[Peer, ...]:
-        """The view to compile with: the service's merged with what gossip learned."""
+    def peer_view(self) -> tuple[Peer, ...]:
+        """The view to compile with: the service's (its peers and its priority summary) merged
+        with what gossip learned."""
         answer = self.latest["peers"]
-        if served is None:
-            served = parse_peer_view(answer.body)
-        if self.control.node is None:
-            return served
-        return merge_peer_views(served, answer.served_at, self.control.learned(time.time()))
+        served, network = parse_peers_answer(answer.body)
+        members = () if network is None else network.members
+        learned = self.control.learned(time.time()) if self.control.node is not None else ()
+        return merge_peer_views(served, answer.served_at, learned, members)
+
+    def seeds(self) -> tuple[Peer, ...]:
+        """Whom gossip starts from: the service's seed list (the VM's own peer view from a
+        service that gives none)."""
+        if "peers" not in self.latest:
+            return ()
+        served, network = parse_peers_answer(self.latest["peers"].body)
+        return served if network is None else network.seeds
 
     def _wake_if_view_changed(self) -> None:
         """Wake the reconciler only when the view it would compile with differs."""
@@ -126,20 +134,18 @@ class Agent:
         if keys is not None:
             self.control.set_keys(parse_key_set(keys.body))
         token = parse_certificate(certificate.body) if certificate is not None else None
-        seeds = parse_peer_view(self.latest["peers"].body) if "peers" in self.latest else ()
-        await self.control.set_own_certificate(token, seeds)
+        await self.control.set_own_certificate(token, self.seeds())
 
     def inputs(self) -> Inputs | None:
         """What a pass compiles from, once every view has answered."""
         if not VIEWS.keys() <= self.latest.keys():
             return None
         persona = self.latest["persona"]
-        served = parse_peer_view(self.latest["peers"].body)
         return Inputs(
             instance=parse_instance(self.latest["instance"].body),
             persona=parse_persona_answer(persona.body),
             persona_etag=persona.etag,
-            peers=self.peer_view(served),
+            peers=self.peer_view(),
         )
 
     async def reconcile(self) -> None:
@@ -148,7 +154,7 @@ class Agent:
         if inputs is None:
             return
         self.compiled_view = inputs.peers
-        self.control.set_seeds(parse_peer_view(self.latest["peers"].body))
+        self.control.set_seeds(self.seeds())
         await self.reconciler.reconcile(inputs)
 
     # --- running

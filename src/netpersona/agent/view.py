@@ -33,23 +33,32 @@ def merge_peer_views(
     served: tuple[Peer, ...],
     served_at: float | None,
     learned: Iterable[PersonaCertificate],
+    members: Iterable[Peer] = (),
 ) -> tuple[Peer, ...]:
-    """The peer view to compile with: the service's, and what gossip learned, per instance
+    """The peer view to compile with: the service's, and what gossip learned, per instance id
     the newest knowledge winning.
 
-    ``served`` is the service's last peer view and ``served_at`` when the service said it (its
-    own clock, as certificates' ``iat``; None before any answer); ``learned`` are the current
-    certificates held for other VMs. An entry of the service and a certificate are the same
-    instance when they share an address. A certificate issued after ``served_at`` is news the
-    service's answer could not show, so it replaces the service's entry (or adds one); one issued
-    at or before it is older than the answer, and the answer wins: a VM the service no longer
-    lists, because it left the selectors, is not kept alive by its old certificate.
+    ``served`` is the service's last peer view (the instances this VM's selectors match) and
+    ``members`` the same answer's priority summary (the VMs of its networks of higher priority:
+    instance, addresses, priority and DSCP, no persona or labels, so no selector picks them);
+    ``served_at`` is when the service said them (its own clock, as certificates' ``iat``; None
+    before any answer); ``learned`` are the current certificates held for other VMs.
+
+    Entries are matched by instance id, never by address: the service and every certificate
+    name the instance, and the agent never makes an id up. A certificate issued after
+    ``served_at`` is news the service's answer could not show, so it replaces the service's
+    entry (or adds one). One issued at or before it is older than the answer, and the answer
+    wins: a VM the service no longer lists, because it left the selectors, is not kept in the
+    sets by its old certificate, and a VM the summary shows keeps the priority the service
+    gave. A ``served`` entry wins over a summary entry of the same instance (it says more).
     """
-    view = list(served)
-    for cert in sorted(learned, key=lambda c: c.instance):
+    view: dict[str, Peer] = {}
+    for peer in members:
+        view.setdefault(peer.instance, peer)
+    for peer in served:
+        view[peer.instance] = peer
+    for cert in learned:
         if served_at is not None and cert.issued_at <= served_at:
             continue
-        mine = set(cert.addresses)
-        view = [p for p in view if mine.isdisjoint(p.addresses)]
-        view.append(cert.peer())
-    return tuple(sorted(view, key=lambda p: (p.instance, [str(a) for a in p.addresses])))
+        view[cert.instance] = cert.peer()
+    return tuple(sorted(view.values(), key=lambda p: p.instance))

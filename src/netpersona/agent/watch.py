@@ -46,7 +46,7 @@ VIEWS = {
     for v in (
         View("instance", "/v1/instance", answers.parse_instance),
         View("persona", "/v1/instance/network_persona", answers.parse_persona_answer),
-        View("peers", "/v1/instance/peers", answers.parse_peer_view, PEER_VIEW_LIMIT),
+        View("peers", "/v1/instance/peers", answers.parse_peers_answer, PEER_VIEW_LIMIT),
     )
 }
 # Watched for the control channel only: the agent converges without them.

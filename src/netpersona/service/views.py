@@ -23,6 +23,13 @@ from typing import Any, Protocol
 
 from netpersona.model import CidrSelector, LabelSelector, PeerSelector, PersonaSelector
 from netpersona.records import EffectivePersona, Instance, Peer, unassigned_json
+from netpersona.service.network import (
+    Network,
+    NetworkDiff,
+    NetworkIndex,
+    member_json,
+    seed_json,
+)
 from netpersona.store.base import FleetData
 
 __all__ = [
@@ -121,6 +128,7 @@ class FleetView:
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
     _persona_cache: dict[EffectivePersona | None, View] = field(default_factory=dict)
     _peers: dict[str, Peer] = field(default_factory=dict)
+    _network: NetworkIndex | None = None
 
     @classmethod
     def build(cls, data: FleetData, resolver: PersonaResolver) -> FleetView:
@@ -161,7 +169,9 @@ class FleetView:
                 self._cache[key] = self._persona_view(instance_id)
             elif kind is ViewKind.PEERS:
                 peers = [p.to_json() for p in self.peers(instance_id)]
-                self._cache[key] = View.of({"peers": peers})
+                self._cache[key] = View.of(
+                    {"peers": peers, "network": self.network_part(instance_id)}
+                )
             else:
                 self._cache[key] = View.of(self._instance_data(instance_id))
         return self._cache[key]
@@ -217,6 +227,23 @@ class FleetView:
         self._peers[instance_id] = found
         return found
 
+    @property
+    def network(self) -> NetworkIndex:
+        """Who shares a network with whom (:mod:`netpersona.service.network`)."""
+        if self._network is None:
+            self._network = NetworkIndex(self.instances, self.peer)
+        return self._network
+
+    def network_part(self, instance_id: str) -> dict[str, Any]:
+        """The peers answer's ``network``: gossip seeds and the priority summary."""
+        own = self.peer(instance_id)
+        members, truncated = self.network.summary(instance_id, 0 if own is None else own.priority)
+        return {
+            "members": [member_json(p) for p in members],
+            "seeds": [seed_json(p) for p in self.network.seeds(instance_id)],
+            "truncated": truncated,
+        }
+
     def selectors(self, instance_id: str) -> tuple[PeerSelector, ...]:
         effective = self.effective.get(instance_id)
         persona = None if effective is None else effective.persona
@@ -259,6 +286,8 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     """
     watched = list(watched)
     changed_facts: list[str] | None = None
+    touched: set[Network] | None = None
+    network_diff: NetworkDiff | None = None
     result: set[WatchKey] = set()
     for key in watched:
         kind, instance_id = key
@@ -275,15 +304,47 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
         else:
             if changed_facts is None:
                 changed_facts = [
-                    i for i in set(old.instances) | set(new.instances) if old.peer(i) != new.peer(i)
+                    i
+                    for i in set(old.instances) | set(new.instances)
+                    if old.peer(i) != new.peer(i) or old.instances.get(i) != new.instances.get(i)
                 ]
             candidate = _peers_candidate(old, new, instance_id, changed_facts)
-        if not candidate:
-            continue
+            if touched is None:
+                touched = _touched_networks(old, new, changed_facts)
+                network_diff = NetworkDiff(old.network, new.network, changed_facts)
+            if not candidate and _on_networks(old, new, instance_id, touched):
+                # Only the network part can differ: compare it alone, without building the
+                # peer lists (O(fleet) each).
+                assert network_diff is not None
+                priorities = (_priority(old, instance_id), _priority(new, instance_id))
+                if network_diff.changed(instance_id, *priorities):
+                    result.add(key)
+                continue
         before, after = old.view(key), new.view(key)
         if (before and before.etag) != (after and after.etag):
             result.add(key)
     return result
+
+
+def _touched_networks(old: FleetView, new: FleetView, changed: list[str]) -> set[Network]:
+    """The networks an instance whose peer facts or record changed is (or was) on: only their
+    VMs' seeds and priority summaries can differ."""
+    return {
+        net
+        for other in changed
+        for view in (old, new)
+        if other in view.instances
+        for net in view.network.networks(other)
+    }
+
+
+def _priority(view: FleetView, instance_id: str) -> int:
+    peer = view.peer(instance_id)
+    return 0 if peer is None else peer.priority
+
+
+def _on_networks(old: FleetView, new: FleetView, instance_id: str, touched: set[Network]) -> bool:
+    return any(not touched.isdisjoint(v.network.networks(instance_id)) for v in (old, new))
 
 
 def _held(view: FleetView, instance_id: str) -> EffectivePersona | None:
