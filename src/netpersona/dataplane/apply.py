@@ -50,7 +50,7 @@ from netpersona.dataplane.snapshot import (
     show_rule,
     target_mismatches,
 )
-from netpersona.dataplane.state import AppliedState, StateStore
+from netpersona.dataplane.state import AppliedState, StateStore, without_peer_elements
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 from netpersona.model.jsontree import JSON
 
@@ -312,9 +312,12 @@ class Applier:
         _converge_set(txn, "rule", before.rules, target.rules, show_rule, k.rule_add, k.rule_delete)
         table = {"family": TABLE_FAMILY, "name": TABLE_NAME}
         if target.nft is not None:
+            # The listing kept leaves out the peer sets' elements; the plan comparison that
+            # follows checks those.
             current = (
                 known_listing is not None
-                and before.nft == known_listing
+                and before.nft is not None
+                and without_peer_elements(before.nft) == known_listing
                 and not table_mismatches(list(target.nft), list(before.nft_raw or ()) or None)
             )
             if current:
