@@ -7,6 +7,8 @@ For each peer-set size N (a restricted, high-profile persona whose ``peers`` sel
 * ``reapply_unchanged_s``: the same plan again (readback only: nothing changes);
 * ``peer_join_s`` / ``peer_leave_s``: one peer joins / leaves: an in-place set update with
   its readback and state write (mean of ``--repeat`` rounds);
+* ``raw_nft_add_s``: the reference in the same namespace: one bare ``nft add element`` of one
+  address into the same set, as a shell would run it (mean of ``--repeat`` rounds);
 * ``agent_join_s``: the agent's whole path for one join: the peer view with one more peer
   compiled into a plan (peer sets resolved), the plan's digests compared with the applied
   state's, and the in-place update (mean of ``--repeat`` rounds).
@@ -93,6 +95,22 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
             started = time.perf_counter()
             applier.update_peers(plan.peer_sets)
             leaves.append(time.perf_counter() - started)
+        raw = []
+        for round_ in range(repeat):
+            address = str(IPv4Address(FIRST_PEER + size + 100 + round_))
+            add = [
+                "nft",
+                "add",
+                "element",
+                "inet",
+                "netpersona",
+                "peer_addrs_v4",
+                f"{{ {address} }}",
+            ]
+            started = time.perf_counter()
+            net.vm.run(add)
+            raw.append(time.perf_counter() - started)
+            net.vm.run(["nft", "delete", *add[2:]])
         agent_joins = []
         for round_ in range(repeat):
             extra = _peers(1, start=size + round_)
@@ -113,6 +131,7 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
         "reapply_unchanged_s": round(unchanged_s, 4),
         "peer_join_s": round(statistics.mean(joins), 4),
         "peer_leave_s": round(statistics.mean(leaves), 4),
+        "raw_nft_add_s": round(statistics.mean(raw), 4),
         "agent_join_s": round(statistics.mean(agent_joins), 4),
     }
 
