@@ -145,4 +145,10 @@ def test_the_readback_asks_the_kernel_for_exactly_the_changed_keys(
     assert applier.update_peers(resolve_peer_sets(PERSONA, both)).added == 1
     assert kernel.nft_holds("peer_addrs_v4", [net.peer4, net.stranger4], held=True)
     assert StateStore(tmp_path / "state").load() == applier.store.load()
+    # A map element: the stranger's DSCP comes with a higher priority and goes with it.
+    high = net.facts(peers=[_peer("p", net.peer4, "api"), _peer("s", net.stranger4, "api", 6)])
+    assert applier.update_peers(resolve_peer_sets(PERSONA, high)).added == 1
+    assert kernel.nft_holds("peer_dscp_v4", [net.stranger4], held=True)
+    assert applier.update_peers(resolve_peer_sets(PERSONA, both)).deleted == 1
+    assert kernel.nft_holds("peer_dscp_v4", [net.stranger4], held=False)
     applier.remove()
