@@ -6,7 +6,12 @@ For each peer-set size N (a restricted, high-profile persona whose ``peers`` sel
 * ``apply_s``: the first full apply into a fresh namespace (snapshot, every step, readback);
 * ``reapply_unchanged_s``: the same plan again (readback only: nothing changes);
 * ``peer_join_s`` / ``peer_leave_s``: one peer joins / leaves: an in-place set update with
-  its readback and state write (mean of ``--repeat`` rounds).
+  its readback and state write (mean of ``--repeat`` rounds);
+* ``raw_nft_add_s``: the reference in the same namespace: one bare ``nft add element`` of one
+  address into the same set, as a shell would run it (mean of ``--repeat`` rounds);
+* ``agent_join_s``: the agent's whole path for one join: the peer view with one more peer
+  compiled into a plan (peer sets resolved), the plan's digests compared with the applied
+  state's, and the in-place update (mean of ``--repeat`` rounds).
 
 Then, side by side in the same run, the per-packet cost of the allowlist as one set lookup
 (``ip saddr @allow accept``, what the compiler emits) against the same allowlist written as
@@ -18,6 +23,7 @@ falls as the hook gets dearer, and ``ns_per_packet`` is ``1/pps - 1/pps_without_
 
     .venv/bin/python bench/apply/run.py                         # 10, 1k, 10k, 100k
     .venv/bin/python bench/apply/run.py --sizes 10 1000 --linear-max 1000 --seconds 1
+    .venv/bin/python bench/apply/run.py --sizes 1000 100000 --no-lookup
 """
 
 from __future__ import annotations
@@ -89,6 +95,34 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
             started = time.perf_counter()
             applier.update_peers(plan.peer_sets)
             leaves.append(time.perf_counter() - started)
+        raw = []
+        for round_ in range(repeat):
+            address = str(IPv4Address(FIRST_PEER + size + 100 + round_))
+            add = [
+                "nft",
+                "add",
+                "element",
+                "inet",
+                "netpersona",
+                "peer_addrs_v4",
+                f"{{ {address} }}",
+            ]
+            started = time.perf_counter()
+            net.vm.run(add)
+            raw.append(time.perf_counter() - started)
+            net.vm.run(["nft", "delete", *add[2:]])
+        agent_joins = []
+        for round_ in range(repeat):
+            extra = _peers(1, start=size + round_)
+            started = time.perf_counter()
+            joined_plan = compile_plan(PERSONA, _with_peers(base, facts.peers + extra))
+            applied = applier.store.load()
+            assert applied is not None
+            assert applied.plan.digest != joined_plan.digest
+            assert applied.plan.ruleset_digest == joined_plan.ruleset_digest
+            applier.update_peers(joined_plan.peer_sets)
+            agent_joins.append(time.perf_counter() - started)
+            applier.update_peers(plan.peer_sets)
         applier.remove()
     return {
         "peers": size,
@@ -97,6 +131,8 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
         "reapply_unchanged_s": round(unchanged_s, 4),
         "peer_join_s": round(statistics.mean(joins), 4),
         "peer_leave_s": round(statistics.mean(leaves), 4),
+        "raw_nft_add_s": round(statistics.mean(raw), 4),
+        "agent_join_s": round(statistics.mean(agent_joins), 4),
     }
 
 
@@ -208,7 +244,9 @@ def main() -> None:
     parser.add_argument("--linear-max", type=int, default=10_000, help="largest linear chain")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each flood")
     parser.add_argument("--rounds", type=int, default=3, help="floods per figure (best kept)")
+    parser.add_argument("--no-lookup", action="store_true", help="skip the per-packet floods")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -216,8 +254,11 @@ def main() -> None:
             "cpus": len(os.sched_getaffinity(0)),
         },
         "apply": [bench_apply(size, args.repeat) for size in args.sizes],
-        "lookup": bench_lookup(args.sizes, args.linear_max, args.seconds, args.rounds),
     }
+    if not args.no_lookup:
+        result["lookup"] = bench_lookup(args.sizes, args.linear_max, args.seconds, args.rounds)
+    result["loadavg_before"] = load_before
+    result["loadavg_after"] = os.getloadavg()
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
 

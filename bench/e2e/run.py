@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as work, topology(f"npbe{os.getpid() % 100000}") as topo:
         fleet = Fleet(topo, Path(work))
         try:
@@ -94,6 +95,8 @@ def main() -> None:
                     "max": round(max(samples), 1),
                     "mean": round(statistics.fmean(samples), 1),
                 },
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
             },
             indent=2,
         )

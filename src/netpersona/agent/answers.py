@@ -16,12 +16,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from netpersona.certs.keys import KeySet
 from netpersona.errors import InvalidDocument, MalformedAnswer
 from netpersona.model.jsontree import JSON
 from netpersona.records import Peer, Tier
+
+if TYPE_CHECKING:  # its module loads the JOSE library, which only the control channel needs
+    from netpersona.certs.keys import KeySet
 
 __all__ = [
     "MAX_DEPTH",
@@ -235,6 +237,8 @@ def parse_certificate(body: Mapping[str, Any]) -> str | None:
 
 
 def parse_key_set(body: Mapping[str, Any]) -> KeySet:
+    from netpersona.certs.keys import KeySet  # noqa: PLC0415
+
     try:
         return KeySet.from_jwks(body)
     except InvalidDocument as exc:

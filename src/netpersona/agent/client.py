@@ -16,6 +16,7 @@ timeouts, which a drip of one byte every few seconds never trips.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -88,6 +89,16 @@ async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes
     return b"".join(chunks)
 
 
+def _tls(base_url: str) -> ssl.SSLContext | bool:
+    """Verify https with the system's CAs. A plain-http service (the link-local metadata
+    address) gets a context that trusts nothing instead of the default one, whose CA bundle
+    is 7 MB resident for as long as the agent runs and would never be used: a redirect to
+    https (never followed anyway) could not verify."""
+    if base_url.lower().startswith("https:"):
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class MetadataClient:
     def __init__(
         self,
@@ -101,7 +112,7 @@ class MetadataClient:
         self.timeout = timeout
         self.deadline_margin = deadline_margin
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport
+            base_url=self.base_url, timeout=timeout, transport=transport, verify=_tls(base_url)
         )
         self._token: str | None = None
         self._token_expires = 0.0

@@ -14,17 +14,22 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
 
 import structlog
 
 from netpersona.agent.config import AgentConfig
 from netpersona.agent.status import StatusRecord
-from netpersona.certs.certificate import PersonaCertificate
-from netpersona.certs.keys import KeySet
-from netpersona.certs.verify import Accepted, Rejected, Verifier
-from netpersona.gossip.node import GossipNode, Step
-from netpersona.gossip.transport import GossipTransport
 from netpersona.records import Peer
+
+if TYPE_CHECKING:
+    # Imported when the channel gets its keys: verifying loads the JOSE and cryptography
+    # packages, which an agent without the control channel never needs.
+    from netpersona.certs.certificate import PersonaCertificate
+    from netpersona.certs.keys import KeySet
+    from netpersona.certs.verify import Accepted, Rejected, Verifier
+    from netpersona.gossip.node import GossipNode, Step
+    from netpersona.gossip.transport import GossipTransport
 
 __all__ = ["ControlChannel"]
 
@@ -69,12 +74,16 @@ class ControlChannel:
         self.on_news()
 
     def set_keys(self, keys: KeySet) -> None:
+        from netpersona.certs.verify import Verifier  # noqa: PLC0415
+
         self.verifier = Verifier(keys)
         if self.node is not None:
             self.node.set_verifier(self.verifier)
 
     async def set_own_certificate(self, token: str | None, seeds: Iterable[Peer]) -> None:
         """Take this VM's certificate; start the channel with the first one (and keys)."""
+        from netpersona.certs.verify import Rejected  # noqa: PLC0415
+
         now = self.clock()
         if self.verifier is None or token is None or token == self.own_token:
             return
@@ -107,6 +116,9 @@ class ControlChannel:
     async def _start(
         self, address: IPv4Address | IPv6Address, now: float, seeds: Iterable[Peer]
     ) -> bool:
+        from netpersona.gossip.node import GossipNode  # noqa: PLC0415
+        from netpersona.gossip.transport import GossipTransport  # noqa: PLC0415
+
         assert self.verifier is not None
         node = GossipNode(
             address=address,

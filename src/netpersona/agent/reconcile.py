@@ -81,6 +81,15 @@ class Reconciler:
         self.pending_report: dict[str, Any] | None = None
         self.reported_key: tuple[Any, ...] | None = None
         self.pending_key: tuple[Any, ...] | None = None
+        self._reporting: asyncio.Task[None] | None = None
+        # Told of a report that raised (it runs apart from the pass that made it).
+        self.on_report_failed: Callable[[Exception], None] | None = None
+        # Whether newer answers than the pass's own have come (asked before the kernel is
+        # touched).
+        self.superseded: Callable[[], bool] = lambda: False
+        # The digest of the applied state the store last gave (it keeps one object while the
+        # files are unchanged): a plan of 100k peers takes a while to hash.
+        self._state_digest: tuple[AppliedState, str] | None = None
         self.log = structlog.get_logger("netpersona.agent")
 
     @property
@@ -93,7 +102,11 @@ class Reconciler:
         return left if left > 0 else None
 
     async def reconcile(self, inputs: Inputs) -> None:
-        """Bring the kernel to what ``inputs`` say; never raises for outside failures."""
+        """Bring the kernel to what ``inputs`` say; never raises for outside failures.
+
+        The outcome is reported to the service in the background (:meth:`reported` waits for
+        it): a newer answer does not wait behind a status report of the last one.
+        """
         self.status.record.instance = inputs.instance.id
         self.persona_etag = inputs.persona_etag
         answer = inputs.persona
@@ -102,7 +115,36 @@ class Reconciler:
             await self._remove(log)
         else:
             await self._converge(inputs, log)
-        await self.flush_report(log)
+        self._report_in_background(log)
+
+    def _report_in_background(self, log: Log) -> None:
+        if self.pending_report is None:
+            return
+        if self._reporting is not None and not self._reporting.done():
+            return  # the report under way sends the newest outcome when it is done
+        self._reporting = asyncio.create_task(self._report_all(log), name="report")
+
+    async def _report_all(self, log: Log) -> None:
+        try:
+            while self.pending_report is not None:
+                key = self.pending_key
+                await self.flush_report(log)
+                if self.pending_key == key and self.pending_report is not None:
+                    return  # the service is unavailable: tried again after the next pass
+        except Exception as exc:  # a defect, or a kernel that cannot be read: said, not lost
+            if self.on_report_failed is None:
+                raise
+            self.on_report_failed(exc)
+
+    async def reported(self) -> None:
+        """Until the report under way (if any) is done."""
+        if self._reporting is not None and not self._reporting.done():
+            await asyncio.gather(self._reporting, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._reporting is not None and not self._reporting.done():
+            self._reporting.cancel()
+            await asyncio.gather(self._reporting, return_exceptions=True)
 
     async def _remove(self, log: Log) -> None:
         if self.store.load() is None:
@@ -164,24 +206,47 @@ class Reconciler:
         except InvalidDocument as exc:
             self._reject(answer, exc, log)
             return
+        if self.superseded():
+            # A newer answer came while the facts were read and the plan compiled; nothing
+            # has touched the kernel yet, so the next pass (already due) compiles that one.
+            log.debug("superseded by a newer answer before applying")
+            return
         state = self.store.load()
         drift_check, self.drift_due = self.drift_due, False
-        key = (answer.name, plan.digest)
+        digest = plan.digest
+        key = (answer.name, digest)
         try:
             if state is not None and state.persona == answer.name:
-                if state.plan.digest == plan.digest:
-                    await self._keep(state, plan, answer, log, drift_check=drift_check)
+                if self._digest_of(state) == digest:
+                    await self._keep(state, plan, digest, answer, log, drift_check=drift_check)
                     return
                 if state.plan.ruleset_digest == plan.ruleset_digest:
-                    await self._update_peers(plan, answer, log)
+                    await self._update_peers(plan, digest, answer, log)
                     return
             if self._may_try(key, log):
-                await self._apply(plan, answer, log, why="persona")
+                await self._apply(plan, digest, answer, log, why="persona")
         except NetpersonaError as exc:
             self._failed(key, answer, exc, log)
 
+    def _digest_of(self, state: AppliedState) -> str:
+        if self._state_digest is None or self._state_digest[0] is not state:
+            self._state_digest = (state, state.plan.digest)
+        return self._state_digest[1]
+
+    def _applied(self, digest: str) -> None:
+        """Remember the digest of the state just written (the plan's, ``digest``)."""
+        state = self.store.load()
+        self._state_digest = (state, digest) if state is not None else None
+
     async def _keep(
-        self, state: AppliedState, plan: Plan, answer: PersonaAnswer, log: Log, *, drift_check: bool
+        self,
+        state: AppliedState,
+        plan: Plan,
+        digest: str,
+        answer: PersonaAnswer,
+        log: Log,
+        *,
+        drift_check: bool,
     ) -> None:
         """The plan in force is the one compiled: check for drift when due, repair it."""
         assert answer.name is not None
@@ -191,29 +256,33 @@ class Reconciler:
                 detect_drift, self.kernel, state, self.store.load_originals()
             )
         if not problems:
-            self._unchanged(answer.name, answer.version, plan.digest)
+            self._unchanged(answer.name, answer.version, digest)
             return
         log.warning("owned state changed behind the agent's back; re-applying", drift=problems)
-        if self._may_try((answer.name, plan.digest), log):
-            await self._apply(plan, answer, log, why="drift")
+        if self._may_try((answer.name, digest), log):
+            await self._apply(plan, digest, answer, log, why="drift")
 
-    async def _update_peers(self, plan: Plan, answer: PersonaAnswer, log: Log) -> None:
+    async def _update_peers(self, plan: Plan, digest: str, answer: PersonaAnswer, log: Log) -> None:
         update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets)
+        self._applied(digest)
         log.info("peer sets updated in place", added=update.added, deleted=update.deleted)
-        self._set_result(answer.name, answer.version, plan.digest, "peers-updated", None)
+        self._set_result(answer.name, answer.version, digest, "peers-updated", None)
 
-    async def _apply(self, plan: Plan, answer: PersonaAnswer, log: Log, *, why: str) -> None:
+    async def _apply(
+        self, plan: Plan, digest: str, answer: PersonaAnswer, log: Log, *, why: str
+    ) -> None:
         assert answer.name is not None
         report = await asyncio.to_thread(self.applier.apply, plan, answer.name)
+        self._applied(digest)
         self.retry.succeeded()
         log.info(
             "persona applied",
             why=why,
             steps=len(report.steps),
             seconds=round(report.seconds, 3),
-            digest=plan.digest[:12],
+            digest=digest[:12],
         )
-        self._set_result(answer.name, answer.version, plan.digest, "applied", None)
+        self._set_result(answer.name, answer.version, digest, "applied", None)
 
     # --- failures and their retries
     def _may_try(self, key: tuple[str, ...], log: Log) -> bool:
@@ -283,7 +352,7 @@ class Reconciler:
     async def flush_report(self, log: Log) -> None:
         if self.pending_report is None:
             return
-        report = dict(self.pending_report)
+        report, key = dict(self.pending_report), self.pending_key
         with contextlib.suppress(NetpersonaError):
             counters = await asyncio.to_thread(drop_counters, self.kernel)
             report["drops"] = {
@@ -294,6 +363,7 @@ class Reconciler:
         except MetadataUnavailable as exc:
             log.debug("status not reported; will try again", error=str(exc))
             return
-        self.reported_key = self.pending_key
-        self.pending_report = None
+        self.reported_key = key
+        if self.pending_key == key:  # else a newer outcome came while this one was sent
+            self.pending_report = None
         log.debug("status reported", result=report["result"])

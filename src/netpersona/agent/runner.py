@@ -74,6 +74,7 @@ class Agent:
         self.dirty = asyncio.Event()
         self.control = ControlChannel(config, self.status, self._wake_if_view_changed)
         self.reconciler = Reconciler(config, kernel, self.status, self.client)
+        self.reconciler.on_report_failed = self._pass_failed
         self.compiled_view: tuple[Peer, ...] | None = None
         self.log = structlog.get_logger("netpersona.agent")
         self.systemd = Notifier()
@@ -149,13 +150,25 @@ class Agent:
         )
 
     async def reconcile(self) -> None:
-        """One pass over the latest answers."""
+        """One pass over the latest answers, and its report to the service."""
+        await self._pass()
+        await self.reconciler.reported()
+
+    async def _pass(self) -> None:
+        """One pass; its report goes on in the background (a newer answer does not wait)."""
         inputs = self.inputs()
         if inputs is None:
             return
         self.compiled_view = inputs.peers
         self.control.set_seeds(self.seeds())
+        answers = self._answers()
+        self.reconciler.superseded = lambda: self._answers() != answers
         await self.reconciler.reconcile(inputs)
+
+    def _answers(self) -> tuple[str | None, ...]:
+        """The ETags of the answers a pass compiles from: another one is news (the same view
+        said again, e.g. after a long-poll's timeout, is not)."""
+        return tuple(getattr(self.latest.get(name), "etag", None) for name in VIEWS)
 
     # --- running
     async def fetch_all(self) -> None:
@@ -247,7 +260,7 @@ class Agent:
                 await self._next_wake()
                 self.dirty.clear()
                 try:
-                    await self.reconcile()
+                    await self._pass()
                     if self.converged:  # systemd: the persona is in force (Type=notify)
                         self.systemd.ready()
                 except Exception as exc:  # the agent must outlive every failure
@@ -257,5 +270,6 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.reconciler.close()
             await self.control.close()
             await self.client.aclose()

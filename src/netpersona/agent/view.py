@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from netpersona.agent.answers import PersonaAnswer, parse_peer_view, parse_persona_answer
-from netpersona.certs.certificate import PersonaCertificate
 from netpersona.errors import MalformedAnswer
 from netpersona.facts import HostFacts
 from netpersona.records import Peer
+
+if TYPE_CHECKING:
+    from netpersona.certs.certificate import PersonaCertificate
 
 __all__ = [
     "MalformedAnswer",

@@ -43,14 +43,16 @@ from netpersona.dataplane.nftview import table_mismatches
 from netpersona.dataplane.originals import originals_target, plan_target, record_originals
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
 from netpersona.dataplane.snapshot import (
+    PARTS,
     KernelSnapshot,
     Target,
     read_snapshot,
+    reread,
     show_route,
     show_rule,
     target_mismatches,
 )
-from netpersona.dataplane.state import AppliedState, StateStore
+from netpersona.dataplane.state import AppliedState, StateStore, without_peer_elements
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 from netpersona.model.jsontree import JSON
 
@@ -58,6 +60,15 @@ __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_
 
 TcItem = TcQdisc | TcClass
 T = TypeVar("T", Route, RoutingRule)
+# The first word of a step's description -> the snapshot part it changes.
+_PART_OF = {
+    "link": "links",
+    "sysctl": "sysctls",
+    "tc": "tc",
+    "route": "routes",
+    "rule": "rules",
+    "nftables": "nftables",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,19 @@ class _Transaction:
         self.steps.append((what, undo))
         do()
         self.completed += 1
+
+    @property
+    def parts(self) -> set[str]:
+        """The snapshot parts the steps changed (snapshot.PARTS), to read back."""
+        found = set()
+        for what, _ in self.steps:
+            part = _PART_OF.get(what.split(maxsplit=1)[0].rstrip(":"))
+            if part is None:  # a step of a kind not named here: read everything back
+                return set(PARTS)
+            found.add(part)
+            if part == "links":  # an MTU can add or remove a link's IPv6 sysctls
+                found.add("sysctls")
+        return found
 
     def rollback(self) -> list[str]:
         problems = []
@@ -226,12 +250,9 @@ class Applier:
         txn = _Transaction()
         try:
             self._converge(target, before, txn, known_listing=known_listing)
-            # With nothing changed, the snapshot just taken is the readback.
-            after = (
-                read_snapshot(self.kernel, target.sysctl_keys, target.link_names)
-                if txn.steps
-                else before
-            )
+            # The readback reads again what the steps changed (with nothing changed, the
+            # snapshot just taken is the readback).
+            after = reread(self.kernel, before, txn.parts, target.sysctl_keys, target.link_names)
             problems = target_mismatches(target, after)
             if problems:
                 raise ApplyFailed(f"readback differs from {against}: " + "; ".join(problems))
@@ -312,9 +333,12 @@ class Applier:
         _converge_set(txn, "rule", before.rules, target.rules, show_rule, k.rule_add, k.rule_delete)
         table = {"family": TABLE_FAMILY, "name": TABLE_NAME}
         if target.nft is not None:
+            # The listing kept leaves out the peer sets' elements; the plan comparison that
+            # follows checks those.
             current = (
                 known_listing is not None
-                and before.nft == known_listing
+                and before.nft is not None
+                and without_peer_elements(before.nft) == known_listing
                 and not table_mismatches(list(target.nft), list(before.nft_raw or ()) or None)
             )
             if current:

@@ -47,7 +47,7 @@ def detect_drift(kernel: Kernel, state: AppliedState, originals: Originals) -> l
 def drop_counters(kernel: Kernel) -> dict[str, tuple[int, int]]:
     """The table's named ``drop_*`` counters: reason -> (packets, bytes)."""
     counters = {}
-    for obj in kernel.nft_table() or ():
+    for obj in kernel.nft_counters() or ():
         body = obj.get("counter")
         if body and body["name"].startswith("drop_"):
             counters[body["name"]] = (int(body.get("packets", 0)), int(body.get("bytes", 0)))

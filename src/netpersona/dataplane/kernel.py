@@ -16,8 +16,8 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_network
-from typing import Literal, Protocol
+from ipaddress import ip_address, ip_network
+from typing import Any, Literal, Protocol
 
 from netpersona.compiler.plan import (
     MAIN_TABLE,
@@ -73,6 +73,9 @@ MUTATIONS = (
     "link_route_add",
 )
 
+# The peer maps (address : verdict); a create needs a value, any verdict will do.
+_VERDICT_MAPS = frozenset({"peer_dscp_v4", "peer_dscp_v6"})
+
 _TABLE_NAMES = {"main": MAIN_TABLE, "local": 255, "default": 253, "unspec": 0}
 
 
@@ -100,6 +103,21 @@ class Kernel(Protocol):
 
     def nft_table_text(self) -> str | None:
         """The table in nft's own syntax (reloadable with ``nft -f``), or None if absent."""
+        ...
+
+    def nft_counters(self) -> list[JSON] | None:
+        """The table's named counters as ``nft -j`` lists them (not the rest of the table, whose
+        sets may hold 100k elements), or None if the table is absent."""
+        ...
+
+    def nft_set(self, name: str) -> list[Any] | None:
+        """The elements of the table's set or map ``name`` as ``nft -j`` lists them (this one
+        set, not the table), or None if there is no such set."""
+        ...
+
+    def nft_holds(self, name: str, keys: Sequence[str], *, held: bool) -> bool:
+        """Whether the table's set or map ``name`` holds every one of ``keys`` (addresses)
+        (``held``), or none of them (not ``held``), as the kernel says for these keys alone."""
         ...
 
     def root_qdiscs(self) -> list[RootQdisc]: ...
@@ -204,6 +222,47 @@ class LinuxKernel:
                 return None
             raise CommandFailed(done.args, done.returncode, done.stderr)
         return done.stdout
+
+    def nft_counters(self) -> list[JSON] | None:
+        argv = ["nft", "-j", "list", "counters", "table", TABLE_FAMILY, TABLE_NAME]
+        done = run(self._exec(argv), check=False)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise CommandFailed(done.args, done.returncode, done.stderr)
+        return [obj for obj in json.loads(done.stdout)["nftables"] if "counter" in obj]
+
+    def nft_set(self, name: str) -> list[Any] | None:
+        argv = ["nft", "-j", "list", "set", TABLE_FAMILY, TABLE_NAME, name]
+        done = run(self._exec(argv), check=False)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise CommandFailed(done.args, done.returncode, done.stderr)
+        for obj in json.loads(done.stdout)["nftables"]:
+            for kind in ("set", "map"):
+                if kind in obj:
+                    elements: list[Any] = obj[kind].get("elem", [])
+                    return elements
+        return None
+
+    def nft_holds(self, name: str, keys: Sequence[str], *, held: bool) -> bool:
+        # Asked of the kernel in a batch it checks and aborts (nft --check): deleting keys
+        # that are all there succeeds, else ENOENT; creating keys none of which is there
+        # succeeds, else EEXIST. Either costs what one element does, where `nft get element`
+        # (nft 1.0) and a listing read the whole set: a second or more at 100k elements.
+        # Keys are addresses, checked as such before they reach nft's parser.
+        spelled = [str(ip_address(key)) for key in keys]
+        if not held and name in _VERDICT_MAPS:
+            spelled = [f"{key} : accept" for key in spelled]
+        verb = "delete" if held else "create"
+        line = f"{verb} element {TABLE_FAMILY} {TABLE_NAME} {name} {{ {', '.join(spelled)} }}\n"
+        done = run(self._exec(["nft", "--check", "-f", "-"]), input=line, check=False)
+        if done.returncode == 0:
+            return True
+        if ("No such file or directory" if held else "File exists") in done.stderr:
+            return False
+        raise CommandFailed(done.args, done.returncode, done.stderr)
 
     def nft_load(self, document: JSON) -> None:
         run(self._exec(["nft", "-j", "-f", "-"]), input=json.dumps(document))

@@ -3,21 +3,32 @@
 A peer joining, leaving or changing priority changes only the elements of the peer sets and
 maps. They are added and deleted in one nftables transaction; the table, its chains and rules
 are not reloaded, so conntrack entries and established flows are untouched.
+
+The work is proportional to the change, not to the sets: the delta is computed once, loaded
+as one batch, read back for exactly the keys changed (each added one is there, each deleted
+one is gone: :meth:`~netpersona.dataplane.kernel.Kernel.nft_holds`), and recorded as one
+journal record (:mod:`.peer_files`). A large change (more than :data:`ELEMENT_READBACK_MAX`
+keys in a set) reads that set back whole instead. Whether the rest of the table is as applied is the
+drift check's question, on its own timer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from netpersona.compiler.plan import TABLE_FAMILY, TABLE_NAME, PeerSets
+from netpersona.compiler.plan import TABLE_FAMILY, TABLE_NAME, PeerSets, dscp_verdict
 from netpersona.dataplane.kernel import Kernel
-from netpersona.dataplane.nftview import element_keys, normalise_listing
+from netpersona.dataplane.nftview import element_keys
+from netpersona.dataplane.peer_files import FIELDS, PeerDelta, peer_delta
 from netpersona.dataplane.state import StateStore
 from netpersona.errors import ApplyFailed, NotFound
 from netpersona.model.jsontree import JSON
 
-__all__ = ["PeerUpdate", "peer_set_batch", "update_peer_sets"]
+__all__ = ["ELEMENT_READBACK_MAX", "PeerUpdate", "peer_set_batch", "update_peer_sets"]
+
+# Up to this many changed keys in one set, each is read back alone; past it, the set whole.
+ELEMENT_READBACK_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +41,12 @@ class PeerUpdate:
         return not (self.added or self.deleted)
 
 
-def _key(element: Any) -> str:
-    return str(element[0] if isinstance(element, list) else element)
+def _element(is_map: bool, element: Any) -> Any:
+    """One added element in libnftables JSON."""
+    if is_map:
+        address, dscp = element
+        return [address, dscp_verdict(dscp)]
+    return element
 
 
 def peer_set_batch(
@@ -41,26 +56,50 @@ def peer_set_batch(
 
     A map element whose value changes is deleted and added back in the same batch.
     """
-    before, after = old.set_elements(), new.set_elements()
+    return delta_batch(peer_delta(old, new), present)
+
+
+def delta_batch(delta: PeerDelta, present: set[str]) -> tuple[JSON | None, PeerUpdate]:
+    """The one nftables batch applying ``delta`` to the sets ``present`` in the table."""
     commands: list[JSON] = [{"metainfo": {"json_schema_version": 1}}]
     added = deleted = 0
-    for name in sorted(after):
+    for field, (name, is_map) in FIELDS.items():
         if name not in present:
             continue
-        was = {_key(e): e for e in before.get(name, [])}
-        now = {_key(e): e for e in after[name]}
-        gone = [key for key, e in was.items() if now.get(key) != e]
-        new_elems = [e for key, e in now.items() if was.get(key) != e]
+        gone, new = delta.deleted.get(field, ()), delta.added.get(field, ())
         target = {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}
         if gone:
             # A map element is deleted by its key alone.
-            commands.append({"delete": {"element": {**target, "elem": gone}}})
+            commands.append({"delete": {"element": {**target, "elem": list(gone)}}})
             deleted += len(gone)
-        if new_elems:
-            commands.append({"add": {"element": {**target, "elem": new_elems}}})
-            added += len(new_elems)
+        if new:
+            elements = [_element(is_map, e) for e in new]
+            commands.append({"add": {"element": {**target, "elem": elements}}})
+            added += len(new)
     update = PeerUpdate(added, deleted)
     return ({"nftables": commands} if not update.unchanged else None), update
+
+
+def verify_delta(kernel: Kernel, delta: PeerDelta, present: set[str], peers: PeerSets) -> None:
+    """Read back what ``delta`` changed; raise ApplyFailed if the kernel holds otherwise."""
+    wanted = peers.set_elements()
+    for field, (name, is_map) in FIELDS.items():
+        if name not in present:
+            continue
+        added, deleted = delta.added.get(field, ()), delta.deleted.get(field, ())
+        keys = [e[0] if is_map else e for e in added]
+        gone = sorted(set(deleted) - set(keys))
+        if len(keys) + len(gone) > ELEMENT_READBACK_MAX:
+            live = kernel.nft_set(name)
+            if element_keys(live or [], interval=False) != element_keys(wanted[name]):
+                raise ApplyFailed(f"peer set {name}: the kernel holds other elements than sent")
+            continue
+        # A map element's value is not asked here (the kernel matches keys alone); it came
+        # in the same committed batch as its key, and the drift check compares values.
+        if keys and not kernel.nft_holds(name, keys, held=True):
+            raise ApplyFailed(f"peer set {name}: an element added is not in the kernel")
+        if gone and not kernel.nft_holds(name, gone, held=False):
+            raise ApplyFailed(f"peer set {name}: an element deleted is still in the kernel")
 
 
 def update_peer_sets(kernel: Kernel, store: StateStore, peers: PeerSets) -> PeerUpdate:
@@ -75,23 +114,11 @@ def update_peer_sets(kernel: Kernel, store: StateStore, peers: PeerSets) -> Peer
             for kind in obj
             if kind in ("set", "map")
         }
-        batch, update = peer_set_batch(state.plan.peer_sets, peers, present)
+        delta = peer_delta(state.plan.peer_sets, peers)
+        batch, update = delta_batch(delta, present)
         if batch is not None:
             kernel.nft_load(batch)
-        new_plan = replace(state.plan, peer_sets=peers)
-        listing = kernel.nft_table()
-        live = {
-            obj[kind]["name"]: obj[kind].get("elem", [])
-            for obj in listing or ()
-            for kind in obj
-            if kind in ("set", "map")
-        }
-        for name, elements in peers.set_elements().items():
-            if name in present and element_keys(live.get(name, []), interval=False) != (
-                element_keys(elements, interval=False)
-            ):
-                raise ApplyFailed(f"peer set {name}: the kernel holds other elements than sent")
-        store.save(
-            replace(state, plan=new_plan, nft_listing=tuple(normalise_listing(listing or ())))
-        )
+            verify_delta(kernel, delta, present, peers)
+        if not delta.empty:
+            store.save_peers(state, peers, delta)
         return update

@@ -13,7 +13,7 @@ and their classes; every route of table 7480; rules with preferences in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netpersona.compiler.plan import (
@@ -37,6 +37,7 @@ __all__ = [
     "KernelSnapshot",
     "Target",
     "read_snapshot",
+    "reread",
     "show_route",
     "show_rule",
     "target_mismatches",
@@ -92,34 +93,61 @@ class KernelSnapshot:
         return out
 
 
+# The parts of a snapshot, each read on its own (PARTS: all of them).
+PARTS = frozenset({"nftables", "tc", "routes", "rules", "sysctls", "links"})
+
+
 def read_snapshot(
     kernel: Kernel, sysctl_keys: Iterable[str] = (), link_names: Iterable[str] = ()
 ) -> KernelSnapshot:
-    listing = kernel.nft_table()
-    roots = tuple(sorted(kernel.root_qdiscs(), key=lambda r: r.dev))
-    tc: list[TcItem] = []
-    for root in roots:
-        if root.handle == TC_HANDLE:
-            tc.append(TcQdisc(root.dev, root.handle, "root", "htb", root.default_class or "0"))
-            tc += kernel.htb_classes(root.dev)
-    keys = sorted(set(sysctl_keys))
-    values = kernel.sysctls(keys)
-    names = sorted(set(link_names))
-    return KernelSnapshot(
-        nft=tuple(normalise_listing(listing)) if listing is not None else None,
-        roots=roots,
-        tc=tuple(tc),
-        routes=tuple(sorted(kernel.routes(4, ROUTE_TABLE) + kernel.routes(6, ROUTE_TABLE))),
-        rules=tuple(
-            sorted(
-                r for r in kernel.rules(4) + kernel.rules(6) if r.priority in OWNED_RULE_PRIORITIES
-            )
-        ),
-        sysctls=tuple(sorted(values.items())),
-        links=tuple(kernel.link(name) for name in names),
-        nft_raw=tuple(listing) if listing is not None else None,
-        ipv6=tuple(kernel.link_ipv6(name) for name in names),
-    )
+    return reread(kernel, None, PARTS, sysctl_keys, link_names)
+
+
+def reread(
+    kernel: Kernel,
+    before: KernelSnapshot | None,
+    parts: Iterable[str],
+    sysctl_keys: Iterable[str] = (),
+    link_names: Iterable[str] = (),
+) -> KernelSnapshot:
+    """``before`` with ``parts`` read from the kernel again (every part when it is None).
+
+    After an apply only the parts it changed are read back: a port allowed is one nftables
+    transaction, and reading routes, rules, tc and sysctls again would say nothing about it
+    (whether something else changed them is the drift check's question, on its timer).
+    """
+    parts = PARTS if before is None else frozenset(parts)
+    found: dict[str, Any] = {}
+    if "nftables" in parts:
+        listing = kernel.nft_table()
+        found["nft"] = tuple(normalise_listing(listing)) if listing is not None else None
+        found["nft_raw"] = tuple(listing) if listing is not None else None
+    if "tc" in parts:
+        roots = tuple(sorted(kernel.root_qdiscs(), key=lambda r: r.dev))
+        tc: list[TcItem] = []
+        for root in roots:
+            if root.handle == TC_HANDLE:
+                tc.append(TcQdisc(root.dev, root.handle, "root", "htb", root.default_class or "0"))
+                tc += kernel.htb_classes(root.dev)
+        found["roots"], found["tc"] = roots, tuple(tc)
+    if "routes" in parts:
+        found["routes"] = tuple(
+            sorted(kernel.routes(4, ROUTE_TABLE) + kernel.routes(6, ROUTE_TABLE))
+        )
+    if "rules" in parts:
+        owned = (
+            r for r in kernel.rules(4) + kernel.rules(6) if r.priority in OWNED_RULE_PRIORITIES
+        )
+        found["rules"] = tuple(sorted(owned))
+    if "sysctls" in parts:
+        found["sysctls"] = tuple(sorted(kernel.sysctls(sorted(set(sysctl_keys))).items()))
+    if "links" in parts:
+        names = sorted(set(link_names))
+        found["links"] = tuple(kernel.link(name) for name in names)
+        found["ipv6"] = tuple(kernel.link_ipv6(name) for name in names)
+    if before is None:
+        return KernelSnapshot(**found)
+    return replace(before, **found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,17 @@
 """What the agent owns, on disk: the last applied plan and the VM's originals.
 
-One JSON file, ``state.json``, in a state directory (``/var/lib/netpersona`` by default; one
-per network namespace when several share a host). It is replaced atomically: written to a
-temporary file in the same directory, fsync'd, renamed over the old one, and the directory
-fsync'd (rename(2) is atomic within a filesystem), so a crash leaves either the old state or the
-new, never half of one. ``lock`` serialises the commands that change it (flock(2)).
+A state directory (``/var/lib/netpersona`` by default; one per network namespace when several
+share a host) holds ``state.json``, the applied state without the peer sets' elements, which
+live apart in a base file and a journal of in-place updates (:mod:`.peer_files`), so a peer
+joining writes bytes in proportion to the change, not to the fleet. ``state.json`` is replaced
+atomically: written to a temporary file in the same directory, fsync'd, renamed over the old
+one, and the directory fsync'd (rename(2) is atomic within a filesystem), so a crash leaves
+either the old state or the new, never half of one; it names the peer files' generation, so
+switching to a new one is that same rename. ``lock`` serialises the commands that change it
+(flock(2)).
+
+The store keeps the state it last read or wrote in memory, and reads the files again only when
+they changed on disk (another process, e.g. ``netpersona confirm``, wrote them).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -30,6 +37,7 @@ from netpersona.compiler.plan import (
     TcQdisc,
 )
 from netpersona.dataplane.link_ipv6 import LinkIPv6
+from netpersona.dataplane.peer_files import FIELDS, PeerDelta, PeerFiles
 from netpersona.errors import StateError
 from netpersona.model.jsontree import JSON
 
@@ -46,6 +54,23 @@ __all__ = [
 T = TypeVar("T")
 DEFAULT_STATE_DIR = Path("/var/lib/netpersona")
 FORMAT = 1
+# state.json with the peer sets' elements in their own files (FORMAT is the whole state, as a
+# trial keeps its previous one).
+SPLIT_FORMAT = 2
+PEER_SET_NAMES = frozenset(name for name, _ in FIELDS.values())
+
+
+def without_peer_elements(listing: Iterable[JSON]) -> tuple[JSON, ...]:
+    """A normalised table listing with the peer sets' elements left out: what ``state.json``
+    keeps for the comparisons a peer update does not change (the rules, the other sets)."""
+    out = []
+    for obj in listing:
+        kind = next(iter(obj))
+        body = obj[kind]
+        if kind in ("set", "map") and body.get("name") in PEER_SET_NAMES and "elem" in body:
+            body = {k: v for k, v in body.items() if k != "elem"}
+        out.append({kind: body})
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +192,8 @@ def _read(path: Path, what: str, subject: str, parse: Callable[[JSON], T]) -> T 
 
 
 class StateStore:
-    """The state directory: ``state.json`` (the applied state), ``originals.json`` and ``lock``.
+    """The state directory: ``state.json`` (the applied state), its peer files,
+    ``originals.json`` and ``lock``.
 
     The originals are written before the first change to the kernel, so even an agent killed
     mid-apply leaves behind what ``remove`` needs to put the VM back.
@@ -175,21 +201,108 @@ class StateStore:
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
+        self.peer_files = PeerFiles(self.directory)
         self._depth = 0
+        # (state.json's identity, journal size, the state, its peer generation)
+        self._cached: tuple[tuple[int, int, int], int, AppliedState, str | None] | None = None
 
     @property
     def path(self) -> Path:
         return self.directory / "state.json"
 
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot read state: {exc}") from None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _journal_size(self, generation: str | None) -> int:
+        if generation is None:
+            return 0
+        try:
+            return self.peer_files.journal_path(generation).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def load(self) -> AppliedState | None:
-        return _read(self.path, "state", "state is", AppliedState.from_json)
+        identity = self._identity()
+        if identity is None:
+            self._cached = None
+            return None
+        cached = self._cached
+        if (
+            cached is not None
+            and cached[0] == identity
+            and cached[1] == self._journal_size(cached[3])
+        ):
+            return cached[2]
+        loaded = _read(self.path, "state", "state is", self._parse)
+        if loaded is None:
+            return None
+        state, generation, journal = loaded
+        self._cached = (identity, journal, state, generation)
+        return state
+
+    def _parse(self, body: JSON) -> tuple[AppliedState, str | None, int]:
+        if body.get("format") != SPLIT_FORMAT:
+            return AppliedState.from_json(body), None, 0
+        generation = str(body["peers"])
+        peers, journal = self.peer_files.load(generation)
+        whole = {**body, "format": FORMAT, "plan": {**body["plan"], "peer_sets": {}}}
+        state = AppliedState.from_json(whole)
+        return replace(state, plan=replace(state.plan, peer_sets=peers)), generation, journal
+
+    def save(self, state: AppliedState) -> None:
+        """Write the whole state; the peer files are written anew only if their elements
+        changed since they were last written or read."""
+        cached = self._cached
+        identity = self._identity()
+        if (
+            cached is not None
+            and cached[0] == identity
+            and cached[3] is not None
+            and cached[2].plan.peer_sets == state.plan.peer_sets
+        ):
+            generation, journal = cached[3], cached[1]
+        else:
+            generation = self.peer_files.write_base(state.plan.peer_sets, self._write)
+            journal = 0
+        listing = without_peer_elements(state.nft_listing)
+        bare = replace(state, plan=replace(state.plan, peer_sets=PeerSets()), nft_listing=listing)
+        body = bare.to_json()
+        body["format"] = SPLIT_FORMAT
+        body["peers"] = generation
+        del body["plan"]["peer_sets"]
+        self._write(self.path, json.dumps(body, indent=1, sort_keys=True))
+        self.peer_files.remove_others(generation)
+        identity = self._identity()
+        stored = replace(state, nft_listing=listing)
+        self._cached = (identity, journal, stored, generation) if identity else None
+
+    def save_peers(self, state: AppliedState, peers: PeerSets, delta: PeerDelta) -> AppliedState:
+        """Record an in-place update of ``state``'s peer sets to ``peers`` (``delta`` apart):
+        one journal record, or a new generation when the journal has grown large."""
+        updated = replace(state, plan=replace(state.plan, peer_sets=peers))
+        identity = self._identity()
+        cached = self._cached
+        if cached is None or cached[0] != identity or cached[3] is None or cached[2] is not state:
+            self.save(updated)
+            return updated
+        generation = cached[3]
+        journal = self.peer_files.append(generation, delta)
+        if self.peer_files.should_compact(journal, generation):
+            self._cached = None
+            self.save(updated)
+            return updated
+        self._cached = (identity, journal, updated, generation)
+        return updated
 
     @property
     def originals_path(self) -> Path:
         return self.directory / "originals.json"
-
-    def save(self, state: AppliedState) -> None:
-        self._write(self.path, json.dumps(state.to_json(), indent=1, sort_keys=True))
 
     def load_originals(self) -> Originals:
         originals = _read(self.originals_path, "originals", "originals are", Originals.from_json)
@@ -204,6 +317,8 @@ class StateStore:
         for path in (self.path, self.originals_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        self._cached = None
+        self.peer_files.remove_others(None)
         if self.directory.exists():
             self._sync_directory()
 

@@ -9,11 +9,35 @@ Pure: :mod:`~netpersona.gossip.config`, :mod:`~netpersona.gossip.wire`,
 (asyncio UDP), which is not imported here.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from netpersona.errors import WireError
-from netpersona.gossip.config import GossipConfig
-from netpersona.gossip.node import Datagram, GossipNode, Step
-from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
-from netpersona.gossip.wire import MAX_DATAGRAM, decode, encode, instance_key
+
+if TYPE_CHECKING:
+    from netpersona.gossip.config import GossipConfig
+    from netpersona.gossip.node import Datagram, GossipNode, Step
+    from netpersona.gossip.store import Held, HeldCertificates, StoreSnapshot
+    from netpersona.gossip.wire import MAX_DATAGRAM, decode, encode, instance_key
+
+# Each name's module, imported on first use: the agent reads its settings (config) whether or
+# not the channel runs, and the node, through the verifier, loads the JOSE library.
+_HOMES = {
+    "GossipConfig": "config",
+    **dict.fromkeys(("Datagram", "GossipNode", "Step"), "node"),
+    **dict.fromkeys(("Held", "HeldCertificates", "StoreSnapshot"), "store"),
+    **dict.fromkeys(("MAX_DATAGRAM", "decode", "encode", "instance_key"), "wire"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"netpersona.gossip.{home}"), name)
+
 
 __all__ = [
     "MAX_DATAGRAM",
