@@ -77,7 +77,9 @@ def send_frame(ns: Netns, ifname: str, src: str, dst: str, sport: int, dport: in
 
 _BLAST = r"""
 import errno, json, socket, sys, time
-dst, port, seconds, size, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+dst = sys.argv[1]
+port, size, limit = int(sys.argv[2]), int(sys.argv[4]), int(sys.argv[5])
+seconds = float(sys.argv[3])
 family = socket.AF_INET6 if ":" in dst else socket.AF_INET
 sock = socket.socket(family, socket.SOCK_DGRAM)
 data = b"x" * size
