@@ -66,7 +66,8 @@ def test_plan_text_shows_kernel_state_and_the_nft_script() -> None:
         "class htb 6e70:20 dev eth0 parent 6e70:1 rate 100mbit ceil 1gbit burst 65536b prio 1"
         in result.output
     )
-    assert "net.ipv4.conf.eth0.rp_filter = 1" in result.output
+    assert "net.ipv4.conf.eth0.rp_filter = 2" in result.output
+    assert "fib saddr . iif oif missing" in result.output
     assert "dev eth0 mtu 1450" in result.output
     assert "add table inet netpersona" in result.output
 

@@ -85,12 +85,64 @@ def test_every_plan_keeps_metadata_and_control_channel_open() -> None:
         assert chain_rules(plan, "output")[1] == json.dumps([{"jump": {"target": "lockout_out"}}])
 
 
-@pytest.mark.parametrize(("profile", "rp"), [("low", "0"), ("medium", "2"), ("high", "1")])
+@pytest.mark.parametrize(("profile", "rp"), [("low", "0"), ("medium", "2"), ("high", "2")])
 def test_rp_filter_per_profile(profile: str, rp: str) -> None:
     plan = compile_plan(persona(security_profile=profile), FACTS)
     assert Sysctl("net.ipv4.conf.eth0.rp_filter", rp) in plan.sysctls
     redirects_off = Sysctl("net.ipv4.conf.all.accept_redirects", "0") in plan.sysctls
     assert redirects_off == (profile != "low")
+
+
+@pytest.mark.parametrize(
+    ("profile", "flags"), [("low", None), ("medium", ["saddr"]), ("high", ["saddr", "iif"])]
+)
+def test_reverse_path_check_per_profile_on_uplinks_only(
+    profile: str, flags: list[str] | None
+) -> None:
+    rules = chain_rules(compile_plan(persona(security_profile=profile), FACTS), "prerouting")
+    # Other interfaces are left alone, and section 3 traffic is exempt, before any drop.
+    assert rules[0] == json.dumps(
+        [{"match": {"left": {"meta": {"key": "iifname"}}, "op": "!=", "right": "eth0"}},
+         {"return": None}], sort_keys=True)  # fmt: skip
+    assert rules[1] == json.dumps([{"jump": {"target": "lockout_in"}}])
+    rpf = [r for r in rules if "drop_rpf" in r]
+    if flags is None:
+        assert rpf == []
+    else:
+        fib = {"fib": {"flags": flags, "result": "oif"}}
+        assert rpf == [
+            json.dumps(
+                [
+                    {"match": {"left": fib, "op": "==", "right": False}},
+                    {"counter": "drop_rpf"},
+                    {"drop": None},
+                ],
+                sort_keys=True,
+            )
+        ]
+
+
+def test_no_uplink_no_prerouting_rules() -> None:
+    plan = compile_plan(persona(security_profile="high"), HostFacts())
+    assert chain_rules(plan, "prerouting") == []
+
+
+def test_multicast_refused_or_unreceived_is_counted_before_routing() -> None:
+    groups = {"multicast_groups": ["239.1.1.1", "ff15::1"]}
+    plan = compile_plan(persona(communication_mode="multicast", **groups), FACTS)
+    rules = chain_rules(plan, "prerouting")
+    for version in (4, 6):
+        refused = next(r for r in rules if "drop_multicast" in r and f"mcast_v{version}" in r)
+        assert '"op": "!="' in refused
+        unjoined = [r for r in rules if "drop_mcast_unjoined" in r and f"mcast_v{version}" in r]
+        assert len(unjoined) == 1
+        # A socket that would receive it lets it through first.
+        receiver = rules.index(unjoined[0]) - 1
+        assert '"socket"' in rules[receiver]
+        assert '"return"' in rules[receiver]
+    unicast = chain_rules(compile_plan(persona(), FACTS), "prerouting")
+    assert sum("drop_multicast" in r for r in unicast) == 2
+    assert not any("drop_mcast_unjoined" in r for r in unicast)
 
 
 def test_forwarding_dropped_only_in_high() -> None:

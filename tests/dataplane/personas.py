@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from netpersona.model import Persona, parse_persona_text
 
-# A: unshaped, MTU 1450, postgres from anyone.
+# A: unshaped, MTU 1450, postgres from anyone; broadcast mode, for a sysctl that B lacks
+# (icmp_echo_ignore_broadcasts), so a switch either way sets sysctls.
 PERSONA_A = """
 network_persona:
-  communication_mode: unicast
+  communication_mode: broadcast
   security_profile: medium
   allowed_protocols: [postgres, icmp]
   priority: 2

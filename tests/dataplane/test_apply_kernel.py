@@ -48,7 +48,7 @@ def test_apply_reads_back_and_remove_restores_everything(net: Lab, tmp_path: Pat
     assert not report.unchanged
     assert applier.check(plan) == []
     assert _mtu(net.vm, "eth0") == "1400"
-    assert _sysctl(net.vm, "net.ipv4.conf.eth0.rp_filter") == "1"
+    assert _sysctl(net.vm, "net.ipv4.conf.eth0.rp_filter") == "2"  # strict is in nftables
     assert "htb 6e70:" in net.vm.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
     assert "lookup 7480" in net.vm.run(["ip", "rule", "show"]).stdout
     state = applier.store.load()

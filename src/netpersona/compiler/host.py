@@ -11,8 +11,14 @@ from netpersona.model.protocols import L4
 
 __all__ = ["IPV6_MIN_MTU", "RP_FILTER", "compile_links", "compile_sysctls", "sysctl_ifname"]
 
-# Spec section 4, ip-sysctl.rst: 0 no source validation, 1 strict (RFC 3704), 2 loose.
-RP_FILTER = {SecurityProfile.LOW: "0", SecurityProfile.MEDIUM: "2", SecurityProfile.HIGH: "1"}
+# Spec section 4's reverse-path filtering is done by nftables (ruleset.RPF_STRICT: loose in
+# medium, strict in high), which counts what it drops. The sysctl stays for the kernel's own
+# check, which runs after it and drops silently; ip-sysctl.rst: 0 none, 1 strict, 2 loose, and
+# the kernel uses max(conf/all, conf/<uplink>). 2 on the uplink makes that check loose whatever
+# conf/all says, so it never drops what the nftables check let through, except section 3
+# traffic (exempt from the nftables check) whose source has no route back at all. Low keeps 0:
+# the host's conf/all, if set, still applies there (docs/dataplane.md).
+RP_FILTER = {SecurityProfile.LOW: "0", SecurityProfile.MEDIUM: "2", SecurityProfile.HIGH: "2"}
 # RFC 8200 section 5. Below it the kernel removes IPv6 from the link altogether (addresses,
 # routes, and its per-interface settings), so such an MTU is refused on an uplink using IPv6.
 IPV6_MIN_MTU = 1280

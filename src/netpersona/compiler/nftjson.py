@@ -29,6 +29,17 @@ def fib_daddr_type() -> JSON:
     return {"fib": {"result": "type", "flags": ["daddr"]}}
 
 
+def socket(key: str) -> JSON:
+    """A property of the local socket the packet would be delivered to (no match if none)."""
+    return {"socket": {"key": key}}
+
+
+def fib_saddr_oif(*, strict: bool) -> JSON:
+    """The interface a reply to the source would leave by; with ``strict`` only if it is the
+    one the packet came in on (nft(8), FIB EXPRESSIONS: reverse path filtering)."""
+    return {"fib": {"result": "oif", "flags": ["saddr", "iif"] if strict else ["saddr"]}}
+
+
 def match(left: Expr, right: Expr, op: str = "==") -> JSON:
     return {"match": {"op": op, "left": left, "right": right}}
 

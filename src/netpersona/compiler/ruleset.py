@@ -3,6 +3,9 @@
 Chain layout (every drop passes a named counter that says why; base chains accept by policy so
 a missing rule can never silently cut a VM off):
 
+    prerouting (filter, hook prerouting, prio -300; uplinks only) lockout_in -> reverse path
+             (medium loose, high strict: drop_rpf) -> multicast the persona refuses
+             (drop_multicast) -> listed UDP group nobody receives (drop_mcast_unjoined)
     input    (filter, hook input, prio 0)   lo -> lockout_in -> ingress policing -> echo limit ->
              established/related -> invalid -> broadcast -> multicast -> peer check -> in_new
     in_new                                  connection limit -> allowed protocols -> drop_protocol
@@ -15,6 +18,10 @@ a missing rule can never silently cut a VM off):
     lockout_in / lockout_out                spec section 3, always first
 
 Choices the spec leaves open, documented in docs/dataplane.md:
+- The reverse-path check and the multicast checks sit in prerouting because the kernel drops
+  what fails its own rp_filter, and multicast to a group no socket joined, in the routing
+  decision between prerouting and input, where no counter sees it. Checked first, such a packet
+  is dropped and counted by nftables instead (the kernel would have dropped it anyway).
 - Outbound broadcast and multicast (in the modes that allow them) are checked against
   allowed_protocols only: their destination is a segment or a group, not a peer.
 - ARP is not seen by an ``inet`` table at all, so it is never filtered.
@@ -34,7 +41,7 @@ from netpersona.model.jsontree import JSON
 from netpersona.model.persona import CidrSelector, CommunicationMode, Persona, SecurityProfile
 from netpersona.model.protocols import L4, ProtocolRule
 
-__all__ = ["DROP_COUNTERS", "ECHO_BURST", "ECHO_RATE", "compile_ruleset"]
+__all__ = ["DROP_COUNTERS", "ECHO_BURST", "ECHO_RATE", "RPF_STRICT", "compile_ruleset"]
 
 IPNetwork = IPv4Network | IPv6Network
 
@@ -49,7 +56,17 @@ DROP_COUNTERS = (
     "drop_conn_limit",
     "drop_ingress_rate",
     "drop_forward",
+    "drop_rpf",
+    "drop_mcast_unjoined",
 )
+# Spec section 4, reverse-path filtering on uplinks (RFC 3704): None = off, else strict or not.
+RPF_STRICT: dict[SecurityProfile, bool | None] = {
+    SecurityProfile.LOW: None,
+    SecurityProfile.MEDIUM: False,
+    SecurityProfile.HIGH: True,
+}
+# Before conntrack (-200), so a spoofed packet never makes a conntrack entry (nft(8): raw).
+PREROUTING_PRIO = -300
 # Spec section 4: inbound echo requests per source address in the medium and high profiles.
 ECHO_RATE = 10  # per second
 ECHO_BURST = 20  # packets
@@ -131,6 +148,7 @@ def compile_ruleset(persona: Persona, facts: HostFacts) -> list[JSON]:
         ("input", "input", 0),
         ("output", "output", 0),
         ("mark_out", "output", -150),
+        ("prerouting", "prerouting", PREROUTING_PRIO),
     ):
         t.chain(name, hook, prio)
     if profile is SecurityProfile.HIGH:
@@ -143,6 +161,7 @@ def compile_ruleset(persona: Persona, facts: HostFacts) -> list[JSON]:
         t.rule("forward", *_drop("drop_forward"), comment="high profile: no forwarding")
 
     _lockout(t, facts)
+    _prerouting(t, persona, facts)
     _input(t, persona)
     _in_new(t, persona)
     _output(t, persona)
@@ -229,6 +248,44 @@ def _lockout(t: _Table, facts: HostFacts) -> None:
             j.ACCEPT,
             comment="control channel",
         )
+
+
+def _prerouting(t: _Table, persona: Persona, facts: HostFacts) -> None:
+    """What the kernel would drop between prerouting and input without a trace, on uplinks."""
+    c = "prerouting"
+    uplinks = sorted(u.name for u in facts.uplinks)
+    if not uplinks:
+        return
+    t.rule(c, j.match(j.meta("iifname"), j.anon_set(uplinks), "!="), j.RETURN)
+    t.rule(c, j.jump("lockout_in"))
+    strict = RPF_STRICT[persona.security_profile]
+    if strict is not None:
+        # The fib lookup itself lets through loopback, 0.0.0.0 to broadcast or a link-local
+        # group (a DHCP discover, an IGMP report), and IPv6 neighbour discovery from ::.
+        t.rule(
+            c,
+            j.match(j.fib_saddr_oif(strict=strict), False),
+            *_drop("drop_rpf"),
+            comment="reverse path: " + ("strict" if strict else "loose"),
+        )
+    multicast = persona.communication_mode is CommunicationMode.MULTICAST
+    if multicast:
+        t.rule(c, j.match(j.meta("l4proto"), "igmp"), j.RETURN, comment="igmp")
+    for version, group in ((4, IPV4_MULTICAST), (6, IPV6_MULTICAST)):
+        ip = _ip(version)
+        refused = [j.match(j.payload(ip, "daddr"), j.prefix(group))]
+        if multicast:
+            refused.append(j.match(j.payload(ip, "daddr"), f"@mcast_v{version}", "!="))
+        t.rule(c, *refused, *_drop("drop_multicast"))
+        if multicast:
+            # A listed group: the kernel delivers it only if a socket joined the group, and a
+            # UDP datagram only to a socket bound to its port. `socket` finds that socket.
+            listed = [
+                j.match(j.meta("l4proto"), "udp"),
+                j.match(j.payload(ip, "daddr"), f"@mcast_v{version}"),
+            ]
+            t.rule(c, *listed, j.match(j.socket("transparent"), j.anon_set([0, 1])), j.RETURN)
+            t.rule(c, *listed, *_drop("drop_mcast_unjoined"), comment="nobody receives")
 
 
 def _input(t: _Table, persona: Persona) -> None:

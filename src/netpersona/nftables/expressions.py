@@ -75,7 +75,7 @@ _LOG_LEVELS = frozenset(
     {"emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"}
 )
 _LOG_FLAGS = frozenset({"tcp sequence", "tcp options", "ip options", "skuid", "ether", "all"})
-_LEFT_KINDS = frozenset({"payload", "meta", "ct", "fib", "numgen", "concat"})
+_LEFT_KINDS = frozenset({"payload", "meta", "ct", "fib", "socket", "numgen", "concat"})
 _PER_ELEMENT_STATEMENTS = frozenset({"limit", "counter", "ct count"})
 
 
@@ -237,6 +237,11 @@ def _fib(body: object, path: str) -> str:
     return f"fib {' . '.join(keys)} {result}"
 
 
+def _socket(body: object, path: str) -> str:
+    key = fields(body, path, ("key",))["key"]
+    return f"socket {word(key, at(path, 'key'), ('transparent', 'mark', 'wildcard'))}"
+
+
 def _numgen(body: object, path: str) -> str:
     b = fields(body, path, ("mode", "mod"), ("offset",))
     mode = word(b["mode"], at(path, "mode"), ("inc", "random"))
@@ -290,6 +295,7 @@ _EXPRESSIONS: dict[str, Callable[[object, str], str]] = {
     "meta": _meta,
     "ct": _ct,
     "fib": _fib,
+    "socket": _socket,
     "numgen": _numgen,
     "concat": _concat,
     "prefix": _prefix,
@@ -373,6 +379,12 @@ def _match(body: object, path: str) -> str:
     if not (isinstance(left, Mapping) and len(left) == 1 and next(iter(left)) in _LEFT_KINDS):
         fail(at(path, "left"), f"unsupported left side {_show(left)}")
     right, rpath = b["right"], at(path, "right")
+    if isinstance(right, bool):
+        # `fib ... oif missing` / `exists`: nft lists the presence of an interface as a bool.
+        if next(iter(left)) != "fib" or op not in ("==", "!="):
+            fail(rpath, 'true and false only compare with "==" or "!=" to a fib interface')
+        present = right if op == "==" else not right
+        return f"{expression(left, at(path, 'left'))} {'exists' if present else 'missing'}"
     if isinstance(right, list):
         # A flag list: "in" tests for any of the flags (ct state established,related), "=="
         # and "!=" compare with all of them together, in JSON and in text alike.

@@ -6,6 +6,7 @@ A probe is a mapping:
     {"id": "ping", "proto": "icmp", "dst": "10.0.0.5", "count": 1, "vary_id": false}
     {"id": "bc", "proto": "udp", "dst": "10.0.0.255", "port": 5000, "broadcast": true}
     {"id": "mc", "proto": "udp", "dst": "239.1.1.1", "port": 5001, "ifname": "eth0"}
+    {"id": "spoof", "proto": "udp", "dst": "10.0.0.5", "port": 5001, "src": "10.9.9.9"}
     {"id": "conns", "proto": "tcp", "dst": "10.0.0.5", "port": 5432, "count": 10}
 
 and the result says what the sender saw: for TCP whether the handshake completed and the
@@ -61,6 +62,9 @@ def _tcp(probe: Probe, hold: list[socket.socket]) -> dict[str, Any]:
 def _udp(probe: Probe) -> dict[str, Any]:
     family = _family(probe["dst"])
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if probe.get("src"):
+            # Any address of the sender's namespace (one added just for the test, say).
+            sock.bind((probe["src"], 0))
         if probe.get("broadcast"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if probe.get("ifname"):
