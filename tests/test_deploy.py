@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer
 
-from netpersona.cli.main import app
+from netpersona.cli.main import every_command
 
 UNITS = sorted((Path(__file__).resolve().parents[1] / "deploy" / "systemd").glob("*.service"))
 SYSTEMD_UNITS = Path("/usr/lib/systemd/system")
@@ -34,8 +33,8 @@ def test_unit_execstart_matches_the_cli(unit: Path) -> None:
     argv = shlex.split(service_section(unit)["ExecStart"])
     # The path the .deb installs (scripts/build links it to the package's environment).
     assert argv[0] == "/usr/bin/netpersona"
-    command = typer.main.get_command(app)
-    sub = command.commands[argv[1]]  # type: ignore[attr-defined]
+    command = every_command()
+    sub = command.commands[argv[1]]
     known = {opt for param in sub.params for opt in getattr(param, "opts", [])}
     given = {arg for arg in argv[2:] if arg.startswith("--")}
     assert given <= known, given - known

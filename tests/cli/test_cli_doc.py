@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
 
 from netpersona import errors
 from netpersona.cli import install
-from netpersona.cli.main import app
+from netpersona.cli.main import every_command
 from tests.service.serve_process import NETPERSONA
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -66,7 +65,7 @@ def test_each_documented_option_reads_its_variable_wherever_it_is_taken() -> Non
         "--data-dir",
     }
     taken: dict[str, set[str]] = {option: set() for option in documented}
-    for path, command in _commands(typer.main.get_command(app)):
+    for path, command in _commands(every_command()):
         for param in command.params:
             for option in set(param.opts) & set(documented):
                 variable, _ = documented[option]

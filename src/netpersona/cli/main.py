@@ -123,6 +123,14 @@ app = typer.Typer(
 app.callback()(install.root_options)
 
 
+def every_command() -> Any:
+    """The root click group with every command loaded (for documentation and its tests)."""
+    group = typer.main.get_command(app)
+    for name, (module, _) in COMMANDS.items():
+        group.commands[name] = load_commands(module)[name]  # type: ignore[attr-defined]
+    return group
+
+
 # Click's own errors (a bad option, a missing argument), found from a class Typer exports, as
 # Typer carries its own copy of Click.
 _CLICK_ERROR: type[Exception] = next(
@@ -137,22 +145,30 @@ def main() -> None:
         install.exit_if_extra_missing(exc)
         raise
     except NetpersonaError as exc:
-        from rich.console import Console  # noqa: PLC0415
-        from rich.markup import escape  # noqa: PLC0415
-
-        stderr = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in str(exc).splitlines() or [""]:
-            stderr.print(f"[red]error[/red] ({exc.code}) {escape(line)}")
+            _error_line(exc.code, line)
         sys.exit(exc.exit_code)
     except _CLICK_ERROR as exc:
-        # A group run without a command has printed its help already.
-        if type(exc).__name__ != "NoArgsIsHelpError":
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # A group run without a command: its help, on stdout as `--help` prints it.
+            print(exc.ctx.get_help())  # type: ignore[attr-defined]
+        else:
             _usage_error(exc)
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
-        stderr.print("[red]error[/red] (error) aborted")
+        _error_line("error", "aborted")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(code: str, line: str, suffix: str = "") -> None:
+    """One ``error (<code>) <message>`` line on stderr (rich is loaded only when one is due)."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[red]error[/red] ({code}) {escape(line)}{suffix}"
+    )
 
 
 def _usage_error(exc: Exception) -> None:
@@ -161,5 +177,5 @@ def _usage_error(exc: Exception) -> None:
     ctx = getattr(exc, "ctx", None)
     where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
     for line in str(message).splitlines() or [""]:
-        stderr.print(f"[red]error[/red] (usage_error) {escape(line)}{where}")
+        _error_line("usage_error", line, where)
         where = ""
