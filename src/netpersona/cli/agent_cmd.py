@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from netpersona.agent.runner import Agent, AgentConfig
+from netpersona.cli.log_options import LogFormatOption, LogLevelOption
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import DEFAULT_CONTROL_PORT
 from netpersona.gossip.config import GossipConfig
@@ -52,10 +53,11 @@ def register(app: typer.Typer) -> None:
         gossip_bandwidth: Annotated[
             int, typer.Option(help="The control channel's cap in bytes/s (headers included).")
         ] = _GOSSIP_DEFAULTS.bandwidth,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        log_level: LogLevelOption = "info",
+        log_format: LogFormatOption = None,
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
-        configure_logging(log_level)
+        configure_logging(log_level, log_format)
         config = AgentConfig(
             metadata_url=metadata_url,
             state_dir=state_dir,
