@@ -105,7 +105,7 @@ def test_the_base_install_has_no_web_stack_and_serve_says_what_to_install(
     base_venv: Path,
 ) -> None:
     python = str(base_venv / "bin" / "python")
-    for module in ("fastapi", "uvicorn", "starlette", "uvloop", "httptools", "prometheus_client"):
+    for module in ("fastapi", "uvicorn", "starlette", "uvloop", "httptools"):
         probe = run([python, "-c", f"import {module}"], cwd=base_venv)
         assert probe.returncode != 0, f"{module} is installed in the base environment"
     result = netpersona(base_venv, "serve", "--data-dir", str(base_venv / "data"))

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from netpersona.agent.config import check_metrics_textfile, parse_metrics_listen
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.cli.log_options import LogFormatOption, LogLevelOption
 from netpersona.dataplane.kernel import LinuxKernel
@@ -53,6 +54,23 @@ def register(app: typer.Typer) -> None:
         gossip_bandwidth: Annotated[
             int, typer.Option(help="The control channel's cap in bytes/s (headers included).")
         ] = _GOSSIP_DEFAULTS.bandwidth,
+        metrics_listen: Annotated[
+            str | None,
+            typer.Option(
+                help="Serve Prometheus metrics on IP:PORT (e.g. 127.0.0.1:9477) at /metrics."
+                " Off by default.",
+            ),
+        ] = None,
+        metrics_textfile: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write Prometheus metrics to this .prom file (replaced atomically), for"
+                " node_exporter's textfile collector. Off by default.",
+            ),
+        ] = None,
+        metrics_interval: Annotated[
+            float, typer.Option(min=1.0, help="Seconds between rewrites of --metrics-textfile.")
+        ] = 15.0,
         log_level: LogLevelOption = "info",
         log_format: LogFormatOption = None,
     ) -> None:
@@ -66,6 +84,11 @@ def register(app: typer.Typer) -> None:
             drift_interval=drift_interval,
             gossip=gossip,
             gossip_config=GossipConfig(interval=gossip_interval, bandwidth=gossip_bandwidth),
+            metrics_listen=None if metrics_listen is None else parse_metrics_listen(metrics_listen),
+            metrics_textfile=(
+                None if metrics_textfile is None else check_metrics_textfile(metrics_textfile)
+            ),
+            metrics_interval=metrics_interval,
         )
         the_agent = Agent(config, LinuxKernel())
         if once:
