@@ -137,7 +137,7 @@ def test_gossip_counters_by_reason(tmp_path: Path) -> None:
     assert rejected("stale") == 1  # replayed
     assert rejected("bad_signature") == 1  # forged
     assert rejected("expired") == 0  # every reason is there from the start
-    dropped = ("netpersona_agent_gossip_datagrams_dropped_total", (("reason", "oversized"),))
+    dropped = ("netpersona_agent_gossip_drops_total", (("reason", "oversized"),))
     assert got[dropped] == 1
     received = ("netpersona_agent_gossip_datagrams_total", (("direction", "received"),))
     assert got[received] == 5

@@ -285,8 +285,10 @@ class _StateCollector(Collector):
             rejected.add_metric([reason], float(n))
         yield rejected
         dropped = CounterMetricFamily(
-            "netpersona_agent_gossip_datagrams_dropped",
-            "Control channel datagrams dropped before any certificate was looked at, by reason",
+            "netpersona_agent_gossip_drops",
+            "What the control channel dropped, by reason: datagrams received (oversized,"
+            " malformed, rate_limited, own_address), requests and offers (unauthenticated,"
+            " state_full), messages not sent for the bandwidth cap (bandwidth)",
             labels=["reason"],
         )
         for reason, n in sorted(_by_prefix(counts, "drop_").items()):
