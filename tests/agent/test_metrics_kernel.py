@@ -166,3 +166,28 @@ def test_agent_and_service_metrics_say_what_happened(fleet: Fleet, tmp_path: Pat
     assert lines
     events = [json.loads(line) for line in lines]
     assert any(e["event"] == "metrics endpoint listening" for e in events)
+
+
+def test_a_single_pass_writes_the_textfile_and_logs_for_a_human(tmp_path: Path) -> None:
+    """``agent --once`` with the service away: exit 1, a console log that says why, and a
+    textfile that says the same to node_exporter."""
+    from netpersona.lab.fleet import netpersona_argv
+    from netpersona.testing.netns import netns
+
+    textfile = tmp_path / "agent.prom"
+    argv = [*netpersona_argv(), "agent", "--once", "--no-gossip", "--state-dir", str(tmp_path)]
+    argv += ["--metadata-url", "http://127.0.0.1:9", "--metrics-textfile", str(textfile)]
+    argv += ["--log-format", "console"]
+    with netns("npmt") as ns:
+        done = ns.run(argv, check=False, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert any("[error" in line and "pass failed" in line for line in lines), done.stderr
+    assert not any(line.startswith("{") for line in lines)
+    written = textfile.read_text()
+    assert lint(written) == []
+    got = parse(written)
+    assert got[("netpersona_agent_service_state", (("state", "unreachable"),))] == 1
+    assert got[("netpersona_agent_watch_state", (("state", "failing"), ("view", "instance")))] == 1
+    assert got[("netpersona_agent_converged", ())] == 0
+    assert got[("netpersona_agent_gossip_state", (("state", "off"),))] == 1
