@@ -5,6 +5,8 @@ One ``netpersona serve`` process per configuration, alternated ``--rounds`` time
 run so that machine load falls on both alike; its stderr goes to a file (the JSON format, as
 under systemd, at info level so the access log is written). The reference is the same server
 with ``--no-access-log``. The client is bench/fanout.py's (raw asyncio sockets, keep-alive).
+Also the cost of one line, rendered in this process, against the standard library's plainest
+formatter.
 
     uv run python bench/access_log.py                    # 3 rounds of 5 s, 32 clients
     uv run python bench/access_log.py --rounds 1 --get-seconds 3
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -29,7 +32,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fanout import free_port, plain_gets, populate
 
+from netpersona.logs import configure_logging
 from netpersona.store import Role, SqliteStore
+
+ACCESS_ARGS = ("127.0.0.1:5555", "GET", "/v1/instance/network_persona", "1.1", 200)
+
+
+def line_microseconds(lines: int = 20000) -> dict[str, float]:
+    """In this process: one access-log line through netpersona.logs (json, to /dev/null), and
+    the same record through the standard library's plainest formatter, for reference."""
+    access = logging.getLogger("uvicorn.access")
+    figures = {}
+    with open(os.devnull, "w") as null:
+        for name in ("netpersona_json", "reference_stdlib_message_only"):
+            configure_logging("info", "json", stream=null)
+            if name.startswith("reference"):
+                logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(message)s"))
+            started = time.perf_counter()
+            for _ in range(lines):
+                access.info('%s - "%s %s HTTP/%s" %d', *ACCESS_ARGS)
+            figures[name] = round((time.perf_counter() - started) / lines * 1e6, 1)
+    logging.getLogger().handlers.clear()
+    return figures
+
 
 CONFIGS = {"access_log": ["--access-log"], "reference_no_access_log": ["--no-access-log"]}
 
@@ -102,6 +127,7 @@ def main() -> None:
                 "access_log_relative_to_reference": round(
                     medians["access_log"] / medians["reference_no_access_log"], 3
                 ),
+                "line_microseconds": line_microseconds(),
                 "runs": runs,
             },
             indent=2,
