@@ -27,6 +27,7 @@ __all__ = ["LEVELS", "LogFormat", "configure_logging", "resolve_format"]
 
 LEVELS = ("debug", "info", "warning", "error")
 ACCESS_LOGGER = "uvicorn.access"
+CHATTY = ("httpx", "httpcore")
 
 
 class LogFormat(StrEnum):
@@ -144,6 +145,10 @@ def configure_logging(
         library = logging.getLogger(name)
         library.handlers.clear()
         library.propagate = True
+    # httpx says every request it makes at info level: the agent's long polls would fill the
+    # log with lines that say nothing the agent's own events do not. Shown at debug.
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

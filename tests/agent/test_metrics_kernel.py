@@ -166,6 +166,8 @@ def test_agent_and_service_metrics_say_what_happened(fleet: Fleet, tmp_path: Pat
     assert lines
     events = [json.loads(line) for line in lines]
     assert any(e["event"] == "metrics endpoint listening" for e in events)
+    # httpx's line per request (the long polls) is not in it at info level.
+    assert not [e for e in events if e["logger"].startswith(("httpx", "httpcore"))]
 
 
 def test_a_single_pass_writes_the_textfile_and_logs_for_a_human(tmp_path: Path) -> None:
