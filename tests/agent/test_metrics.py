@@ -224,3 +224,30 @@ def test_metrics_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         check_metrics_textfile(tmp_path / "nowhere" / "netpersona.prom")
     assert check_metrics_textfile(tmp_path / "n.prom") == tmp_path / "n.prom"
+
+
+def test_a_defect_in_rendering_is_a_500_and_the_endpoint_lives_on(tmp_path: Path) -> None:
+    metrics, _ = make(tmp_path, DROPS)
+    broken = {"yes": True}
+    render = metrics.render
+
+    def flaky(*, with_process: bool = True) -> bytes:
+        if broken["yes"]:
+            raise RuntimeError("a collector's defect")
+        return render(with_process=with_process)
+
+    metrics.render = flaky  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        endpoint = MetricsEndpoint(metrics, "127.0.0.1", 0)
+        await endpoint.start()
+        try:
+            url = f"http://127.0.0.1:{endpoint.port}/metrics"
+            async with httpx.AsyncClient(timeout=30) as client:
+                assert (await client.get(url)).status_code == 500
+                broken["yes"] = False
+                assert (await client.get(url)).status_code == 200
+        finally:
+            await endpoint.close()
+
+    asyncio.run(scenario())

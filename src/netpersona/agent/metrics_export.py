@@ -94,5 +94,9 @@ class MetricsEndpoint:
             return "404 Not Found", b"not found: the metrics are at /metrics\n", []
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", b"method not allowed\n", ["Allow: GET, HEAD"]
-        await self.metrics.refresh()
-        return "200 OK", self.metrics.render(), []
+        try:
+            await self.metrics.refresh()
+            return "200 OK", self.metrics.render(), []
+        except Exception as exc:  # a defect in a collector must not end the endpoint
+            log.error("metrics not rendered", error=f"{type(exc).__name__}: {exc}")
+            return "500 Internal Server Error", b"metrics could not be rendered\n", []
