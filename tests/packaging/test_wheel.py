@@ -126,11 +126,22 @@ def test_the_lab_default_scenario_loads_from_the_install(base_venv: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.subprocess
+def test_the_base_install_has_what_the_agents_metrics_need(base_venv: Path) -> None:
+    python = str(base_venv / "bin" / "python")
+    probe = run([python, "-c", "import prometheus_client, netpersona.agent.metrics"], cwd=base_venv)
+    assert probe.returncode == 0, probe.stderr
+    helped = netpersona(base_venv, "agent", "--help")
+    assert "--metrics-listen" in helped.stdout
+    assert "--metrics-textfile" in helped.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_base_install_has_no_web_stack_and_serve_says_what_to_install(
     base_venv: Path,
 ) -> None:
     python = str(base_venv / "bin" / "python")
-    for module in ("fastapi", "uvicorn", "starlette", "uvloop", "httptools", "prometheus_client"):
+    for module in ("fastapi", "uvicorn", "starlette", "uvloop", "httptools"):
         probe = run([python, "-c", f"import {module}"], cwd=base_venv)
         assert probe.returncode != 0, f"{module} is installed in the base environment"
     result = netpersona(base_venv, "serve", "--data-dir", str(base_venv / "data"))

@@ -1,12 +1,16 @@
-"""``/metrics``: requests, watchers, changes, wake-ups and latency, in Prometheus text."""
+"""``/metrics``: requests, watchers, changes, wake-ups and latency, the process and the build, in
+Prometheus text that passes promtool's rules."""
 
 from __future__ import annotations
 
 import asyncio
+import platform
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from netpersona.build_info import package_version
+from tests.promlint import lint
 from tests.service.conftest import Service, persona_doc
 
 pytestmark = pytest.mark.anyio
@@ -62,3 +66,21 @@ async def test_metrics_count_requests_watchers_changes_and_wakeups(service: Serv
     # Labels never name an instance or an address.
     assert "vm1" not in str(after)
     assert "10.0.0.1" not in str(after)
+
+
+async def test_metrics_say_the_build_and_the_process_and_pass_the_promtool_rules(
+    service: Service,
+) -> None:
+    await service.add_instance("vm1", "10.0.0.1")
+    async with service.anonymous("192.0.2.9") as client:
+        await client.get("/v1/instance")  # a request of each kind, so every family has samples
+        response = await client.get("/metrics")
+    assert lint(response.text) == []
+    got = await scrape(service)
+    builds = [labels for name, labels in got if name == "netpersona_build_info"]
+    assert len(builds) == 1
+    labels = dict(builds[0])
+    assert labels["version"] == package_version()
+    assert labels["python"] == platform.python_version()
+    assert got[("process_cpu_seconds_total", ())] > 0
+    assert got[("process_resident_memory_bytes", ())] > 0

@@ -12,7 +12,7 @@ from netpersona.errors import UsageError
 from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint
 from netpersona.gossip.config import GossipConfig
 
-__all__ = ["AgentConfig", "metadata_endpoint"]
+__all__ = ["AgentConfig", "metadata_endpoint", "parse_metrics_listen", "check_metrics_textfile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,14 @@ class AgentConfig:
     backoff_cap: float = 30.0
     gossip: bool = True
     gossip_config: GossipConfig = field(default_factory=GossipConfig)
+    # Metrics (docs/observability.md): off unless one of the two is given.
+    metrics_listen: tuple[str, int] | None = None
+    metrics_textfile: Path | None = None
+    metrics_interval: float = 15.0
+
+    @property
+    def metrics(self) -> bool:
+        return self.metrics_listen is not None or self.metrics_textfile is not None
 
 
 def metadata_endpoint(url: str) -> Endpoint:
@@ -36,3 +44,35 @@ def metadata_endpoint(url: str) -> Endpoint:
             f"--metadata-url {url!r}: the host must be an IP address (the firewall keeps it open)"
         ) from None
     return Endpoint(address, parsed.port or (443 if parsed.scheme == "https" else 80))
+
+
+def parse_metrics_listen(text: str) -> tuple[str, int]:
+    """``--metrics-listen``: ``HOST:PORT`` or ``[V6ADDR]:PORT``, HOST an IP address."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ip_address(host)
+    except ValueError:
+        host = ""
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(
+            f"--metrics-listen {text!r}: expected IP:PORT, e.g. 127.0.0.1:9477 (the metrics"
+            " tell whoever reaches them about this VM's traffic: keep it on localhost or a"
+            " management address)"
+        )
+    return host, int(port)
+
+
+def check_metrics_textfile(path: Path) -> Path:
+    """``--metrics-textfile``: a ``.prom`` file (the only ones node_exporter's textfile
+    collector reads) in a directory that exists."""
+    if path.suffix != ".prom":
+        raise UsageError(
+            f"--metrics-textfile {str(path)!r}: node_exporter's textfile collector reads only"
+            " files whose name ends in .prom"
+        )
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--metrics-textfile {str(path)!r}: directory {str(path.parent)!r} does not exist"
+        )
+    return path

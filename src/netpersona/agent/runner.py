@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -42,9 +42,13 @@ from netpersona.agent.status import AgentRecord, StatusRecord, error_code, error
 from netpersona.agent.view import merge_peer_views
 from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
-from netpersona.errors import MalformedAnswer, NetpersonaError
+from netpersona.errors import MalformedAnswer, NetpersonaError, UsageError
 from netpersona.records import Peer
 from netpersona.system.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from netpersona.agent.metrics import AgentMetrics
+    from netpersona.agent.metrics_export import MetricsEndpoint
 
 __all__ = ["Agent", "AgentConfig", "AgentRecord"]
 
@@ -78,6 +82,15 @@ class Agent:
         self.compiled_view: tuple[Peer, ...] | None = None
         self.log = structlog.get_logger("netpersona.agent")
         self.systemd = Notifier()
+        self.metrics: AgentMetrics | None = None
+        if config.metrics:
+            # Only an agent asked for metrics loads prometheus_client.
+            from netpersona.agent.metrics import AgentMetrics, MeteredApplier  # noqa: PLC0415
+
+            self.metrics = AgentMetrics(self.status, self.control, kernel)
+            self.status.on_outcome = self.metrics.observe_outcome
+            self.reconciler.applier = MeteredApplier(self.reconciler.applier, self.metrics)
+        self.metrics_endpoint: MetricsEndpoint | None = None
 
     @property
     def record(self) -> AgentRecord:
@@ -190,6 +203,7 @@ class Agent:
             return False
         finally:
             await self.client.aclose()
+            await self.write_metrics()
         return self.converged
 
     @property
@@ -218,6 +232,41 @@ class Agent:
             except Exception as exc:  # a timer must outlive every failure
                 self.log.error("timer failed", timer=what, error=error_text(exc))
 
+    # --- metrics
+    async def start_metrics_endpoint(self) -> None:
+        """Listen on ``--metrics-listen``; a port that cannot be had is a usage error."""
+        if self.metrics is None or self.config.metrics_listen is None:
+            return
+        from netpersona.agent.metrics_export import MetricsEndpoint  # noqa: PLC0415
+
+        host, port = self.config.metrics_listen
+        endpoint = MetricsEndpoint(self.metrics, host, port)
+        try:
+            await endpoint.start()
+        except OSError as exc:
+            raise UsageError(f"--metrics-listen {host}:{port}: {exc.strerror}") from None
+        self.metrics_endpoint = endpoint
+        self.log.info("metrics endpoint listening", listen=f"{host}:{endpoint.port}")
+
+    async def write_metrics(self) -> None:
+        """Rewrite ``--metrics-textfile`` (a failure is logged: metrics never stop the agent)."""
+        path = self.config.metrics_textfile
+        if self.metrics is None or path is None:
+            return
+        from netpersona.agent.metrics_export import write_textfile  # noqa: PLC0415
+
+        await self.metrics.refresh()
+        body = self.metrics.render(with_process=False)
+        try:
+            await asyncio.to_thread(write_textfile, path, body)
+        except OSError as exc:
+            self.log.warning("metrics file not written", path=str(path), error=str(exc))
+
+    async def _write_metrics_forever(self) -> None:
+        while True:
+            await self.write_metrics()
+            await self.sleep(self.config.metrics_interval)
+
     def _drift_due(self) -> None:
         self.reconciler.drift_due = True
         self.dirty.set()
@@ -233,6 +282,9 @@ class Agent:
         if self.config.gossip:
             counters = self._forever("counters", COUNTERS_INTERVAL, self.control.copy_counters)
             tasks.append(asyncio.create_task(counters, name="gossip-counters"))
+        if self.config.metrics_textfile is not None:
+            textfile = self._write_metrics_forever()
+            tasks.append(asyncio.create_task(textfile, name="metrics-textfile"))
         return tasks
 
     def _pass_failed(self, exc: Exception) -> None:
@@ -254,6 +306,7 @@ class Agent:
             await asyncio.wait_for(self.dirty.wait(), timeout=retry_in + 0.01)
 
     async def run(self) -> None:
+        await self.start_metrics_endpoint()
         tasks = [*self._tasks(), asyncio.create_task(self.systemd.keep_alive(), name="watchdog")]
         try:
             while True:
@@ -271,5 +324,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.reconciler.close()
+            if self.metrics_endpoint is not None:
+                await self.metrics_endpoint.close()
             await self.control.close()
             await self.client.aclose()

@@ -97,6 +97,8 @@ class StatusRecord:
         self.log = structlog.get_logger("netpersona.agent")
         # The outcome of the last pass, shown whenever no view it compiles from is refused.
         self._outcome: tuple[str | None, str | None] = (None, None)
+        # Told of each pass's outcome, after the record says it (the agent's metrics).
+        self.on_outcome: Callable[[str, AgentRecord], None] | None = None
 
     def save(self) -> None:
         with contextlib.suppress(OSError):
@@ -176,6 +178,8 @@ class StatusRecord:
         self.record.updated_at = self.clock()
         self._show_outcome()
         self.save()
+        if self.on_outcome is not None:
+            self.on_outcome(result, self.record)
 
     def _show_outcome(self) -> None:
         """What the record says about the pass: its outcome, unless an answer it would compile

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
+from netpersona.agent.config import check_metrics_textfile, parse_metrics_listen
 from netpersona.agent.runner import Agent, AgentConfig
+from netpersona.cli.log_options import LogFormatOption, LogLevelOption
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import DEFAULT_CONTROL_PORT
 from netpersona.gossip.config import GossipConfig
@@ -55,10 +57,28 @@ def register(app: typer.Typer) -> None:
         gossip_bandwidth: Annotated[
             int, typer.Option(help="The control channel's cap in bytes/s (headers included).")
         ] = _GOSSIP_DEFAULTS.bandwidth,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        metrics_listen: Annotated[
+            str | None,
+            typer.Option(
+                help="Serve Prometheus metrics on IP:PORT (e.g. 127.0.0.1:9477) at /metrics."
+                " Off by default.",
+            ),
+        ] = None,
+        metrics_textfile: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write Prometheus metrics to this .prom file (replaced atomically), for"
+                " node_exporter's textfile collector. Off by default.",
+            ),
+        ] = None,
+        metrics_interval: Annotated[
+            float, typer.Option(min=1.0, help="Seconds between rewrites of --metrics-textfile.")
+        ] = 15.0,
+        log_level: LogLevelOption = "info",
+        log_format: LogFormatOption = None,
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
-        configure_logging(log_level)
+        configure_logging(log_level, log_format)
         config = AgentConfig(
             metadata_url=metadata_url,
             state_dir=state_dir,
@@ -67,6 +87,11 @@ def register(app: typer.Typer) -> None:
             drift_interval=drift_interval,
             gossip=gossip,
             gossip_config=GossipConfig(interval=gossip_interval, bandwidth=gossip_bandwidth),
+            metrics_listen=None if metrics_listen is None else parse_metrics_listen(metrics_listen),
+            metrics_textfile=(
+                None if metrics_textfile is None else check_metrics_textfile(metrics_textfile)
+            ),
+            metrics_interval=metrics_interval,
         )
         the_agent = Agent(config, LinuxKernel())
         if once:

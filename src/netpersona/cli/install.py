@@ -9,28 +9,22 @@ imports it when it runs, so a missing package is met there and said in one line.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
+
+from netpersona.build_info import package_version
 
 __all__ = ["SERVICE_HINT", "package_version", "root_options", "exit_if_extra_missing"]
 
 # Top-level modules that only ``netpersona[service]`` installs (pyproject.toml).
 SERVICE_MODULES = frozenset(
     {
-        *("fastapi", "starlette", "uvicorn", "httptools", "uvloop", "prometheus_client"),
+        *("fastapi", "starlette", "uvicorn", "httptools", "uvloop"),
         *("jinja2", "swagger_ui_bundle", "multipart", "python_multipart", "psycopg"),
     }
 )
 SERVICE_HINT = "pip install 'netpersona[service]'"
-
-
-def package_version() -> str:
-    try:
-        return version("netpersona")
-    except PackageNotFoundError:  # running from a tree that was never installed
-        return "unknown"
 
 
 def _print_version(value: bool) -> None:

@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from netpersona.cli.log_options import LogFormatOption, LogLevelOption
 from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
 from netpersona.logs import configure_logging
@@ -252,7 +253,14 @@ def register(app: typer.Typer) -> None:
         ] = DEFAULT_LISTEN,
         db: DbUrl = None,
         db_password_file: DbPasswordFile = None,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        log_level: LogLevelOption = "info",
+        log_format: LogFormatOption = None,
+        access_log: Annotated[
+            bool,
+            typer.Option(
+                help="Log each request (method, path, status) at info level, in the log's format.",
+            ),
+        ] = True,
         admin_socket: Annotated[
             Path | None,
             typer.Option(
@@ -304,7 +312,7 @@ def register(app: typer.Typer) -> None:
             header_timeout,
             default_max_connections() if max_connections is None else max_connections,
         )
-        configure_logging(log_level)
+        configure_logging(log_level, log_format)
         _check_database_is_there(data_dir, db)
         store = open_data_store(data_dir, db, create=True, password_file=db_password_file)
         try:
@@ -325,8 +333,11 @@ def register(app: typer.Typer) -> None:
                 app_,
                 host=host,
                 port=port,
+                # uvicorn's error and access logs go through the root logger's one handler
+                # (netpersona.logs), in the same format as everything else.
+                log_config=None,
                 log_level=log_level,
-                access_log=False,
+                access_log=access_log,
                 backlog=8192,
                 http=limited_protocol(limits),
                 timeout_keep_alive=KEEP_ALIVE_TIMEOUT,

@@ -1,4 +1,5 @@
-"""Prometheus metrics for the service, in a registry of its own (one per app instance).
+"""Prometheus metrics for the service, in a registry of its own (one per app instance): its
+requests, watchers and changes, the process's (``process_*``) and ``netpersona_build_info``.
 
 Labels are route templates and view kinds, never instance ids or addresses: ``/metrics`` is
 readable without a token, and must not tell one VM anything about another.
@@ -9,9 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from netpersona.build_info import add_build_info
 from netpersona.service.views import ViewKind, WatchKey
 
 __all__ = ["MetricsMiddleware", "ServiceMetrics"]
@@ -20,6 +22,9 @@ __all__ = ["MetricsMiddleware", "ServiceMetrics"]
 class ServiceMetrics:
     def __init__(self, waiting: Callable[[ViewKind], int]) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, memory, open files against their limit, start time) from /proc.
+        ProcessCollector(registry=self.registry)
+        add_build_info(self.registry)
         self.requests = Counter(
             "netpersona_http_requests",
             "HTTP requests served, by route template, method and status",
