@@ -31,7 +31,8 @@ Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class TableKernel:
-    """Answers only what the metrics read: the table's listing (``nft -j list table``)."""
+    """Answers only what the metrics read: the table's listing (``nft -j list table``) and its
+    counters."""
 
     def __init__(self, listing: list[dict[str, Any]] | None) -> None:
         self.listing = listing
@@ -40,6 +41,10 @@ class TableKernel:
         if self.listing is None:
             raise KernelError("nft -j list table inet netpersona: exit 1: no nft")
         return self.listing
+
+    def nft_counters(self) -> list[dict[str, Any]] | None:
+        """``nft -j list counters table ...``: the same objects, the counters among them."""
+        return self.nft_table()
 
 
 def series(text: bytes) -> Series:
