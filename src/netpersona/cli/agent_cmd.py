@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from netpersona.agent.config import metadata_urls
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.dataplane.kernel import LinuxKernel
 from netpersona.facts import DEFAULT_CONTROL_PORT
@@ -27,8 +29,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def agent(
         metadata_url: Annotated[
-            str, typer.Option(envvar="NETPERSONA_METADATA_URL", help="The metadata service.")
-        ] = DEFAULT_URL,
+            list[str] | None,
+            typer.Option(
+                help="The metadata service. Replicas: give it again, or a comma-separated list"
+                " (so can NETPERSONA_METADATA_URL); the agent fails over in that order and"
+                " tries the first again after 5 minutes.",
+            ),
+        ] = None,
         state_dir: Annotated[Path, typer.Option(help="Where the agent keeps what it applied.")] = (
             DEFAULT_STATE_DIR
         ),
@@ -56,8 +63,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
         configure_logging(log_level)
+        urls = metadata_urls(
+            metadata_url or [os.environ.get("NETPERSONA_METADATA_URL") or DEFAULT_URL]
+        )
         config = AgentConfig(
-            metadata_url=metadata_url,
+            metadata_url=urls[0],
+            metadata_fallbacks=urls[1:],
             state_dir=state_dir,
             control_port=control_port,
             watch_timeout=watch_timeout,
