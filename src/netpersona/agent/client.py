@@ -171,7 +171,7 @@ class MetadataClient:
             log.info("trying the first metadata service again", url=self.urls[0])
             self.current = 0
         start = self.current
-        failure: MetadataUnavailable | None = None
+        failures: list[MetadataUnavailable] = []
         for step in range(len(self.urls)):
             index = (start + step) % len(self.urls)
             try:
@@ -179,7 +179,7 @@ class MetadataClient:
                     self.urls[index], method, path, headers, params, body, wait, limit
                 )
             except _NoAnswer as no:
-                failure = no.error
+                failures.append(no.error)
                 if len(self.urls) > 1:
                     log.warning(
                         "metadata service failed", url=self.urls[index], error=str(no.error)
@@ -190,8 +190,12 @@ class MetadataClient:
                 self.current = index
                 self._moved_at = self.clock()
             return answer
-        assert failure is not None
-        raise failure
+        if len(failures) == 1:
+            raise failures[0]
+        raise MetadataUnavailable(
+            f"no metadata service answered ({len(failures)} tried): "
+            + "; ".join(str(f) for f in failures)
+        )
 
     async def _send_to(
         self,
