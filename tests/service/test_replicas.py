@@ -99,13 +99,19 @@ async def until(condition: object, what: str, seconds: float = 30) -> None:
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
+def _served(replica: Replica, instance_id: str) -> tuple[str | None, int | None] | None:
+    """The persona name and version ``replica`` serves ``instance_id`` (None: unknown)."""
+    effective = replica.service.app.state.netpersona.fleet.view.effective.get(instance_id)
+    return None if effective is None else (effective.name, effective.version)
+
+
 async def test_a_write_through_one_replica_wakes_a_watcher_on_the_other(pg_url: str) -> None:
     async with replicas(pg_url) as (a, b):
         await a.service.add_instance("vm1", "10.0.0.1")
         await a.service.put_persona("web", persona_doc(1))
         await a.service.pin("vm1", "web")
-        # The instance made through a reaches b's view (b identifies the VM by its address).
-        await until(lambda: b.service.app.state.netpersona.fleet.view.instances, "vm1 on b")
+        # What was written through a reaches b's view (b identifies the VM by its address).
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
         async with await b.service.vm("10.0.0.1") as vm:
             etag = (await vm.get(PERSONA)).headers["etag"]
         task = asyncio.create_task(watch(b.service, "10.0.0.1", etag))
@@ -121,7 +127,7 @@ async def test_a_write_made_while_the_listener_was_down_is_still_delivered(pg_ur
         await a.service.add_instance("vm1", "10.0.0.1")
         await a.service.put_persona("web", persona_doc(1))
         await a.service.pin("vm1", "web")
-        await until(lambda: "vm1" in b.service.app.state.netpersona.fleet.view.effective, "pin")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
         async with await b.service.vm("10.0.0.1") as vm:
             etag = (await vm.get(PERSONA)).headers["etag"]
         task = asyncio.create_task(watch(b.service, "10.0.0.1", etag))

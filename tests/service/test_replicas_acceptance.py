@@ -81,7 +81,8 @@ class Fleet:
             etag = answer.etag
             assert isinstance(answer.body, dict)
             version = answer.body["version"]
-            if not seen or seen[-1] != version:
+            # None: this replica has not caught up with the pin yet (it soon will).
+            if version is not None and (not seen or seen[-1] != version):
                 seen.append(version)
 
     def all_at(self, version: int) -> bool:

@@ -109,7 +109,10 @@ def test_two_replicas_serve_each_others_writes_and_report_readiness(
             assert time.monotonic() < deadline, "b never learnt of vm0"
             time.sleep(0.1)
         with _vm(b, "127.0.1.1") as vm:
-            etag = vm.get(PERSONA).headers["etag"]
+            while (current := vm.get(PERSONA)).json()["name"] != "web":  # b has the pin too
+                assert time.monotonic() < deadline, "b never learnt of the pin"
+                time.sleep(0.1)
+            etag = current.headers["etag"]
 
             async def scenario() -> httpx.Response:
                 poll = asyncio.create_task(
