@@ -90,7 +90,7 @@ async def _run(urls: list[str], tokens: list[str], instances: int, per: int, wri
             sent = time.monotonic()
             response = await admin.put(
                 urls[through] + "/v1/admin/personas/web",
-                json=persona_doc(k % 8),
+                json=persona_doc((k + 1) % 8),  # never the document already stored
                 headers={"Authorization": f"Bearer {tokens[-1]}"},
             )
             acks.append(time.monotonic() - sent)
