@@ -87,6 +87,14 @@ class HostFacts:
     metadata: Endpoint = DEFAULT_METADATA
     control_port: int = DEFAULT_CONTROL_PORT
     peers: tuple[Peer, ...] = field(default=())
+    # Replicas of the metadata service the agent fails over to (its --metadata-url after the
+    # first): the lockout and the control class keep them reachable too.
+    metadata_fallbacks: tuple[Endpoint, ...] = ()
+
+    @property
+    def metadata_endpoints(self) -> tuple[Endpoint, ...]:
+        """Every endpoint of the metadata service, the first one first, none twice."""
+        return tuple(dict.fromkeys((self.metadata, *self.metadata_fallbacks)))
 
 
 _FACT_KEYS = ("uplinks", "metadata", "control_port", "peers")

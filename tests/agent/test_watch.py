@@ -48,8 +48,10 @@ def service(get: Handler, token: bytes = b"tok") -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
-def client(get: Handler, **kwargs: float) -> MetadataClient:
-    return MetadataClient(URL, transport=service(get), **kwargs)
+def client(get: Handler, *, timeout: float = 10.0, deadline_margin: float = 30.0) -> MetadataClient:
+    return MetadataClient(
+        URL, transport=service(get), timeout=timeout, deadline_margin=deadline_margin
+    )
 
 
 @synchronous

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import IPv4Address, ip_address, ip_interface
 from typing import Any
 
 import pytest
 
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan, Route, RoutingRule, Sysctl, TcClass
-from netpersona.facts import HostFacts, Tier, Uplink
+from netpersona.facts import Endpoint, HostFacts, Tier, Uplink
 from netpersona.model import parse_persona
 from netpersona.records import Peer
 
@@ -83,6 +83,35 @@ def test_every_plan_keeps_metadata_and_control_channel_open() -> None:
         # The lockout chains are jumped to before any drop.
         assert chain_rules(plan, "input")[1] == json.dumps([{"jump": {"target": "lockout_in"}}])
         assert chain_rules(plan, "output")[1] == json.dumps([{"jump": {"target": "lockout_out"}}])
+
+
+def test_every_replica_of_the_metadata_service_stays_reachable_and_in_the_top_class() -> None:
+    facts = replace(
+        FACTS,
+        metadata_fallbacks=(
+            Endpoint(IPv4Address("10.9.0.2"), 8080),
+            Endpoint(ip_address("fd00::2"), 80),
+            FACTS.metadata,  # listed twice: one rule
+        ),
+    )
+    plan = compile_plan(
+        persona(
+            communication_mode="restricted",
+            security_profile="high",
+            peers=[{"persona": "api"}],
+            qos_parameters={"egress_rate": "100mbit"},
+        ),
+        facts,
+    )
+    for chain in ("lockout_in", "lockout_out"):
+        rules = " ".join(chain_rules(plan, chain))
+        for address in ("169.254.169.254", "10.9.0.2", "fd00::2"):
+            assert rules.count(f'"{address}"') == 1, (chain, address)
+        assert '"ip6"' in rules
+        assert "8080" in rules
+    marked = " ".join(chain_rules(plan, "mark_out"))
+    assert '"10.9.0.2"' in marked
+    assert '"fd00::2"' in marked
 
 
 @pytest.mark.parametrize(("profile", "rp"), [("low", "0"), ("medium", "2"), ("high", "2")])

@@ -1,4 +1,9 @@
-"""An in-process service over a real SQLite file, and clients that call it from chosen addresses."""
+"""An in-process service over a real database, and clients that call it from chosen addresses.
+
+``service`` runs every test that takes it twice: on a SQLite file (``[sqlite]``) and on a
+fresh database in the session's throwaway PostgreSQL cluster (``[postgresql]``; see
+tests/conftest.py). Tests that build their own store stay on SQLite (they say why).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from fastapi import FastAPI
 from netpersona.service import create_app
 from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
 from netpersona.store import Role, SqliteStore
+from netpersona.store.sql import SqlStore
+
+ENGINES = ("sqlite", "postgresql")
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def persona_doc(
 @dataclass
 class Service:
     app: FastAPI
-    store: SqliteStore
+    store: SqlStore
     secrets: dict[Role, str]
 
     def admin(self, role: Role = Role.ADMIN, token: str | None = None) -> httpx.AsyncClient:
@@ -94,9 +102,29 @@ class Service:
             assert response.status_code == 200, response.text
 
 
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database: ``sqlite:///...`` in tmp_path, or ``postgresql://...`` in the
+    session's cluster (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'netpersona.db'}"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    with cluster.database() as url:
+        yield url
+
+
+def open_sql_store(url: str) -> SqlStore:
+    if url.startswith("sqlite:///"):
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    from netpersona.store.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    store = SqliteStore(tmp_path / "netpersona.db")
+def service(database_url: str) -> Iterator[Service]:
+    store = open_sql_store(database_url)
     secrets = {role: store.create_token(f"test-{role.value}", role, "test")[1] for role in Role}
     try:
         yield Service(create_app(store), store, secrets)

@@ -6,6 +6,12 @@ down, slow or answering garbage, becomes :class:`MetadataUnavailable` (or its
 :class:`MalformedAnswer`), so the caller has one thing to handle: keep what it has and try
 again later.
 
+Replicas: the client is given one or more base URLs, in order of preference. A request that
+gets no answer from one (refused, reset, cut off, past its deadline) or a 5xx is sent at once to
+the next, and the one that answered is used from then on; after :data:`FAILBACK` seconds away
+from the first, the next request tries the first again (docs/deployment.md). A session token
+from one replica is good at every other (they share its secret through the database).
+
 Whatever the service does, one request costs bounded memory and time: the body is streamed and
 dropped past its cap (:data:`ANSWER_LIMIT`, or what the caller allows, e.g. the peer view's
 :data:`PEER_VIEW_LIMIT`), its JSON nesting is checked before parsing, and the whole exchange has
@@ -18,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 import httpx
+import structlog
 
 from netpersona.agent.answers import decode_json, parse_token
 from netpersona.errors import MalformedAnswer, MetadataUnavailable
@@ -29,6 +37,7 @@ from netpersona.model.jsontree import JSON
 
 __all__ = [
     "ANSWER_LIMIT",
+    "FAILBACK",
     "PEER_VIEW_LIMIT",
     "MalformedAnswer",
     "MetadataClient",
@@ -51,6 +60,10 @@ DEADLINE_MARGIN = 30.0
 # How much of a refused body goes into an error message.
 EXCERPT = 200
 MAX_ETAG_LENGTH = 256
+# Seconds on a fallback replica before the first one is tried again.
+FAILBACK = 300.0
+
+log = structlog.get_logger("netpersona.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,33 +102,54 @@ async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes
     return b"".join(chunks)
 
 
-def _tls(base_url: str) -> ssl.SSLContext | bool:
-    """Verify https with the system's CAs. A plain-http service (the link-local metadata
-    address) gets a context that trusts nothing instead of the default one, whose CA bundle
+def _tls(urls: Sequence[str]) -> ssl.SSLContext | bool:
+    """Verify https with the system's CAs. Plain-http services only (the link-local metadata
+    address) get a context that trusts nothing instead of the default one, whose CA bundle
     is 7 MB resident for as long as the agent runs and would never be used: a redirect to
     https (never followed anyway) could not verify."""
-    if base_url.lower().startswith("https:"):
+    if any(url.lower().startswith("https:") for url in urls):
         return True
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class _NoAnswer(Exception):
+    """This replica gave no usable answer; the next may."""
+
+    def __init__(self, error: MetadataUnavailable) -> None:
+        self.error = error
 
 
 class MetadataClient:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         timeout: float = 10.0,
         deadline_margin: float = DEADLINE_MARGIN,
         transport: httpx.AsyncBaseTransport | None = None,
+        failback: float = FAILBACK,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("MetadataClient: no base URL")
+        self.urls = tuple(url.rstrip("/") for url in urls)
         self.timeout = timeout
         self.deadline_margin = deadline_margin
+        self.failback = failback
+        self.clock = clock
+        self.current = 0  # index of the replica in use
+        self._moved_at = 0.0  # when it moved off the first
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport, verify=_tls(base_url)
+            timeout=timeout, transport=transport, verify=_tls(self.urls)
         )
         self._token: str | None = None
         self._token_expires = 0.0
+
+    @property
+    def base_url(self) -> str:
+        """The replica in use."""
+        return self.urls[self.current]
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -145,13 +179,55 @@ class MetadataClient:
         wait: float = 0.0,
         limit: int = ANSWER_LIMIT,
     ) -> _Answer:
+        """The first usable answer, asking the replicas in turn from the one in use."""
+        if self.current and self.clock() - self._moved_at >= self.failback:
+            log.info("trying the first metadata service again", url=self.urls[0])
+            self.current = 0
+        start = self.current
+        failures: list[MetadataUnavailable] = []
+        for step in range(len(self.urls)):
+            index = (start + step) % len(self.urls)
+            try:
+                answer = await self._send_to(
+                    self.urls[index], method, path, headers, params, body, wait, limit
+                )
+            except _NoAnswer as no:
+                failures.append(no.error)
+                if len(self.urls) > 1:
+                    log.warning(
+                        "metadata service failed", url=self.urls[index], error=str(no.error)
+                    )
+                continue
+            if index != self.current:
+                log.warning("metadata service failed over", url=self.urls[index], was=self.base_url)
+                self.current = index
+                self._moved_at = self.clock()
+            return answer
+        if len(failures) == 1:
+            raise failures[0]
+        raise MetadataUnavailable(
+            f"no metadata service answered ({len(failures)} tried): "
+            + "; ".join(str(f) for f in failures)
+        )
+
+    async def _send_to(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        params: dict[str, str] | None,
+        body: JSON | None,
+        wait: float,
+        limit: int,
+    ) -> _Answer:
         what = f"{method} {path}"
         deadline = wait + self.deadline_margin
         timeout = httpx.Timeout(self.timeout, read=wait + self.timeout)
         try:
             async with asyncio.timeout(deadline):
                 request = self._client.build_request(
-                    method, path, headers=headers, params=params, json=body, timeout=timeout
+                    method, base + path, headers=headers, params=params, json=body, timeout=timeout
                 )
                 response = await self._client.send(request, stream=True)
                 try:
@@ -159,12 +235,20 @@ class MetadataClient:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise MetadataUnavailable(f"{what}: no complete answer within {deadline:g}s") from None
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise MetadataUnavailable(
-                f"{what} ({self.base_url}): {type(exc).__name__}: {exc}"
+            raise _NoAnswer(
+                MetadataUnavailable(f"{what} ({base}): no complete answer within {deadline:g}s")
             ) from None
-        return _Answer(response.status_code, response.headers, content)
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise _NoAnswer(
+                MetadataUnavailable(f"{what} ({base}): {type(exc).__name__}: {exc}")
+            ) from None
+        answer = _Answer(response.status_code, response.headers, content)
+        if answer.status >= 500 and len(self.urls) > 1:
+            # A replica that cannot serve (its database away, stopping): another may.
+            raise _NoAnswer(
+                MetadataUnavailable(f"{what} ({base}) answered {answer.status}: {answer.excerpt()}")
+            )
+        return answer
 
     async def _call(
         self,

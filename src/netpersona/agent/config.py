@@ -12,12 +12,18 @@ from netpersona.errors import UsageError
 from netpersona.facts import DEFAULT_CONTROL_PORT, Endpoint
 from netpersona.gossip.config import GossipConfig
 
-__all__ = ["AgentConfig", "metadata_endpoint", "parse_metrics_listen", "check_metrics_textfile"]
+__all__ = [
+    "AgentConfig",
+    "check_metrics_textfile",
+    "metadata_endpoint",
+    "metadata_urls",
+    "parse_metrics_listen",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    metadata_url: str
+    metadata_url: str  # the metadata service, or the first of its replicas
     state_dir: Path
     control_port: int = DEFAULT_CONTROL_PORT
     watch_timeout: float = 300.0
@@ -29,10 +35,36 @@ class AgentConfig:
     metrics_listen: tuple[str, int] | None = None
     metrics_textfile: Path | None = None
     metrics_interval: float = 15.0
+    # Replicas to fail over to, in order, when metadata_url does not answer.
+    metadata_fallbacks: tuple[str, ...] = ()
+
+    @property
+    def metadata_urls(self) -> tuple[str, ...]:
+        return (self.metadata_url, *self.metadata_fallbacks)
 
     @property
     def metrics(self) -> bool:
         return self.metrics_listen is not None or self.metrics_textfile is not None
+
+
+def metadata_urls(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``--metadata-url`` given once or more, each maybe a comma-separated list (as
+    ``NETPERSONA_METADATA_URL`` is): every URL once, in the order given, each checked."""
+    urls: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            url = part.strip()
+            if not url:
+                raise UsageError(f"--metadata-url {value!r}: an empty URL in the list")
+            parsed = httpx.URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise UsageError(f"--metadata-url {url!r}: expected http://ADDRESS[:PORT]")
+            metadata_endpoint(url)
+            if url not in urls:
+                urls.append(url)
+    if not urls:
+        raise UsageError("--metadata-url: at least one URL is needed")
+    return tuple(urls)
 
 
 def metadata_endpoint(url: str) -> Endpoint:

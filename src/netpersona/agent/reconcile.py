@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -72,6 +72,7 @@ class Reconciler:
         self.store = StateStore(config.state_dir)
         self.applier = Applier(kernel, self.store)
         self.endpoint = metadata_endpoint(config.metadata_url)
+        self.fallbacks = tuple(metadata_endpoint(u) for u in config.metadata_fallbacks)
         self.drift_due = False
         self.retry = RetryGate()
         self.persona_etag: str | None = None  # of the answer the pass in progress is for
@@ -192,7 +193,8 @@ class Reconciler:
             control_port=self.config.control_port,
             tiers=dict(inputs.instance.tiers),
         )
-        return compile_plan(persona, compose_facts(live, inputs.peers))
+        facts = replace(compose_facts(live, inputs.peers), metadata_fallbacks=self.fallbacks)
+        return compile_plan(persona, facts)
 
     async def _converge(self, inputs: Inputs, log: Log) -> None:
         answer = inputs.persona

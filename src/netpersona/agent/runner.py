@@ -71,9 +71,9 @@ class Agent:
     ) -> None:
         self.config = config
         self.kernel = kernel
-        self.client = client or MetadataClient(config.metadata_url)
+        self.client = client or MetadataClient(config.metadata_urls)
         self.sleep = sleep
-        self.status = StatusRecord(config.state_dir, url=config.metadata_url)
+        self.status = StatusRecord(config.state_dir, url=",".join(config.metadata_urls))
         self.latest: dict[str, Watched] = {}
         self.dirty = asyncio.Event()
         self.control = ControlChannel(config, self.status, self._wake_if_view_changed)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from netpersona.agent.config import check_metrics_textfile, parse_metrics_listen
+from netpersona.agent.config import check_metrics_textfile, metadata_urls, parse_metrics_listen
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.cli.log_options import LogFormatOption, LogLevelOption
 from netpersona.dataplane.kernel import LinuxKernel
@@ -29,8 +29,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def agent(
         metadata_url: Annotated[
-            str, typer.Option(envvar="NETPERSONA_METADATA_URL", help="The metadata service.")
-        ] = DEFAULT_URL,
+            list[str] | None,
+            typer.Option(
+                envvar="NETPERSONA_METADATA_URL",
+                help="The metadata service. Replicas: give it again, or a comma-separated list"
+                " (so can NETPERSONA_METADATA_URL); the agent fails over in that order and"
+                " tries the first again after 5 minutes.",
+            ),
+        ] = None,
         state_dir: Annotated[
             Path,
             typer.Option(
@@ -79,8 +85,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Query this VM's persona, apply it, keep watching, and report to the service."""
         configure_logging(log_level, log_format)
+        urls = metadata_urls(metadata_url or [DEFAULT_URL])
         config = AgentConfig(
-            metadata_url=metadata_url,
+            metadata_url=urls[0],
+            metadata_fallbacks=urls[1:],
             state_dir=state_dir,
             control_port=control_port,
             watch_timeout=watch_timeout,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -19,9 +20,19 @@ __all__ = ["NotifyingServer"]
 
 
 class NotifyingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, notifier: Notifier | None = None) -> None:
+    """``on_stop`` runs on the event loop when stopping begins (SIGTERM), before uvicorn waits
+    for the open requests: the service answers its held long-polls there, so they need not
+    be cut off when uvicorn's wait (``timeout_graceful_shutdown``) ends."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        notifier: Notifier | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.notifier = notifier or Notifier()
+        self.on_stop = on_stop
         self.keep_alive: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -34,4 +45,7 @@ class NotifyingServer(uvicorn.Server):
         self.notifier.send("STOPPING=1")
         if self.keep_alive is not None:
             self.keep_alive.cancel()
+        if self.on_stop is not None:
+            self.on_stop()
+            await asyncio.sleep(0)  # let the woken requests write their answers
         await super().shutdown(sockets)

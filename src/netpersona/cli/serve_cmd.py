@@ -305,6 +305,7 @@ def register(app: typer.Typer) -> None:
             default_max_connections,
             limited_protocol,
         )
+        from netpersona.service.health import begin_shutdown  # noqa: PLC0415
         from netpersona.service.keyring import KeyFile  # noqa: PLC0415
 
         host, port = parse_listen(listen)
@@ -341,14 +342,14 @@ def register(app: typer.Typer) -> None:
                 backlog=8192,
                 http=limited_protocol(limits),
                 timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-                # Long polls would otherwise hold a shutdown for their whole timeout; agents
-                # reconnect and resume by ETag.
+                # Held long polls answer as stopping begins (begin_shutdown); this bounds
+                # the wait for any other request. Agents reconnect and resume by ETag.
                 timeout_graceful_shutdown=2,
             )
             sockets = [_tcp_socket(host, port)]
             if admin_socket is not None:
                 sockets.append(_unix_socket(admin_socket))
-            NotifyingServer(config).run(sockets=sockets)
+            NotifyingServer(config, on_stop=lambda: begin_shutdown(app_)).run(sockets=sockets)
         finally:
             store.close()
 

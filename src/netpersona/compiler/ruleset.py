@@ -214,8 +214,6 @@ def _allows(persona: Persona, l4: L4, port: int) -> bool:
 
 
 def _lockout(t: _Table, facts: HostFacts) -> None:
-    md = facts.metadata
-    ip = _ip(md.address.version)
     for chain, direction in (("lockout_in", "in"), ("lockout_out", "out")):
         incoming = direction == "in"
         t.rule(
@@ -235,13 +233,14 @@ def _lockout(t: _Table, facts: HostFacts) -> None:
                 comment="dhcp client",
             )
         addr_field, port_field = ("saddr", "sport") if incoming else ("daddr", "dport")
-        t.rule(
-            chain,
-            j.match(j.payload(ip, addr_field), str(md.address)),
-            j.match(j.payload("tcp", port_field), md.port),
-            j.ACCEPT,
-            comment="metadata service",
-        )
+        for md in facts.metadata_endpoints:
+            t.rule(
+                chain,
+                j.match(j.payload(_ip(md.address.version), addr_field), str(md.address)),
+                j.match(j.payload("tcp", port_field), md.port),
+                j.ACCEPT,
+                comment="metadata service",
+            )
         t.rule(
             chain,
             j.match(j.payload("udp", "dport"), facts.control_port),
@@ -457,12 +456,14 @@ def _output(t: _Table, persona: Persona) -> None:
 def _mark_out(t: _Table, persona: Persona, facts: HostFacts) -> None:
     c = "mark_out"
     if persona.qos.shapes_egress:
-        md = facts.metadata
         for match in (
-            [
-                j.match(j.payload(_ip(md.address.version), "daddr"), str(md.address)),
-                j.match(j.payload("tcp", "dport"), md.port),
-            ],
+            *(
+                [
+                    j.match(j.payload(_ip(md.address.version), "daddr"), str(md.address)),
+                    j.match(j.payload("tcp", "dport"), md.port),
+                ]
+                for md in facts.metadata_endpoints
+            ),
             [j.match(j.payload("udp", "dport"), facts.control_port)],
         ):
             t.rule(

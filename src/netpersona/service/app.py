@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netpersona.errors import FieldError, InvalidDocument, NetpersonaError
 from netpersona.model.parse import escape_pointer
-from netpersona.service import admin, vm_api
+from netpersona.service import admin, health, vm_api
 from netpersona.service.auth import SessionTokens
 from netpersona.service.certificates import DEFAULT_LIFETIME, CertificateAuthority
 from netpersona.service.console.mount import mount_console
@@ -35,6 +35,7 @@ from netpersona.service.fleet import Fleet
 from netpersona.service.guard import RequestGuard
 from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
 from netpersona.service.metrics import MetricsMiddleware, ServiceMetrics
+from netpersona.service.replication import ChangeFollower, Replicated
 from netpersona.service.views import PersonaResolver
 from netpersona.store.base import Store
 
@@ -146,6 +147,7 @@ def create_app(
     )
     fleet = Fleet(store, resolver, authority=authority)
     interval = renew_interval(certificate_lifetime)
+    follower = ChangeFollower(fleet, store.listener) if isinstance(store, Replicated) else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,7 +161,11 @@ def create_app(
 
         task = asyncio.create_task(renew_forever())
         try:
-            yield
+            if follower is None:
+                yield
+            else:
+                async with follower.running():
+                    yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -181,7 +187,9 @@ def create_app(
         fleet=fleet,
         sessions=SessionTokens(store.secret("session-tokens"), clock),
         metrics=metrics,
+        follower=follower,
     )
+    app.include_router(health.router)
     app.include_router(vm_api.router)
     app.include_router(admin.router)
     mount_console(app)

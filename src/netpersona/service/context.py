@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -11,6 +11,9 @@ from netpersona.service.auth import SessionTokens
 from netpersona.service.fleet import Fleet
 from netpersona.service.metrics import ServiceMetrics
 from netpersona.store.base import Store
+
+if TYPE_CHECKING:
+    from netpersona.service.replication import ChangeFollower
 
 __all__ = ["Ctx", "ServiceContext", "service"]
 
@@ -21,6 +24,7 @@ class ServiceContext:
     fleet: Fleet
     sessions: SessionTokens
     metrics: ServiceMetrics
+    follower: ChangeFollower | None = None  # on a store replicas share (PostgreSQL)
 
 
 async def service(request: Request) -> ServiceContext:

@@ -149,6 +149,21 @@ class Fleet:
         view = await anyio.to_thread.run_sync(self._renew)
         return set() if view is None else self.notifier.publish(view)
 
+    def _build_if_behind(self) -> FleetView | None:
+        with self._build_lock:
+            data = self.store.fleet()
+            if self._latest is not None and data.revision <= self._latest.revision:
+                return None  # this process made (and published) that write itself
+            return self._stamp(FleetView.build(data, self.resolver), issue=False)[0]
+
+    async def follow(self) -> set[WatchKey]:
+        """:meth:`refresh`, if the store holds a newer revision than the view (a write made
+        through another replica: :mod:`netpersona.service.replication`); else nothing."""
+        view = await anyio.to_thread.run_sync(self._build_if_behind)
+        if view is None:
+            return set()
+        return self.notifier.publish(view) | await self.renew()
+
     async def refresh(self) -> set[WatchKey]:
         """Re-read the fleet and re-resolve effective personas; wake whoever that changed."""
         view = await anyio.to_thread.run_sync(self._build)

@@ -29,6 +29,7 @@ class ChangeNotifier:
         self._waiting: Counter[WatchKey] = Counter()
         self._waiting_by_kind: Counter[ViewKind] = Counter()
         self.on_wake = on_wake
+        self.draining = False
 
     @property
     def view(self) -> FleetView:
@@ -56,6 +57,15 @@ class ChangeNotifier:
             self.on_wake(affected)
         return affected
 
+    def drain(self) -> None:
+        """The service is stopping: every held watch, and every later one, answers now with
+        the current view (the agent then asks another replica, or this one once it is back).
+        """
+        self.draining = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
     async def wait(self, key: WatchKey, etag: str, timeout: float) -> View | None:
         """The view once it differs from ``etag``, or the current one after ``timeout`` seconds.
 
@@ -66,7 +76,7 @@ class ChangeNotifier:
         while True:
             current = self._view.view(key)
             remaining = deadline - loop.time()
-            if current is None or current.etag != etag or remaining <= 0:
+            if current is None or current.etag != etag or remaining <= 0 or self.draining:
                 return current
             event = self._events.get(key)
             if event is None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from netpersona.store.postgres.database import Database, open_database
+from netpersona.store.postgres.listener import ChangeListener
 from netpersona.store.sql import SqlStore
 
 __all__ = ["PostgresStore"]
@@ -27,3 +28,8 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__(open_database(url, password=password, create=create), clock=clock)
         self.url = url
+        self._password = password
+
+    def listener(self) -> ChangeListener:
+        """A new connection (on entering it) that hears every committed change's number."""
+        return ChangeListener(self.url, self._password)

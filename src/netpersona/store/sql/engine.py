@@ -91,6 +91,10 @@ class Engine(Protocol):
         is aborted by the database for serialisation; then its StoreUnavailable is raised."""
         ...
 
+    def schema_version(self, db: Connection) -> int:
+        """The schema version the database is at (0: none), read inside ``db``'s transaction."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
+from netpersona.store.migrations import MIGRATIONS
 from netpersona.store.rows import RowReader
 from netpersona.store.sql.audit import AuditTable
 from netpersona.store.sql.certificates import CertificateTable
@@ -43,6 +44,12 @@ class SqlStore(FleetQuery, AuditTable, TokenTable, StatusTable, CertificateTable
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"secret.{name}", value))
             self._changed(db, "secret", name)
             return value
+
+    def schema_versions(self) -> tuple[int, int]:
+        """(the database's schema version, the newest this netpersona knows), read now: a
+        round trip to the database, for readiness checks."""
+        with self._database.read("read the schema version") as db:
+            return self._database.schema_version(db), len(MIGRATIONS)
 
     def close(self) -> None:
         self._database.close()

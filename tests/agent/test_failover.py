@@ -1,0 +1,161 @@
+"""The agent's client fails over between replicas of the metadata service, in order, and goes
+back to the first after a while: against httpx transports (the rules), and with the agent's
+own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed with -9."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from netpersona.agent.client import MetadataClient, Watched
+from netpersona.agent.config import metadata_urls
+from netpersona.agent.status import StatusRecord
+from netpersona.agent.watch import VIEWS, Watcher
+from netpersona.errors import MetadataUnavailable, UsageError
+from tests.service.conftest import persona_doc
+from tests.service.replica_processes import serve_replicas
+from tests.service.serve_process import ServeProcess
+from tests.store.pg_cluster import PgCluster
+
+FIRST, SECOND = "http://127.0.0.1:1", "http://127.0.0.2:2"
+
+
+def test_urls_come_repeated_or_comma_separated_each_once_in_order() -> None:
+    assert metadata_urls(["http://10.0.0.1, http://10.0.0.2", "http://10.0.0.1:8080"]) == (
+        "http://10.0.0.1",
+        "http://10.0.0.2",
+        "http://10.0.0.1:8080",
+    )
+    assert metadata_urls(["http://10.0.0.1,http://10.0.0.1"]) == ("http://10.0.0.1",)
+    for bad in (["http://10.0.0.1,,http://10.0.0.2"], ["ftp://10.0.0.1"], ["http://meta.local"]):
+        with pytest.raises(UsageError, match="--metadata-url"):
+            metadata_urls(bad)
+
+
+class Replicas:
+    """Two fake replicas behind one transport; ``down`` ones refuse connections."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.asked: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        origin = f"http://{request.url.host}:{request.url.port}"
+        self.asked.append(origin)
+        if origin in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.method == "PUT":
+            return httpx.Response(200, content=b"tok")
+        return httpx.Response(200, json={"from": origin}, headers={"ETag": '"e"'})
+
+
+def test_a_dead_replica_is_skipped_and_the_first_is_tried_again_after_failback() -> None:
+    replicas = Replicas()
+    now = [0.0]
+    client = MetadataClient(
+        [FIRST, SECOND],
+        transport=httpx.MockTransport(replicas),
+        failback=300,
+        clock=lambda: now[0],
+    )
+
+    async def scenario() -> None:
+        assert (await client.get("/v1/instance")).body == {"from": FIRST}
+        replicas.down.add(FIRST)
+        assert (await client.get("/v1/instance")).body == {"from": SECOND}
+        assert client.base_url == SECOND
+        replicas.down.clear()
+        now[0] = 299
+        assert (await client.get("/v1/instance")).body == {"from": SECOND}  # not yet
+        now[0] = 300
+        assert (await client.get("/v1/instance")).body == {"from": FIRST}  # back
+        replicas.down.update((FIRST, SECOND))
+        with pytest.raises(MetadataUnavailable, match=r"2 tried.*127\.0\.0\.1.*127\.0\.0\.2"):
+            await client.get("/v1/instance")
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+# -- with real replicas ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    with pg_cluster.database() as url:
+        yield url
+
+
+async def _until(condition: object, what: str, seconds: float = 60) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def _put_persona(server: ServeProcess, priority: int) -> int:
+    with server.admin() as admin:
+        response = admin.put("/v1/admin/personas/web", json=persona_doc(priority))
+        assert response.status_code in (200, 201), response.text
+        version: int = response.json()["version"]
+        return version
+
+
+@pytest.mark.subprocess
+def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    with serve_replicas(tmp_path, pg_url) as (a, b):
+        _put_persona(a, 1)
+        with a.admin() as admin:
+            admin.post("/v1/admin/instances", json={"id": "vm1", "addresses": ["127.0.1.1"]})
+            admin.put("/v1/admin/instances/vm1/pin", json={"persona": "web"})
+        seen: list[int] = []
+
+        async def on_answer(name: str, answer: Watched, changed: bool) -> None:
+            assert isinstance(answer.body, dict)
+            if changed:
+                seen.append(answer.body["version"])
+
+        async def scenario() -> None:
+            client = MetadataClient(
+                [a.url, b.url],
+                transport=httpx.AsyncHTTPTransport(local_address="127.0.1.1"),
+                failback=5,
+            )
+            watcher = Watcher(
+                VIEWS["persona"],
+                client,
+                StatusRecord(tmp_path),
+                on_answer,
+                wait=60,
+                backoff_cap=1,
+            )
+            task = asyncio.create_task(watcher.run())
+            try:
+                await _until(lambda: seen == [1], "the first answer")
+                await asyncio.sleep(1)  # its long-poll is held by a
+                a.kill()  # SIGKILL: no answer, no goodbye
+                await asyncio.to_thread(_put_persona, b, 2)
+                await _until(lambda: 2 in seen, "the change made through b, after a died")
+                assert client.base_url == b.url
+                # a comes back; after the failback time the agent returns to it.
+                await asyncio.to_thread(a.start)
+                await asyncio.sleep(5)
+                await asyncio.to_thread(_put_persona, b, 3)
+                await _until(lambda: 3 in seen, "the next change")
+                await _until(lambda: client.base_url == a.url, "back on the first replica")
+                await asyncio.to_thread(_put_persona, b, 4)  # through b, heard on a
+                await _until(lambda: 4 in seen, "a change made through b, watched on a")
+                assert seen == [1, 2, 3, 4]
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await client.aclose()
+
+        asyncio.run(scenario())

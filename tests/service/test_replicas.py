@@ -1,0 +1,250 @@
+"""Two replicas of the service (two apps, two stores) on one PostgreSQL database: a write made
+through one wakes the watchers held by the other, also after its listening connection was
+killed; concurrent If-Match writes through both lose no update; health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+
+from netpersona.service import create_app
+from netpersona.service.replication import ChangeFollower, Listener
+from netpersona.store import Role
+from netpersona.store.postgres import PostgresStore
+from netpersona.store.postgres.listener import LISTENER_NAME
+from tests.service.conftest import Service, persona_doc
+from tests.store.pg_cluster import PgCluster
+
+pytestmark = pytest.mark.anyio
+
+PERSONA = "/v1/instance/network_persona"
+
+
+@dataclass
+class Replica:
+    service: Service
+
+    @property
+    def follower(self) -> ChangeFollower:
+        follower = self.service.app.state.netpersona.follower
+        assert isinstance(follower, ChangeFollower)
+        return follower
+
+    async def until_listening(self) -> int:
+        for _ in range(1000):
+            connected = self.follower.connected
+            if connected is not None and self.follower.last_seen is not None:
+                pid = connected.backend_pid
+                assert pid is not None
+                return pid
+            await asyncio.sleep(0.02)
+        raise AssertionError("the replica did not start listening within 20 s")
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    with pg_cluster.database() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def replicas(url: str, count: int = 2) -> AsyncIterator[list[Replica]]:
+    """``count`` running replicas (each its own store and app, lifespan started)."""
+    stores = [PostgresStore(url) for _ in range(count)]
+    secrets = {role: stores[0].create_token(f"test-{role.value}", role, "test")[1] for role in Role}
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            running = []
+            for store in stores:
+                app = create_app(store)
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                running.append(Replica(Service(app, store, secrets)))
+            for replica in running:
+                await replica.until_listening()
+            yield running
+    finally:
+        for store in stores:
+            store.close()
+
+
+async def watch(service: Service, address: str, etag: str, timeout: int = 60) -> httpx.Response:
+    async with await service.vm(address) as vm:
+        return await vm.get(
+            PERSONA,
+            params={"wait_for_change": "true", "last_etag": etag, "timeout_sec": timeout},
+            timeout=timeout + 10,
+        )
+
+
+async def until_waiting(service: Service, count: int) -> None:
+    notifier = service.app.state.netpersona.fleet.notifier
+    for _ in range(2000):
+        if notifier.waiting() == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{notifier.waiting()} watchers waiting, expected {count}")
+
+
+async def until(condition: object, what: str, seconds: float = 30) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def _served(replica: Replica, instance_id: str) -> tuple[str | None, int | None] | None:
+    """The persona name and version ``replica`` serves ``instance_id`` (None: unknown)."""
+    effective = replica.service.app.state.netpersona.fleet.view.effective.get(instance_id)
+    return None if effective is None else (effective.name, effective.version)
+
+
+async def test_a_write_through_one_replica_wakes_a_watcher_on_the_other(pg_url: str) -> None:
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        # What was written through a reaches b's view (b identifies the VM by its address).
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        async with await b.service.vm("10.0.0.1") as vm:
+            etag = (await vm.get(PERSONA)).headers["etag"]
+        task = asyncio.create_task(watch(b.service, "10.0.0.1", etag))
+        await until_waiting(b.service, 1)
+        await a.service.put_persona("web", persona_doc(5))
+        response = await asyncio.wait_for(task, 30)
+        assert response.json()["version"] == 2
+        assert response.json()["network_persona"]["priority"] == 5
+
+
+async def test_a_write_made_while_the_listener_was_down_is_still_delivered(pg_url: str) -> None:
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        async with await b.service.vm("10.0.0.1") as vm:
+            etag = (await vm.get(PERSONA)).headers["etag"]
+        task = asyncio.create_task(watch(b.service, "10.0.0.1", etag))
+        await until_waiting(b.service, 1)
+
+        # Hold b's reconnection until the write is committed, so the write's notification
+        # certainly went to no listener of b's; and no timer may catch up in the meantime.
+        follower = b.follower
+        follower.interval = 3600
+        gate = asyncio.Event()
+        connect = follower.listener
+
+        @contextlib.asynccontextmanager
+        async def gated() -> AsyncIterator[Listener]:
+            await gate.wait()
+            async with connect() as listener:
+                yield listener
+
+        follower.listener = gated
+        old_pid = await b.until_listening()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND application_name = %s",
+                (old_pid, LISTENER_NAME),
+            ).fetchall()
+        assert killed == [(True,)]
+        await until(lambda: follower.connected is None, "b notices its listener is gone")
+
+        await a.service.put_persona("web", persona_doc(6))
+        await asyncio.sleep(1)
+        assert not task.done()  # nothing told b yet
+
+        gate.set()
+        response = await asyncio.wait_for(task, 30)
+        assert response.json()["version"] == 2
+        assert response.json()["network_persona"]["priority"] == 6
+        assert await b.until_listening() != old_pid
+
+
+async def test_the_timer_catches_up_when_a_notification_never_comes(pg_url: str) -> None:
+    """The safety net: a change committed without a NOTIFY reaching anyone (here, written
+    straight into the change sequence, as a lost notification looks) is found by the timer."""
+    async with replicas(pg_url) as (a, b):
+        b.follower.interval = 0.5
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await until(lambda: b.service.app.state.netpersona.fleet.view.instances, "vm1 on b")
+        before = b.follower.catch_ups
+        with psycopg.connect(pg_url, autocommit=True) as direct:
+            direct.execute("INSERT INTO changes (kind, key, at) VALUES ('instance', 'vm1', 0)")
+        await until(lambda: b.follower.catch_ups > before, "b reads the silent change")
+
+
+@pytest.mark.parametrize("rounds", [12])
+async def test_if_match_races_through_two_replicas_lose_no_update(pg_url: str, rounds: int) -> None:
+    async with replicas(pg_url) as (a, b):
+        version = await a.service.put_persona("web", persona_doc(0))
+        await a.service.add_instance("vm1", "10.0.0.1")
+        revision = 1
+        expected: dict[str, str] = {}
+        async with a.service.admin() as via_a, b.service.admin() as via_b:
+            for n in range(rounds):
+                # Both replicas write the persona, and the instance's labels, from the same
+                # version: exactly one of each pair may win.
+                persona, labels = await asyncio.gather(
+                    asyncio.gather(
+                        via_a.put(
+                            "/v1/admin/personas/web",
+                            json=persona_doc(n % 8, protocols=("ssh", "http")),
+                            headers={"If-Match": f'"v{version}"'},
+                        ),
+                        via_b.put(
+                            "/v1/admin/personas/web",
+                            json=persona_doc(n % 8, protocols=("ssh", "dns")),
+                            headers={"If-Match": f'"v{version}"'},
+                        ),
+                    ),
+                    asyncio.gather(
+                        via_a.patch(
+                            "/v1/admin/instances/vm1/labels",
+                            json={"a": str(n)},
+                            headers={"If-Match": f'"r{revision}"'},
+                        ),
+                        via_b.patch(
+                            "/v1/admin/instances/vm1/labels",
+                            json={"b": str(n)},
+                            headers={"If-Match": f'"r{revision}"'},
+                        ),
+                    ),
+                )
+                for pair in (persona, labels):
+                    codes = sorted(r.status_code for r in pair)
+                    assert codes == [200, 412], [r.text for r in pair]
+                won = next(r for r in persona if r.status_code == 200)
+                assert won.json()["version"] == version + 1
+                version += 1
+                winner = next(r for r in labels if r.status_code == 200)
+                expected["a" if winner is labels[0] else "b"] = str(n)
+                revision += 1
+                assert winner.json()["revision"] == revision
+                assert winner.json()["labels"] == expected
+            history = (await via_b.get("/v1/admin/personas/web/versions?limit=100")).json()
+            assert len(history["items"]) == rounds + 1
+            # Every winning patch is in the result, on top of every one before it.
+            assert (await via_a.get("/v1/admin/instances/vm1")).json()["labels"] == expected
+
+
+async def test_health_and_readiness(pg_url: str) -> None:
+    async with replicas(pg_url, count=1) as (a,), a.service.anonymous("192.0.2.7") as anyone:
+        assert (await anyone.get("/healthz")).json() == {"status": "ok"}
+        ready = await anyone.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        # A database that is behind this netpersona's schema: not ready, saying why.
+        with psycopg.connect(pg_url, autocommit=True) as direct:
+            direct.execute("UPDATE netpersona_schema SET version = version - 1")
+            unready = await anyone.get("/readyz")
+            assert unready.status_code == 503
+            assert "netpersona db migrate" in unready.json()["reason"]
+            direct.execute("UPDATE netpersona_schema SET version = version + 1")
+        assert (await anyone.get("/readyz")).status_code == 200
