@@ -126,6 +126,39 @@ class InstanceTables(Aggregate):
             self._audit(db, actor, "instance.create", target, before=None, after=instance.to_json())
             return instance
 
+    def import_instances(self, specs: Sequence[Instance], actor: str) -> int:
+        """Create every instance of ``specs``, pins included, in one transaction (all or none):
+        a fleet brought in from elsewhere, or a benchmark's. Each is audited as a create."""
+        with self._database.write(f"import {len(specs)} instances") as db:
+            now = self._clock()
+            known: set[str] = set()
+            for spec in specs:
+                if spec.pin is not None and spec.pin not in known:
+                    row = db.execute(
+                        "SELECT deleted FROM personas WHERE name = ?", (spec.pin,)
+                    ).fetchone()
+                    if row is None or row["deleted"]:
+                        raise InvalidDocument(
+                            [FieldError(f"/{spec.id}/pin", f"no persona is named {spec.pin!r}")]
+                        )
+                    known.add(spec.pin)
+                if db.execute("SELECT 1 FROM instances WHERE id = ?", (spec.id,)).fetchone():
+                    raise Conflict(f"instance {spec.id!r} already exists")
+                instance = replace(
+                    spec,
+                    labels=tuple(sorted(spec.labels)),
+                    revision=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                self._save_instance(db, instance)
+                self._claim_addresses(db, instance.id, spec.addresses)
+                target = f"instance/{instance.id}"
+                self._audit(
+                    db, actor, "instance.create", target, before=None, after=instance.to_json()
+                )
+            return len(specs)
+
     def get_instance(self, instance_id: str) -> Instance:
         with self._database.read(f"read instance {instance_id!r}") as db:
             return self._load_instance(db, instance_id)
