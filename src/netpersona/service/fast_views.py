@@ -21,11 +21,13 @@ Requests answered here are counted in the same metrics, with the same labels, as
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+import structlog
 from prometheus_client.metrics import Counter, Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,7 +37,7 @@ from netpersona.service.auth import FORWARDING_HEADERS, TOKEN_HEADER, canonical_
 from netpersona.service.connections import WHOLE_RESPONSE, WholeResponse
 from netpersona.service.context import ServiceContext
 from netpersona.service.metrics import ServiceMetrics
-from netpersona.service.views import View, ViewKind, normalize_etag
+from netpersona.service.views import View, ViewKind, WatchKey, normalize_etag
 from netpersona.service.vm_api import Watch
 
 __all__ = ["VIEW_PATHS", "Answer", "FastViews", "answer_for"]
@@ -47,6 +49,8 @@ VIEW_PATHS: dict[str, ViewKind] = {
     "/v1/instance/certificate": ViewKind.CERTIFICATE,
     "/v1/keys": ViewKind.KEYS,
 }
+
+log = structlog.get_logger("netpersona.service")
 
 _TOKEN = TOKEN_HEADER.lower().encode()
 _FALL_BACK = frozenset(
@@ -161,7 +165,29 @@ class FastViews:
         except NetpersonaError:
             await self.app(scope, receive, send)  # the routes give the error, in full
             return
-        key = (kind, instance.id)
+        try:
+            status = await self._serve(scope, receive, send, ctx, (kind, instance.id), watch)
+        except Exception as exc:  # as ErrorBoundary does for the routes
+            log.exception("request failed", method="GET", path=scope["path"])
+            response = self.respond(exc)
+            with contextlib.suppress(Exception):  # a response was started: nothing to do
+                await response(scope, receive, send)
+            status = response.status_code
+        # The label as MetricsMiddleware gives it to the same request.
+        watching = b"wait_for_change=true" in scope["query_string"]
+        counter, latency = self._metric(scope["path"], status, watching)
+        counter.inc()
+        latency.observe(time.perf_counter() - start)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: ServiceContext,
+        key: WatchKey,
+        watch: Watch,
+    ) -> int:
         current = ctx.fleet.view.view(key)
         writer = scope.get("extensions", {}).get(WHOLE_RESPONSE)
         view: View | None
@@ -192,11 +218,7 @@ class FastViews:
             status = answer.status
             if not sent:
                 await _send(answer, writer, send)
-        # The label as MetricsMiddleware gives it to the same request.
-        watching = b"wait_for_change=true" in scope["query_string"]
-        counter, latency = self._metric(scope["path"], status, watching)
-        counter.inc()
-        latency.observe(time.perf_counter() - start)
+        return status
 
     def _metric(self, route: str, status: int, watch: bool) -> _Metrics:
         found = self._metrics.get((route, status, watch))

@@ -26,9 +26,13 @@ from collections import Counter
 from collections.abc import Callable
 from enum import Enum
 
+import structlog
+
 from netpersona.service.views import FleetView, View, ViewKind, WatchKey, affected_keys
 
 __all__ = ["ChangeNotifier", "Deliver"]
+
+log = structlog.get_logger("netpersona.service")
 
 # Called by publish, on the event loop, with the view a waiter was woken for (None: the
 # instance was deleted). It must not block and must not raise.
@@ -77,7 +81,10 @@ class ChangeNotifier:
                 if future.done():  # timed out or cancelled, not yet cleaned up
                     continue
                 if deliver is not None:
-                    deliver(answer)
+                    try:
+                        deliver(answer)
+                    except Exception:  # one broken socket must not keep the others waiting
+                        log.exception("delivering a watched view failed", view=key[0].value)
                 future.set_result(answer)
         if affected and self.on_wake is not None:
             self.on_wake(affected)
