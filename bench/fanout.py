@@ -70,7 +70,8 @@ def persona(priority: int) -> str:
 
 
 def address(i: int) -> str:
-    return f"127.1.{i // 250}.{i % 250 + 1}"
+    """127.1.0.1 on: watchers bind these (up to 62,500); a seeded fleet goes on in 127.2..."""
+    return f"127.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
 
 
 def free_port() -> int:
