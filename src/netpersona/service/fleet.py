@@ -81,7 +81,6 @@ class Fleet:
         self._policy_cache: tuple[int | None, Policy] | None = None
         self._generation = 0
         self._latest: FleetView | None = None
-        self._uncertified = 0  # instances the last build changed (their certificates are due)
         self._renew_lock = asyncio.Lock()
         self._renewals_wanted = 0
         self._renewals_done = 0
@@ -119,12 +118,15 @@ class Fleet:
         return view, changed
 
     def _build(self) -> FleetView:
+        return self._build_counted()[0]
+
+    def _build_counted(self) -> tuple[FleetView, int]:
+        """The new view, and how many instances it changed (whose certificates are due)."""
         with self._build_lock:  # builds from two writer threads feed one resolver in order
             built = FleetView.build(self.store.fleet(), self.resolver)
             previous = self._latest
             view = self._stamp(built, issue=False)[0]
-            self._uncertified = _changed(previous, view)
-            return view
+            return view, _changed(previous, view)
 
     def _renew(self) -> FleetView | None:
         with self._build_lock:
@@ -132,9 +134,9 @@ class Fleet:
             view, changed = self._stamp(self._latest, issue=True)
             return view if changed else None
 
-    def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView]:
+    def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView, int]:
         result = op()
-        return result, self._build()
+        return result, *self._build_counted()
 
     async def write(self, op: Callable[[], T]) -> T:
         """Run the store write ``op``, then publish the fleet as it is after it.
@@ -145,9 +147,8 @@ class Fleet:
         A change of many (a persona held by thousands) is acknowledged at once and its
         certificates are issued in the background, in one batch, and published as one view.
         """
-        result, view = await anyio.to_thread.run_sync(self._write_then_build, op)
+        result, view, uncertified = await anyio.to_thread.run_sync(self._write_then_build, op)
         self.notifier.publish(view)
-        uncertified = self._uncertified
         self._renewals_wanted += 1
         task = asyncio.create_task(self._renew_through(self._renewals_wanted))
         if uncertified <= INLINE_CERTIFICATES:
