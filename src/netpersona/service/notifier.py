@@ -75,17 +75,19 @@ class ChangeNotifier:
             return set()
         old, self._view = self._view, view
         affected = affected_keys(old, view, self._groups) if self._groups else set()
-        for key in affected:
-            answer = view.view(key)
-            for future, deliver in self._groups.pop(key):
-                if future.done():  # timed out or cancelled, not yet cleaned up
-                    continue
-                if deliver is not None:
+        woken = [(view.view(key), self._groups.pop(key)) for key in affected]
+        # Every answer goes out first; the requests' tasks are scheduled after.
+        for answer, group in woken:
+            for future, deliver in group:
+                if deliver is not None and not future.done():
                     try:
                         deliver(answer)
                     except Exception:  # one broken socket must not keep the others waiting
-                        log.exception("delivering a watched view failed", view=key[0].value)
-                future.set_result(answer)
+                        log.exception("delivering a watched view failed")
+        for answer, group in woken:
+            for future, _ in group:
+                if not future.done():  # else timed out or cancelled, not yet cleaned up
+                    future.set_result(answer)
         if affected and self.on_wake is not None:
             self.on_wake(affected)
         return affected
