@@ -1,24 +1,36 @@
-"""Fan-out benchmark of the metadata service; prints one JSON document.
+"""Fan-out and write-latency benchmark of the metadata service; prints one JSON document.
 
-For each watcher count N: a fresh ``netpersona serve`` process on loopback, N instances (each
-with its own 127.1.x.y address) pinned to one persona; every instance opens a real HTTP
-connection from its own address, gets a session token and long-polls its persona. Then one
-persona change; measured: time from the write until each watcher has read the new ETag (p50,
-p99, max), the server's memory per waiting watcher (RSS growth / N), and plain persona GETs per
-second over keep-alive connections.
+Fan-out, for each watcher count N: ``--replicas`` fresh ``netpersona serve`` processes on one
+store (``--engine sqlite``: a file; ``postgresql``: a throwaway cluster, tests/store/pg_cluster),
+N instances (each with its own 127.1.x.y address) pinned to one persona; every instance opens a
+real HTTP connection from its own address to replica ``i % replicas``, gets a session token and
+long-polls its persona. Then one persona change, written through replica 0; measured: time
+from the write until each watcher has read the new ETag (p50, p99, max), the servers' memory per
+waiting watcher (RSS growth / N, summed over replicas), how long the write took to be
+acknowledged, and plain persona GETs per second over keep-alive connections (one replica).
 
-    uv run python bench/fanout.py                     # 1000, 5000, 10000 watchers
-    uv run python bench/fanout.py --watchers 1000 --get-seconds 3
+Write latency, for each fleet size M (``--write-instances``): one serve process over M
+instances seeded in one transaction (``Store.import_instances``); measured: the time to
+acknowledge a label change of one instance, and a persona change every instance holds (which
+re-issues every certificate).
 
-The client side is asyncio with raw sockets (no HTTP library) so that it costs as little CPU
-as possible: client and server share the machine, and the numbers include that.
+    uv run python bench/fanout.py                                  # sqlite, 1 replica
+    uv run python bench/fanout.py --engine postgresql --replicas 2 --watchers 10000
+    uv run python bench/fanout.py --watchers '' --write-instances 100,100000
+
+The watchers are asyncio with raw sockets (no HTTP library), on uvloop, spread over
+``--client-processes`` processes so that the clients are not what is measured: client and
+server share the machine, and the numbers include that. The load average before and after is
+printed with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import signal
@@ -28,13 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
-from netpersona.store import Instance, Role, SqliteStore
+import uvloop
 
+from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
+from netpersona.store import Instance, Role, Store, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
 PERSONA_PATH = "/v1/instance/network_persona"
+WAKE_DEADLINE = 60.0  # seconds a watcher waits for the change before it is counted as missed
 
 
 def persona(priority: int) -> str:
@@ -51,7 +70,8 @@ def persona(priority: int) -> str:
 
 
 def address(i: int) -> str:
-    return f"127.1.{i // 250}.{i % 250 + 1}"
+    """127.1.0.1 on: watchers bind these (up to 62,500); a seeded fleet goes on in 127.2..."""
+    return f"127.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
 
 
 def free_port() -> int:
@@ -73,6 +93,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 0.50) * 1000, 1),
+        "p99": round(percentile(values, 0.99) * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+        "mean": round(statistics.fmean(values) * 1000, 1),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 class Http:
     """One keep-alive HTTP/1.1 connection from a chosen source address."""
 
@@ -87,14 +120,19 @@ class Http:
         )
         return cls(reader, writer)
 
+    def send(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> None:
+        lines = [f"{method} {path} HTTP/1.1", "Host: metadata"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method in ("PUT", "POST", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
     async def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
     ) -> tuple[int, dict[str, str], bytes]:
-        lines = [f"{method} {path} HTTP/1.1", "Host: metadata"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body or method in ("PUT", "POST"):
-            lines.append(f"Content-Length: {len(body)}")
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        self.send(method, path, headers, body)
         await self.writer.drain()
         return await self.response()
 
@@ -113,107 +151,314 @@ class Http:
         self.writer.close()
 
 
-async def wait_for_watchers(port: int, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    conn = await Http.open(port, "127.0.0.1")
-    try:
-        while time.monotonic() < deadline:
-            _, _, body = await conn.request("GET", "/metrics")
-            for line in body.decode().splitlines():
-                if line.startswith('netpersona_watchers{view="persona"}') and (
-                    float(line.split()[-1]) >= count
-                ):
-                    return
-            await asyncio.sleep(0.2)
-    finally:
-        conn.close()
-    raise RuntimeError(f"fewer than {count} watchers after {timeout}s")
+# --- the watcher processes -----------------------------------------------------------------
 
 
-async def fanout(port: int, pid: int, admin_token: str, n: int) -> dict[str, Any]:
-    tokens: list[str] = [""] * n
-    gate = asyncio.Semaphore(256)  # the listen backlog is finite; connect in waves
+def watcher_process(pipe: Connection, ports: list[int], indices: list[int], etag: str) -> None:
+    """Token, then a long poll, for each instance of ``indices`` (to replica i % replicas);
+    says "ready" once all are sent, then sends back when each answer arrived (monotonic)."""
+    uvloop.run(_watch_all(pipe, ports, indices, etag))
 
-    async def get_token(i: int) -> None:
-        async with gate:
-            conn = await Http.open(port, address(i))
-            status, _, body = await conn.request("PUT", "/v1/token", {TOKEN_TTL_HEADER: "3600"})
-            conn.close()
-            assert status == 200, body
-            tokens[i] = body.decode()
 
-    rss_idle = rss_bytes(pid)
-    start = time.monotonic()
-    await asyncio.gather(*(get_token(i) for i in range(n)))
-    token_seconds = time.monotonic() - start
-    first = await Http.open(port, address(0))
-    status, headers, _ = await first.request("GET", PERSONA_PATH, {TOKEN_HEADER: tokens[0]})
-    first.close()
-    etag = headers["etag"]
-    rss_before = rss_bytes(pid)
+class _Arrival(asyncio.Protocol):
+    def __init__(self, first: asyncio.Future[tuple[float, bytes]]) -> None:
+        self.first = first
 
+    def data_received(self, data: bytes) -> None:
+        if not self.first.done():
+            self.first.set_result((time.monotonic(), data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.first.done():
+            self.first.set_exception(ConnectionError("closed before an answer"))
+
+
+async def _watch_all(pipe: Connection, ports: list[int], indices: list[int], etag: str) -> None:
+    gate = asyncio.Semaphore(128)  # the listen backlog is finite: connect in waves
     seen: list[float] = []
     changed = 0
+    errors: list[str] = []
     connections: list[Http] = []
+    sent = asyncio.Event()
+    pending = len(indices)
+    query = f"?wait_for_change=true&last_etag={etag.strip(chr(34))}&timeout_sec=600"
 
     async def watch(i: int) -> None:
-        nonlocal changed
+        nonlocal changed, pending
         async with gate:
-            conn = await Http.open(port, address(i))
+            conn = await Http.open(ports[i % len(ports)], address(i))
             connections.append(conn)
-            query = f"?wait_for_change=true&last_etag={etag.strip(chr(34))}&timeout_sec=600"
-            conn.writer.write(
-                f"GET {PERSONA_PATH}{query} HTTP/1.1\r\nHost: metadata\r\n"
-                f"{TOKEN_HEADER}: {tokens[i]}\r\n\r\n".encode()
-            )
-            await conn.writer.drain()
-        code, got, _ = await conn.response()
-        seen.append(time.perf_counter())
-        if code == 200 and got["etag"] != etag:
+            status, _, body = await conn.request("PUT", "/v1/token", {TOKEN_TTL_HEADER: "3600"})
+            if status != 200:
+                errors.append(f"token {i}: {status} {body[:200]!r}")
+                return
+            # From here on the connection only notes when the answer's first bytes arrive
+            # (the whole answer is one small segment): parsing it with streams cost the
+            # clients more CPU than the server spent sending it.
+            arrival = _Arrival(asyncio.get_running_loop().create_future())
+            conn.writer.transport.set_protocol(arrival)
+            conn.send("GET", PERSONA_PATH + query, {TOKEN_HEADER: body.decode()})
+            pending -= 1
+            if not pending:
+                sent.set()
+        at, head = await arrival.first
+        seen.append(at)
+        if head.startswith(b"HTTP/1.1 200") and b"etag: " + etag.encode() not in head:
             changed += 1
 
-    start = time.monotonic()
-    watchers = [asyncio.create_task(watch(i)) for i in range(n)]
-    await wait_for_watchers(port, n, timeout=300)
-    connect_seconds = time.monotonic() - start
-    await asyncio.sleep(0.5)
-    rss_waiting = rss_bytes(pid)
-
-    admin = await Http.open(port, "127.0.0.1")
-    t0 = time.perf_counter()
-    status, _, body = await admin.request(
-        "PUT",
-        "/v1/admin/personas/bench",
-        {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        persona(5).encode(),
-    )
-    write_ack = time.perf_counter() - t0
-    assert status == 200, body
-    await asyncio.wait_for(asyncio.gather(*watchers), timeout=300)
-    admin.close()
+    tasks = [asyncio.create_task(watch(i)) for i in indices]
+    await sent.wait()
+    pipe.send(("ready", len(indices)))
+    # "stop": the servers hold no more watchers (or the deadline passed); answers sent by
+    # then are read within the grace period.
+    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+    await asyncio.wait(tasks, timeout=10)
     for conn in connections:
         conn.close()
+    pipe.send(("done", seen, changed, errors))
+
+
+# --- servers and stores ---------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    name: str
+    cluster: Any = None  # tests.store.pg_cluster.PgCluster
+
+    @contextlib.contextmanager
+    def database(self, tmp: Path) -> Iterator[str]:
+        if self.cluster is None:
+            yield f"sqlite:///{tmp}/netpersona.db"
+        else:
+            with self.cluster.database() as url:
+                yield url
+
+
+@contextlib.contextmanager
+def engine_of(name: str) -> Iterator[Engine]:
+    if name == "sqlite":
+        yield Engine(name)
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.store.pg_cluster import find_pg_bin, pg_cluster  # noqa: PLC0415
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        sys.exit(
+            "--engine postgresql: no initdb found (install postgresql or set NETPERSONA_PG_BIN)"
+        )
+    with pg_cluster(bin_dir) as cluster:
+        yield Engine(name, cluster)
+
+
+def seed(url: str, n: int) -> str:
+    """``n`` instances pinned to persona ``bench``, in one transaction; an admin token."""
+    store: Store = open_store(url, create=True)
+    try:
+        store.put_persona("bench", persona(1), "bench")
+        specs = [Instance(f"vm{i}", "", (address(i),), pin="bench") for i in range(n)]
+        if hasattr(store, "import_instances"):
+            store.import_instances(specs, "bench")
+        else:  # an older netpersona, measured for comparison: one write per record
+            for spec in specs:
+                store.create_instance(spec, "bench")
+                store.set_pin(spec.id, "bench", "bench")
+        _, secret = store.create_token("bench", Role.ADMIN, "bench")
+        return secret
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def servers(
+    data: Path, url: str, count: int
+) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
+    """``count`` serve processes over ``url``, started one after another (the first makes the
+    signing key in the shared data directory); stopped however the block ends."""
+    started: list[tuple[int, subprocess.Popen[bytes]]] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("netpersona")),
+                    "serve",
+                    "--data-dir",
+                    str(data),
+                    "--db",
+                    url,
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--log-level",
+                    "warning",
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            started.append((port, process))
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError("netpersona serve did not start") from None
+                    time.sleep(0.1)
+        yield started
+    finally:
+        for _, process in started:
+            process.send_signal(signal.SIGTERM)
+        for _, process in started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def watchers_waiting(ports: list[int]) -> float:
+    total = 0.0
+    for port in ports:
+        conn = await Http.open(port, "127.0.0.1")
+        try:
+            _, _, body = await conn.request("GET", "/metrics")
+        finally:
+            conn.close()
+        for line in body.decode().splitlines():
+            if line.startswith('netpersona_watchers{view="persona"}'):
+                total += float(line.split()[-1])
+    return total
+
+
+async def first_etag(port: int) -> str:
+    conn = await Http.open(port, address(0))
+    try:
+        _, _, token = await conn.request("PUT", "/v1/token", {TOKEN_TTL_HEADER: "60"})
+        _, headers, _ = await conn.request("GET", PERSONA_PATH, {TOKEN_HEADER: token.decode()})
+        return headers["etag"]
+    finally:
+        conn.close()
+
+
+async def admin_write(port: int, token: str, method: str, path: str, body: bytes) -> float:
+    conn = await Http.open(port, "127.0.0.1")
+    try:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        t0 = time.monotonic()
+        status, _, answer = await conn.request(method, path, headers, body)
+        took = time.monotonic() - t0
+        assert status == 200, answer
+        return took
+    finally:
+        conn.close()
+
+
+# --- fan-out --------------------------------------------------------------------------------
+
+
+def run_fanout(
+    engine: Engine, n: int, replicas: int, processes: int, get_seconds: float
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="np-fanout-") as tmp, engine.database(Path(tmp)) as url:
+        data = Path(tmp)
+        admin_token = seed(url, n)
+        with servers(data, url, replicas) as started:
+            ports = [port for port, _ in started]
+            pids = [process.pid for _, process in started]
+            result = measure_fanout(ports, pids, admin_token, n, processes)
+            if get_seconds > 0:
+                result["plain_get"] = uvloop.run(plain_gets(ports[0], 32, get_seconds))
+            return result
+
+
+def measure_fanout(
+    ports: list[int], pids: list[int], admin_token: str, n: int, processes: int
+) -> dict[str, Any]:
+    etag = uvloop.run(first_etag(ports[0]))
+    rss_idle = sum(rss_bytes(pid) for pid in pids)
+    context = multiprocessing.get_context("fork")
+    workers = []
+    start = time.monotonic()
+    for k in range(processes):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=watcher_process, args=(theirs, ports, list(range(k, n, processes)), etag)
+        )
+        process.start()
+        workers.append((process, ours))
+    try:
+        for _, pipe in workers:
+            assert pipe.recv()[0] == "ready"
+
+        async def all_waiting() -> None:
+            deadline = time.monotonic() + 300
+            while await watchers_waiting(ports) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"fewer than {n} watchers after 300 s")
+                await asyncio.sleep(0.2)
+
+        uvloop.run(all_waiting())
+        connect_seconds = time.monotonic() - start
+        time.sleep(0.5)
+        rss_waiting = sum(rss_bytes(pid) for pid in pids)
+        load = load_average()
+        t0 = time.monotonic()
+        write_ack = uvloop.run(
+            admin_write(
+                ports[0], admin_token, "PUT", "/v1/admin/personas/bench", persona(5).encode()
+            )
+        )
+        # Wait for every answer, or the deadline, then collect.
+        deadline = t0 + WAKE_DEADLINE
+        seen: list[float] = []
+        changed = 0
+        errors: list[str] = []
+        by_replica_missing = 0
+        while time.monotonic() < deadline:
+            if uvloop.run(watchers_waiting(ports)) == 0:
+                break
+            time.sleep(0.2)
+        for _, pipe in workers:
+            pipe.send("stop")
+        for _, pipe in workers:
+            _, got, woke, failed = pipe.recv()
+            seen += got
+            changed += woke
+            errors += failed
+        by_replica_missing = n - len(seen)
+    finally:
+        for process, _ in workers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
     latencies = [t - t0 for t in seen]
-    return {
+    result: dict[str, Any] = {
         "watchers": n,
+        "replicas": len(ports),
+        "load_average_at_write": load,
         "watchers_with_new_etag": changed,
-        "token_requests_seconds": round(token_seconds, 3),
         "all_watching_after_seconds": round(connect_seconds, 3),
         "write_ack_ms": round(write_ack * 1000, 2),
-        "notify_ms": {
-            "p50": round(percentile(latencies, 0.50) * 1000, 1),
-            "p99": round(percentile(latencies, 0.99) * 1000, 1),
-            "max": round(max(latencies) * 1000, 1),
-            "mean": round(statistics.fmean(latencies) * 1000, 1),
-        },
+        "time_to_all_watchers_ms": summary_ms(latencies) if latencies else None,
         "server_rss_mb": {
             "idle": round(rss_idle / 2**20, 1),
-            "after_token_requests": round(rss_before / 2**20, 1),
             "with_watchers": round(rss_waiting / 2**20, 1),
         },
-        # What a watcher costs the server: its connection and its waiting request.
+        # What a watcher costs the servers: its connection and its waiting request.
         "memory_per_watcher_kb": round((rss_waiting - rss_idle) / n / 1024, 2),
     }
+    if by_replica_missing:
+        result["not_woken"] = by_replica_missing
+        result["pending"] = (
+            f"{by_replica_missing} of {n} watchers had no answer {WAKE_DEADLINE:g} s after the"
+            " write: the replicas that did not take the write were not told of it"
+        )
+        result["time_to_all_watchers_ms"] = None
+        result["time_to_woken_watchers_ms"] = summary_ms(latencies) if latencies else None
+    if errors:
+        result["errors"] = errors[:10]
+    return result
 
 
 async def plain_gets(port: int, clients: int, seconds: float) -> dict[str, Any]:
@@ -244,81 +489,100 @@ async def plain_gets(port: int, clients: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def populate(db: Path, n: int) -> None:
-    store = SqliteStore(db)
+# --- write latency --------------------------------------------------------------------------
+
+
+def run_writes(engine: Engine, m: int, label_writes: int, persona_writes: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="np-writes-") as tmp, engine.database(Path(tmp)) as url:
+        start = time.monotonic()
+        admin_token = seed(url, m)
+        seed_seconds = time.monotonic() - start
+        with servers(Path(tmp), url, 1) as started:
+            port = started[0][0]
+            load = load_average()
+            labels = [
+                uvloop.run(
+                    admin_write(
+                        port,
+                        admin_token,
+                        "PATCH",
+                        f"/v1/admin/instances/vm{k * 7919 % m}/labels",
+                        json.dumps({"bench": str(k)}).encode(),
+                    )
+                )
+                for k in range(label_writes)
+            ]
+            personas = [
+                uvloop.run(
+                    admin_write(
+                        port,
+                        admin_token,
+                        "PUT",
+                        "/v1/admin/personas/bench",
+                        persona(2 + k % 5).encode(),
+                    )
+                )
+                for k in range(persona_writes)
+            ]
+    return {
+        "instances": m,
+        "seed_seconds": round(seed_seconds, 2),
+        "load_average": load,
+        "label_write_ack_ms": summary_ms(labels),
+        "persona_write_ack_ms": summary_ms(personas),
+    }
+
+
+def counts(text: str) -> list[int]:
     try:
-        store.put_persona("bench", persona(1), "bench")
-        for i in range(n):
-            store.create_instance(Instance(f"vm{i}", "", (address(i),)), "bench")
-            store.set_pin(f"vm{i}", "bench", "bench")
-    finally:
-        store.close()
-
-
-def run_one(n: int, get_clients: int, get_seconds: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="np-fanout-") as tmp:
-        data = Path(tmp)
-        populate(data / "netpersona.db", n)
-        store = SqliteStore(data / "netpersona.db")
-        _, admin_token = store.create_token("bench", Role.ADMIN, "bench")
-        store.close()
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("netpersona")),
-                "serve",
-                "--data-dir",
-                str(data),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-            ],
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("netpersona serve did not start") from None
-                    time.sleep(0.1)
-            result = asyncio.run(fanout(port, server.pid, admin_token, n))
-            result["plain_get"] = asyncio.run(plain_gets(port, get_clients, get_seconds))
-            return result
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        sys.exit(f"{text!r}: expected a comma-separated list of counts, e.g. 1000,5000")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--watchers", default="1000,5000,10000")
-    parser.add_argument("--get-clients", type=int, default=32)
-    parser.add_argument("--get-seconds", type=float, default=5.0)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--replicas", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--watchers", default="1000,5000,10000", help="comma list; '' for none")
+    parser.add_argument("--write-instances", default="100,100000", help="comma list; '' for none")
+    parser.add_argument("--label-writes", type=int, default=20)
+    parser.add_argument("--persona-writes", type=int, default=5)
+    parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument("--get-seconds", type=float, default=3.0)
     args = parser.parse_args()
-    counts = [int(c) for c in args.watchers.split(",")]
-    # SIGTERM unwinds like Ctrl-C, so the server process is stopped and the data removed.
+    watcher_counts = counts(args.watchers)
+    write_counts = counts(args.write_instances)
+    if args.replicas > 1 and args.engine == "sqlite":
+        sys.exit("--replicas 2: replicas share a PostgreSQL database (--engine postgresql)")
+    # SIGTERM unwinds like Ctrl-C, so servers and clusters are stopped and the data removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # One socket per watcher on each side, plus headroom; the server inherits the limit.
+    # One socket per watcher on each side, plus headroom; the servers inherit the limit.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if max(counts) + 200 > hard:
-        sys.exit(f"RLIMIT_NOFILE hard limit {hard} is too low for {max(counts)} watchers")
-    runs = [run_one(n, args.get_clients, args.get_seconds) for n in counts]
+    if watcher_counts and max(watcher_counts) + 200 > hard:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} is too low for {max(watcher_counts)} watchers")
+    before = load_average()
+    with engine_of(args.engine) as engine:
+        fanout = [
+            run_fanout(engine, n, args.replicas, args.client_processes, args.get_seconds)
+            for n in watcher_counts
+        ]
+        writes = [
+            run_writes(engine, m, args.label_writes, args.persona_writes) for m in write_counts
+        ]
     print(
         json.dumps(
             {
                 "benchmark": "fanout",
+                "engine": args.engine,
+                "replicas": args.replicas,
                 "cpus": os.cpu_count(),
                 "python": sys.version.split()[0],
-                "runs": runs,
+                "load_average_before": before,
+                "load_average_after": load_average(),
+                "fanout": fanout,
+                "write_latency": writes,
             },
             indent=2,
         )

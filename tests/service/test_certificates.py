@@ -18,6 +18,7 @@ from netpersona.certs import Accepted, KeySet, PersonaCertificate, Rejected, Rej
 from netpersona.model.persona import CommunicationMode, SecurityProfile
 from netpersona.records import Peer
 from netpersona.service import create_app
+from netpersona.service import fleet as fleet_module
 from netpersona.service.auth import TOKEN_HEADER
 from netpersona.service.keyring import KEY_FILE, KeyFile
 from netpersona.store import Role, SqliteStore
@@ -410,3 +411,34 @@ async def test_a_key_published_ahead_is_served_first_and_signs_only_from_its_tim
     certified.clock.now = START + 10 + LIFETIME
     await certified.fleet.renew()
     assert (await certified.key_set("10.0.0.1")).key_ids == (ring.newest.kid,)
+
+
+async def test_a_change_of_many_is_certified_in_batches_whether_the_write_waits_or_not(
+    certified: CertService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_module, "CERTIFICATE_BATCH", 2)
+    await certified.put_persona("web", persona_doc(2))
+    addresses = [f"10.0.0.{n}" for n in range(1, 6)]
+    for n, address in enumerate(addresses, 1):
+        await certified.add_instance(f"w{n}", address)
+        await certified.pin(f"w{n}", "web")
+    before = [await certified.certificate(a) for a in addresses]
+
+    # Few changed: the write waits for their certificates, issued two at a time.
+    await certified.put_persona("web", persona_doc(3))
+    after = [await certified.certificate(a) for a in addresses]
+    for address, old, new in zip(addresses, before, after, strict=True):
+        assert new["seq"] > old["seq"]
+        assert (await certified.verify(address, new["certificate"])).persona_version == 2
+
+    # Many changed (over INLINE_CERTIFICATES): acknowledged first, certified right after.
+    monkeypatch.setattr(fleet_module, "INLINE_CERTIFICATES", 1)
+    watcher = await _watch(certified, addresses[-1], CERT)
+    await until_waiting(certified, 1)
+    await certified.put_persona("web", persona_doc(4))
+    renewed = (await asyncio.wait_for(watcher, 30)).json()
+    assert (await certified.verify(addresses[-1], renewed["certificate"])).persona_version == 3
+    await certified.fleet.renew()  # whatever the batches left (nothing, once they are done)
+    for address in addresses:
+        body = await certified.certificate(address)
+        assert (await certified.verify(address, body["certificate"])).persona_version == 3

@@ -103,7 +103,26 @@ def test_several_vms_on_one_server_each_see_only_their_own(tmp_path: Path) -> No
             admin.put("/v1/admin/personas/db", json=persona_doc(7))
             waiter.join(timeout=10)
             assert time.monotonic() - start < 2
-            assert result["response"].json()["version"] == 2
+            woken = result["response"]
+            assert woken.json()["version"] == 2
+            assert woken.headers["content-type"] == "application/json"
+            assert woken.headers["cache-control"] == "no-store"
+            assert "date" in woken.headers
+            # The connection the answer was written to in one piece serves the next requests.
+            again = vm2.get("/v1/instance/network_persona")
+            assert (again.content, again.headers["etag"]) == (woken.content, woken.headers["etag"])
+            unchanged = vm2.get(
+                "/v1/instance/network_persona", headers={"If-None-Match": woken.headers["etag"]}
+            )
+            assert (unchanged.status_code, unchanged.content) == (304, b"")
+            assert unchanged.headers["etag"] == woken.headers["etag"]
+            assert "content-length" not in unchanged.headers
+            # Answered in front of the middleware, and counted all the same.
+            metrics = vm2.get("/metrics").text
+            assert (
+                'netpersona_http_requests_total{method="GET",'
+                'route="/v1/instance/network_persona",status="304"} 1.0'
+            ) in metrics
 
 
 async def _burst(server: ServeProcess, total: int, kill_after: int) -> list[tuple[str, Any]]:

@@ -72,6 +72,25 @@ def test_an_address_belongs_to_one_instance(store: SqlStore) -> None:
     assert store.get_instance("vm2").addresses == ("10.0.0.1",)
 
 
+def test_an_import_creates_every_instance_with_its_pin_or_none(store: SqlStore) -> None:
+    store.put_persona("web", json.dumps({"communication_mode": "unicast"}), "t")
+    specs = [
+        Instance("vm1", "", ("10.0.0.1",), pin="web"),
+        Instance("vm2", "", ("10.0.0.2",), labels=(("b", "2"), ("a", "1"))),
+    ]
+    assert store.import_instances(specs, "t") == 2
+    assert store.get_instance("vm1").pin == "web"
+    assert store.get_instance("vm2").label_map == {"a": "1", "b": "2"}
+    assert store.get_instance("vm2").revision == 1
+    assert [i.id for i in store.fleet().instances] == ["vm1", "vm2"]
+    # One bad spec (a taken address, an unknown pin) and nothing of the batch is stored.
+    with pytest.raises(Conflict, match=r"10\.0\.0\.1 already belongs"):
+        store.import_instances([spec("vm3", "10.0.0.3"), spec("vm4", "10.0.0.1")], "t")
+    with pytest.raises(InvalidDocument, match="/vm5/pin: no persona is named 'nope'"):
+        store.import_instances([Instance("vm5", "", ("10.0.0.5",), pin="nope")], "t")
+    assert [i.id for i in store.fleet().instances] == ["vm1", "vm2"]
+
+
 def test_revisions_grow_and_if_match_is_checked(store: SqlStore) -> None:
     store.create_instance(spec("vm1", "10.0.0.1"), "t")
     labelled = store.patch_labels("vm1", {"app": "db"}, "t", expect=1)

@@ -31,6 +31,7 @@ from netpersona.service.auth import SessionTokens
 from netpersona.service.certificates import DEFAULT_LIFETIME, CertificateAuthority
 from netpersona.service.console.mount import mount_console
 from netpersona.service.context import ServiceContext
+from netpersona.service.fast_views import FastViews
 from netpersona.service.fleet import Fleet
 from netpersona.service.guard import RequestGuard
 from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
@@ -197,6 +198,8 @@ def create_app(
     app.add_middleware(RequestGuard, respond=error_response)
     app.add_middleware(ErrorBoundary)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # In front of everything: the VM view GETs, the hot path (it counts its own metrics).
+    app.add_middleware(FastViews, respond=error_response, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -80,6 +80,7 @@ class CertificateAuthority:
         self._kid: str | None = None
         self._next_due = 0.0
         self._maps: tuple[Mapping[str, Instance], Mapping[str, EffectivePersona]] | None = None
+        self._behind = False  # the last attach stopped at its budget: more are due
 
     @staticmethod
     def due_at(issued: IssuedCertificate) -> float:
@@ -149,9 +150,16 @@ class CertificateAuthority:
             summary.instance.id, seq, summary.text, token, now, now + self.lifetime
         )
 
-    def attach(self, view: FleetView) -> tuple[FleetView, bool]:
-        """``view`` with certificate and key views, issuing what is due; and whether any
-        certificate or the key set differs from those ``view`` carries."""
+    @property
+    def behind(self) -> bool:
+        """Whether the last :meth:`attach` left certificates due (it reached its budget)."""
+        return self._behind
+
+    def attach(self, view: FleetView, budget: int | None = None) -> tuple[FleetView, bool]:
+        """``view`` with certificate and key views, issuing what is due (at most ``budget``
+        certificates: the rest keep the one issued before, see :attr:`behind`, and the next
+        call goes on with them); and whether any certificate or the key set differs from
+        those ``view`` carries."""
         now_f = self.clock()
         ring = self.keys.current()
         signer = ring.signer(now_f)
@@ -159,18 +167,25 @@ class CertificateAuthority:
         changed = view.keys is None or keys_view.etag != view.keys.etag
         self._keys_view = keys_view
 
-        full = signer.kid != self._kid or now_f > self._next_due
+        # While behind, only a new key starts over; time is looked at once caught up.
+        full = signer.kid != self._kid or (now_f > self._next_due and not self._behind)
         maps = self._maps
-        if not full and maps and maps[0] is view.instances and maps[1] is view.effective:
+        if (
+            not full
+            and not self._behind
+            and maps
+            and maps[0] is view.instances
+            and maps[1] is view.effective
+        ):
             # The very fleet data of the last call (a renewal tick): nothing to look at.
             return replace(view, keys=keys_view), changed
         self._maps = (view.instances, view.effective)
         if full:
             self._basis.clear()
-        certificates = {} if full else dict(view.certificates)
+        certificates = dict(view.certificates)
         for gone in [i for i in certificates if i not in view.instances]:
             del certificates[gone]
-        fresh = self._certify(view, certificates, signer, now_f)
+        fresh = self._certify(view, certificates, signer, now_f, budget)
         self._forget_gone(view)
         # Saved before anything is served: a restart never serves a lower seq.
         self.store.save_certificates(fresh)
@@ -189,12 +204,20 @@ class CertificateAuthority:
         certificates: dict[str, View],
         signer: SigningKey,
         now_f: float,
+        budget: int | None = None,
     ) -> list[IssuedCertificate]:
         """Bring ``certificates`` up to date for every instance that changed since the last
-        call; the certificates that had to be issued for that."""
+        call, issuing at most ``budget``; the certificates that had to be issued for that."""
         fresh: list[IssuedCertificate] = []
+        self._behind = False
         for instance_id, instance in view.instances.items():
-            if self._seen_before(instance_id, instance, view.effective.get(instance_id)):
+            version = view.effective.get(instance_id)
+            if self._seen_before(instance_id, instance, version):
+                continue
+            if budget is not None and len(fresh) >= budget:
+                # Left for the next call, which sees it as changed; its old one is served.
+                del self._basis[instance_id]
+                self._behind = True
                 continue
             certificates.pop(instance_id, None)
             summary = self._summary(view, instance, signer)

@@ -11,19 +11,23 @@ context value, deleting a persona) run check and write under :attr:`Fleet.policy
 :meth:`Fleet.refresh` rebuilds the view without a write. With a certificate authority
 (:mod:`netpersona.service.certificates`) every view built carries each instance's persona
 certificate and the key set: a write publishes the new view first (with the certificates held
-so far), then :meth:`Fleet.renew` issues the certificates it changed and publishes again; the
+so far), then :meth:`Fleet.renew` issues the certificates it changed and publishes again (the
+write waits for that when it changed a few instances, and leaves it to run in the background
+when it changed many, see :meth:`Fleet.write`); the
 app also runs :meth:`Fleet.renew` on a timer for the certificates that time or a new signing
 key made due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
 import anyio.to_thread
+import structlog
 
 from netpersona.errors import NotFound, UsageError
 from netpersona.policy import Policy, PolicyEngine
@@ -33,9 +37,32 @@ from netpersona.service.notifier import ChangeNotifier
 from netpersona.service.views import FleetView, PersonaResolver, WatchKey
 from netpersona.store.base import PolicyVersion, Store
 
-__all__ = ["Fleet"]
+__all__ = ["CERTIFICATE_BATCH", "INLINE_CERTIFICATES", "Fleet"]
 
 T = TypeVar("T")
+
+log = structlog.get_logger("netpersona.service")
+
+# A write that changes at most this many instances waits for their certificates.
+INLINE_CERTIFICATES = 64
+# Certificates issued under the build lock at a time (~0.1 ms each to sign, and one store write).
+CERTIFICATE_BATCH = 512
+
+
+def _changed(old: FleetView | None, new: FleetView) -> int:
+    """How many instances of ``new`` differ from ``old`` in what a certificate binds (by
+    identity: the store and the resolver hand out the same objects for what did not change)."""
+    if old is None:
+        return len(new.instances)
+    if old.instances is new.instances and old.effective is new.effective:
+        return 0
+    count = 0
+    for instance_id, instance in new.instances.items():
+        if old.instances.get(instance_id) is not instance or old.effective.get(
+            instance_id
+        ) is not new.effective.get(instance_id):
+            count += 1
+    return count
 
 
 class Fleet:
@@ -54,6 +81,10 @@ class Fleet:
         self._policy_cache: tuple[int | None, Policy] | None = None
         self._generation = 0
         self._latest: FleetView | None = None
+        self._renew_lock = asyncio.Lock()
+        self._renewals_wanted = 0
+        self._renewals_done = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.notifier = ChangeNotifier(self._build(), on_wake)
 
     @property
@@ -70,7 +101,10 @@ class Fleet:
         changed = True
         if self.authority is not None:
             if issue or self._latest is None:
-                view, changed = self.authority.attach(view)
+                # At start-up all at once; later in batches, so that a write waits for the
+                # build lock one batch at most.
+                budget = None if self._latest is None else CERTIFICATE_BATCH
+                view, changed = self.authority.attach(view, budget)
             else:
                 held = self._latest.certificates
                 view = replace(
@@ -84,9 +118,15 @@ class Fleet:
         return view, changed
 
     def _build(self) -> FleetView:
+        return self._build_counted()[0]
+
+    def _build_counted(self) -> tuple[FleetView, int]:
+        """The new view, and how many instances it changed (whose certificates are due)."""
         with self._build_lock:  # builds from two writer threads feed one resolver in order
             built = FleetView.build(self.store.fleet(), self.resolver)
-            return self._stamp(built, issue=False)[0]
+            previous = self._latest
+            view = self._stamp(built, issue=False)[0]
+            return view, _changed(previous, view)
 
     def _renew(self) -> FleetView | None:
         with self._build_lock:
@@ -94,16 +134,42 @@ class Fleet:
             view, changed = self._stamp(self._latest, issue=True)
             return view if changed else None
 
-    def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView]:
+    def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView, int]:
         result = op()
-        return result, self._build()
+        return result, *self._build_counted()
 
     async def write(self, op: Callable[[], T]) -> T:
-        """Run the store write ``op``, then publish the fleet as it is after it."""
-        result, view = await anyio.to_thread.run_sync(self._write_then_build, op)
+        """Run the store write ``op``, then publish the fleet as it is after it.
+
+        The certificates the write changed are issued right after (:meth:`renew`); the write
+        waits for them when they are few (at most :data:`INLINE_CERTIFICATES`: one instance's
+        change), so a VM reading its certificate after an operator's write sees the new one.
+        A change of many (a persona held by thousands) is acknowledged at once and its
+        certificates are issued in the background, in one batch, and published as one view.
+        """
+        result, view, uncertified = await anyio.to_thread.run_sync(self._write_then_build, op)
         self.notifier.publish(view)
-        await self.renew()  # the certificates the write changed
+        self._renewals_wanted += 1
+        task = asyncio.create_task(self._renew_through(self._renewals_wanted))
+        if uncertified <= INLINE_CERTIFICATES:
+            await task
+        else:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return result
+
+    async def _renew_through(self, wanted: int) -> None:
+        """Renew once for every write up to number ``wanted``: writes that arrive while a
+        renewal runs share the next one."""
+        async with self._renew_lock:
+            if self._renewals_done >= wanted:
+                return
+            target = self._renewals_wanted
+            try:
+                await self.renew()
+            except Exception:  # a bad key file or a busy disk: the timer's renewal retries
+                log.exception("certificate renewal after a write failed")
+            self._renewals_done = target
 
     async def read(self, op: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(op)
@@ -146,8 +212,13 @@ class Fleet:
         """
         if self.authority is None:
             return set()
-        view = await anyio.to_thread.run_sync(self._renew)
-        return set() if view is None else self.notifier.publish(view)
+        woken: set[WatchKey] = set()
+        while True:  # one batch at a time, each published as it is issued
+            view = await anyio.to_thread.run_sync(self._renew)
+            if view is not None:
+                woken |= self.notifier.publish(view)
+            if not self.authority.behind:
+                return woken
 
     def _build_if_behind(self) -> FleetView | None:
         with self._build_lock:

@@ -8,6 +8,7 @@ readable without a token, and must not tell one VM anything about another.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -78,8 +79,8 @@ class ServiceMetrics:
         )
 
     def woke(self, keys: set[WatchKey]) -> None:
-        for kind, _ in keys:
-            self.wakeups.labels(kind.value).inc()
+        for kind, count in Tally(kind for kind, _ in keys).items():
+            self.wakeups.labels(kind.value).inc(count)
 
 
 def _bind(waiting: Callable[[ViewKind], int], kind: ViewKind) -> Callable[[], float]:

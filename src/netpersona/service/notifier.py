@@ -2,9 +2,19 @@
 
 GCE metadata semantics: a watcher sends the ETag it has; if the current view differs it gets
 the view at once, else it waits until the view changes or its timeout passes, and then gets
-the (possibly unchanged) current view. One :class:`asyncio.Event` per watched key is shared by
-every waiter on that key; :meth:`ChangeNotifier.publish` sets the events of exactly the keys
-whose content changed (see :func:`~netpersona.service.views.affected_keys`).
+the (possibly unchanged) current view.
+
+Waiters are grouped by the view they wait on (:data:`~netpersona.service.views.WatchKey`):
+every waiter of a key holds the key's current ETag, so when :meth:`ChangeNotifier.publish`
+finds the key changed (:func:`~netpersona.service.views.affected_keys`) the whole group gets
+the one new :class:`View`. A waiter may bring a :data:`Deliver` callback, which publish calls
+at once with the new view: the VM view fast path (:mod:`netpersona.service.fast_views`) writes
+the prepared answer bytes to the waiting socket from there, without waiting for the request's
+task to be scheduled. The request's future is completed either way.
+
+:meth:`ChangeNotifier.publish` is the one entry point by which a new fleet view reaches the
+watchers, whatever produced it (a write in this process, a certificate renewal, a change
+another process made).
 
 Everything here runs on the event loop; nothing blocks.
 """
@@ -14,10 +24,26 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from enum import Enum
+
+import structlog
 
 from netpersona.service.views import FleetView, View, ViewKind, WatchKey, affected_keys
 
-__all__ = ["ChangeNotifier"]
+__all__ = ["ChangeNotifier", "Deliver"]
+
+log = structlog.get_logger("netpersona.service")
+
+# Called by publish, on the event loop, with the view a waiter was woken for (None: the
+# instance was deleted). It must not block and must not raise.
+Deliver = Callable[[View | None], None]
+
+
+class _Expired(Enum):
+    EXPIRED = "expired"
+
+
+_Waiter = tuple["asyncio.Future[View | _Expired | None]", Deliver | None]
 
 
 class ChangeNotifier:
@@ -25,8 +51,7 @@ class ChangeNotifier:
         self, view: FleetView, on_wake: Callable[[set[WatchKey]], None] | None = None
     ) -> None:
         self._view = view
-        self._events: dict[WatchKey, asyncio.Event] = {}
-        self._waiting: Counter[WatchKey] = Counter()
+        self._groups: dict[WatchKey, list[_Waiter]] = {}
         self._waiting_by_kind: Counter[ViewKind] = Counter()
         self.on_wake = on_wake
         self.draining = False
@@ -50,9 +75,20 @@ class ChangeNotifier:
         if (view.revision, view.generation) < (self._view.revision, self._view.generation):
             return set()
         old, self._view = self._view, view
-        affected = affected_keys(old, view, list(self._events)) if self._events else set()
-        for key in affected:
-            self._events.pop(key).set()
+        affected = affected_keys(old, view, self._groups) if self._groups else set()
+        woken = [(view.view(key), self._groups.pop(key)) for key in affected]
+        # Every answer goes out first; the requests' tasks are scheduled after.
+        for answer, group in woken:
+            for future, deliver in group:
+                if deliver is not None and not future.done():
+                    try:
+                        deliver(answer)
+                    except Exception:  # one broken socket must not keep the others waiting
+                        log.exception("delivering a watched view failed")
+        for answer, group in woken:
+            for future, _ in group:
+                if not future.done():  # else timed out or cancelled, not yet cleaned up
+                    future.set_result(answer)
         if affected and self.on_wake is not None:
             self.on_wake(affected)
         return affected
@@ -62,36 +98,46 @@ class ChangeNotifier:
         the current view (the agent then asks another replica, or this one once it is back).
         """
         self.draining = True
-        for event in self._events.values():
-            event.set()
-        self._events.clear()
+        for group in list(self._groups.values()):
+            for future, _ in list(group):
+                _expire(future)
 
-    async def wait(self, key: WatchKey, etag: str, timeout: float) -> View | None:
+    async def wait(
+        self, key: WatchKey, etag: str, timeout: float, deliver: Deliver | None = None
+    ) -> View | None:
         """The view once it differs from ``etag``, or the current one after ``timeout`` seconds.
 
-        None when the instance no longer exists.
+        None when the instance no longer exists. ``deliver`` is called with the new view the
+        moment a change is published (not when it was current already, nor on a timeout).
         """
+        current = self._view.view(key)
+        if current is None or current.etag != etag or timeout <= 0 or self.draining:
+            return current
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            current = self._view.view(key)
-            remaining = deadline - loop.time()
-            if current is None or current.etag != etag or remaining <= 0 or self.draining:
-                return current
-            event = self._events.get(key)
-            if event is None:
-                event = self._events[key] = asyncio.Event()
-            self._waiting[key] += 1
-            self._waiting_by_kind[key[0]] += 1
-            try:
-                async with asyncio.timeout(remaining):
-                    await event.wait()
-            except TimeoutError:
-                pass
-            finally:
-                self._waiting_by_kind[key[0]] -= 1
-                self._waiting[key] -= 1
-                if not self._waiting[key]:
-                    del self._waiting[key]
-                    if self._events.get(key) is event and not event.is_set():
-                        del self._events[key]
+        future: asyncio.Future[View | _Expired | None] = loop.create_future()
+        waiter: _Waiter = (future, deliver)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = []
+        group.append(waiter)
+        kind = key[0]
+        self._waiting_by_kind[kind] += 1
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            answer = await future
+        finally:
+            timer.cancel()
+            self._waiting_by_kind[kind] -= 1
+            group = self._groups.get(key)
+            if group is not None and waiter in group:
+                group.remove(waiter)
+                if not group:
+                    del self._groups[key]
+        if answer is _Expired.EXPIRED:  # the timeout: the view as it is now
+            return self._view.view(key)
+        return answer
+
+
+def _expire(future: asyncio.Future[View | _Expired | None]) -> None:
+    if not future.done():
+        future.set_result(_Expired.EXPIRED)

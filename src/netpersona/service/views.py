@@ -126,7 +126,9 @@ class FleetView:
     keys: View | None = None
     generation: int = 0  # the order views were built in (the fleet's build counter)
     _cache: dict[tuple[ViewKind, str], View | None] = field(default_factory=dict)
-    _persona_cache: dict[EffectivePersona | None, View] = field(default_factory=dict)
+    # By identity: the resolver hands every holder of one effective persona the same object
+    # (and the view holds them all, so an id is not reused while it is cached here).
+    _persona_cache: dict[int, View] = field(default_factory=dict)
     _peers: dict[str, Peer] = field(default_factory=dict)
     _network: NetworkIndex | None = None
 
@@ -179,11 +181,12 @@ class FleetView:
     def _persona_view(self, instance_id: str) -> View:
         # Instances holding the same effective persona share one view object (and its bytes).
         effective = self.effective.get(instance_id)
-        if effective not in self._persona_cache:
-            self._persona_cache[effective] = View.of(
+        found = self._persona_cache.get(id(effective))
+        if found is None:
+            found = self._persona_cache[id(effective)] = View.of(
                 unassigned_json() if effective is None else effective.to_json()
             )
-        return self._persona_cache[effective]
+        return found
 
     def _instance_data(self, instance_id: str) -> dict[str, Any]:
         instance = self.instances[instance_id]
@@ -294,7 +297,8 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
         if kind is ViewKind.CERTIFICATE or kind is ViewKind.KEYS:
             candidate = True  # precomputed views: comparing ETags is the cheap test
         elif kind is ViewKind.PERSONA:
-            candidate = _held(old, instance_id) != _held(new, instance_id) or (
+            before_held, after_held = _held(old, instance_id), _held(new, instance_id)
+            candidate = (before_held is not after_held and before_held != after_held) or (
                 (instance_id in old.instances) != (instance_id in new.instances)
             )
         elif kind is ViewKind.INSTANCE:
@@ -321,7 +325,7 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
                     result.add(key)
                 continue
         before, after = old.view(key), new.view(key)
-        if (before and before.etag) != (after and after.etag):
+        if before is not after and (before and before.etag) != (after and after.etag):
             result.add(key)
     return result
 

@@ -7,6 +7,7 @@ nothing to change in a URL to reach another VM's data. See docs/metadata-api.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -91,7 +92,12 @@ class Watch:
         # Read by hand rather than by FastAPI's parameter injection: these three GETs are the
         # hot path (every agent, every poll), and injection was most of their cost. The same
         # parameters are declared for OpenAPI in WATCH_PARAMETERS.
-        query = request.query_params
+        return cls.parse(request.query_params, request.headers.get("if-none-match"))
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str], if_none_match: str | None) -> Watch:
+        """From the query parameters (the last of a repeated name counts) and the
+        If-None-Match header."""
         errors = []
         wait = query.get("wait_for_change", "false").lower()
         if wait not in _BOOLEANS:
@@ -112,7 +118,7 @@ class Watch:
             wait_for_change=_BOOLEANS.get(wait, False),
             last_etag=query.get("last_etag") or None,
             timeout_sec=timeout,
-            if_none_match=request.headers.get("if-none-match"),
+            if_none_match=if_none_match,
         )
 
 

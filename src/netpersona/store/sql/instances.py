@@ -48,6 +48,26 @@ def instance_from_row(row: Row) -> Instance:
     )
 
 
+_INSERT_INSTANCE = (
+    "INSERT INTO instances (id, name, addresses, interfaces, labels, pin, revision, "
+    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _instance_row(instance: Instance) -> tuple[Any, ...]:
+    return (
+        instance.id,
+        instance.name,
+        dump(list(instance.addresses)),
+        dump([i.to_json() for i in instance.interfaces]),
+        dump(instance.label_map),
+        instance.pin,
+        instance.revision,
+        instance.created_at,
+        instance.updated_at,
+    )
+
+
 class InstanceTables(Aggregate):
     # Decoded instances kept between fleet reads; this store's own writes drop theirs.
     _fleet_cache: dict[str, Instance]
@@ -83,23 +103,12 @@ class InstanceTables(Aggregate):
     def _save_instance(self, db: Connection, instance: Instance) -> None:
         self._fleet_cache.pop(instance.id, None)
         db.execute(
-            "INSERT INTO instances (id, name, addresses, interfaces, labels, pin, revision, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            _INSERT_INSTANCE + " ON CONFLICT (id) DO UPDATE SET "
             "name = excluded.name, addresses = excluded.addresses, "
             "interfaces = excluded.interfaces, labels = excluded.labels, pin = excluded.pin, "
             "revision = excluded.revision, created_at = excluded.created_at, "
             "updated_at = excluded.updated_at",
-            (
-                instance.id,
-                instance.name,
-                dump(list(instance.addresses)),
-                dump([i.to_json() for i in instance.interfaces]),
-                dump(instance.label_map),
-                instance.pin,
-                instance.revision,
-                instance.created_at,
-                instance.updated_at,
-            ),
+            _instance_row(instance),
         )
 
     @retried
@@ -125,6 +134,87 @@ class InstanceTables(Aggregate):
             target = f"instance/{instance_id}"
             self._audit(db, actor, "instance.create", target, before=None, after=instance.to_json())
             return instance
+
+    def import_instances(self, specs: Sequence[Instance], actor: str) -> int:
+        """Create every instance of ``specs``, pins included, in one transaction (all or none):
+        a fleet brought in from elsewhere, or a benchmark's. Each is audited as a create."""
+        owners: dict[str, str] = {}
+        for spec in specs:
+            for index, address in enumerate(spec.addresses):
+                other = owners.setdefault(address, spec.id)
+                if other != spec.id:
+                    raise Conflict(
+                        f"/{spec.id}/addresses/{index}: {address} already belongs to instance "
+                        f"{other!r} (an address identifies one instance)"
+                    )
+        with self._database.write(f"import {len(specs)} instances") as db:
+            for pin in sorted({s.pin for s in specs if s.pin is not None}):
+                row = db.execute("SELECT deleted FROM personas WHERE name = ?", (pin,)).fetchone()
+                if row is None or row["deleted"]:
+                    spec = next(s for s in specs if s.pin == pin)
+                    raise InvalidDocument(
+                        [FieldError(f"/{spec.id}/pin", f"no persona is named {pin!r}")]
+                    )
+            ids = [s.id for s in specs]
+            if len(set(ids)) != len(ids) or self._taken(db, "instances", "id", ids):
+                taken = self._taken(db, "instances", "id", ids) or [
+                    i for i in ids if ids.count(i) > 1
+                ]
+                raise Conflict(f"instance {taken[0]!r} already exists")
+            for address in self._taken(db, "instance_addresses", "address", list(owners)):
+                owner = db.execute(
+                    "SELECT instance_id FROM instance_addresses WHERE address = ?", (address,)
+                ).fetchone()["instance_id"]
+                raise Conflict(
+                    f"/{owners[address]}/addresses: {address} already belongs to instance "
+                    f"{owner!r} (an address identifies one instance)"
+                )
+            now = self._clock()
+            made = [
+                replace(
+                    spec,
+                    labels=tuple(sorted(spec.labels)),
+                    revision=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for spec in specs
+            ]
+            for instance in made:
+                self._fleet_cache.pop(instance.id, None)
+            db.executemany(_INSERT_INSTANCE, [_instance_row(i) for i in made])
+            db.executemany(
+                "INSERT INTO instance_addresses (address, instance_id) VALUES (?, ?)",
+                list(owners.items()),
+            )
+            self._lock_changes(db)
+            db.executemany(
+                "INSERT INTO audit (at, actor, action, target, before, after) VALUES (?,?,?,?,?,?)",
+                [
+                    (now, actor, "instance.create", f"instance/{i.id}", None, dump(i.to_json()))
+                    for i in made
+                ],
+            )
+            db.executemany(
+                "INSERT INTO changes (kind, key, at) VALUES (?,?,?)",
+                [("instance", i.id, now) for i in made],
+            )
+            notify = self._database.dialect.notify
+            if notify is not None and made:
+                last = db.execute("SELECT MAX(seq) AS seq FROM changes").fetchone()["seq"]
+                db.execute(notify, (str(last),))
+            return len(made)
+
+    @staticmethod
+    def _taken(db: Connection, table: str, column: str, values: list[str]) -> list[str]:
+        """Which of ``values`` the column already holds."""
+        found: list[str] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            marks = ",".join("?" * len(chunk))  # placeholders only; the values are bound
+            query = f"SELECT {column} AS v FROM {table} WHERE {column} IN ({marks})"  # noqa: S608
+            found += [row["v"] for row in db.execute(query, chunk)]
+        return found
 
     def get_instance(self, instance_id: str) -> Instance:
         with self._database.read(f"read instance {instance_id!r}") as db:
