@@ -1,7 +1,7 @@
 """The checks ``promtool check metrics`` makes on a text exposition (format 0.0.4), for tests.
 
-promtool ships only inside Debian's whole ``prometheus`` package (the server, about 96 MB
-installed with its web assets), too much to install for one check; these are its rules (the
+The tests run the real promtool (``tests/promtool.py``, which scripts/setup unpacks into
+``.tools/bin``); on a machine without it, outside CI, they fall back to these rules (the
 parser's, then promlint's), written down from the exposition-format documentation and the
 metric-naming guide:
 

@@ -25,7 +25,7 @@ from netpersona.errors import KernelError, UsageError
 from netpersona.gossip import GossipNode
 from netpersona.gossip.wire import Certs, encode
 from netpersona.testing.certs import fixed_key, key_set, make_certificate, signed
-from tests.promlint import lint
+from tests.promtool import check_metrics
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -155,6 +155,7 @@ def test_gossip_counters_by_reason(tmp_path: Path) -> None:
     assert got[("netpersona_agent_gossip_events_total", (("event", "some_new_event"),))] == 2
 
 
+@pytest.mark.subprocess  # promtool
 def test_what_is_rendered_passes_the_promtool_rules(tmp_path: Path) -> None:
     metrics, control = make(tmp_path, DROPS)
     control.node = GossipNode(
@@ -166,13 +167,14 @@ def test_what_is_rendered_passes_the_promtool_rules(tmp_path: Path) -> None:
     asyncio.run(metrics.refresh())
     for with_process in (True, False):
         text = metrics.render(with_process=with_process).decode()
-        assert lint(text) == []
+        assert check_metrics(text) == []
         assert ("process_cpu_seconds_total" in text) is with_process
     text = metrics.render().decode()
     assert 'netpersona_agent_watch_state{state="ok",view="persona"} 1.0' in text
     assert 'netpersona_agent_kernel_change_duration_seconds_count{operation="apply",' in text
 
 
+@pytest.mark.subprocess  # promtool
 def test_the_endpoint_answers_metrics_and_nothing_else(tmp_path: Path) -> None:
     metrics, _ = make(tmp_path, DROPS)
 
@@ -185,7 +187,7 @@ def test_the_endpoint_answers_metrics_and_nothing_else(tmp_path: Path) -> None:
                 ok = await client.get("/metrics")
                 assert ok.status_code == 200
                 assert ok.headers["content-type"].startswith("text/plain; version=")
-                assert lint(ok.text) == []
+                assert check_metrics(ok.text) == []
                 assert "netpersona_agent_nft_dropped_packets_total" in ok.text
                 assert (await client.get("/other")).status_code == 404
                 refused = await client.post("/metrics")

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netpersona.lab.fleet import METADATA_URL
 from netpersona.lab.fleet import LabProcesses as Fleet
 from netpersona.lab.topology import topology
-from tests.promlint import lint
+from tests.promtool import check_metrics
 
 pytestmark = pytest.mark.kernel
 
@@ -124,7 +124,7 @@ def test_agent_and_service_metrics_say_what_happened(fleet: Fleet, tmp_path: Pat
     )
 
     text = fetch(fleet, "vm1", f"http://{LISTEN}/metrics")
-    assert lint(text) == []
+    assert check_metrics(text) == []
     got = parse(text)
     assert got[("netpersona_agent_passes_total", (("result", "applied"),))] >= 1
     assert got[("netpersona_agent_converged", ())] == 1
@@ -147,7 +147,7 @@ def test_agent_and_service_metrics_say_what_happened(fleet: Fleet, tmp_path: Pat
         "the textfile to say web v1",
     )
     written = textfile.read_text()
-    assert lint(written) == []
+    assert check_metrics(written) == []
     assert "process_" not in written
     assert "netpersona_agent_nft_dropped_packets_total" in written
     assert textfile.stat().st_mode & 0o777 == 0o644
@@ -155,7 +155,7 @@ def test_agent_and_service_metrics_say_what_happened(fleet: Fleet, tmp_path: Pat
 
     # The service's /metrics, as the VM can read it.
     served = fetch(fleet, "vm1", f"{METADATA_URL}/metrics")
-    assert lint(served) == []
+    assert check_metrics(served) == []
     service = parse(served)
     assert total(service, "netpersona_build_info") == 1
     assert service[("process_open_fds", ())] > 0
@@ -187,7 +187,7 @@ def test_a_single_pass_writes_the_textfile_and_logs_for_a_human(tmp_path: Path) 
     assert any("[error" in line and "pass failed" in line for line in lines), done.stderr
     assert not any(line.startswith("{") for line in lines)
     written = textfile.read_text()
-    assert lint(written) == []
+    assert check_metrics(written) == []
     got = parse(written)
     assert got[("netpersona_agent_service_state", (("state", "unreachable"),))] == 1
     assert got[("netpersona_agent_watch_state", (("state", "failing"), ("view", "instance")))] == 1

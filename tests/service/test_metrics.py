@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netpersona.build_info import package_version
-from tests.promlint import lint
+from tests.promtool import check_metrics
 from tests.service.conftest import Service, persona_doc
 
 pytestmark = pytest.mark.anyio
@@ -68,6 +68,7 @@ async def test_metrics_count_requests_watchers_changes_and_wakeups(service: Serv
     assert "10.0.0.1" not in str(after)
 
 
+@pytest.mark.subprocess  # promtool
 async def test_metrics_say_the_build_and_the_process_and_pass_the_promtool_rules(
     service: Service,
 ) -> None:
@@ -75,7 +76,7 @@ async def test_metrics_say_the_build_and_the_process_and_pass_the_promtool_rules
     async with service.anonymous("192.0.2.9") as client:
         await client.get("/v1/instance")  # a request of each kind, so every family has samples
         response = await client.get("/metrics")
-    assert lint(response.text) == []
+    assert check_metrics(response.text) == []
     got = await scrape(service)
     builds = [labels for name, labels in got if name == "netpersona_build_info"]
     assert len(builds) == 1
