@@ -17,6 +17,7 @@ from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.state import StateStore
 from netpersona.facts import Tier
 from netpersona.testing.topology import Lab, lab
+from tests.cli.cli_doc import documented_json
 from tests.dataplane.personas import PERSONA_A, PERSONA_B
 
 pytestmark = pytest.mark.kernel
@@ -60,6 +61,11 @@ def test_check_apply_status_drift_and_remove(net: Lab, tmp_path: Path) -> None:
     code, output = _cli("apply", str(a), "--check", *common)
     assert code == CHECK_DIFFERS, output
     assert "table inet netpersona is missing" in output
+    code, output = _cli("apply", str(a), "--check", "-o", "json", *common)
+    assert code == CHECK_DIFFERS, output
+    differences = json.loads(output)
+    assert sorted(differences) == sorted(documented_json()["apply --check"][1])
+    assert "nftables: table inet netpersona is missing" in differences["differences"]
 
     code, output = _cli("apply", str(a), *common)
     assert code == 0, output
@@ -87,6 +93,40 @@ def test_check_apply_status_drift_and_remove(net: Lab, tmp_path: Path) -> None:
     assert net.vm.run(["nft", "list", "tables"]).stdout == ""
     code, output = _cli("status", *common)
     assert "no persona applied" in output
+
+
+def test_apply_and_remove_print_the_documented_json(net: Lab, tmp_path: Path) -> None:
+    a, _, state = _files(tmp_path)
+    common = ["--state-dir", str(state), "--netns", net.vm.name]
+    documented = documented_json()
+
+    code, output = _cli("apply", str(a), "-o", "json", *common)
+    assert code == 0, output
+    report = json.loads(output)
+    assert sorted(report) == sorted(documented["apply"][1])
+    assert report["action"] == "apply"
+    assert report["persona"] == "a"
+    assert report["steps"]
+    assert report["unchanged"] is False
+    assert report["failed"] is None
+    assert report["rollback_held"] is None
+    assert net.vm.run(["nft", "list", "table", "inet", "netpersona"]).returncode == 0
+
+    code, output = _cli("apply", str(a), "-o", "json", *common)
+    assert code == 0, output
+    again = json.loads(output)
+    assert sorted(again) == sorted(documented["apply"][1])
+    assert again["unchanged"] is True
+    assert again["steps"] == []
+
+    code, output = _cli("remove", "-o", "json", *common)
+    assert code == 0, output
+    removed = json.loads(output)
+    assert sorted(removed) == sorted(documented["remove"][1])
+    assert removed["action"] == "remove"
+    assert removed["steps"]
+    assert removed["failed"] is None
+    assert net.vm.run(["nft", "list", "tables"]).stdout == ""
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float) -> None:

@@ -15,12 +15,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
 from netpersona.errors import UsageError
 from netpersona.lab.changes import Phase, changes_between, persona_changes
 from netpersona.lab.expect import ProbeKind
@@ -34,7 +35,7 @@ from netpersona.lab.report import (
     print_result,
     print_times,
 )
-from netpersona.lab.run import LabRun, exclusive, remove_recorded
+from netpersona.lab.run import LabRun, exclusive, holds, remove_recorded
 from netpersona.lab.scenario import DEFAULT_SCENARIO, Scenario, broadcast_of, load_scenario
 
 __all__ = ["register"]
@@ -175,23 +176,39 @@ def up(scenario: ScenarioFile = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> N
 
 
 @lab_app.command()
-def status(prefix: Prefix = "nplab") -> None:
+def status(prefix: Prefix = "nplab", output: OutputOption = OutputFormat.TABLE) -> None:
     """Each VM: the persona the service assigns and what its agent holds."""
     lab = LabRun.attach(_workdir(prefix), console)
     views = lab.views()
-    table = Table(title=f"lab {prefix}")
-    for column in ("VM", "persona (service)", "agent holds", "result", "error"):
-        table.add_column(column)
+    rows: list[dict[str, Any]] = []
     for vm in lab.scenario.vms:
         view, record = views[vm.name], lab.agent_record(vm.name)
-        table.add_row(
-            vm.name,
-            f"{view.get('name')} v{view.get('version')}",
-            f"{record.get('persona')} v{record.get('version')}",
-            str(record.get("result")),
-            str(record.get("error") or ""),
+        rows.append(
+            {
+                "vm": vm.name,
+                "persona": view.get("name"),
+                "version": view.get("version"),
+                "in_force": holds(record, view["etag"]),
+                "agent": record or None,
+            }
         )
-    console.print(table)
+
+    def table(out: Console) -> None:
+        table = Table(title=f"lab {prefix}")
+        for column in ("VM", "persona (service)", "agent holds", "result", "error"):
+            table.add_column(column)
+        for row in rows:
+            record = row["agent"] or {}
+            table.add_row(
+                row["vm"],
+                f"{row['persona']} v{row['version']}",
+                f"{record.get('persona')} v{record.get('version')}",
+                str(record.get("result")),
+                str(record.get("error") or ""),
+            )
+        print_table(out, table)
+
+    emit(output, rows, table)
 
 
 @lab_app.command()

@@ -45,6 +45,13 @@ RECORD = "lab.json"
 CONVERGE_TIMEOUT = 120.0
 SETTLE = 1.5  # seconds without any agent changing anything: peer views have caught up
 IN_FORCE = ("applied", "unchanged", "peers-updated")
+
+
+def holds(record: dict[str, Any], etag: str) -> bool:
+    """The agent whose ``agent.json`` is ``record`` holds the persona answer ``etag``."""
+    return record.get("result") in IN_FORCE and record.get("persona_etag") == etag
+
+
 EVERY_FIELD = frozenset(
     {"communication_mode", "security_profile", "allowed_protocols", "priority"}
     | {"qos_parameters", "multicast_groups", "peers"}
@@ -225,11 +232,7 @@ class LabRun:
                     )
                 for vm, etag in wanted.items():
                     record = self.agent_record(vm)
-                    if (
-                        vm not in took
-                        and record.get("result") in IN_FORCE
-                        and record.get("persona_etag") == etag
-                    ):
+                    if vm not in took and holds(record, etag):
                         took[vm] = time.monotonic() - since
                         step(f"{vm} holds its persona")
                 time.sleep(0.05)
