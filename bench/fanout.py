@@ -156,7 +156,8 @@ class Http:
 
 def watcher_process(pipe: Connection, ports: list[int], indices: list[int], etag: str) -> None:
     """Token, then a long poll, for each instance of ``indices`` (to replica i % replicas);
-    says "ready" once all are sent, then sends back when each answer arrived (monotonic)."""
+    says "ready" once all are sent, then sends back when each answer arrived (monotonic), with
+    the replica that held it."""
     uvloop.run(_watch_all(pipe, ports, indices, etag))
 
 
@@ -175,7 +176,7 @@ class _Arrival(asyncio.Protocol):
 
 async def _watch_all(pipe: Connection, ports: list[int], indices: list[int], etag: str) -> None:
     gate = asyncio.Semaphore(128)  # the listen backlog is finite: connect in waves
-    seen: list[float] = []
+    seen: list[tuple[int, float]] = []
     changed = 0
     errors: list[str] = []
     connections: list[Http] = []
@@ -202,7 +203,7 @@ async def _watch_all(pipe: Connection, ports: list[int], indices: list[int], eta
             if not pending:
                 sent.set()
         at, head = await arrival.first
-        seen.append(at)
+        seen.append((i % len(ports), at))
         if head.startswith(b"HTTP/1.1 200") and b"etag: " + etag.encode() not in head:
             changed += 1
 
@@ -411,7 +412,7 @@ def measure_fanout(
         )
         # Wait for every answer, or the deadline, then collect.
         deadline = t0 + WAKE_DEADLINE
-        seen: list[float] = []
+        seen: list[tuple[int, float]] = []
         changed = 0
         errors: list[str] = []
         by_replica_missing = 0
@@ -432,7 +433,7 @@ def measure_fanout(
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
-    latencies = [t - t0 for t in seen]
+    latencies = [t - t0 for _, t in seen]
     result: dict[str, Any] = {
         "watchers": n,
         "replicas": len(ports),
@@ -441,6 +442,11 @@ def measure_fanout(
         "all_watching_after_seconds": round(connect_seconds, 3),
         "write_ack_ms": round(write_ack * 1000, 2),
         "time_to_all_watchers_ms": summary_ms(latencies) if latencies else None,
+        # Replica 0 took the write; the others heard of it through the store.
+        "by_replica_ms": [
+            summary_ms(held) if (held := [t - t0 for r, t in seen if r == k]) else None
+            for k in range(len(ports))
+        ],
         "server_rss_mb": {
             "idle": round(rss_idle / 2**20, 1),
             "with_watchers": round(rss_waiting / 2**20, 1),

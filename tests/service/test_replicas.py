@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from netpersona.service import create_app
+from netpersona.service.fleet import INLINE_CERTIFICATES
 from netpersona.service.replication import ChangeFollower, Listener
-from netpersona.store import Role
+from netpersona.store import FleetData, Instance, Role
 from netpersona.store.postgres import PostgresStore
 from netpersona.store.postgres.listener import LISTENER_NAME
 from tests.service.conftest import Service, persona_doc
@@ -179,6 +180,57 @@ async def test_the_timer_catches_up_when_a_notification_never_comes(pg_url: str)
         with psycopg.connect(pg_url, autocommit=True) as direct:
             direct.execute("INSERT INTO changes (kind, key, at) VALUES ('instance', 'vm1', 0)")
         await until(lambda: b.follower.catch_ups > before, "b reads the silent change")
+
+
+async def test_a_replica_does_not_re_read_the_fleet_for_its_own_write(pg_url: str) -> None:
+    """Its follower hears its own write too; the newest audit entry shows the view has it, so
+    the whole fleet is not read again (at 10,000 instances that read competes with the
+    answers to the woken watchers)."""
+    async with replicas(pg_url) as (a, _b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await until(lambda: a.follower.last_seen == a.service.store.last_change(), "caught up")
+        store = a.service.store
+        reads = 0
+        fleet = store.fleet
+
+        def counted() -> FleetData:
+            nonlocal reads
+            reads += 1
+            return fleet()
+
+        store.fleet = counted  # type: ignore[method-assign]
+        await a.service.put_persona("web", persona_doc(1))
+        await until(lambda: a.follower.last_seen == store.last_change(), "a hears its write")
+        await asyncio.sleep(0.2)
+        assert reads <= 1  # the write's own build (if it reads the whole fleet at all)
+
+
+async def test_a_change_of_many_instances_is_certified_on_the_other_replica(pg_url: str) -> None:
+    """More instances than a write waits for: the follower publishes at once and issues their
+    certificates in the background, and goes on following meanwhile."""
+    count = INLINE_CERTIFICATES + 6
+    async with replicas(pg_url) as (a, b):
+        await a.service.put_persona("web", persona_doc(1))
+        specs = [Instance(f"vm{i}", "", (f"10.0.1.{i + 1}",), pin="web") for i in range(count)]
+        a.service.store.import_instances(specs, "test")  # through the store: a follows it too
+        b_fleet = b.service.app.state.netpersona.fleet
+
+        def certified() -> dict[str, str]:
+            held = b_fleet.view.certificates
+            return {i: held[i].etag for i in (s.id for s in specs) if i in held}
+
+        await until(lambda: len(certified()) == count, "b certifies every instance")
+        before = certified()
+        await a.service.put_persona("web", persona_doc(2))
+        await until(lambda: _served(b, "vm0") == ("web", 2), "b serves web v2")
+        await a.service.add_instance("late", "10.0.2.1")  # followed while b still signs
+        await until(lambda: "late" in b_fleet.view.instances, "b follows the next write")
+        await until(
+            lambda: (
+                all(before[i] != e for i, e in certified().items()) and len(certified()) == count
+            ),
+            "b re-issues every certificate",
+        )
 
 
 @pytest.mark.parametrize("rounds", [12])

@@ -6,7 +6,8 @@ and a timer (every :data:`CATCH_UP_INTERVAL` seconds, the safety net) all lead t
 catch-up: read ``changes_since(last_seen)`` from the store and, when any of them can change
 what VMs are served, :meth:`Fleet.follow <netpersona.service.fleet.Fleet.follow>` re-reads the
 fleet and publishes it through the same entry point a write made here uses, which wakes
-exactly the watchers whose view changed.
+exactly the watchers whose view changed. A replica hears its own writes as well; follow then
+reads only the newest audit entry (its view holds that revision already), not the fleet.
 
 Nothing is lost with a notification (a dropped connection, a replica that was restarting):
 ``seq`` only grows, in commit order, so the next catch-up reads every change committed since
