@@ -261,15 +261,16 @@ class CertificateAuthority:
                 del self._basis[instance_id]
                 self._behind = True
                 continue
-            certificates.pop(instance_id, None)
             summary = self._summary(view, instance, signer)
-            if summary is None or summary.cert is None:
-                continue
-            served = self._current(summary, signer, now_f)
+            served = None
+            if summary is not None and summary.cert is not None:
+                served = self._current(summary, signer, now_f)
             if served is None:
+                certificates.pop(instance_id, None)
                 continue
             if served is not self._issued.get(instance_id):  # issued just now
                 fresh.append(served)
+            # Replaced in place: a dictionary with no removed entries copies at memory speed.
             certificates[instance_id] = self._view_of(served)
         return fresh
 
