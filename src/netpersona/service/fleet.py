@@ -42,7 +42,7 @@ from netpersona.service.assignment import PolicyPersonas, policy_of
 from netpersona.service.certificates import CertificateAuthority
 from netpersona.service.notifier import ChangeNotifier
 from netpersona.service.views import FleetView, PersonaResolver, WatchKey
-from netpersona.store.base import PolicyVersion, Store
+from netpersona.store.base import FleetDelta, PolicyVersion, Store
 
 __all__ = ["CERTIFICATE_BATCH", "INLINE_CERTIFICATES", "Fleet"]
 
@@ -160,6 +160,11 @@ class Fleet:
         delta = self.store.fleet_delta(previous.changes, INCREMENTAL_CHANGES)
         if delta is None:
             return None
+        return self._apply(previous, resolver, delta)
+
+    def _apply(
+        self, previous: FleetView, resolver: PolicyPersonas, delta: FleetDelta
+    ) -> tuple[FleetView, int]:
         effective, touched = resolver.update(delta.upserted, delta.removed)
         built = previous.apply(delta, effective, touched)
         changed = touched | {i.id for i in delta.upserted} | set(delta.removed)
@@ -262,6 +267,15 @@ class Fleet:
 
     def _build_if_behind(self) -> FleetView | None:
         with self._build_lock:
+            previous, resolver = self._latest, self.resolver
+            if previous is not None and isinstance(resolver, PolicyPersonas):
+                # Instances only (or nothing: this process's own write, already published):
+                # as a write made here would.
+                delta = self.store.fleet_delta(previous.changes, INCREMENTAL_CHANGES)
+                if delta is not None:
+                    if not delta.upserted and not delta.removed:
+                        return None
+                    return self._apply(previous, resolver, delta)[0]
             data = self.store.fleet()
             if self._latest is not None and data.revision <= self._latest.revision:
                 return None  # this process made (and published) that write itself
