@@ -165,6 +165,14 @@ class Fleet:
     def _apply(
         self, previous: FleetView, resolver: PolicyPersonas, delta: FleetDelta
     ) -> tuple[FleetView, int]:
+        if not delta.upserted and not delta.removed:  # a token, say: no view changes
+            same = replace(
+                previous,
+                revision=delta.revision,
+                changes=delta.changes,
+                delta_from=(previous.generation, frozenset()),
+            )
+            return self._stamp(same, issue=False)[0], 0
         effective, touched = resolver.update(delta.upserted, delta.removed)
         built = previous.apply(delta, effective, touched)
         changed = touched | {i.id for i in delta.upserted} | set(delta.removed)
