@@ -97,7 +97,12 @@ class Fleet:
         self._renewals_wanted = 0
         self._renewals_done = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.notifier = ChangeNotifier(self._build(), on_wake)
+        view = self._build()
+        if self.authority is not None and isinstance(self.resolver, PolicyPersonas):
+            # Past the changes of the certificates just issued (a whole fleet's at a first
+            # start), so that the first write does not scan them.
+            view = self._build_counted()[0]
+        self.notifier = ChangeNotifier(view, on_wake)
 
     @property
     def view(self) -> FleetView:
