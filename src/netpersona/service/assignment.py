@@ -114,7 +114,7 @@ class PolicyPersonas:
         self._engine: PolicyEngine | None = None
         self._policy_version: int | None = None
         self._policy: Policy = EMPTY_POLICY
-        self._order: tuple[Instance, ...] = ()  # the instances of the last read, by id
+        self._known: dict[str, Instance] = {}  # the instances the engine was last given
         self._personas: dict[str, PersonaVersion] = {}
         self._context: dict[str, str] = {}
         self._result: dict[str, EffectivePersona] = {}
@@ -147,7 +147,7 @@ class PolicyPersonas:
             self._served.clear()
             self._result = {}
             for instance_id, decision in self._engine.decisions.items():
-                self._set(instance_id, decision, data)
+                self._set(instance_id, decision)
             return self._result
         changes = self._changes(data)
         if policy_changed:
@@ -164,13 +164,41 @@ class PolicyPersonas:
                 result.pop(change.instance_id, None)
         self._result = result
         for instance_id, decision in changed.items():
-            self._set(instance_id, decision, data)
+            self._set(instance_id, decision)
         return self._result
+
+    def update(
+        self, upserted: tuple[Instance, ...], removed: tuple[str, ...]
+    ) -> tuple[Mapping[str, EffectivePersona], set[str]]:
+        """:meth:`resolve` after a write of instances only (nothing else of the fleet
+        changed since the last call): the effective personas, and the instances whose
+        effective persona may differ (those written among them). Costs what the engine's
+        recompute of those instances costs, not a pass over the fleet."""
+        assert self._engine is not None, "resolve() has not run yet"
+        changes: list[Change] = []
+        for instance in upserted:
+            old = self._known.get(instance.id)
+            self._known[instance.id] = instance
+            if old is None or (old is not instance and _decides(old) != _decides(instance)):
+                changes.append(InstanceUpserted(instance))
+        for instance_id in removed:
+            if self._known.pop(instance_id, None) is not None:
+                changes.append(InstanceRemoved(instance_id))
+        if not changes:
+            return self._result, set()
+        changed = self._engine.recompute(changes)
+        result = dict(self._result)
+        for instance_id in removed:
+            result.pop(instance_id, None)
+        self._result = result
+        for instance_id, decision in changed.items():
+            self._set(instance_id, decision)
+        return self._result, set(changed) | set(removed)
 
     # --- feeding the engine --------------------------------------------------------------
 
     def _remember(self, data: FleetData) -> None:
-        self._order = data.instances
+        self._known = {i.id: i for i in data.instances}
         self._personas = dict(data.personas)
         self._context = dict(data.context)
 
@@ -188,28 +216,30 @@ class PolicyPersonas:
         return changes + self._instance_changes(data.instances)
 
     def _instance_changes(self, instances: tuple[Instance, ...]) -> list[Change]:
-        # The store hands out the same object for a row that did not change, in id order, so
-        # with no instance added or removed a pass by identity finds the changed ones.
-        if len(instances) == len(self._order):
-            pairs = [(a, b) for a, b in zip(self._order, instances, strict=True) if a is not b]
-            if all(a.id == b.id for a, b in pairs):
-                return [InstanceUpserted(b) for a, b in pairs if _decides(a) != _decides(b)]
-        before = {i.id: i for i in self._order}
+        # The store hands out the same object for a row that did not change, so a pass by
+        # identity finds the changed ones.
+        known = self._known
         changes: list[Change] = []
+        new = 0
         for instance in instances:
-            old = before.pop(instance.id, None)
-            if old is None or (old is not instance and _decides(old) != _decides(instance)):
+            old = known.get(instance.id)
+            if old is instance:
+                continue
+            new += old is None
+            if old is None or _decides(old) != _decides(instance):
                 changes.append(InstanceUpserted(instance))
-        changes += [InstanceRemoved(i) for i in before]
+        if len(known) + new > len(instances):
+            present = {i.id for i in instances}
+            changes += [InstanceRemoved(i) for i in known if i not in present]
         return changes
 
     # --- what is served ------------------------------------------------------------------
 
-    def _set(self, instance_id: str, decision: Decision, data: FleetData) -> None:
+    def _set(self, instance_id: str, decision: Decision) -> None:
         if decision not in self._served:
             if len(self._served) > 4096:  # distinct decisions are few; never let it grow
                 self._served.clear()
-            self._served[decision] = self._effective(decision, data)
+            self._served[decision] = self._effective(decision, self._personas)
         served = self._served[decision]
         if served is None:
             self._result.pop(instance_id, None)
@@ -217,17 +247,19 @@ class PolicyPersonas:
             self._result[instance_id] = served
 
     @staticmethod
-    def _effective(decision: Decision, data: FleetData) -> EffectivePersona | None:
+    def _effective(
+        decision: Decision, personas: Mapping[str, PersonaVersion]
+    ) -> EffectivePersona | None:
         if decision.effective is not None:
             return decision.effective
-        if decision.persona is not None and decision.persona in data.personas:
+        if decision.persona is not None and decision.persona in personas:
             # The assigned persona exists but does not validate: serve it as stored.
             log.warning(
                 "serving a persona that does not validate, without overlays",
                 persona=decision.persona,
                 problems=list(decision.problems),
             )
-            return data.personas[decision.persona].effective()
+            return personas[decision.persona].effective()
         return None
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 
@@ -155,11 +155,18 @@ class CertificateAuthority:
         """Whether the last :meth:`attach` left certificates due (it reached its budget)."""
         return self._behind
 
-    def attach(self, view: FleetView, budget: int | None = None) -> tuple[FleetView, bool]:
+    def attach(
+        self,
+        view: FleetView,
+        budget: int | None = None,
+        candidates: Collection[str] | None = None,
+    ) -> tuple[FleetView, bool]:
         """``view`` with certificate and key views, issuing what is due (at most ``budget``
         certificates: the rest keep the one issued before, see :attr:`behind`, and the next
         call goes on with them); and whether any certificate or the key set differs from
-        those ``view`` carries."""
+        those ``view`` carries. ``candidates``: every instance that may have changed since
+        the last call (written, deleted, or a new effective persona), so that only they are
+        looked at; None: any may have (a pass over the fleet)."""
         now_f = self.clock()
         ring = self.keys.current()
         signer = ring.signer(now_f)
@@ -182,6 +189,8 @@ class CertificateAuthority:
         self._maps = (view.instances, view.effective)
         if full:
             self._basis.clear()
+        elif candidates is not None and not self._behind:
+            return self._attach_some(view, candidates, signer, now_f, budget, keys_view, changed)
         certificates = dict(view.certificates)
         for gone in [i for i in certificates if i not in view.instances]:
             del certificates[gone]
@@ -198,6 +207,36 @@ class CertificateAuthority:
         changed = changed or fresh != [] or certificates.keys() != view.certificates.keys()
         return replace(view, certificates=certificates, keys=keys_view), changed
 
+    def _attach_some(
+        self,
+        view: FleetView,
+        candidates: Collection[str],
+        signer: SigningKey,
+        now_f: float,
+        budget: int | None,
+        keys_view: View,
+        changed: bool,
+    ) -> tuple[FleetView, bool]:
+        """:meth:`attach` looking only at ``candidates`` (nothing else changed, the key did
+        not, and no served certificate is due)."""
+        certificates = dict(view.certificates)
+        for gone in [i for i in candidates if i not in view.instances]:
+            certificates.pop(gone, None)
+            for cache in (self._summaries, self._views, self._basis):
+                cache.pop(gone, None)
+        present = [i for i in candidates if i in view.instances]
+        fresh = self._certify(view, certificates, signer, now_f, budget, present)
+        self.store.save_certificates(fresh)
+        for issued in fresh:
+            self._issued[issued.instance_id] = issued
+        if fresh:
+            log.info("certificates issued", count=len(fresh))
+        self._next_due = self._earliest_due({}, fresh, False)
+        changed = changed or any(
+            certificates.get(i) is not view.certificates.get(i) for i in candidates
+        )
+        return replace(view, certificates=certificates, keys=keys_view), changed
+
     def _certify(
         self,
         view: FleetView,
@@ -205,12 +244,15 @@ class CertificateAuthority:
         signer: SigningKey,
         now_f: float,
         budget: int | None = None,
+        only: Collection[str] | None = None,
     ) -> list[IssuedCertificate]:
         """Bring ``certificates`` up to date for every instance that changed since the last
-        call, issuing at most ``budget``; the certificates that had to be issued for that."""
+        call (of ``only``, when given), issuing at most ``budget``; the certificates that had
+        to be issued for that."""
         fresh: list[IssuedCertificate] = []
         self._behind = False
-        for instance_id, instance in view.instances.items():
+        for instance_id in view.instances if only is None else only:
+            instance = view.instances[instance_id]
             version = view.effective.get(instance_id)
             if self._seen_before(instance_id, instance, version):
                 continue
@@ -219,15 +261,16 @@ class CertificateAuthority:
                 del self._basis[instance_id]
                 self._behind = True
                 continue
-            certificates.pop(instance_id, None)
             summary = self._summary(view, instance, signer)
-            if summary is None or summary.cert is None:
-                continue
-            served = self._current(summary, signer, now_f)
+            served = None
+            if summary is not None and summary.cert is not None:
+                served = self._current(summary, signer, now_f)
             if served is None:
+                certificates.pop(instance_id, None)
                 continue
             if served is not self._issued.get(instance_id):  # issued just now
                 fresh.append(served)
+            # Replaced in place: a dictionary with no removed entries copies at memory speed.
             certificates[instance_id] = self._view_of(served)
         return fresh
 

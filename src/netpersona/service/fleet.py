@@ -1,8 +1,15 @@
 """The running service's state: the store, the current :class:`FleetView`, and its watchers.
 
-Every write goes through :meth:`Fleet.write`: the store call and a fresh read of the fleet run
-in a worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new
-view is published on the event loop, which wakes the affected watchers. Building the view
+Every write goes through :meth:`Fleet.write`: the store call and the new view's build run in a
+worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new view is
+published on the event loop, which wakes the affected watchers. A write that changed instances
+only (labels, a pin, an instance added, replaced or deleted: the common writes) costs the same
+at 100 instances and at 100,000: the store hands over just those instances
+(:meth:`~netpersona.store.base.Store.fleet_delta`, from its change sequence), the policy engine
+recomputes them, the view copies its mappings with them (:meth:`FleetView.apply`) and only
+their certificates are issued. Anything else since the last view (a persona, the policy, the
+context, many changes at once) is read and resolved whole, as :meth:`Fleet.refresh` and
+replication always do. Building the view
 runs the resolver (the policy engine, :mod:`netpersona.service.assignment`) under one lock, so the
 engine sees every write's result in order; :meth:`Fleet.with_engine` hands it out under that
 lock for explain and what-if. Writes whose checks read the stored policy (a policy save, a
@@ -35,7 +42,7 @@ from netpersona.service.assignment import PolicyPersonas, policy_of
 from netpersona.service.certificates import CertificateAuthority
 from netpersona.service.notifier import ChangeNotifier
 from netpersona.service.views import FleetView, PersonaResolver, WatchKey
-from netpersona.store.base import PolicyVersion, Store
+from netpersona.store.base import FleetDelta, PolicyVersion, Store
 
 __all__ = ["CERTIFICATE_BATCH", "INLINE_CERTIFICATES", "Fleet"]
 
@@ -47,6 +54,9 @@ log = structlog.get_logger("netpersona.service")
 INLINE_CERTIFICATES = 64
 # Certificates issued under the build lock at a time (~0.1 ms each to sign, and one store write).
 CERTIFICATE_BATCH = 512
+# Changes since the last view a build applies one by one; more (or any but an instance's) and
+# the whole fleet is read again.
+INCREMENTAL_CHANGES = 256
 
 
 def _changed(old: FleetView | None, new: FleetView) -> int:
@@ -81,11 +91,18 @@ class Fleet:
         self._policy_cache: tuple[int | None, Policy] | None = None
         self._generation = 0
         self._latest: FleetView | None = None
+        # Instances whose certificate may be due since the last issue (None: any of them).
+        self._uncertified: set[str] | None = None
         self._renew_lock = asyncio.Lock()
         self._renewals_wanted = 0
         self._renewals_done = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.notifier = ChangeNotifier(self._build(), on_wake)
+        view = self._build()
+        if self.authority is not None and isinstance(self.resolver, PolicyPersonas):
+            # Past the changes of the certificates just issued (a whole fleet's at a first
+            # start), so that the first write does not scan them.
+            view = self._build_counted()[0]
+        self.notifier = ChangeNotifier(view, on_wake)
 
     @property
     def view(self) -> FleetView:
@@ -104,7 +121,11 @@ class Fleet:
                 # At start-up all at once; later in batches, so that a write waits for the
                 # build lock one batch at most.
                 budget = None if self._latest is None else CERTIFICATE_BATCH
-                view, changed = self.authority.attach(view, budget)
+                candidates = self._uncertified
+                view, changed = self.authority.attach(view, budget, candidates)
+                self._uncertified = None if self.authority.behind else set()
+            elif view.certificates is self._latest.certificates:
+                pass  # built from the last view (an instance write): its certificates held
             else:
                 held = self._latest.certificates
                 view = replace(
@@ -118,15 +139,52 @@ class Fleet:
         return view, changed
 
     def _build(self) -> FleetView:
-        return self._build_counted()[0]
+        return self._build_counted(full=True)[0]
 
-    def _build_counted(self) -> tuple[FleetView, int]:
-        """The new view, and how many instances it changed (whose certificates are due)."""
+    def _build_counted(self, full: bool = False) -> tuple[FleetView, int]:
+        """The new view, and how many instances it changed (whose certificates are due);
+        ``full``: from a read of the whole fleet, whatever changed."""
         with self._build_lock:  # builds from two writer threads feed one resolver in order
-            built = FleetView.build(self.store.fleet(), self.resolver)
             previous = self._latest
+            found = None if full else self._build_incremental(previous)
+            if found is not None:
+                return found
+            built = FleetView.build(self.store.fleet(), self.resolver)
+            self._uncertified = None
             view = self._stamp(built, issue=False)[0]
             return view, _changed(previous, view)
+
+    def _build_incremental(self, previous: FleetView | None) -> tuple[FleetView, int] | None:
+        """(Under the build lock.) The new view from the last one, when only instances were
+        written since (the common write: a label, a pin, an instance added or removed): the
+        store reads those, the engine recomputes them, the view copies its mappings with
+        them, and only their certificates fall due. None: read the whole fleet."""
+        resolver = self.resolver
+        if previous is None or not isinstance(resolver, PolicyPersonas):
+            return None
+        delta = self.store.fleet_delta(previous.changes, INCREMENTAL_CHANGES)
+        if delta is None:
+            return None
+        return self._apply(previous, resolver, delta)
+
+    def _apply(
+        self, previous: FleetView, resolver: PolicyPersonas, delta: FleetDelta
+    ) -> tuple[FleetView, int]:
+        if not delta.upserted and not delta.removed:  # a token, say: no view changes
+            same = replace(
+                previous,
+                revision=delta.revision,
+                changes=delta.changes,
+                delta_from=(previous.generation, frozenset()),
+            )
+            return self._stamp(same, issue=False)[0], 0
+        effective, touched = resolver.update(delta.upserted, delta.removed)
+        built = previous.apply(delta, effective, touched)
+        changed = touched | {i.id for i in delta.upserted} | set(delta.removed)
+        if self._uncertified is not None:
+            self._uncertified |= changed
+        view = self._stamp(built, issue=False)[0]
+        return view, len(changed)
 
     def _renew(self) -> FleetView | None:
         with self._build_lock:
@@ -222,17 +280,26 @@ class Fleet:
 
     def _build_if_behind(self) -> tuple[FleetView, int] | None:
         with self._build_lock:
-            if self._latest is not None:
+            previous, resolver = self._latest, self.resolver
+            if previous is not None and isinstance(resolver, PolicyPersonas):
+                # Instances only (or nothing: this process's own write, already published):
+                # as a write made here would.
+                delta = self.store.fleet_delta(previous.changes, INCREMENTAL_CHANGES)
+                if delta is not None:
+                    if not delta.upserted and not delta.removed:
+                        return None
+                    return self._apply(previous, resolver, delta)
+            if previous is not None:
                 # The newest audit entry first (one row): a change this process made was
                 # published by its write, and re-reading the whole fleet to find that out
                 # costs the loop (and the woken watchers) tens of milliseconds at 10,000.
                 head = self.store.list_audit(1).items
-                if head and head[0].seq <= self._latest.revision:
+                if head and head[0].seq <= previous.revision:
                     return None
             data = self.store.fleet()
             if self._latest is not None and data.revision <= self._latest.revision:
                 return None  # this process made (and published) that write itself
-            previous = self._latest
+            self._uncertified = None
             view = self._stamp(FleetView.build(data, self.resolver), issue=False)[0]
             return view, _changed(previous, view)
 

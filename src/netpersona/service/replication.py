@@ -28,7 +28,7 @@ import structlog
 
 from netpersona.errors import StoreError
 from netpersona.service.fleet import Fleet
-from netpersona.store.base import Change
+from netpersona.store.base import VIEWLESS_CHANGES, Change
 
 __all__ = ["CATCH_UP_INTERVAL", "SILENT_KINDS", "Replicated", "ChangeFollower", "Listener"]
 
@@ -39,7 +39,7 @@ RECONNECT_CAP = 10.0  # longest wait between two attempts to reconnect the liste
 PAGE = 1000  # changes read per query
 # Change kinds that can alter a served view; the others (status reports, certificates each
 # replica issues for itself, service secrets) change no view. An unknown kind counts.
-SILENT_KINDS = frozenset({"status", "certificate", "secret", "token"})
+SILENT_KINDS = VIEWLESS_CHANGES
 
 
 class Listener(Protocol):

@@ -196,6 +196,23 @@ class FleetData:
     personas: Mapping[str, PersonaVersion]  # current version of every persona
     context: Mapping[str, str] = field(default_factory=dict)
     policy: PolicyVersion | None = None  # the current policy; None: none (or deleted)
+    changes: int = 0  # the newest change's seq this read includes (see :meth:`Store.fleet_delta`)
+
+
+# Changes that leave the fleet's views as they are (they only move its revision on).
+VIEWLESS_CHANGES = frozenset({"token", "certificate", "status", "secret"})
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDelta:
+    """What changed in the fleet since a read, when only instances did (:meth:`Store.fleet_delta`):
+    the instances written since (as they are now) and those deleted since, in one consistent
+    transaction with ``revision`` (as :attr:`FleetData.revision`) and ``changes``."""
+
+    revision: int
+    changes: int
+    upserted: tuple[Instance, ...]
+    removed: tuple[str, ...]
 
 
 class Store(Protocol):
@@ -289,6 +306,10 @@ class Store(Protocol):
 
     # whole-fleet read for the VM-facing views, and service secrets
     def fleet(self) -> FleetData: ...
+    def fleet_delta(self, since: int, limit: int) -> FleetDelta | None:
+        """What changed after change ``since`` (a :attr:`FleetData.changes`), when only
+        instances did and at most ``limit`` changes were made; else None (read the fleet)."""
+        ...
 
     # -- the change sequence (what replicas catch up with) ------------------------------------
     def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:

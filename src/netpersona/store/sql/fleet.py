@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from netpersona.store.base import FleetData, Instance, PersonaVersion
+from netpersona.store.base import (
+    VIEWLESS_CHANGES,
+    FleetData,
+    FleetDelta,
+    Instance,
+    PersonaVersion,
+)
 from netpersona.store.sql.context import ContextTable
 from netpersona.store.sql.engine import Connection
 from netpersona.store.sql.instances import InstanceTables, instance_from_row
@@ -11,6 +17,7 @@ from netpersona.store.sql.policy import PolicyTables
 
 __all__ = ["FleetQuery"]
 
+_VIEWLESS = ",".join("?" * len(VIEWLESS_CHANGES))  # placeholders for the kinds
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 
@@ -18,6 +25,7 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
     def fleet(self) -> FleetData:
         with self._database.read("read the fleet") as db:
             last = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit").fetchone()
+            changes = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes").fetchone()
             instances = self._fleet_instances(db)
             personas: dict[str, PersonaVersion] = {}
             for row in db.execute(CURRENT_PERSONAS):
@@ -26,7 +34,45 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
                     personas[persona.name] = persona
             context = {e.key: e.value for e in self._context_entries(db)}
             policy = self._current_policy(db)
-        return FleetData(int(last["seq"]), instances, personas, context, policy)
+        return FleetData(
+            int(last["seq"]), instances, personas, context, policy, int(changes["seq"])
+        )
+
+    def fleet_delta(self, since: int, limit: int) -> FleetDelta | None:
+        with self._database.read("read the fleet's changes") as db:
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit").fetchone()
+            newest = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes").fetchone()
+            rows = db.execute(
+                f"SELECT seq, kind, key FROM changes WHERE seq > ? AND kind NOT IN ({_VIEWLESS}) "  # noqa: S608
+                "ORDER BY seq LIMIT ?",
+                (since, *sorted(VIEWLESS_CHANGES), limit + 1),
+            ).fetchall()
+            if len(rows) > limit:
+                return None
+            written: set[str] = set()
+            for row in rows:
+                if row["kind"] == "instance":
+                    written.add(row["key"])
+                else:
+                    return None  # a persona, the policy, the context...: read it all
+            upserted = []
+            for instance_id in sorted(written):
+                row = db.execute("SELECT * FROM instances WHERE id = ?", (instance_id,)).fetchone()
+                decoded = None
+                if row is not None:
+                    decoded = self._rows.decode("instances", instance_id, row, instance_from_row)
+                if decoded is None:
+                    self._fleet_cache.pop(instance_id, None)
+                else:
+                    self._fleet_cache[instance_id] = decoded
+                    upserted.append(decoded)
+        found = {i.id for i in upserted}
+        return FleetDelta(
+            int(last["seq"]),
+            max(since, int(newest["seq"])),
+            tuple(upserted),
+            tuple(sorted(written - found)),
+        )
 
     def _fleet_instances(self, db: Connection) -> tuple[Instance, ...]:
         # Decoding every row is most of the cost of a fleet read, so rows are kept from the
