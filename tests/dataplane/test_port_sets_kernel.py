@@ -9,7 +9,14 @@ import pytest
 
 from netpersona.compiler import compile_plan
 from netpersona.compiler.plan import Plan
-from netpersona.dataplane import Applier, ApplyRolledBack, LinuxKernel, StateStore, read_snapshot
+from netpersona.dataplane import (
+    Applier,
+    ApplyReport,
+    ApplyRolledBack,
+    LinuxKernel,
+    StateStore,
+    read_snapshot,
+)
 from netpersona.dataplane.drift import detect_drift
 from netpersona.probe.runner import listening, send_probes
 from netpersona.testing.kernel_faults import FaultyKernel
@@ -119,6 +126,7 @@ def test_a_failed_port_update_rolls_back(net: Lab, tmp_path: Path, after: bool) 
 
     report = caught.value.report
     assert report.rollback_held, report.rollback_problems
+    assert isinstance(report, ApplyReport)
     assert report.steps[0].startswith("nftables: update port sets")
     assert before.differences(read_snapshot(kernel, *scope)) == []
     state = store.load()
