@@ -6,7 +6,10 @@ last answer it took. Whatever happens (the service away, slow, answering garbage
 here) the loop survives: it records the failure in the status record, backs off with jitter
 and asks again. It never spins either: requests of one view start at least
 :data:`MIN_INTERVAL` apart, so a service that ignores long-poll (answers at once, unchanged)
-costs two requests a second, not hundreds.
+costs two requests a second, not hundreds. The one exception: right after an answer that
+brought a change, the next request goes at once (a second change made soon after the first is
+then seen as soon as it is made, not up to half a second later), but never two such requests
+in a row, so a service answering "changed" every time costs at most four a second.
 """
 
 from __future__ import annotations
@@ -97,17 +100,21 @@ class Watcher:
         self.sleep = sleep
         self.clock = clock
         self._started: float | None = None
+        self._unpaced = False  # the next request may skip the pacing (after a change)
         self.log = structlog.get_logger("netpersona.agent").bind(view=view.name)
 
-    async def _pace(self) -> None:
-        if self._started is not None:
+    async def _pace(self) -> bool:
+        """Wait until the next request may start; whether it skips the pacing."""
+        unpaced, self._unpaced = self._unpaced, False
+        if self._started is not None and not unpaced:
             gap = MIN_INTERVAL - (self.clock() - self._started)
             if gap > 0:
                 await self.sleep(gap)
         self._started = self.clock()
+        return unpaced
 
-    async def step(self) -> None:
-        """Ask once and hand on the answer; raises whatever went wrong."""
+    async def step(self) -> bool:
+        """Ask once and hand on the answer (whether it changed); raises what went wrong."""
         # Ask without waiting the first time (a long-poll without an ETag answers only at the
         # next change) and after a failure (the agent wants to know at once that the service
         # is back, and whether anything changed while it was away).
@@ -117,17 +124,20 @@ class Watcher:
         changed = last is None or answer.etag != last.etag or answer.body != last.body
         self.status.watch_ok(self.view.name)
         await self.on_answer(self.view.name, answer, changed)
+        return changed
 
     async def run(self) -> None:
         while True:
-            await self._pace()
+            unpaced = await self._pace()
             try:
-                await self.step()
+                changed = await self.step()
             except Exception as exc:  # a watch must outlive every failure
                 self.failed(exc)
                 await self.sleep(self.backoff.next_delay())
             else:
                 self.backoff.reset()
+                # After a change the next request goes at once, but not twice in a row.
+                self._unpaced = changed and not unpaced
 
     def failed(self, exc: Exception) -> None:
         code = error_code(exc)
