@@ -42,7 +42,7 @@ from netpersona.dataplane.link_ipv6 import (
 from netpersona.dataplane.nftview import table_mismatches
 from netpersona.dataplane.originals import originals_target, plan_target, record_originals
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
-from netpersona.dataplane.port_sets import PortChange, port_change
+from netpersona.dataplane.port_sets import PortChange, port_change, update_ports_in_place
 from netpersona.dataplane.snapshot import (
     PARTS,
     KernelSnapshot,
@@ -161,6 +161,12 @@ class Applier:
     def apply(self, plan: Plan, persona: str) -> ApplyReport:
         """Make ``plan`` the kernel's owned state; raise :class:`ApplyRolledBack` if it fails."""
         with self.store.locked():
+            started = time.monotonic()
+            ports = update_ports_in_place(self.kernel, self.store, plan, persona, self.clock)
+            if ports is not None:
+                return ApplyReport(
+                    "apply", persona, (ports.description,), seconds=time.monotonic() - started
+                )
             return self._apply(plan, persona)
 
     def remove(self) -> ApplyReport:

@@ -11,15 +11,20 @@ applier's usual one, the whole table against the plan.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netpersona.compiler.plan import PORT_SETS, TABLE_FAMILY, TABLE_NAME
+from netpersona.compiler.plan import PORT_SETS, TABLE_FAMILY, TABLE_NAME, Plan
+from netpersona.dataplane.kernel import Kernel
+from netpersona.dataplane.nftview import element_keys, normalise_listing
+from netpersona.dataplane.state import AppliedState, StateStore
+from netpersona.errors import NetpersonaError
 from netpersona.model.jsontree import JSON
 
-__all__ = ["PORT_SET_NAMES", "PortChange", "port_change"]
+__all__ = ["PORT_SET_NAMES", "PortChange", "port_change", "update_ports_in_place"]
 
 PORT_SET_NAMES = frozenset(PORT_SETS.values())
 
@@ -82,3 +87,90 @@ def port_change(old: Sequence[JSON], new: Sequence[JSON]) -> PortChange | None:
         return None
     undo = [(name, added, gone) for name, gone, added in changes]
     return PortChange(_batch(changes), _batch(undo), tuple(name for name, _, _ in changes))
+
+
+def _same_but_ports(old: Plan, new: Plan) -> bool:
+    return (
+        old.peer_sets == new.peer_sets
+        and old.tc == new.tc
+        and old.routes == new.routes
+        and old.rules == new.rules
+        and old.sysctls == new.sysctls
+        and old.links == new.links
+    )
+
+
+def _listing_with(listing: tuple[JSON, ...], live: dict[str, list[Any]]) -> tuple[JSON, ...]:
+    """The recorded normalised listing with the port sets ``live`` holding their listed
+    elements (a set listed empty has no ``elem``, as ``nft -j list table`` prints it)."""
+    out = []
+    for obj in listing:
+        body = obj.get("set")
+        if body is not None and body.get("name") in live:
+            body = {k: v for k, v in body.items() if k != "elem"}
+            elements = normalise_listing([{"set": {"elem": live[body["name"]]}}])[0]["set"]
+            if elements.get("elem"):
+                body["elem"] = elements["elem"]
+            out.append({"set": body})
+        else:
+            out.append(obj)
+    return tuple(out)
+
+
+def update_ports_in_place(
+    kernel: Kernel, store: StateStore, plan: Plan, persona: str, clock: Callable[[], float]
+) -> PortChange | None:
+    """Apply ``plan`` as an in-place port update if it differs from the applied plan only in
+    the port sets' elements: one batch, each changed set read back whole and compared with
+    the plan, the state recorded. None, with the kernel as it was, if it does not apply or
+    anything fails (the caller then applies the plan the full way, which reads everything).
+    Called with the store locked."""
+    previous = store.load()
+    if (
+        previous is None
+        or previous.persona != persona
+        or previous.pending is not None
+        or not previous.nft_listing
+        or not _same_but_ports(previous.plan, plan)
+    ):
+        return None
+    change = port_change(previous.plan.nftables, plan.nftables)
+    if change is None:
+        return None
+    wanted = {
+        obj["set"]["name"]: obj["set"].get("elem", [])
+        for obj in plan.nftables
+        if _is_port_set(obj) and obj["set"]["name"] in change.sets
+    }
+    try:
+        kernel.nft_load(change.batch)
+    except NetpersonaError:
+        # Atomic: nothing changed, or (a failure reported after the commit) all of it, which
+        # the inverse batch undoes; the full apply that follows reads what the kernel holds.
+        with contextlib.suppress(NetpersonaError):
+            kernel.nft_load(change.undo)
+        return None
+    try:
+        live = {name: kernel.nft_set(name) for name in change.sets}
+        held = all(
+            elements is not None
+            and element_keys(elements, interval=True) == element_keys(wanted[name], interval=True)
+            for name, elements in live.items()
+        )
+        if held:
+            store.save(
+                AppliedState(
+                    persona=persona,
+                    plan=plan,
+                    applied_at=clock(),
+                    nft_listing=_listing_with(
+                        previous.nft_listing, {n: e or [] for n, e in live.items()}
+                    ),
+                )
+            )
+            return change
+    except NetpersonaError:
+        pass
+    with contextlib.suppress(NetpersonaError):
+        kernel.nft_load(change.undo)
+    return None
