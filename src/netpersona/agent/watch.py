@@ -10,7 +10,7 @@ costs two requests a second, not hundreds. The one exception: right after an ans
 brought a change, the next request goes at once (a second change made soon after the first is
 then seen as soon as it is made, not up to half a second later), at most
 :data:`UNPACED_PER_SECOND` such requests in any second, so a service answering "changed"
-every time costs at most six a second.
+every time costs at most ten a second.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["GOSSIP_VIEWS", "MIN_INTERVAL", "UNPACED_PER_SECOND", "VIEWS", "View"
 # The shortest time between two requests of one view (at most two a second).
 MIN_INTERVAL = 0.5
 # Requests after a change that skip the pacing, at most this many in any second.
-UNPACED_PER_SECOND = 4
+UNPACED_PER_SECOND = 8
 
 
 @dataclass(frozen=True, slots=True)
