@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -93,6 +94,19 @@ def table(fleet: Fleet) -> str:
     )
 
 
+def allows_tcp(listing: str, port: int) -> bool:
+    """Whether the listed table accepts TCP to ``port``: the port rule names the set
+    ``allow_tcp``, which holds the port (alone or in a range)."""
+    if "tcp dport @allow_tcp accept" not in listing:
+        return False
+    found = re.search(r"set allow_tcp \{[^}]*?elements = \{([^}]*)\}", listing)
+    for item in found.group(1).split(",") if found else ():
+        first, _, last = item.strip().partition("-")
+        if int(first) <= port <= int(last or first):
+            return True
+    return False
+
+
 def table_handle(fleet: Fleet) -> int:
     listing = json.loads(fleet.nft("vm1", "-j", "list", "table", "inet", "netpersona"))
     return int(next(o["table"]["handle"] for o in listing["nftables"] if "table" in o))
@@ -100,10 +114,10 @@ def table_handle(fleet: Fleet) -> int:
 
 def test_persona_change_reaches_the_kernel(fleet: Fleet, tmp_path: Path) -> None:
     fleet.start_agent("vm1", "--drift-interval", "3600")
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 8080), 30, "the first persona")
     fleet.admin("apply", str(persona_file(tmp_path, "web2", with_port(9090))), "--name", "web")
-    took = fleet.wait_for(lambda: "tcp dport 9090 accept" in table(fleet), 15, "the new version")
-    assert "tcp dport 8080" not in table(fleet)
+    took = fleet.wait_for(lambda: allows_tcp(table(fleet), 9090), 15, "the new version")
+    assert not allows_tcp(table(fleet), 8080)
     assert took < 15
     status = fleet.admin("status", "vm1").stdout
     assert "applied" in status
@@ -116,7 +130,7 @@ def test_persona_change_reaches_the_kernel(fleet: Fleet, tmp_path: Path) -> None
 
 def test_service_outage_keeps_rules_and_catches_up(fleet: Fleet) -> None:
     fleet.start_agent("vm1", "--drift-interval", "3600")
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 8080), 30, "the first persona")
     before, handle = table(fleet), table_handle(fleet)
     record = fleet.state_dir("vm1") / "agent.json"
 
@@ -139,14 +153,12 @@ def test_service_outage_keeps_rules_and_catches_up(fleet: Fleet) -> None:
     store.close()
     assert table(fleet) == before
     fleet.start_service()
-    fleet.wait_for(
-        lambda: "tcp dport 7070 accept" in table(fleet), 40, "the change after the outage"
-    )
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 7070), 40, "the change after the outage")
 
 
 def test_invalid_persona_is_refused_and_reported(fleet: Fleet) -> None:
     fleet.start_agent("vm1", "--drift-interval", "3600")
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 8080), 30, "the first persona")
     before = table(fleet)
     # Bypass the admin API's validation: store a broken version straight into the database,
     # then restart the service so it serves it.
@@ -170,7 +182,7 @@ def test_invalid_persona_is_refused_and_reported(fleet: Fleet) -> None:
 
 def test_agent_restart_does_not_reload_the_table(fleet: Fleet) -> None:
     fleet.start_agent("vm1", "--drift-interval", "3600")
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 8080), 30, "the first persona")
     handle = table_handle(fleet)
     record = fleet.state_dir("vm1") / "agent.json"
     # A steady UDP stream into the VM across the restart: every datagram must arrive.
@@ -202,7 +214,7 @@ def test_agent_restart_does_not_reload_the_table(fleet: Fleet) -> None:
 
 def test_drift_is_repaired(fleet: Fleet) -> None:
     fleet.start_agent("vm1", "--drift-interval", "1")
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in table(fleet), 30, "the first persona")
+    fleet.wait_for(lambda: allows_tcp(table(fleet), 8080), 30, "the first persona")
     vm = fleet.topo.vms["vm1"]
     vm.run(["nft", "flush", "chain", "inet", "netpersona", "in_new"])
 
@@ -210,10 +222,12 @@ def test_drift_is_repaired(fleet: Fleet) -> None:
         argv = ["nft", "list", "chain", "inet", "netpersona", "in_new"]
         return vm.run(argv, check=check).stdout
 
-    assert "tcp dport 8080 accept" not in in_new()
+    assert "tcp dport @allow_tcp accept" not in in_new()
     # While the agent replaces the table, a listing can race the transaction and fail (nft
     # 1.0.6 does not retry an interrupted dump): such a poll just counts as "not yet".
-    fleet.wait_for(lambda: "tcp dport 8080 accept" in in_new(check=False), 20, "the drift repair")
+    fleet.wait_for(
+        lambda: "tcp dport @allow_tcp accept" in in_new(check=False), 20, "the drift repair"
+    )
 
 
 def open_store(fleet: Fleet) -> SqliteStore:

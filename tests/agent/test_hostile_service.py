@@ -91,8 +91,18 @@ class Vm:
 
 
 def dports(node: object) -> set[int]:
-    """Every port a ``dport`` match of this nft JSON compares with (alone or in a set)."""
+    """Every port a ``dport`` match of this nft JSON compares with (alone, in a literal set,
+    or in the TCP port set ``allow_tcp`` the rules name)."""
     found: set[int] = set()
+    if isinstance(node, dict) and isinstance(node.get("set"), dict):
+        body = node["set"]
+        if body.get("name") == "allow_tcp":
+            for elem in body.get("elem", []):
+                if isinstance(elem, int):
+                    found.add(elem)
+                elif isinstance(elem, dict) and "range" in elem:
+                    found |= set(range(elem["range"][0], elem["range"][1] + 1))
+        return found
     if isinstance(node, list):
         for item in node:
             found |= dports(item)

@@ -8,6 +8,7 @@ import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, ParamSpec, cast
 
@@ -17,7 +18,7 @@ import pytest
 from netpersona.agent.client import ANSWER_LIMIT, MetadataClient, Watched
 from netpersona.agent.runner import Agent, AgentConfig
 from netpersona.agent.status import StatusRecord
-from netpersona.agent.watch import VIEWS, View, Watcher
+from netpersona.agent.watch import MIN_INTERVAL, UNPACED_PER_SECOND, VIEWS, View, Watcher
 from netpersona.dataplane.kernel import Kernel
 from netpersona.errors import MalformedAnswer, MetadataUnavailable
 
@@ -181,6 +182,43 @@ async def test_an_ignored_long_poll_is_paced_to_two_requests_a_second(tmp_path: 
     await run_for(made, time, 10.0)
     assert 10 <= requests <= 21  # the old agent: about 5,000 in 10 s
     assert len(taken) == requests
+
+
+@synchronous
+async def test_a_long_poll_always_answering_a_change_is_paced_to_six_requests_a_second(
+    tmp_path: Path,
+) -> None:
+    requests = 0
+
+    async def get(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        # Answers at once, with a new ETag every time: each answer is a change.
+        return httpx.Response(200, json=INSTANCE, headers={"ETag": f'"e{requests}"'})
+
+    time = FakeTime()
+    made, taken = watcher(VIEWS["instance"], client(get), StatusRecord(tmp_path), time)
+    await run_for(made, time, 10.0)
+    # Two paced requests a second, and at most UNPACED_PER_SECOND more after changes.
+    assert 30 <= requests <= 10 * (2 + UNPACED_PER_SECOND) + 6
+    assert len(taken) == requests
+
+
+@synchronous
+async def test_requests_after_changes_are_not_paced(tmp_path: Path) -> None:
+    asked: list[float] = []
+    time = FakeTime()
+
+    async def get(request: httpx.Request) -> httpx.Response:
+        asked.append(time.now)
+        # A change in each of the first three answers (made right after the one before),
+        # then none.
+        return httpx.Response(200, json=INSTANCE, headers={"ETag": f'"e{min(len(asked), 3)}"'})
+
+    made, _ = watcher(VIEWS["instance"], client(get), StatusRecord(tmp_path), time)
+    await run_for(made, time, 3.0)
+    assert asked[3] - asked[0] < MIN_INTERVAL / 2  # each change: asked again at once
+    assert all(b - a >= MIN_INTERVAL * 0.99 for a, b in pairwise(asked[3:]))
 
 
 @synchronous

@@ -6,7 +6,11 @@ last answer it took. Whatever happens (the service away, slow, answering garbage
 here) the loop survives: it records the failure in the status record, backs off with jitter
 and asks again. It never spins either: requests of one view start at least
 :data:`MIN_INTERVAL` apart, so a service that ignores long-poll (answers at once, unchanged)
-costs two requests a second, not hundreds.
+costs two requests a second, not hundreds. The one exception: right after an answer that
+brought a change, the next request goes at once (a second change made soon after the first is
+then seen as soon as it is made, not up to half a second later), at most
+:data:`UNPACED_PER_SECOND` such requests in any second, so a service answering "changed"
+every time costs at most ten a second.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +30,12 @@ from netpersona.agent.backoff import Backoff
 from netpersona.agent.client import ANSWER_LIMIT, PEER_VIEW_LIMIT, MetadataClient, Watched
 from netpersona.agent.status import StatusRecord, error_code, error_text
 
-__all__ = ["GOSSIP_VIEWS", "MIN_INTERVAL", "VIEWS", "View", "Watcher"]
+__all__ = ["GOSSIP_VIEWS", "MIN_INTERVAL", "UNPACED_PER_SECOND", "VIEWS", "View", "Watcher"]
 
 # The shortest time between two requests of one view (at most two a second).
 MIN_INTERVAL = 0.5
+# Requests after a change that skip the pacing, at most this many in any second.
+UNPACED_PER_SECOND = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +104,27 @@ class Watcher:
         self.sleep = sleep
         self.clock = clock
         self._started: float | None = None
+        self._unpaced = False  # the next request may skip the pacing (after a change)
+        self._unpaced_at: deque[float] = deque()  # when the recent unpaced requests started
         self.log = structlog.get_logger("netpersona.agent").bind(view=view.name)
 
     async def _pace(self) -> None:
-        if self._started is not None:
+        """Wait until the next request may start."""
+        unpaced, self._unpaced = self._unpaced, False
+        now = self.clock()
+        while self._unpaced_at and now - self._unpaced_at[0] >= 1.0:
+            self._unpaced_at.popleft()
+        unpaced = unpaced and len(self._unpaced_at) < UNPACED_PER_SECOND
+        if unpaced:
+            self._unpaced_at.append(now)
+        if self._started is not None and not unpaced:
             gap = MIN_INTERVAL - (self.clock() - self._started)
             if gap > 0:
                 await self.sleep(gap)
         self._started = self.clock()
 
-    async def step(self) -> None:
-        """Ask once and hand on the answer; raises whatever went wrong."""
+    async def step(self) -> bool:
+        """Ask once and hand on the answer (whether it changed); raises what went wrong."""
         # Ask without waiting the first time (a long-poll without an ETag answers only at the
         # next change) and after a failure (the agent wants to know at once that the service
         # is back, and whether anything changed while it was away).
@@ -117,17 +134,20 @@ class Watcher:
         changed = last is None or answer.etag != last.etag or answer.body != last.body
         self.status.watch_ok(self.view.name)
         await self.on_answer(self.view.name, answer, changed)
+        return changed
 
     async def run(self) -> None:
         while True:
             await self._pace()
             try:
-                await self.step()
+                changed = await self.step()
             except Exception as exc:  # a watch must outlive every failure
                 self.failed(exc)
                 await self.sleep(self.backoff.next_delay())
             else:
                 self.backoff.reset()
+                # After a change the next request goes at once (within the budget).
+                self._unpaced = changed
 
     def failed(self, exc: Exception) -> None:
         code = error_code(exc)

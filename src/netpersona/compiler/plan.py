@@ -25,6 +25,7 @@ __all__ = [
     "CONTROL_CLASS",
     "OWNED_TABLE",
     "PERSONA_CLASS",
+    "PORT_SETS",
     "ROUTE_TABLE",
     "RULE_PRIORITY",
     "TABLE_FAMILY",
@@ -56,6 +57,10 @@ PERSONA_CLASS = "6e70:20"
 ROUTE_TABLE = 7480
 RULE_PRIORITY = 7480
 MAIN_TABLE = 254
+# Transport -> the named interval set of the destination ports the persona allows. The rules
+# name the sets, so a change that only adds or removes ports changes only these sets' elements
+# and is applied in place (docs/applier.md), not by replacing the table.
+PORT_SETS = {"tcp": "allow_tcp", "udp": "allow_udp", "sctp": "allow_sctp"}
 
 
 @dataclass(frozen=True, slots=True, order=True)

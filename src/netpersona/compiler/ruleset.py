@@ -34,7 +34,13 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from netpersona.compiler import nftjson as j
-from netpersona.compiler.plan import CONTROL_CLASS, TABLE_FAMILY, TABLE_NAME, dscp_chain
+from netpersona.compiler.plan import (
+    CONTROL_CLASS,
+    PORT_SETS,
+    TABLE_FAMILY,
+    TABLE_NAME,
+    dscp_chain,
+)
 from netpersona.facts import HostFacts
 from netpersona.model.dscp import PEER_DSCP_CODES
 from netpersona.model.jsontree import JSON
@@ -90,6 +96,8 @@ ICMPV6_LOCKOUT = [
 ]
 IPV4_MULTICAST = "224.0.0.0/4"
 IPV6_MULTICAST = "ff00::/8"
+# The transports whose destination ports are matched against a named set (plan.PORT_SETS).
+PORT_TRANSPORTS = (L4.TCP, L4.UDP, L4.SCTP)
 
 
 @dataclass
@@ -185,6 +193,27 @@ def _sets(t: _Table, persona: Persona, facts: HostFacts) -> None:
         if persona.communication_mode is CommunicationMode.MULTICAST:
             groups = [str(g) for g in persona.multicast_groups if g.version == version]
             t.set(f"mcast_{suffix}", addr_type, **({"elem": groups} if groups else {}))
+    for l4 in PORT_TRANSPORTS:
+        ports = _port_intervals(persona.rules, l4)
+        extra = {"flags": ["interval"]}
+        if ports:
+            extra["elem"] = [j.port_value(first, last) for first, last in ports]
+        t.set(PORT_SETS[l4.value], "inet_service", **extra)
+
+
+def _port_intervals(rules: tuple[ProtocolRule, ...], l4: L4) -> list[tuple[int, int]]:
+    """The destination ports ``rules`` allow for ``l4``, as sorted, disjoint, non-adjacent
+    intervals (an interval set refuses overlapping elements); none when every port is."""
+    mine = [r for r in rules if r.l4 is l4]
+    if any(r.ports is None for r in mine):
+        return []
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted((r.ports.first, r.ports.last) for r in mine if r.ports is not None):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _permitted_networks(persona: Persona, facts: HostFacts) -> list[IPNetwork]:
@@ -417,14 +446,16 @@ def _in_new(t: _Table, persona: Persona) -> None:
 
 
 def _protocols(t: _Table, chain: str, rules: tuple[ProtocolRule, ...]) -> None:
-    """One rule per transport with a set of destination ports, then port-less protocols."""
-    for l4 in (L4.TCP, L4.UDP, L4.SCTP):
-        mine = [r for r in rules if r.l4 is l4]
-        if any(r.ports is None for r in mine):
+    """One rule per transport naming its port set, then port-less protocols.
+
+    The port rule is there even while its set is empty, so that the first port allowed, or the
+    last one removed, is a change of the set's elements alone."""
+    for l4 in PORT_TRANSPORTS:
+        if any(r.l4 is l4 and r.ports is None for r in rules):
             t.rule(chain, j.match(j.meta("l4proto"), l4.value), j.ACCEPT)
-        elif mine:
-            ports = [j.port_value(r.ports.first, r.ports.last) for r in mine if r.ports is not None]
-            t.rule(chain, j.match(j.payload(l4.value, "dport"), j.anon_set(ports)), j.ACCEPT)
+        else:
+            port_set = f"@{PORT_SETS[l4.value]}"
+            t.rule(chain, j.match(j.payload(l4.value, "dport"), port_set), j.ACCEPT)
     bare = [r.l4.value for r in rules if r.l4 in (L4.IGMP, L4.GRE, L4.ESP, L4.AH)]
     if bare:
         t.rule(chain, j.match(j.meta("l4proto"), j.anon_set(bare)), j.ACCEPT)

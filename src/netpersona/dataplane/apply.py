@@ -42,6 +42,7 @@ from netpersona.dataplane.link_ipv6 import (
 from netpersona.dataplane.nftview import table_mismatches
 from netpersona.dataplane.originals import originals_target, plan_target, record_originals
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
+from netpersona.dataplane.port_sets import PortChange, port_change, update_ports_in_place
 from netpersona.dataplane.snapshot import (
     PARTS,
     KernelSnapshot,
@@ -160,6 +161,12 @@ class Applier:
     def apply(self, plan: Plan, persona: str) -> ApplyReport:
         """Make ``plan`` the kernel's owned state; raise :class:`ApplyRolledBack` if it fails."""
         with self.store.locked():
+            started = time.monotonic()
+            ports = update_ports_in_place(self.kernel, self.store, plan, persona, self.clock)
+            if ports is not None:
+                return ApplyReport(
+                    "apply", persona, (ports.description,), seconds=time.monotonic() - started
+                )
             return self._apply(plan, persona)
 
     def remove(self) -> ApplyReport:
@@ -187,7 +194,14 @@ class Applier:
         same_table = (
             previous is not None and previous.plan.nftables_objects() == plan.nftables_objects()
         )
-        listing = previous.nft_listing if previous is not None and same_table else None
+        # A plan that differs from the applied one only in the port sets' elements changes
+        # those elements in place, if the kernel still holds the applied table.
+        ports = (
+            port_change(previous.plan.nftables, plan.nftables)
+            if previous is not None and not same_table and previous.plan.peer_sets == plan.peer_sets
+            else None
+        )
+        listing = previous.nft_listing if previous is not None and (same_table or ports) else None
 
         def commit(after: KernelSnapshot, txn: _Transaction) -> None:
             same = (
@@ -213,6 +227,7 @@ class Applier:
             target,
             before,
             known_listing=listing,
+            ports=ports,
             against="the plan",
             commit=commit,
             started=started,
@@ -242,6 +257,7 @@ class Applier:
         before: KernelSnapshot,
         *,
         known_listing: tuple[JSON, ...] | None,
+        ports: PortChange | None = None,
         against: str,
         commit: Callable[[KernelSnapshot, _Transaction], None],
         started: float,
@@ -249,7 +265,7 @@ class Applier:
         """Converge to ``target``, read back, ``commit``; on any failure undo and verify."""
         txn = _Transaction()
         try:
-            self._converge(target, before, txn, known_listing=known_listing)
+            self._converge(target, before, txn, known_listing=known_listing, ports=ports)
             # The readback reads again what the steps changed (with nothing changed, the
             # snapshot just taken is the readback).
             after = reread(self.kernel, before, txn.parts, target.sysctl_keys, target.link_names)
@@ -311,6 +327,7 @@ class Applier:
         txn: _Transaction,
         *,
         known_listing: tuple[JSON, ...] | None,
+        ports: PortChange | None = None,
     ) -> None:
         k = self.kernel
         self._converge_links(target, before, txn)
@@ -335,14 +352,22 @@ class Applier:
         if target.nft is not None:
             # The listing kept leaves out the peer sets' elements; the plan comparison that
             # follows checks those.
-            current = (
+            if (
                 known_listing is not None
                 and before.nft is not None
                 and without_peer_elements(before.nft) == known_listing
-                and not table_mismatches(list(target.nft), list(before.nft_raw or ()) or None)
-            )
-            if current:
-                return
+            ):
+                problems = table_mismatches(list(target.nft), list(before.nft_raw or ()) or None)
+                if not problems:
+                    return
+                # The kernel holds the applied table: if the plan differs from it only in
+                # port sets' elements, change those elements in one transaction.
+                if ports is not None and all(_about(p, ports.sets) for p in problems):
+                    batch, undo = ports.batch, ports.undo
+                    txn.step(
+                        ports.description, partial(k.nft_load, batch), partial(k.nft_load, undo)
+                    )
+                    return
             what, batch = "replace", replace_table_batch(list(target.nft))
         elif before.nft is not None:
             what, batch = "delete", {"nftables": [{"delete": {"table": table}}]}
@@ -477,6 +502,11 @@ def _converge_set(
         txn.step(f"{what} delete {show(item)}", partial(delete, item), partial(add, item))
     for item in sorted(set(want) - set(have)):
         txn.step(f"{what} add {show(item)}", partial(add, item), partial(delete, item))
+
+
+def _about(problem: str, sets: tuple[str, ...]) -> bool:
+    """Whether a readback ``problem`` is only that one of ``sets`` holds other elements."""
+    return any(problem.startswith(f"nftables: set {name} holds ") for name in sets)
 
 
 def _onoff(flag: bool | None) -> str:
