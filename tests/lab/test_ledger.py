@@ -87,3 +87,36 @@ def test_a_recorded_pid_with_another_start_time_is_never_signalled(
     (tmp_path / LEDGER).write_text(json.dumps(entry) + "\n")
     Ledger.load(tmp_path).undo()
     assert sleeper.poll() is None
+
+
+def test_a_recorded_cluster_is_stopped_and_its_directory_removed_and_nothing_else(
+    tmp_path: Path, sleeper: subprocess.Popen[str]
+) -> None:
+    # A sleep stands in for the PostgreSQL server: what counts is that the recorded pid, with
+    # its start time, is stopped, and that only the recorded directory goes.
+    root, other = tmp_path / "postgres", tmp_path / "other"
+    for directory in (root, other):
+        (directory / "data").mkdir(parents=True)
+    ledger = Ledger(tmp_path / LEDGER)
+    ledger.cluster_intent(root)
+    ledger.cluster_started(root, sleeper.pid)
+    reloaded = Ledger.load(tmp_path)
+    assert [c.pid for c in reloaded.clusters.values()] == [sleeper.pid]
+    assert reloaded.undo().left == []
+    assert sleeper.wait(10) is not None
+    assert not root.exists()
+    assert other.exists()
+    assert not (tmp_path / LEDGER).exists()
+
+
+def test_a_cluster_whose_pid_was_reused_is_not_signalled(
+    tmp_path: Path, sleeper: subprocess.Popen[str]
+) -> None:
+    start = process_start_time(sleeper.pid)
+    assert start is not None
+    entry = {"kind": "postgres", "root": str(tmp_path / "pg"), "pid": sleeper.pid}
+    (tmp_path / LEDGER).write_text(json.dumps({**entry, "start": start + 1}) + "\n")
+    (tmp_path / "pg").mkdir()
+    Ledger.load(tmp_path).undo()
+    assert sleeper.poll() is None, "a process that only shares the recorded pid was killed"
+    assert not (tmp_path / "pg").exists()

@@ -9,9 +9,13 @@ appends to its ledger (one JSON object a line, flushed and fsynced before it goe
   name holds the run's random id, so a namespace found under that name can only be this run's;
 - a process: its pid and its start time (``/proc/<pid>/stat`` field 22), right after it is
   started. It only ever runs inside a namespace of the run, so one killed before it was
-  written down is still found there, by the namespace's identity.
+  written down is still found there, by the namespace's identity;
+- a PostgreSQL cluster (``--replicas``): its directory before ``initdb`` makes it, its
+  server's pid and start time once it runs (the server runs in the hypervisor's namespace too).
 
 :meth:`Ledger.undo` kills the recorded processes whose pid *and* start time still match, then
+stops the recorded PostgreSQL servers (SIGQUIT, an immediate shutdown that
+takes their backends along; SIGKILL if that does not do) and removes their directories, then
 anything left in the recorded namespaces (matched by identity, never by name), deletes the
 recorded links and namespaces, and forgets the ledger once nothing recorded is left. A run
 killed with SIGKILL leaves its ledger behind for the next ``lab down`` or ``lab up``.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -67,6 +72,13 @@ class _Process:
     netns: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Cluster:
+    root: str
+    pid: int | None = None  # None: its directory is recorded, its server not (yet)
+    start_time: int | None = None
+
+
 @dataclass
 class Removal:
     """What :meth:`Ledger.undo` did: the namespaces removed, and any that had to be left."""
@@ -81,6 +93,7 @@ class Ledger:
     namespaces: dict[str, _Namespace] = field(default_factory=dict)
     links: list[_Link] = field(default_factory=list)
     processes: list[_Process] = field(default_factory=list)
+    clusters: dict[str, _Cluster] = field(default_factory=dict)
 
     @classmethod
     def load(cls, workdir: Path) -> Ledger:
@@ -111,6 +124,13 @@ class Ledger:
                 self.links.append(link)
         elif kind == "process":
             self.processes.append(_Process(int(entry["pid"]), int(entry["start"]), entry["netns"]))
+        elif kind == "postgres":
+            pid, start = entry.get("pid"), entry.get("start")
+            self.clusters[entry["root"]] = _Cluster(
+                entry["root"],
+                None if pid is None else int(pid),
+                None if start is None else int(start),
+            )
 
     def _write(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +161,16 @@ class Ledger:
         if start is not None:
             self._write({"kind": "process", "pid": pid, "start": start, "netns": netns})
 
+    def cluster_intent(self, root: Path) -> None:
+        """Write down the directory a PostgreSQL cluster is about to be made in."""
+        self._write({"kind": "postgres", "root": str(root)})
+
+    def cluster_started(self, root: Path, pid: int) -> None:
+        """Write down the server of the cluster in ``root``, just started."""
+        start = process_start_time(pid)
+        if start is not None:
+            self._write({"kind": "postgres", "root": str(root), "pid": pid, "start": start})
+
     # --- removing
     def undo(self) -> Removal:
         """Remove what is recorded and nothing else; forget the ledger if all of it is gone."""
@@ -148,6 +178,8 @@ class Ledger:
             kill_process(process.pid, process.start_time)
         _wait_gone([(p.pid, p.start_time) for p in self.processes])
         removal = Removal()
+        for cluster in self.clusters.values():
+            _remove_cluster(cluster, removal)
         for ns in reversed(list(self.namespaces.values())):
             self._remove_netns(ns, removal)
         if not removal.left:
@@ -155,6 +187,7 @@ class Ledger:
             self.namespaces.clear()
             self.links.clear()
             self.processes.clear()
+            self.clusters.clear()
         return removal
 
     def _remove_netns(self, ns: _Namespace, removal: Removal) -> None:
@@ -171,6 +204,21 @@ class Ledger:
                 run(["ip", "-n", ns.name, "link", "delete", link.name], check=False)
         run(["ip", "netns", "delete", ns.name], check=False)
         (removal.left if netns_identity(ns.name) is not None else removal.removed).append(ns.name)
+
+
+def _remove_cluster(cluster: _Cluster, removal: Removal) -> None:
+    """Stop the recorded server if it is still the one recorded, then remove its directory."""
+    if cluster.pid is not None and cluster.start_time is not None:
+        server = [(cluster.pid, cluster.start_time)]
+        if kill_process(cluster.pid, cluster.start_time, signal.SIGQUIT):
+            _wait_gone(server)
+        if process_running(cluster.pid, cluster.start_time):
+            kill_process(cluster.pid, cluster.start_time)
+            _wait_gone(server)
+        if process_running(cluster.pid, cluster.start_time):
+            removal.left.append(f"PostgreSQL server {cluster.pid} ({cluster.root})")
+            return
+    shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def _kill_all_in(identity: NetnsIdentity) -> None:
