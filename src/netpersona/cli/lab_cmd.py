@@ -52,6 +52,16 @@ console = Console(
 
 ScenarioFile = Annotated[Path, typer.Option(help="Scenario file (see examples/lab/scenario.yaml).")]
 Prefix = Annotated[str, typer.Option(help="Name prefix of the lab's namespaces.")]
+Replicas = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=8,
+        help="Metadata service replicas; above 1 they share a throwaway PostgreSQL cluster made"
+        " in the lab's directory, and every agent is given every replica's URL, its nearest"
+        " first.",
+    ),
+]
 
 
 def _workdir(prefix: str) -> Path:
@@ -111,9 +121,10 @@ def demo(
         str | None,
         typer.Option(help="SRC,DST,PROBE: invert one expectation, to see a mismatch reported."),
     ] = None,
+    replicas: Replicas = 1,
 ) -> None:
     """Build a lab, prove every persona with real packets, raise the threat level, prove again."""
-    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
+    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console, replicas=replicas)
     s = lab.scenario
     flip = _wrong_expectation(wrong_expectation, s)
     phases: list[Phase] = []
@@ -161,9 +172,11 @@ def demo(
 
 
 @lab_app.command()
-def up(scenario: ScenarioFile = DEFAULT_SCENARIO, prefix: Prefix = "nplab") -> None:
+def up(
+    scenario: ScenarioFile = DEFAULT_SCENARIO, prefix: Prefix = "nplab", replicas: Replicas = 1
+) -> None:
     """Build a lab and leave it running (see lab status, lab probe, lab down)."""
-    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console)
+    lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console, replicas=replicas)
     with exclusive(lab.workdir), _terminate_as_interrupt():
         try:
             lab.build()

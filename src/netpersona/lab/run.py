@@ -64,6 +64,7 @@ class LabRecord:
     scenario: str
     workdir: str
     run_id: str
+    replicas: int = 1
 
     @classmethod
     def load(cls, workdir: Path) -> LabRecord:
@@ -120,22 +121,29 @@ class LabRun:
     _admin: AdminClient | None = None
     agents_started: float = 0.0  # monotonic time the first agent was started
     logs_kept: Path | None = None  # where down(keep_logs=True) moved the processes' logs
+    replicas: int = 1  # metadata service replicas (above 1: on a throwaway PostgreSQL)
+    admin_replica: int = 0  # the replica whose admin socket the operator side uses
 
     def __post_init__(self) -> None:
         extra = {k: v for k, v in self.scenario.networks.items() if k != "br0"}
         ledger = Ledger.load(self.workdir)
         self.topo = Topology(
-            f"{self.prefix}-{self.run_id}", self.scenario.networks["br0"], ledger=ledger
+            f"{self.prefix}-{self.run_id}",
+            self.scenario.networks["br0"],
+            ledger=ledger,
+            replicas=self.replicas,
         )
         self._extra = extra
-        self.processes = LabProcesses(self.topo, self.workdir)
+        self.processes = LabProcesses(self.topo, self.workdir, self.replicas)
 
     @classmethod
     def attach(cls, workdir: Path, console: Console) -> LabRun:
         """The lab ``lab up`` left running in ``workdir``."""
         record = LabRecord.load(workdir)
         scenario = load_scenario(Path(record.scenario))
-        lab = cls(scenario, record.prefix, workdir, console, record.run_id)
+        lab = cls(
+            scenario, record.prefix, workdir, console, record.run_id, replicas=record.replicas
+        )
         lab.topo.hypervisor = Netns(lab.topo.ns_name("hv"))
         for vm in lab.scenario.vms:
             lab.topo.vms[vm.name] = Netns(lab.topo.ns_name(vm.name))
@@ -145,9 +153,23 @@ class LabRun:
     def admin(self) -> AdminClient:
         if self._admin is None:
             token = (self.processes.data_dir / "admin.token").read_text().strip()
-            socket = httpx.HTTPTransport(uds=str(self.processes.admin_socket))
+            path = self.processes.admin_socket_of(self.admin_replica)
+            socket = httpx.HTTPTransport(uds=str(path))
             self._admin = AdminClient("http://netpersona", token, transport=socket)
         return self._admin
+
+    def use_replica(self, n: int) -> None:
+        """Talk to the admin API of replica ``n`` (0 is the first) from now on."""
+        if not 0 <= n < self.replicas:
+            raise NetpersonaError(f"replica {n + 1}: the lab runs {self.replicas} replica(s)")
+        self.close()
+        self.admin_replica = n
+
+    def close(self) -> None:
+        """Close the connection to the admin API (the next call opens another)."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         return self.admin.request(method, path, json=body)
@@ -156,6 +178,7 @@ class LabRun:
     def build(self) -> None:
         """Build the lab, after removing what an earlier run in the same work directory left."""
         s = self.scenario
+        self.processes.check_replicas()
         earlier = remove_recorded(self.workdir)
         if earlier.left:
             raise KernelError(
@@ -163,7 +186,7 @@ class LabRun:
             )
         self.workdir.mkdir(parents=True)  # a fresh service database every time
         self.topo.ledger = Ledger.load(self.workdir)
-        LabRecord(self.prefix, str(s.path), str(self.workdir), self.run_id).save()
+        LabRecord(self.prefix, str(s.path), str(self.workdir), self.run_id, self.replicas).save()
         total = 4 + len(s.vms) * 2 + len(s.personas)
         with steps(self.console, "building the lab", total) as step:
             self.topo.create_hypervisor(self._extra)
@@ -174,7 +197,7 @@ class LabRun:
                 step(f"VM {vm.name}")
             # Logs at info: what a failed run keeps is worth reading.
             self.processes.start_service(log_level="info")
-            step("metadata service")
+            step("metadata service" if self.replicas == 1 else f"{self.replicas} replicas")
             for name, path in sorted(s.personas.items()):
                 document = yaml.safe_load(path.read_text())
                 self._call("PUT", f"/v1/admin/personas/{name}", document)
@@ -184,7 +207,7 @@ class LabRun:
                 self._call("PUT", f"/v1/admin/context/{key}", {"value": value})
             step("policy and context")
             self.agents_started = time.monotonic()
-            for vm in s.vms:
+            for index, vm in enumerate(s.vms):
                 interfaces = [
                     {"name": i.name, "addresses": [str(i.address)], "tier": i.tier}
                     for i in vm.interfaces
@@ -197,7 +220,7 @@ class LabRun:
                     "labels": dict(vm.labels),
                 }
                 self._call("POST", "/v1/admin/instances", body)
-                self.processes.start_agent(vm.name, "--log-level", "info")
+                self.processes.start_agent(vm.name, "--log-level", "info", index=index)
                 step(f"agent in {vm.name}")
 
     # --- state
@@ -315,9 +338,7 @@ class LabRun:
         first, to ``<workdir>-<run id>-logs`` next to it (:attr:`logs_kept`), which no lab
         command removes: the next run in the same work directory starts afresh.
         """
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
+        self.close()
         self.processes.stop_all()
         logs = self.processes.log_path("service").parent
         if keep_logs and logs.is_dir():

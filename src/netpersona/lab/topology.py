@@ -1,8 +1,9 @@
 """A hypervisor and its VMs, as network namespaces joined by a bridge.
 
     hypervisor netns:  bridge br0 with the gateway address and the metadata address
-                       (169.254.169.254/32, answered by ARP on the bridge, as a cloud host does)
-    one netns per VM:  eth0, a veth whose other end is a port of br0; an on-link route to the
+                       (169.254.169.254/32, answered by ARP on the bridge, as a cloud host does;
+                       with replicas, one more address each: 169.254.169.253, .252, ...)
+    one netns per VM:  eth0, a veth whose other end is a port of br0; an on-link route to each
                        metadata address
 
 Every namespace is named ``<prefix>-<name>``; :meth:`Topology.destroy` (and the context manager)
@@ -24,9 +25,14 @@ from netpersona.lab.ledger import Ledger
 from netpersona.system.command import run
 from netpersona.system.netns import Netns, delete_netns
 
-__all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "topology"]
+__all__ = ["METADATA_ADDRESS", "Topology", "VmPort", "replica_address", "topology"]
 
 METADATA_ADDRESS = str(DEFAULT_METADATA_ADDRESS)
+
+
+def replica_address(n: int) -> str:
+    """The address of replica ``n`` (0: the metadata address, then the ones just below it)."""
+    return str(DEFAULT_METADATA_ADDRESS - n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,11 @@ class Topology:
     vms: dict[str, Netns] = field(default_factory=dict)
     ports: list[VmPort] = field(default_factory=list)
     ledger: Ledger | None = None
+    replicas: int = 1  # metadata service replicas: one address each on br0, routed from VMs
+
+    @property
+    def metadata_addresses(self) -> list[str]:
+        return [replica_address(n) for n in range(self.replicas)]
 
     def ns_name(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -65,7 +76,8 @@ class Topology:
             hv.run(["ip", "link", "add", bridge, "type", "bridge"])
             hv.run(["ip", "addr", "add", str(gateway), "dev", bridge])
             hv.run(["ip", "link", "set", bridge, "up"])
-        hv.run(["ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", "br0"])
+        for address in self.metadata_addresses:
+            hv.run(["ip", "addr", "add", f"{address}/32", "dev", "br0"])
         return hv
 
     def add_vm(self, name: str, address: str, ifname: str = "eth0", bridge: str = "br0") -> Netns:
@@ -91,7 +103,8 @@ class Topology:
         vm.run(["ip", "addr", "add", str(iface), "dev", ifname])
         vm.run(["ip", "link", "set", ifname, "up"])
         if bridge == "br0" and not any(p.vm == name for p in self.ports):
-            vm.run(["ip", "route", "add", f"{METADATA_ADDRESS}/32", "dev", ifname])
+            for metadata in self.metadata_addresses:
+                vm.run(["ip", "route", "add", f"{metadata}/32", "dev", ifname])
         self.ports.append(VmPort(name, ifname, iface))
         return vm
 
