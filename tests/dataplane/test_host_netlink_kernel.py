@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv6Address, ip_interface
@@ -13,8 +14,9 @@ import pytest
 from netpersona.dataplane import LinuxKernel
 from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.netlink import HostLink, HostView, read_host
+from netpersona.errors import KernelError
 from netpersona.facts import HostFacts, Tier, Uplink
-from netpersona.testing.netns import Netns, netns
+from netpersona.testing.netns import Netns, list_netns, netns
 
 pytestmark = pytest.mark.kernel
 
@@ -155,3 +157,10 @@ def test_vlan_id_and_mtu_as_ip_json(host: Netns) -> None:
     assert _sorted(view) == _sorted(_ip_view(host))
     vlan = next(link for link in view.links if link.name == "up0.42")
     assert (vlan.vlan_id, vlan.mtu) == (42, 1300)
+
+
+def test_missing_namespace_is_a_clear_error_and_not_created() -> None:
+    name = f"npnl-missing-{os.getpid()}"
+    with pytest.raises(KernelError, match=name):
+        read_host(name)
+    assert name not in list_netns()
