@@ -6,7 +6,9 @@ changing persona is an in-place set update (spec section 7).
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from socket import inet_ntoa
+from struct import Struct
 
 from netpersona.compiler.plan import PeerSets
 from netpersona.facts import HostFacts
@@ -15,6 +17,8 @@ from netpersona.model.persona import LabelSelector, Persona, PersonaSelector
 from netpersona.records import Peer
 
 __all__ = ["peer_dscp", "resolve_peer_sets", "selects"]
+
+_PACK_V4 = Struct("!I").pack
 
 
 def selects(persona: Persona, peer: Peer) -> bool:
@@ -57,7 +61,7 @@ def resolve_peer_sets(persona: Persona, facts: HostFacts) -> PeerSets:
             continue
         candidate = (peer.priority, peer_dscp(peer)) if higher else (0, 0)
         for address in peer.addresses:
-            if address.version == 4:
+            if isinstance(address, IPv4Address):
                 value = int(address)
                 if chosen:
                     addrs4.add(value)
@@ -74,17 +78,18 @@ def resolve_peer_sets(persona: Persona, facts: HostFacts) -> PeerSets:
                 if held6 is None or candidate > held6:
                     dscp6[text] = candidate
                     keys6[text] = int(address)
+    order4 = sorted(dscp4)
     return PeerSets(
-        addrs_v4=tuple(_v4_text(value) for value in sorted(addrs4)),
+        addrs_v4=_v4_texts(sorted(addrs4)),
         addrs_v6=_sorted(addrs6),
-        dscp_v4=tuple((_v4_text(value), dscp4[value][1]) for value in sorted(dscp4)),
+        dscp_v4=tuple(zip(_v4_texts(order4), [dscp4[v][1] for v in order4], strict=True)),
         dscp_v6=tuple((a, dscp6[a][1]) for a in _sorted(keys6)),
     )
 
 
-def _v4_text(value: int) -> str:
-    """``str(IPv4Address(value))``, by inet_ntoa(3)."""
-    return inet_ntoa(value.to_bytes(4, "big"))
+def _v4_texts(values: list[int]) -> tuple[str, ...]:
+    """``str(IPv4Address(value))`` of each value, by inet_ntoa(3)."""
+    return tuple(map(inet_ntoa, map(_PACK_V4, values)))
 
 
 def _sorted(keyed: dict[str, int]) -> tuple[str, ...]:
