@@ -2,8 +2,9 @@
 (prints JSON).
 
 Both ways, in this process's own namespace (how the agent runs: reads only) and in a
-throwaway one (``ip -n`` against pyroute2's ``netns=``, which forks a helper to open the
-socket there), interleaved, median of ROUNDS reads each. Run as root from the repository root:
+throwaway one (``ip -n`` against a netlink socket made there by a thread that joins it),
+interleaved, median of ROUNDS reads each; and the first netlink read, which imports pyroute2's
+message codecs. Run as root from the repository root:
 
     .venv/bin/python bench/e2e/host_facts.py [--rounds 50]
 """
