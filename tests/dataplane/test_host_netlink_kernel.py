@@ -164,3 +164,13 @@ def test_missing_namespace_is_a_clear_error_and_not_created() -> None:
     with pytest.raises(KernelError, match=name):
         read_host(name)
     assert name not in list_netns()
+
+
+def test_dumps_longer_than_one_read(host: Netns) -> None:
+    # 60 more links: the link dump (about 1.5 kB a link) comes in several datagrams.
+    lines = [f"link add many{i} type veth peer name many{i}p" for i in range(30)]
+    lines += [f"address add 10.100.{i}.1/24 dev many{i}" for i in range(30)]
+    host.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
+    view = read_host(host.name)
+    assert len(view.links) > 60
+    assert _sorted(view) == _sorted(_ip_view(host))
