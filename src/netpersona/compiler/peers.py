@@ -6,7 +6,9 @@ changing persona is an in-place set update (spec section 7).
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import IPv4Address
+from socket import inet_ntoa
+from struct import Struct
 
 from netpersona.compiler.plan import PeerSets
 from netpersona.facts import HostFacts
@@ -15,6 +17,8 @@ from netpersona.model.persona import LabelSelector, Persona, PersonaSelector
 from netpersona.records import Peer
 
 __all__ = ["peer_dscp", "resolve_peer_sets", "selects"]
+
+_PACK_V4 = Struct("!I").pack
 
 
 def selects(persona: Persona, peer: Peer) -> bool:
@@ -34,28 +38,60 @@ def peer_dscp(peer: Peer) -> int:
 
 
 def resolve_peer_sets(persona: Persona, facts: HostFacts) -> PeerSets:
-    addrs: dict[int, set[str]] = {4: set(), 6: set()}
+    """The peer sets: addresses in numeric order, each family on its own.
+
+    Built for 100k-peer views: the addresses come parsed, so they are ordered by their integer
+    values (never parsed again from text), and an IPv4 address is written out once, by the C
+    library (what ``str`` gives, for a fifth of its cost). IPv6 addresses keep ``str`` (and a
+    zone, if one is given) and are ordered by value, then text.
+    """
+    addrs4: set[int] = set()
+    addrs6: dict[str, int] = {}
     # Toward a peer of higher priority, the peer's DSCP (spec section 6). An address claimed
     # by two entries takes the higher priority's code point, so the outcome does not depend
     # on the order of the view.
-    dscp: dict[int, dict[str, tuple[int, int]]] = {4: {}, 6: {}}
+    dscp4: dict[int, tuple[int, int]] = {}
+    dscp6: dict[str, tuple[int, int]] = {}
+    keys6: dict[str, int] = {}
+    own = persona.priority
     for peer in facts.peers:
         chosen = selects(persona, peer)
+        higher = peer.priority > own
+        if not (chosen or higher):
+            continue
+        candidate = (peer.priority, peer_dscp(peer)) if higher else (0, 0)
         for address in peer.addresses:
+            if isinstance(address, IPv4Address):
+                value = int(address)
+                if chosen:
+                    addrs4.add(value)
+                if higher:
+                    held4 = dscp4.get(value)
+                    if held4 is None or candidate > held4:
+                        dscp4[value] = candidate
+                continue
+            text = str(address)
             if chosen:
-                addrs[address.version].add(str(address))
-            if peer.priority > persona.priority:
-                held = dscp[address.version].get(str(address))
-                candidate = (peer.priority, peer_dscp(peer))
-                if held is None or candidate > held:
-                    dscp[address.version][str(address)] = candidate
+                addrs6[text] = int(address)
+            if higher:
+                held6 = dscp6.get(text)
+                if held6 is None or candidate > held6:
+                    dscp6[text] = candidate
+                    keys6[text] = int(address)
+    order4 = sorted(dscp4)
     return PeerSets(
-        addrs_v4=_sorted(addrs[4]),
-        addrs_v6=_sorted(addrs[6]),
-        dscp_v4=tuple((a, dscp[4][a][1]) for a in _sorted(dscp[4])),
-        dscp_v6=tuple((a, dscp[6][a][1]) for a in _sorted(dscp[6])),
+        addrs_v4=_v4_texts(sorted(addrs4)),
+        addrs_v6=_sorted(addrs6),
+        dscp_v4=tuple(zip(_v4_texts(order4), [dscp4[v][1] for v in order4], strict=True)),
+        dscp_v6=tuple((a, dscp6[a][1]) for a in _sorted(keys6)),
     )
 
 
-def _sorted(addresses: set[str] | dict[str, tuple[int, int]]) -> tuple[str, ...]:
-    return tuple(sorted(addresses, key=lambda a: int(ip_address(a))))
+def _v4_texts(values: list[int]) -> tuple[str, ...]:
+    """``str(IPv4Address(value))`` of each value, by inet_ntoa(3)."""
+    return tuple(map(inet_ntoa, map(_PACK_V4, values)))
+
+
+def _sorted(keyed: dict[str, int]) -> tuple[str, ...]:
+    """The texts in the order of their addresses' values (then text, so the order is total)."""
+    return tuple(sorted(keyed, key=lambda text: (keyed[text], text)))

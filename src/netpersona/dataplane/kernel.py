@@ -2,7 +2,9 @@
 
 :class:`Kernel` is what the applier talks to; :class:`LinuxKernel` implements it with iproute2
 (``ip -j``, ``tc``), ``nft -j`` and ``sysctl``, all through the one command chokepoint
-(:func:`netpersona.system.command.run`). Every method takes effect in one network namespace: the
+(:func:`netpersona.system.command.run`); the host's links, addresses and default gateways
+(:meth:`Kernel.host_view`, read on every agent pass) come in-process over rtnetlink
+(:mod:`netpersona.dataplane.netlink`). Every method takes effect in one network namespace: the
 current one, or the one named at construction (``ip -n`` / ``ip netns exec``), so tests target a
 throwaway namespace without the test process ever leaving its own.
 
@@ -39,6 +41,7 @@ from netpersona.dataplane.link_ipv6 import (
     parse_sysctl_listing,
     route_argv,
 )
+from netpersona.dataplane.netlink import HostView, read_host
 from netpersona.errors import CommandFailed, KernelError
 from netpersona.model.jsontree import JSON
 from netpersona.system.command import in_netns, run
@@ -146,6 +149,11 @@ class Kernel(Protocol):
 
     def default_routes(self, family: Family) -> list[JSON]:
         """``ip -j route show default`` in the main table."""
+        ...
+
+    def host_view(self) -> HostView:
+        """Links, their global addresses and the main table's default gateways, in one
+        netlink session (what :func:`~netpersona.dataplane.host_probe.gather_facts` reads)."""
         ...
 
     # --- changes
@@ -400,6 +408,9 @@ class LinuxKernel:
     def default_routes(self, family: Family) -> list[JSON]:
         out = run(self._ip(f"-{family}", "-j", "route", "show", "default")).stdout
         return list(json.loads(out or "[]"))
+
+    def host_view(self) -> HostView:
+        return read_host(self.netns)
 
     def link_ipv6(self, ifname: str) -> LinkIPv6:
         links = json.loads(run(self._ip("-j", "address", "show", "dev", ifname)).stdout or "[]")
