@@ -7,8 +7,6 @@ changing persona is an in-place set update (spec section 7).
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from socket import inet_ntoa
-from struct import Struct
 
 from netpersona.compiler.plan import PeerSets
 from netpersona.facts import HostFacts
@@ -17,8 +15,6 @@ from netpersona.model.persona import LabelSelector, Persona, PersonaSelector
 from netpersona.records import Peer
 
 __all__ = ["peer_dscp", "resolve_peer_sets", "selects"]
-
-_PACK_V4 = Struct("!I").pack
 
 
 def selects(persona: Persona, peer: Peer) -> bool:
@@ -88,8 +84,8 @@ def resolve_peer_sets(persona: Persona, facts: HostFacts) -> PeerSets:
 
 
 def _v4_texts(values: list[int]) -> tuple[str, ...]:
-    """``str(IPv4Address(value))`` of each value, by inet_ntoa(3)."""
-    return tuple(map(inet_ntoa, map(_PACK_V4, values)))
+    """``str(IPv4Address(value))`` of each value, formatted from its four bytes directly."""
+    return tuple(f"{v >> 24}.{v >> 16 & 255}.{v >> 8 & 255}.{v & 255}" for v in values)
 
 
 def _sorted(keyed: dict[str, int]) -> tuple[str, ...]:
