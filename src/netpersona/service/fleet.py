@@ -207,6 +207,12 @@ class Fleet:
         """
         result, view, uncertified = await anyio.to_thread.run_sync(self._write_then_build, op)
         self.notifier.publish(view)
+        await self._certify(uncertified)
+        return result
+
+    async def _certify(self, uncertified: int) -> None:
+        """Issue the certificates a change made due: awaited when few (at most
+        :data:`INLINE_CERTIFICATES`), in the background when many."""
         self._renewals_wanted += 1
         task = asyncio.create_task(self._renew_through(self._renewals_wanted))
         if uncertified <= INLINE_CERTIFICATES:
@@ -214,7 +220,6 @@ class Fleet:
         else:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return result
 
     async def _renew_through(self, wanted: int) -> None:
         """Renew once for every write up to number ``wanted``: writes that arrive while a
@@ -314,13 +319,7 @@ class Fleet:
             return set()
         view, uncertified = built
         woken = self.notifier.publish(view)
-        self._renewals_wanted += 1
-        task = asyncio.create_task(self._renew_through(self._renewals_wanted))
-        if uncertified <= INLINE_CERTIFICATES:
-            await task
-        else:
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        await self._certify(uncertified)
         return woken
 
     async def refresh(self) -> set[WatchKey]:
