@@ -45,7 +45,7 @@ __all__ = [
     "write_admin_token",
 ]
 
-DEFAULT_DATA_DIR = Path("/var/lib/netpersona")
+DEFAULT_DATA_DIR = Path("/var/lib/netpersona-service")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 (a file name)
 DEFAULT_CERTIFICATE_LIFETIME = 3600  # netpersona.service.certificates.DEFAULT_LIFETIME
