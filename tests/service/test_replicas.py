@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from netpersona.service import create_app
+from netpersona.service.auth import TOKEN_TTL_HEADER
 from netpersona.service.fleet import INLINE_CERTIFICATES
 from netpersona.service.replication import ChangeFollower, Listener
 from netpersona.store import FleetData, Instance, Role
@@ -123,6 +124,38 @@ async def test_a_write_through_one_replica_wakes_a_watcher_on_the_other(pg_url: 
         assert response.json()["network_persona"]["priority"] == 5
 
 
+@contextlib.asynccontextmanager
+async def deafened(replica: Replica, url: str) -> AsyncIterator[int]:
+    """``replica`` hears no notification inside: its listening connection is killed and its
+    reconnection held until the block ends, and no timer catches up meanwhile. Yields the
+    killed connection's backend pid."""
+    follower = replica.follower
+    follower.interval = 3600
+    gate = asyncio.Event()
+    connect = follower.listener
+
+    @contextlib.asynccontextmanager
+    async def gated() -> AsyncIterator[Listener]:
+        await gate.wait()
+        async with connect() as listener:
+            yield listener
+
+    follower.listener = gated
+    old_pid = await replica.until_listening()
+    with psycopg.connect(url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = %s AND application_name = %s",
+            (old_pid, LISTENER_NAME),
+        ).fetchall()
+    assert killed == [(True,)]
+    await until(lambda: follower.connected is None, "the replica notices its listener is gone")
+    try:
+        yield old_pid
+    finally:
+        gate.set()
+
+
 async def test_a_write_made_while_the_listener_was_down_is_still_delivered(pg_url: str) -> None:
     async with replicas(pg_url) as (a, b):
         await a.service.add_instance("vm1", "10.0.0.1")
@@ -134,39 +167,37 @@ async def test_a_write_made_while_the_listener_was_down_is_still_delivered(pg_ur
         task = asyncio.create_task(watch(b.service, "10.0.0.1", etag))
         await until_waiting(b.service, 1)
 
-        # Hold b's reconnection until the write is committed, so the write's notification
-        # certainly went to no listener of b's; and no timer may catch up in the meantime.
-        follower = b.follower
-        follower.interval = 3600
-        gate = asyncio.Event()
-        connect = follower.listener
+        async with deafened(b, pg_url) as old_pid:
+            await a.service.put_persona("web", persona_doc(6))
+            await asyncio.sleep(1)
+            assert not task.done()  # nothing told b yet
 
-        @contextlib.asynccontextmanager
-        async def gated() -> AsyncIterator[Listener]:
-            await gate.wait()
-            async with connect() as listener:
-                yield listener
-
-        follower.listener = gated
-        old_pid = await b.until_listening()
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid = %s AND application_name = %s",
-                (old_pid, LISTENER_NAME),
-            ).fetchall()
-        assert killed == [(True,)]
-        await until(lambda: follower.connected is None, "b notices its listener is gone")
-
-        await a.service.put_persona("web", persona_doc(6))
-        await asyncio.sleep(1)
-        assert not task.done()  # nothing told b yet
-
-        gate.set()
         response = await asyncio.wait_for(task, 30)
         assert response.json()["version"] == 2
         assert response.json()["network_persona"]["priority"] == 6
         assert await b.until_listening() != old_pid
+
+
+async def test_a_vm_created_through_another_replica_is_known_at_its_first_request(
+    pg_url: str,
+) -> None:
+    """A VM added through a asks b before b heard of it (the notification lost): b catches up
+    on the unknown address instead of refusing the new VM until the next timer; an address
+    no instance owns is still refused."""
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await until(lambda: b.service.app.state.netpersona.fleet.view.instances, "vm1 on b")
+        async with deafened(b, pg_url):
+            await a.service.add_instance("vm2", "10.0.0.2")
+            assert "vm2" not in b.service.app.state.netpersona.fleet.view.instances
+            async with await b.service.vm("10.0.0.2") as vm:  # its token: 200, not 403
+                answer = await vm.get("/v1/instance")
+            assert answer.status_code == 200
+            assert answer.json()["id"] == "vm2"
+            async with b.service.anonymous("10.0.0.9") as stranger:
+                refused = await stranger.put("/v1/token", headers={TOKEN_TTL_HEADER: "60"})
+            assert refused.status_code == 403
+            assert "10.0.0.9" in refused.json()["error"]["message"]
 
 
 async def test_the_timer_catches_up_when_a_notification_never_comes(pg_url: str) -> None:

@@ -45,8 +45,18 @@ def source_address(scope: dict[str, Any] | Any, headers: Any) -> str:
     return canonical_address(str(client[0]))
 
 
-def identify(ctx: ServiceContext, address: str) -> Instance:
+async def identify(ctx: ServiceContext, address: str) -> Instance:
+    """The instance that owns ``address``; 403 when none does.
+
+    On a replica (a store the replicas share), an address no view knows may be an instance
+    written through another replica a moment ago, whose notification has not arrived (or was
+    lost): the replica catches up first (:meth:`ChangeFollower.catch_up_for_unknown_caller`,
+    at most one store read a second however many unknown callers there are), so a new VM is not
+    refused until the next timer."""
     instance = ctx.fleet.view.instance_for_address(address)
+    if instance is None and ctx.follower is not None:
+        await ctx.follower.catch_up_for_unknown_caller()
+        instance = ctx.fleet.view.instance_for_address(address)
     if instance is None:
         raise Forbidden(f"no instance is known by the address {address}")
     return instance

@@ -173,7 +173,7 @@ class RequestGuard:
             token = await admin_token(ctx, headers.get("authorization"))
             scope.setdefault("state", {})[SCOPE_TOKEN] = token
         else:
-            identify(ctx, source_address(scope, headers))
+            await identify(ctx, source_address(scope, headers))
 
 
 async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:

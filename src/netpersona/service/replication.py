@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -37,6 +38,8 @@ log = structlog.get_logger("netpersona.service")
 CATCH_UP_INTERVAL = 5.0  # seconds between catch-ups when no notification comes
 RECONNECT_CAP = 10.0  # longest wait between two attempts to reconnect the listener
 PAGE = 1000  # changes read per query
+# Least time between two catch-ups an unknown caller starts (see catch_up_for_unknown_caller).
+UNKNOWN_CALLER_PAUSE = 1.0
 # Change kinds that can alter a served view; the others (status reports, certificates each
 # replica issues for itself, service secrets) change no view. An unknown kind counts.
 SILENT_KINDS = VIEWLESS_CHANGES
@@ -84,9 +87,27 @@ class ChangeFollower:
         self.last_seen: int | None = None  # None: not caught up yet
         self.connected: Listener | None = None
         self.catch_ups = 0  # how many catch-ups found changes that concern views
+        self._catching_up = asyncio.Lock()
+        self._unknown_caller_at = -UNKNOWN_CALLER_PAUSE
+
+    async def catch_up_for_unknown_caller(self) -> None:
+        """Catch up now, for a request from an address no view knows (a VM created through
+        another replica whose notification is late or lost). At most one such catch-up starts
+        per :data:`UNKNOWN_CALLER_PAUSE`, so a flood of unknown addresses costs one small
+        store read a second; a caller arriving meanwhile waits for the catch-up in flight."""
+        now = time.monotonic()
+        if now - self._unknown_caller_at < UNKNOWN_CALLER_PAUSE:
+            async with self._catching_up:
+                return
+        self._unknown_caller_at = now
+        await self.catch_up()
 
     async def catch_up(self) -> None:
         """Read what was committed since the last catch-up; publish it if a view may change."""
+        async with self._catching_up:  # the listener's, the timer's and an unknown caller's
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
         store = self.fleet.store
         if self.last_seen is None:
             # First time: the view may be older than anything (it was built before the

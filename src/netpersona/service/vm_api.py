@@ -44,7 +44,7 @@ async def caller(
 ) -> Instance:
     """The instance making the request, after its session token is checked."""
     address = _source(request)
-    instance = identify(ctx, address)
+    instance = await identify(ctx, address)
     ctx.sessions.check(token, address, instance.id)
     return instance
 
@@ -61,7 +61,7 @@ async def put_token(
     """A session token for the calling instance, valid from its address for ``ttl`` seconds."""
     address = _source(request)
     seconds = ctx.sessions.parse_ttl(ttl)
-    instance = identify(ctx, address)
+    instance = await identify(ctx, address)
     return PlainTextResponse(
         ctx.sessions.issue(address, instance.id, seconds),
         headers={TOKEN_TTL_HEADER: str(seconds), "Cache-Control": "no-store"},
