@@ -6,6 +6,7 @@ leaves none of the namespaces, processes or the cluster the ledger recorded."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -92,11 +93,16 @@ def test_two_replicas_serve_both_vms_and_survive_losing_one(prefix: str, tmp_pat
 
         killed = replicas[f"{replica_address(0)}:80"]
         assert kill_process(killed.pid, killed.start_time, signal.SIGKILL)
-        run.use_replica(1)
+        # The operator side moves to replica 2 by itself, as the agents do.
         run.wait_converged(run.set_context({"threat_level": "low"}), "lowering it again")
         lowered = run.views()
         assert all(lowered[vm]["etag"] != raised[vm]["etag"] for vm in ("web1", "api1"))
         assert not process_running(killed.pid, killed.start_time)
+        assert run.admin_replica == 1
+        status = lab("status", "--prefix", prefix, "-o", "json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        rows = json.loads(status.stdout)
+        assert {row["vm"]: row["in_force"] for row in rows} == {"web1": True, "api1": True}
     finally:
         clients.close()
         down = lab("down", "--prefix", prefix)

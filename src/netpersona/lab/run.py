@@ -15,6 +15,7 @@ import fcntl
 import json
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -172,7 +173,35 @@ class LabRun:
             self._admin = None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            return self.admin.request(method, path, json=body)
+        except NetpersonaError:
+            if not self._fail_over():
+                raise
         return self.admin.request(method, path, json=body)
+
+    def _answers(self, n: int) -> bool:
+        """Whether replica ``n``'s admin socket accepts a connection."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(str(self.processes.admin_socket_of(n)))
+            except OSError:
+                return False
+        return True
+
+    def _fail_over(self) -> bool:
+        """After a failed call: when the replica in use no longer accepts connections (killed,
+        or never started), use the next one that does, as the agents do. False when there is
+        none, or the replica in use is up (the failure was its answer, not its absence)."""
+        if self.replicas == 1 or self._answers(self.admin_replica):
+            return False
+        for step in range(1, self.replicas):
+            n = (self.admin_replica + step) % self.replicas
+            if self._answers(n):
+                self.use_replica(n)
+                return True
+        return False
 
     # --- building
     def build(self) -> None:
