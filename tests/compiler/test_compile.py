@@ -133,22 +133,26 @@ def test_reverse_path_check_per_profile_on_uplinks_only(
     assert rules[0] == json.dumps(
         [{"match": {"left": {"meta": {"key": "iifname"}}, "op": "!=", "right": "eth0"}},
          {"return": None}], sort_keys=True)  # fmt: skip
-    assert rules[1] == json.dumps([{"jump": {"target": "lockout_in"}}])
     rpf = [r for r in rules if "drop_rpf" in r]
     if flags is None:
+        assert rules[1] == json.dumps([{"jump": {"target": "lockout_in"}}])
         assert rpf == []
     else:
         fib = {"fib": {"flags": flags, "result": "oif"}}
-        assert rpf == [
-            json.dumps(
-                [
-                    {"match": {"left": fib, "op": "==", "right": False}},
-                    {"counter": "drop_rpf"},
-                    {"drop": None},
-                ],
-                sort_keys=True,
-            )
+        check = [
+            {"match": {"left": fib, "op": "==", "right": False}},
+            {"counter": "drop_rpf"},
+            {"drop": None},
         ]
+        control = {"match": {"left": {"payload": {"field": "dport", "protocol": "udp"}},
+                             "op": "==", "right": FACTS.control_port}}  # fmt: skip
+        # The control channel is checked before the section 3 exemption lets it through.
+        assert rpf == [
+            json.dumps([control, *check], sort_keys=True),
+            json.dumps(check, sort_keys=True),
+        ]
+        assert rules.index(rpf[0]) == 1
+        assert rules[2] == json.dumps([{"jump": {"target": "lockout_in"}}])
 
 
 def test_no_uplink_no_prerouting_rules() -> None:

@@ -98,6 +98,22 @@ def test_dhcp_and_broadcast_from_nowhere_pass_the_strict_check(net: Lab, tmp_pat
     applier.remove()
 
 
+def test_the_control_channel_is_not_exempt_from_the_reverse_path(net: Lab, tmp_path: Path) -> None:
+    """Section 3 keeps the control channel open whatever the persona says, but a datagram with
+    a forged source address is dropped (and counted) before the certificate verifier sees it;
+    the peer's genuine one still arrives."""
+    facts = net.facts()
+    port = facts.control_port
+    applier = apply(net.vm, tmp_path, PERSONA.format(profile="high"), facts)
+    with listening(net.vm, udp=[port]) as listener:
+        send_frame(net.peer, "eth0", "10.99.0.7", net.vm4, port, port)  # routed back via eth1
+        send_frame(net.peer, "eth0", net.peer4, net.vm4, port, port)
+        arrived = [r["src"] for r in listener.records() if r.get("port") == port]
+    assert arrived == [net.peer4]
+    assert drops(applier)["drop_rpf"] == 1
+    applier.remove()
+
+
 @pytest.mark.parametrize(("profile", "forwarded"), [("low", True), ("high", False)])
 def test_forwarded_traffic_is_dropped_and_counted_in_high_only(
     net: Lab, tmp_path: Path, profile: str, forwarded: bool

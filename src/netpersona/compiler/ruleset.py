@@ -3,7 +3,8 @@
 Chain layout (every drop passes a named counter that says why; base chains accept by policy so
 a missing rule can never silently cut a VM off):
 
-    prerouting (filter, hook prerouting, prio -300; uplinks only) lockout_in -> reverse path
+    prerouting (filter, hook prerouting, prio -300; uplinks only) reverse path of the control
+             channel (drop_rpf) -> lockout_in -> reverse path
              (medium loose, high strict: drop_rpf) -> multicast the persona refuses
              (drop_multicast) -> listed UDP group nobody receives (drop_mcast_unjoined)
     input    (filter, hook input, prio 0)   lo -> lockout_in -> ingress policing -> echo limit ->
@@ -285,8 +286,19 @@ def _prerouting(t: _Table, persona: Persona, facts: HostFacts) -> None:
     if not uplinks:
         return
     t.rule(c, j.match(j.meta("iifname"), j.anon_set(uplinks), "!="), j.RETURN)
-    t.rule(c, j.jump("lockout_in"))
     strict = RPF_STRICT[persona.security_profile]
+    if strict is not None:
+        # The control channel is exempt from every filter (lockout_in), not from the reverse
+        # path: a peer's datagram arrives from a route back to it, and one with a forged
+        # source address should not reach the certificate verifier at all.
+        t.rule(
+            c,
+            j.match(j.payload("udp", "dport"), facts.control_port),
+            j.match(j.fib_saddr_oif(strict=strict), False),
+            *_drop("drop_rpf"),
+            comment="reverse path: control channel",
+        )
+    t.rule(c, j.jump("lockout_in"))
     if strict is not None:
         # The fib lookup itself lets through loopback, 0.0.0.0 to broadcast or a link-local
         # group (a DHCP discover, an IGMP report), and IPv6 neighbour discovery from ::.
