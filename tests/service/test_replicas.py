@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from netpersona.service.auth import TOKEN_TTL_HEADER
 from netpersona.service.fleet import INLINE_CERTIFICATES
 from netpersona.service.replication import ChangeFollower, Listener
 from netpersona.store import FleetData, Instance, Role
+from netpersona.store.base import PRUNED_CHANGES
 from netpersona.store.postgres import PostgresStore
 from netpersona.store.postgres.listener import LISTENER_NAME
 from tests.service.conftest import Service, persona_doc
@@ -198,6 +200,24 @@ async def test_a_vm_created_through_another_replica_is_known_at_its_first_reques
                 refused = await stranger.put("/v1/token", headers={TOKEN_TTL_HEADER: "60"})
             assert refused.status_code == 403
             assert "10.0.0.9" in refused.json()["error"]["message"]
+
+
+async def test_a_replica_behind_the_pruned_changes_reads_the_fleet_again(pg_url: str) -> None:
+    """Its listener was away while the changes it missed were pruned: when it catches up it
+    learns so, and serves what the store holds rather than an incomplete delta."""
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        async with deafened(b, pg_url):
+            await a.service.put_persona("web", persona_doc(7))
+            await a.service.add_instance("vm2", "10.0.0.2")
+            store = a.service.store
+            assert store.prune_changes(0, time.time() + 60) > 0
+            assert store.changes_since(0)[0].kind == PRUNED_CHANGES
+        await until(lambda: _served(b, "vm1") == ("web", 2), "b serves web v2")
+        assert "vm2" in b.service.app.state.netpersona.fleet.view.instances
 
 
 async def test_the_timer_catches_up_when_a_notification_never_comes(pg_url: str) -> None:

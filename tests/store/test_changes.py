@@ -12,6 +12,7 @@ import pytest
 
 from netpersona.errors import NotFound, PreconditionFailed
 from netpersona.store import Instance, InstanceStatus, IssuedCertificate
+from netpersona.store.base import PRUNED_CHANGES
 from netpersona.store.sql import SqlStore
 from tests.store.conftest import Database
 
@@ -45,6 +46,41 @@ def test_every_write_appends_a_change_and_a_refused_one_does_not(store: SqlStore
     assert store.last_change() == seqs[-1]
     assert [c.key for c in store.changes_since(seqs[2])] == ["vm1", "vm1", "vm1"]
     assert store.changes_since(seqs[-1]) == []
+
+
+def test_pruning_keeps_the_newest_and_the_young_and_tells_a_reader_it_fell_behind(
+    database: Database,
+) -> None:
+    now = [1000.0]
+    store = database.open(clock=lambda: now[0])
+    try:
+        for i in range(5):
+            store.create_instance(Instance(f"vm{i}", "", (f"10.0.0.{i + 1}",)), "t")
+            now[0] += 100
+        seqs = [c.seq for c in store.changes_since(0)]
+        assert len(seqs) == 5
+        # Young changes stay whatever their number: nothing was made before t=1000.
+        assert store.prune_changes(0, 1000.0) == 0
+        # Made before t=1250: vm0..vm2; the newest 3 stay, so only vm0 and vm1 go.
+        assert store.prune_changes(3, 1250.0) == 2
+        assert [c.key for c in store.changes_since(seqs[1])] == ["vm2", "vm3", "vm4"]
+        # A reader from before the pruned ones is told, and the fleet is to be read whole.
+        behind = store.changes_since(seqs[0])
+        assert (behind[0].kind, behind[0].seq) == (PRUNED_CHANGES, seqs[1])
+        assert [c.key for c in behind[1:]] == ["vm2", "vm3", "vm4"]
+        assert store.fleet_delta(seqs[0], 100) is None
+        delta = store.fleet_delta(seqs[1], 100)
+        assert delta is not None
+        assert [i.id for i in delta.upserted] == ["vm2", "vm3", "vm4"]
+        # Everything old goes; the horizon only moves forward, and writes go on numbering.
+        assert store.prune_changes(0, 10_000.0) == 3
+        assert store.prune_changes(0, 10_000.0) == 0
+        assert store.changes_since(seqs[-1]) == []
+        store.set_context("threat", "high", "t")
+        (after,) = store.changes_since(seqs[-1])
+        assert (after.kind, after.seq > seqs[-1]) == ("context", True)
+    finally:
+        store.close()
 
 
 def test_concurrent_writers_commit_changes_in_sequence_order(database: Database) -> None:

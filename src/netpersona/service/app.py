@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +44,13 @@ from netpersona.store.base import Store
 __all__ = ["ErrorBoundary", "create_app", "error_response", "renew_interval"]
 
 log = structlog.get_logger("netpersona.service")
+
+# The change sequence (what replicas catch up from) is pruned every PRUNE_INTERVAL seconds of
+# what is older than KEEP_CHANGES_FOR seconds and beyond the newest KEEP_CHANGES. A replica
+# that was away longer reads the whole fleet when it comes back, as at its start.
+PRUNE_INTERVAL = 600.0
+KEEP_CHANGES_FOR = 3600.0
+KEEP_CHANGES = 10_000
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
 
@@ -160,7 +168,18 @@ def create_app(
                 except Exception:  # a bad key file or a busy disk must not stop renewals
                     log.exception("certificate renewal failed")
 
+        async def prune_forever() -> None:
+            while True:
+                await asyncio.sleep(PRUNE_INTERVAL)
+                try:
+                    await anyio.to_thread.run_sync(
+                        store.prune_changes, KEEP_CHANGES, clock() - KEEP_CHANGES_FOR
+                    )
+                except Exception:  # a busy database: the next round prunes
+                    log.exception("pruning the change sequence failed")
+
         task = asyncio.create_task(renew_forever())
+        pruner = asyncio.create_task(prune_forever())
         try:
             if follower is None:
                 yield
@@ -168,9 +187,10 @@ def create_app(
                 async with follower.running():
                     yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for running in (task, pruner):
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     app = FastAPI(
         title="netpersona metadata service",

@@ -11,7 +11,9 @@ reads only the newest audit entry (its view holds that revision already), not th
 
 Nothing is lost with a notification (a dropped connection, a replica that was restarting):
 ``seq`` only grows, in commit order, so the next catch-up reads every change committed since
-the last one it read. The listener LISTENs before it reads, so a change committed during a
+the last one it read. When some of those were pruned meanwhile, the store says so with a
+``pruned`` change, which (as any kind it does not know) counts as one that concerns views,
+and the fleet is read whole. The listener LISTENs before it reads, so a change committed during a
 catch-up is either read by it or notified after it.
 """
 

@@ -33,6 +33,7 @@ __all__ = [
     "IssuedCertificate",
     "Page",
     "PersonaVersion",
+    "PRUNED_CHANGES",
     "PolicyVersion",
     "Role",
     "Store",
@@ -201,6 +202,9 @@ class FleetData:
 
 # Changes that leave the fleet's views as they are (they only move its revision on).
 VIEWLESS_CHANGES = frozenset({"token", "certificate", "status", "secret"})
+# The kind of the change :meth:`Store.changes_since` puts first for a reader whose position is
+# older than what :meth:`Store.prune_changes` removed: anything may have changed since.
+PRUNED_CHANGES = "pruned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +322,13 @@ class Store(Protocol):
 
     def last_change(self) -> int:
         """The newest change's ``seq`` (0: none yet)."""
+        ...
+
+    def prune_changes(self, keep: int, before: float) -> int:
+        """Delete the changes made before ``before`` (a Unix time) that are not among the
+        newest ``keep``; how many. A reader behind what was removed is told, never misled:
+        :meth:`changes_since` starts with a :data:`PRUNED_CHANGES` change and
+        :meth:`fleet_delta` answers None (read the fleet)."""
         ...
 
     def schema_versions(self) -> tuple[int, int]:

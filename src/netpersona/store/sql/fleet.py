@@ -9,6 +9,7 @@ from netpersona.store.base import (
     Instance,
     PersonaVersion,
 )
+from netpersona.store.sql.changes import pruned_through
 from netpersona.store.sql.context import ContextTable
 from netpersona.store.sql.engine import Connection
 from netpersona.store.sql.instances import InstanceTables, instance_from_row
@@ -42,6 +43,8 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
         with self._database.read("read the fleet's changes") as db:
             last = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit").fetchone()
             newest = db.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM changes").fetchone()
+            if since < pruned_through(db):
+                return None  # some of the changes since were pruned: read it all
             rows = db.execute(
                 f"SELECT seq, kind, key FROM changes WHERE seq > ? AND kind NOT IN ({_VIEWLESS}) "  # noqa: S608
                 "ORDER BY seq LIMIT ?",
