@@ -42,6 +42,10 @@ from netpersona.system.netns import Netns
 
 __all__ = ["LabRecord", "LabRun", "exclusive", "remove_recorded"]
 
+# How long a replica whose call failed may go on accepting connections before the failure is
+# taken as its answer rather than its death.
+FAIL_OVER_WAIT = 3.0
+
 RECORD = "lab.json"
 CONVERGE_TIMEOUT = 120.0
 SETTLE = 1.5  # seconds without any agent changing anything: peer views have caught up
@@ -194,8 +198,14 @@ class LabRun:
         """After a failed call: when the replica in use no longer accepts connections (killed,
         or never started), use the next one that does, as the agents do. False when there is
         none, or the replica in use is up (the failure was its answer, not its absence)."""
-        if self.replicas == 1 or self._answers(self.admin_replica):
+        if self.replicas == 1:
             return False
+        # A replica killed a moment ago may still accept connections while it dies.
+        deadline = time.monotonic() + FAIL_OVER_WAIT
+        while self._answers(self.admin_replica):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
         for step in range(1, self.replicas):
             n = (self.admin_replica + step) % self.replicas
             if self._answers(n):
