@@ -12,20 +12,20 @@ import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from netpersona.cli.params import EnumChoice, option
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
 __all__ = [
-    "JsonAlias",
     "OutputFormat",
-    "OutputOption",
     "data_text",
     "emit",
+    "json_alias",
+    "output_option",
     "pick",
     "print_table",
     "show_document",
@@ -42,17 +42,17 @@ class OutputFormat(StrEnum):
     YAML = "yaml"
 
 
-OutputOption = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--output",
-        "-o",
-        help="table (for people), json or yaml (for scripts; shapes in docs/cli.md).",
-        case_sensitive=False,
-    ),
-]
+# ``@output_option``: the command gets ``output: OutputFormat``.
+output_option = option(
+    "--output",
+    "-o",
+    type=EnumChoice(OutputFormat),
+    default=OutputFormat.TABLE,
+    help="table (for people), json or yaml (for scripts; shapes in docs/cli.md).",
+)
 # The spelling these commands had before -o; kept so existing scripts go on working.
-JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Same as -o json.")]
+# ``@json_alias``: the command gets ``as_json: bool``.
+json_alias = option("--json", "as_json", is_flag=True, hidden=True, help="Same as -o json.")
 
 
 def pick(output: OutputFormat, as_json: bool) -> OutputFormat:
