@@ -77,7 +77,7 @@ except SystemExit as exc:
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 # What makes a command slow to start and big in memory, and that these commands never use.
-_HEAVY = {"pydantic", "pydantic_core", "fastapi", "starlette", "rich", "pygments", "typer"}
+_HEAVY = {"pydantic", "pydantic_core", "fastapi", "starlette", "rich", "pygments", "typer", "trio"}
 
 
 @pytest.mark.subprocess

@@ -64,36 +64,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Packages that import a terminal toolkit only for an extra they offer (structlog's pretty
-# console tracebacks, httpx's own command line), which netpersona never uses.
-_CONSOLE_EXTRAS = ("rich", "pygments")
-_WITHOUT_CONSOLE = ("httpx", "structlog")
-
-
+# Packages that others import only for an extra netpersona never uses: a terminal toolkit for
+# structlog's pretty console tracebacks and httpx's own command line, and trio, the event loop
+# httpcore supports beside asyncio (the agent runs on asyncio; trio comes with other tools).
+_UNUSED_EXTRAS = ("rich", "pygments", "trio")
+_IMPORTED_WITHOUT_THEM = ("httpx", "httpcore", "structlog")
 # The agent prints nothing with rich; apply/status/remove load it only for a table.
-_WITHOUT_CONSOLE_EXTRAS = frozenset({"agent_cmd", "apply_cmd"})
+_WITHOUT_UNUSED_EXTRAS = frozenset({"agent_cmd", "apply_cmd"})
 
 
-def _import_without_console_extras() -> None:
-    """Import structlog and httpx with rich and pygments hidden, so that they skip their
-    console extras (about 100 modules and 8 MB resident in the agent). Anything that prints
+def _import_without_unused_extras() -> None:
+    """Import structlog, httpx and httpcore with rich, pygments and trio hidden, so that they
+    skip those extras (about 250 modules and 12 MB resident in the agent). Anything that prints
     with rich later imports it as usual."""
-    if any(name in sys.modules for name in (*_CONSOLE_EXTRAS, *_WITHOUT_CONSOLE)):
+    if any(name in sys.modules for name in (*_UNUSED_EXTRAS, *_IMPORTED_WITHOUT_THEM)):
         return
-    for name in _CONSOLE_EXTRAS:
+    for name in _UNUSED_EXTRAS:
         sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
-        for name in _WITHOUT_CONSOLE:
+        for name in _IMPORTED_WITHOUT_THEM:
             importlib.import_module(name)
     finally:
-        for name in _CONSOLE_EXTRAS:
+        for name in _UNUSED_EXTRAS:
             del sys.modules[name]
 
 
 def load_commands(module: str) -> dict[str, click.Command]:
     """The click commands that ``netpersona.cli.<module>.register`` adds, by name."""
-    if module in _WITHOUT_CONSOLE_EXTRAS:
-        _import_without_console_extras()
+    if module in _WITHOUT_UNUSED_EXTRAS:
+        _import_without_unused_extras()
     registers = importlib.import_module(f"netpersona.cli.{module}").register
     holder = click.Group()
     registers(holder)
