@@ -37,7 +37,7 @@ print(json.dumps(["netpersona.cli.main (click)", rss(), len(sys.modules)]))
 cli._import_without_unused_extras()
 print(json.dumps(["httpx, httpcore, structlog (no rich, pygments, trio)", rss(), len(sys.modules)]))
 for name in json.loads(sys.argv[1]):
-    if name in sys.modules:
+    if name in sys.modules or name in cli._UNUSED_EXTRAS:  # loaded, or hidden from the agent
         continue
     try:
         if name == "pyroute2":  # as the agent does: the codecs only, not the package

@@ -12,13 +12,14 @@ child, from wait4(2)), beside ``python -c pass`` measured in the same run:
 * ``agent_idle_rss_kb``: the agent's VmRSS (and VmHWM) a few seconds after READY, idle.
 
 ``bytecode`` says whether the installed modules have their compiled ``.pyc`` beside them (an
-installed package does: the .deb's postinst runs compileall). Without it every run compiles
-each module from source, which costs CPU and leaves the compiler's memory in the agent's RSS;
-``--source-only`` measures that case on purpose (an empty ``PYTHONPYCACHEPREFIX``).
+installed package does: the .deb's postinst runs compileall). A development venv has none
+when ``PYTHONDONTWRITEBYTECODE`` is set: then every run compiles each of them from source,
+which costs CPU and leaves the compiler's memory in the agent's RSS. Both cases are worth a
+figure: ``python -m compileall -q .venv/lib src`` gives the first, deleting those
+``__pycache__`` directories the second.
 
     .venv/bin/python bench/startup/run.py
     .venv/bin/python bench/startup/run.py --rounds 3
-    .venv/bin/python bench/startup/run.py --source-only
 """
 
 from __future__ import annotations
@@ -170,19 +171,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="runs per figure (median kept)")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds idle before RSS")
-    parser.add_argument(
-        "--source-only", action="store_true", help="compile every module from source, every run"
-    )
     args = parser.parse_args()
-    if args.source_only:
-        os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="npstart-nopyc-")
-        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     load_before = os.getloadavg()
     cli = netpersona_argv()
     bare = measure([sys.executable, "-c", "pass"], args.rounds)
     result: dict[str, Any] = {
         "python": sys.version.split()[0],
-        "bytecode": "none" if args.source_only else bytecode(),
+        "bytecode": bytecode(),
         "python_c_pass": bare,
         "help": measure([*cli, "--help"], args.rounds),
         "validate": measure([*cli, "validate", str(EXAMPLE)], args.rounds),
