@@ -75,7 +75,7 @@ _WITHOUT_UNUSED_EXTRAS = frozenset({"agent_cmd", "apply_cmd"})
 
 def _import_without_unused_extras() -> None:
     """Import structlog, httpx and httpcore with rich, pygments and trio hidden, so that they
-    skip those extras (about 250 modules and 12 MB resident in the agent). Anything that prints
+    skip those extras (about 190 modules and 12 MB resident in the agent). Anything that prints
     with rich later imports it as usual."""
     if any(name in sys.modules for name in (*_UNUSED_EXTRAS, *_IMPORTED_WITHOUT_THEM)):
         return
