@@ -13,17 +13,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
 from netpersona.cli.connection import admin_client, connect, connection_options
-from netpersona.cli.output import OutputFormat, emit, output_option, print_table, show_document
+from netpersona.cli.output import (
+    OutputFormat,
+    emit,
+    escape,
+    message_console,
+    new_table,
+    output_option,
+    print_table,
+    show_document,
+)
 from netpersona.cli.params import PATH, option
 from netpersona.cli.reachability_cmd import (
     label_changes_option,
@@ -33,10 +39,11 @@ from netpersona.cli.reachability_cmd import (
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 __all__ = ["AdminClient", "error_from_answer", "register"]
-
-
-out = Console(highlight=False, soft_wrap=True)
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str | None]:
@@ -58,7 +65,7 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 def _instances_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("id", "name", "addresses", "labels", "pin", "rev")
+    table = new_table("id", "name", "addresses", "labels", "pin", "rev")
     for i in items:
         table.add_row(
             escape(i["id"]),
@@ -136,7 +143,7 @@ def register(app: click.Group) -> None:
     def remove_instance(ctx: click.Context, instance_id: str) -> None:
         """Delete an instance."""
         admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}")
-        out.print(f"deleted {escape(instance_id)}")
+        message_console().print(f"deleted {escape(instance_id)}")
 
     @admin.command("label")
     @click.argument("instance_id")
@@ -185,7 +192,7 @@ def register(app: click.Group) -> None:
         except InvalidDocument as exc:
             raise InvalidDocument(exc.errors, str(file)) from None
         done = admin_client(ctx).request("PUT", f"/v1/admin/personas/{name}", json=document)
-        out.print(f"persona {escape(done['name'])} is at version {done['version']}")
+        message_console().print(f"persona {escape(done['name'])} is at version {done['version']}")
 
     @admin.command("personas")
     @output_option
@@ -195,7 +202,7 @@ def register(app: click.Group) -> None:
         items = admin_client(ctx).pages("/v1/admin/personas", limit=500)
 
         def table() -> Table:
-            table = Table("name", "version", "mode", "profile", "priority", "by")
+            table = new_table("name", "version", "mode", "profile", "priority", "by")
             for p in items:
                 doc = p["network_persona"]
                 table.add_row(
@@ -229,7 +236,7 @@ def register(app: click.Group) -> None:
         items = admin_client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500)
 
         def table() -> Table:
-            table = Table("version", "created by", "restored from", "priority", "mode")
+            table = new_table("version", "created by", "restored from", "priority", "mode")
             for v in items:
                 table.add_row(
                     str(v["version"]),
@@ -251,7 +258,9 @@ def register(app: click.Group) -> None:
         done = admin_client(ctx).request(
             "POST", f"/v1/admin/personas/{name}/restore", json={"version": version}
         )
-        out.print(f"persona {escape(name)} is at version {done['version']} (from {version})")
+        message_console().print(
+            f"persona {escape(name)} is at version {done['version']} (from {version})"
+        )
 
     @admin.command("context")
     @click.argument("assignment", nargs=-1, help="KEY=VALUE to set, KEY- to remove.")
@@ -268,7 +277,7 @@ def register(app: click.Group) -> None:
         items = client.request("GET", "/v1/admin/context")["items"]
 
         def table() -> Table:
-            table = Table("key", "value", "rev")
+            table = new_table("key", "value", "rev")
             for e in items:
                 table.add_row(escape(e["key"]), escape(e["value"]), str(e["revision"]))
             return table
@@ -288,7 +297,7 @@ def register(app: click.Group) -> None:
         items = admin_client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]
 
         def table() -> Table:
-            table = Table("seq", "actor", "action", "target", "change")
+            table = new_table("seq", "actor", "action", "target", "change")
             for e in items:
                 table.add_row(
                     str(e["seq"]),
@@ -335,7 +344,7 @@ def _register_policy(admin: click.Group) -> None:
         if tests is not None:
             document = {**document, "tests": load_document(tests.read_text(), str(tests))}
         done = admin_client(ctx).request("PUT", "/v1/admin/policy", json=document)
-        out.print(f"policy is at version {done['version']}")
+        message_console().print(f"policy is at version {done['version']}")
 
     @policy.command("show")
     @option("--version", type=int, help="An older version.")

@@ -10,15 +10,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
 from netpersona.agent.status import RECORD_FILE
-from netpersona.cli.output import OutputFormat, data_text, json_alias, output_option, pick
+from netpersona.cli.output import (
+    OutputFormat,
+    data_text,
+    escape,
+    json_alias,
+    message_console,
+    output_option,
+    pick,
+)
 from netpersona.cli.params import PATH, option
 from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
@@ -30,9 +37,6 @@ from netpersona.dataplane.state import DEFAULT_STATE_DIR, StateStore
 from netpersona.dataplane.trial import confirm, start_trial
 from netpersona.errors import FieldError, InvalidDocument
 from netpersona.facts import DEFAULT_CONTROL_PORT, DEFAULT_METADATA, HostFacts, Tier, parse_facts
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 __all__ = ["CHECK_DIFFERS", "register"]
 
@@ -47,22 +51,6 @@ state_dir_option = option(
     help="Where the applied plan and the VM's originals are kept.",
 )
 netns_option = option("--netns", help="Act on this network namespace instead of the current one.")
-
-
-@cache
-def _out() -> Console:
-    """The console the table form prints on (rich is loaded only for it: ``-o json`` needs
-    none)."""
-    from rich.console import Console  # noqa: PLC0415
-
-    return Console(highlight=False, soft_wrap=True)
-
-
-def escape(text: str) -> str:
-    """``text`` with rich's markup escaped (see :func:`_out`)."""
-    from rich.markup import escape as rich_escape  # noqa: PLC0415
-
-    return rich_escape(text)
 
 
 def _tiers(values: list[str]) -> dict[str, Tier]:
@@ -111,12 +99,14 @@ def _print_report(report: ApplyReport, output: OutputFormat) -> None:
         sys.stdout.write(data_text(report.to_json(), output))
         return
     if report.unchanged:
-        _out().print(f"{report.action}: nothing to change")
+        message_console().print(f"{report.action}: nothing to change")
         return
     for step in report.steps:
-        _out().print(f"  {escape(step)}")
+        message_console().print(f"  {escape(step)}")
     what = f" {report.persona}" if report.persona else ""
-    _out().print(f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s")
+    message_console().print(
+        f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s"
+    )
 
 
 def read_agent_record(state_dir: Path) -> dict[str, Any] | None:
@@ -134,7 +124,7 @@ def _clock(when: object) -> str:
 
 def _print_agent(agent: dict[str, Any]) -> None:
     """What the agent holds, the service's state, and every watch that is failing and why."""
-    _out().print(
+    message_console().print(
         f"agent: {agent.get('instance')} holds {agent.get('persona')} "
         f"v{agent.get('version')} ({agent.get('result')}); metadata service "
         f"{agent.get('service')} since {_clock(agent.get('service_since'))}"
@@ -144,27 +134,29 @@ def _print_agent(agent: dict[str, Any]) -> None:
         if not isinstance(watch, dict) or watch.get("state") != "failing":
             continue
         error = watch.get("error") or {}
-        _out().print(
+        message_console().print(
             f"  [red]{escape(str(name))}: failing since {_clock(watch.get('since'))}[/red] "
             f"({watch.get('failures')} in a row): {escape(str(error.get('code')))}: "
             f"{escape(str(error.get('message')))}",
             markup=True,
         )
     if agent.get("retry_at"):
-        _out().print(f"  the failed plan is tried again at {_clock(agent['retry_at'])}")
+        message_console().print(f"  the failed plan is tried again at {_clock(agent['retry_at'])}")
     if agent.get("gossip"):
         rejects = {
             k.removeprefix("reject_"): v
             for k, v in (agent.get("gossip_counters") or {}).items()
             if k.startswith("reject_") and v
         }
-        _out().print(
+        message_console().print(
             f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
             f"learned; rejected: {rejects or 'none'}"
         )
     # A refused answer's error is the failing watch's, printed above.
     if agent.get("error") and agent.get("result") != "refused":
-        _out().print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
+        message_console().print(
+            f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True
+        )
 
 
 def register(app: click.Group) -> None:
@@ -233,8 +225,8 @@ def register(app: click.Group) -> None:
                 sys.stdout.write(data_text({"differences": diff}, output))
             else:
                 for line in diff:
-                    _out().print(escape(line))
-                _out().print(
+                    message_console().print(escape(line))
+                message_console().print(
                     "the kernel matches the plan" if not diff else f"{len(diff)} differences"
                 )
             raise click.exceptions.Exit(CHECK_DIFFERS if diff else 0)
@@ -246,14 +238,16 @@ def register(app: click.Group) -> None:
         _print_report(report, output)
         if output is OutputFormat.TABLE:
             deadline = time.strftime("%H:%M:%S", time.localtime(pending.deadline))
-            _out().print(f"run `netpersona confirm` before {deadline} to keep it; else it reverts")
+            message_console().print(
+                f"run `netpersona confirm` before {deadline} to keep it; else it reverts"
+            )
 
     @app.command(name="confirm")
     @state_dir_option
     def confirm_command(state_dir: Path) -> None:
         """Keep the persona applied with --confirm-timeout."""
         state = confirm(StateStore(state_dir))
-        _out().print(f"confirmed {state.persona}")
+        message_console().print(f"confirmed {state.persona}")
 
     @app.command()
     @state_dir_option
@@ -300,19 +294,25 @@ def register(app: click.Group) -> None:
         if agent is not None:
             _print_agent(agent)
         if state is None:
-            _out().print("no persona applied")
+            message_console().print("no persona applied")
             return
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.applied_at))
-        _out().print(f"persona {state.persona}  plan {state.plan.digest[:16]}  applied {when}")
+        message_console().print(
+            f"persona {state.persona}  plan {state.plan.digest[:16]}  applied {when}"
+        )
         if state.pending:
             until = time.strftime("%H:%M:%S", time.localtime(state.pending.deadline))
-            _out().print(f"on trial: reverts at {until} unless confirmed")
-        _out().print("drops:")
+            message_console().print(f"on trial: reverts at {until} unless confirmed")
+        message_console().print("drops:")
         for reason, count in body["drops"].items():
-            _out().print(f"  {reason.removeprefix('drop_'):<14} {count['packets']:>10} packets")
+            message_console().print(
+                f"  {reason.removeprefix('drop_'):<14} {count['packets']:>10} packets"
+            )
         if body["drift"]:
-            _out().print(f"[red]drift[/red]: {len(body['drift'])} differences", markup=True)
+            message_console().print(
+                f"[red]drift[/red]: {len(body['drift'])} differences", markup=True
+            )
             for line in body["drift"]:
-                _out().print(f"  {escape(line)}")
+                message_console().print(f"  {escape(line)}")
         else:
-            _out().print("drift: none")
+            message_console().print("drift: none")

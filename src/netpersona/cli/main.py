@@ -69,8 +69,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # httpcore supports beside asyncio (the agent runs on asyncio; trio comes with other tools).
 _UNUSED_EXTRAS = ("rich", "pygments", "trio")
 _IMPORTED_WITHOUT_THEM = ("httpx", "httpcore", "structlog")
-# The agent prints nothing with rich; apply/status/remove load it only for a table.
-_WITHOUT_UNUSED_EXTRAS = frozenset({"agent_cmd", "apply_cmd"})
+# The agent prints nothing with rich; apply/status/remove and admin load it only for a table.
+_WITHOUT_UNUSED_EXTRAS = frozenset({"agent_cmd", "apply_cmd", "admin_cmd"})
 
 
 def _import_without_unused_extras() -> None:

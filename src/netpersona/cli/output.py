@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from netpersona.cli.params import EnumChoice, option
@@ -24,7 +25,10 @@ __all__ = [
     "OutputFormat",
     "data_text",
     "emit",
+    "escape",
     "json_alias",
+    "message_console",
+    "new_table",
     "output_option",
     "pick",
     "print_table",
@@ -58,6 +62,28 @@ json_alias = option("--json", "as_json", is_flag=True, hidden=True, help="Same a
 def pick(output: OutputFormat, as_json: bool) -> OutputFormat:
     """``--json`` (the old spelling) means ``-o json``."""
     return OutputFormat.JSON if as_json else output
+
+
+def escape(text: str) -> str:
+    """``text`` with Rich's markup escaped, for a line or cell printed with Rich."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415
+
+    return rich_escape(text)
+
+
+def new_table(*columns: str, **options: Any) -> Table:
+    """A Rich table (Rich is loaded here, for the table form only)."""
+    from rich.table import Table  # noqa: PLC0415
+
+    return Table(*columns, **options)
+
+
+@cache
+def message_console() -> Console:
+    """The console a command's one-line messages go to (``deleted vm1``), made on first use."""
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
