@@ -11,6 +11,13 @@ child, from wait4(2)), beside ``python -c pass`` measured in the same run:
   CPU is the agent's user + system time at that moment (/proc/PID/stat);
 * ``agent_idle_rss_kb``: the agent's VmRSS (and VmHWM) a few seconds after READY, idle.
 
+``bytecode`` says whether the installed modules have their compiled ``.pyc`` beside them (an
+installed package does: the .deb's postinst runs compileall). A development venv has none
+when ``PYTHONDONTWRITEBYTECODE`` is set: then every run compiles each of them from source,
+which costs CPU and leaves the compiler's memory in the agent's RSS. Both cases are worth a
+figure: ``python -m compileall -q .venv/lib src`` gives the first, deleting those
+``__pycache__`` directories the second.
+
     .venv/bin/python bench/startup/run.py
     .venv/bin/python bench/startup/run.py --rounds 3
 """
@@ -18,6 +25,7 @@ child, from wait4(2)), beside ``python -c pass`` measured in the same run:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -104,8 +112,11 @@ def _wait_listening(ns: Netns, deadline: float) -> None:
     raise SystemExit("the metadata server did not start")
 
 
-def agent_round(idle_s: float) -> dict[str, Any]:
-    """One agent from exec to READY, in a fresh namespace with a fresh state directory."""
+def agent_round(
+    idle_s: float, env_extra: dict[str, str] | None = None, stderr: Path | None = None
+) -> dict[str, Any]:
+    """One agent from exec to READY, in a fresh namespace with a fresh state directory
+    (``env_extra`` added to its environment, its stderr written to ``stderr``)."""
     with tempfile.TemporaryDirectory() as tmp, netns("npstart") as ns:
         work = Path(tmp)
         control = work / "control"
@@ -119,12 +130,13 @@ def agent_round(idle_s: float) -> dict[str, Any]:
         notify.settimeout(60)
         argv = [*netpersona_argv(), "agent", "--metadata-url", f"http://127.0.0.1:{PORT}"]
         argv += ["--state-dir", str(work / "state"), "--no-gossip", "--drift-interval", "3600"]
-        env = {**os.environ, "NOTIFY_SOCKET": str(work / "notify")}
+        env = {**os.environ, "NOTIFY_SOCKET": str(work / "notify"), **(env_extra or {})}
+        err = subprocess.DEVNULL if stderr is None else stderr.open("w")
         agent: subprocess.Popen[str] | None = None
         try:
             _wait_listening(ns, time.monotonic() + 30)
             started = time.perf_counter()
-            agent = ns.popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            agent = ns.popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
             while True:
                 message = notify.recv(4096).decode()
                 if "READY=1" in message:
@@ -136,10 +148,23 @@ def agent_round(idle_s: float) -> dict[str, Any]:
             return {"wall_s": ready_s, "cpu_s": cpu_s, **memory}
         finally:
             notify.close()
+            if stderr is not None:
+                err.close()  # type: ignore[union-attr]
             for process in (agent, server):
                 if process is not None:
                     process.kill()
                     process.wait(10)
+
+
+def bytecode() -> str:
+    """``cached`` when the modules every command loads have a ``.pyc``, else ``partly``/``none``."""
+    found = []
+    for name in ("netpersona.cli.main", "click.core", "httpx._client", "yaml.parser"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None
+        assert spec.origin is not None
+        found.append(Path(importlib.util.cache_from_source(spec.origin)).exists())
+    return "cached" if all(found) else "partly" if any(found) else "none"
 
 
 def main() -> None:
@@ -152,6 +177,7 @@ def main() -> None:
     bare = measure([sys.executable, "-c", "pass"], args.rounds)
     result: dict[str, Any] = {
         "python": sys.version.split()[0],
+        "bytecode": bytecode(),
         "python_c_pass": bare,
         "help": measure([*cli, "--help"], args.rounds),
         "validate": measure([*cli, "validate", str(EXAMPLE)], args.rounds),

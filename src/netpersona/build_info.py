@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,6 +12,10 @@ __all__ = ["add_build_info", "package_version"]
 
 
 def package_version() -> str:
+    # Loaded here, not at import: importlib.metadata (email, zipfile, csv...) is a tenth of
+    # what `netpersona validate` would otherwise import, for a line only --version prints.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     try:
         return version("netpersona")
     except PackageNotFoundError:  # running from a tree that was never installed
@@ -31,4 +33,6 @@ def add_build_info(registry: CollectorRegistry) -> None:
         ["version", "python"],
         registry=registry,
     )
+    import platform  # noqa: PLC0415
+
     info.labels(package_version(), platform.python_version()).set(1)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from netpersona.cli.apply_cmd import CHECK_DIFFERS
 from netpersona.cli.main import app

@@ -80,9 +80,9 @@ def test_each_documented_option_reads_its_variable_wherever_it_is_taken() -> Non
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["admin", "instances", "--bogus"], "No such option: --bogus"),
+        (["admin", "instances", "--bogus"], "No such option '--bogus'"),
         (["protocols", "-o", "xml"], "'xml' is not one of 'table', 'json', 'yaml'"),
-        (["admin", "can"], "Missing argument 'src'"),
+        (["admin", "can"], "Missing argument 'SRC'"),
     ],
 )
 def test_a_command_line_error_is_one_error_line_with_exit_2(argv: list[str], line: str) -> None:

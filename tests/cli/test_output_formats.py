@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from netpersona.cli.main import app
 from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
@@ -260,15 +260,16 @@ def test_shell_completion_completes_commands_and_output_formats() -> None:
     shown = subprocess.run(
         [NETPERSONA, "--show-completion", "bash"], capture_output=True, text=True, check=True
     )
-    assert "_NETPERSONA_COMPLETE=complete_bash" in shown.stdout
+    assert "_NETPERSONA_COMPLETE=bash_complete" in shown.stdout
     for words, cword, expected in (
         ("netpersona adm", "1", ["admin"]),
         ("netpersona admin instances -o ", "4", ["table", "json", "yaml"]),
     ):
-        env = {**os.environ, "_NETPERSONA_COMPLETE": "complete_bash"}
+        env = {**os.environ, "_NETPERSONA_COMPLETE": "bash_complete"}
         env |= {"COMP_WORDS": words, "COMP_CWORD": cword}
         done = subprocess.run([NETPERSONA], capture_output=True, text=True, env=env, check=True)
-        assert done.stdout.split() == expected
+        # Click's bash protocol: one TYPE,VALUE line per candidate.
+        assert [line.partition(",")[2] for line in done.stdout.split()] == expected
 
 
 def test_the_old_json_flag_still_means_output_json(fleet: Fleet) -> None:

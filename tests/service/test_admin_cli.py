@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from netpersona.cli.main import app
 from netpersona.errors import NetpersonaError

@@ -44,6 +44,7 @@ from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
 from netpersona.errors import MalformedAnswer, NetpersonaError, UsageError
 from netpersona.records import Peer
+from netpersona.system.heap import return_free_memory
 from netpersona.system.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -315,7 +316,10 @@ class Agent:
                 try:
                     await self._pass()
                     if self.converged:  # systemd: the persona is in force (Type=notify)
+                        first = not self.systemd.is_ready
                         self.systemd.ready()
+                        if first:  # what start-up freed (imports, first plan) back to the OS
+                            return_free_memory()
                 except Exception as exc:  # the agent must outlive every failure
                     self._pass_failed(exc)
                     await self.sleep(PASS_PAUSE)

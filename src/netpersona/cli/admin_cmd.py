@@ -13,32 +13,37 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import click
 
 from netpersona.admin_client import AdminClient, error_from_answer
 from netpersona.cli import reachability_cmd
-from netpersona.cli.connection import (
-    AdminSocketOption,
-    TokenFileOption,
-    TokenOption,
-    UrlOption,
-    admin_client,
-    connect,
+from netpersona.cli.connection import admin_client, connect, connection_options
+from netpersona.cli.output import (
+    OutputFormat,
+    emit,
+    escape,
+    message_console,
+    new_table,
+    output_option,
+    print_table,
+    show_document,
 )
-from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table, show_document
-from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
+from netpersona.cli.params import PATH, option
+from netpersona.cli.reachability_cmd import (
+    label_changes_option,
+    proposed_policy_option,
+    reachability_lines,
+)
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model import load_document, parse_persona
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 __all__ = ["AdminClient", "error_from_answer", "register"]
-
-
-out = Console(highlight=False, soft_wrap=True)
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str | None]:
@@ -60,7 +65,7 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 def _instances_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("id", "name", "addresses", "labels", "pin", "rev")
+    table = new_table("id", "name", "addresses", "labels", "pin", "rev")
     for i in items:
         table.add_row(
             escape(i["id"]),
@@ -86,49 +91,46 @@ def _show_table(output: OutputFormat, data: Any, table: Callable[[], Table]) -> 
     emit(output, data, lambda c: print_table(c, table()))
 
 
-def register(app: typer.Typer) -> None:
-    admin = typer.Typer(help="Manage a running metadata service (instances, personas, pins).")
-    app.add_typer(admin, name="admin")
-
-    @admin.callback()
-    def connection(
-        ctx: typer.Context,
-        url: UrlOption = "",
-        token: TokenOption = "",
-        token_file: TokenFileOption = None,
-        admin_socket: AdminSocketOption = None,
+def register(app: click.Group) -> None:
+    @app.group("admin")
+    @connection_options
+    @click.pass_context
+    def admin(
+        ctx: click.Context, url: str, token: str, token_file: Path | None, admin_socket: Path | None
     ) -> None:
+        """Manage a running metadata service (instances, personas, pins)."""
         ctx.obj = connect(ctx, url, token, token_file, admin_socket)
 
     @admin.command("instances")
-    def instances(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
+    @output_option
+    @click.pass_context
+    def instances(ctx: click.Context, output: OutputFormat) -> None:
         """List every instance."""
         _show_instances(output, admin_client(ctx).pages("/v1/admin/instances", limit=500))
 
     @admin.command("add-instance")
+    @click.argument("instance_id", help="Instance id, e.g. db1.")
+    @option("--address", "-a", multiple=True, required=True, help="An address it calls from.")
+    @option("--name", default="", show_default=False, help="A display name.")
+    @option("--label", "-l", multiple=True, help="KEY=VALUE (repeatable).")
+    @option("--interfaces", type=PATH, help="YAML/JSON list of {name, addresses, tier} interfaces.")
+    @output_option
+    @click.pass_context
     def add_instance(
-        ctx: typer.Context,
-        *,
-        instance_id: Annotated[str, typer.Argument(help="Instance id, e.g. db1.")],
-        address: Annotated[
-            list[str], typer.Option("--address", "-a", help="An address it calls from.")
-        ],
-        name: Annotated[str, typer.Option(help="A display name.")] = "",
-        label: Annotated[
-            list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")
-        ] = None,
-        interfaces: Annotated[
-            Path | None,
-            typer.Option(help="YAML/JSON list of {name, addresses, tier} interfaces."),
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
+        ctx: click.Context,
+        instance_id: str,
+        address: tuple[str, ...],
+        name: str,
+        label: tuple[str, ...],
+        interfaces: Path | None,
+        output: OutputFormat,
     ) -> None:
         """Register an instance (its addresses identify it to the VM-facing API)."""
         body: dict[str, Any] = {
             "id": instance_id,
             "name": name,
-            "addresses": address,
-            "labels": {k: v for k, v in _labels(label or []).items() if v is not None},
+            "addresses": list(address),
+            "labels": {k: v for k, v in _labels(label).items() if v is not None},
         }
         if interfaces is not None:
             body["interfaces"] = load_document(interfaces.read_text(), str(interfaces))
@@ -136,17 +138,20 @@ def register(app: typer.Typer) -> None:
         _show_instances(output, [made], one=True)
 
     @admin.command("remove-instance")
-    def remove_instance(ctx: typer.Context, instance_id: Annotated[str, typer.Argument()]) -> None:
+    @click.argument("instance_id")
+    @click.pass_context
+    def remove_instance(ctx: click.Context, instance_id: str) -> None:
         """Delete an instance."""
         admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}")
-        out.print(f"deleted {escape(instance_id)}")
+        message_console().print(f"deleted {escape(instance_id)}")
 
     @admin.command("label")
+    @click.argument("instance_id")
+    @click.argument("labels", nargs=-1, required=True, help="KEY=VALUE to set, KEY- to remove.")
+    @output_option
+    @click.pass_context
     def label_cmd(
-        ctx: typer.Context,
-        instance_id: Annotated[str, typer.Argument()],
-        labels: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove.")],
-        output: OutputOption = OutputFormat.TABLE,
+        ctx: click.Context, instance_id: str, labels: tuple[str, ...], output: OutputFormat
     ) -> None:
         """Set or remove labels on an instance."""
         done = admin_client(ctx).request(
@@ -155,12 +160,11 @@ def register(app: typer.Typer) -> None:
         _show_instances(output, [done], one=True)
 
     @admin.command("pin")
-    def pin(
-        ctx: typer.Context,
-        instance_id: Annotated[str, typer.Argument()],
-        persona: Annotated[str, typer.Argument()],
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("instance_id")
+    @click.argument("persona")
+    @output_option
+    @click.pass_context
+    def pin(ctx: click.Context, instance_id: str, persona: str, output: OutputFormat) -> None:
         """Pin a persona to an instance."""
         done = admin_client(ctx).request(
             "PUT", f"/v1/admin/instances/{instance_id}/pin", json={"persona": persona}
@@ -168,21 +172,19 @@ def register(app: typer.Typer) -> None:
         _show_instances(output, [done], one=True)
 
     @admin.command("unpin")
-    def unpin(
-        ctx: typer.Context,
-        instance_id: Annotated[str, typer.Argument()],
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("instance_id")
+    @output_option
+    @click.pass_context
+    def unpin(ctx: click.Context, instance_id: str, output: OutputFormat) -> None:
         """Remove an instance's pin."""
         done = admin_client(ctx).request("DELETE", f"/v1/admin/instances/{instance_id}/pin")
         _show_instances(output, [done], one=True)
 
     @admin.command("apply")
-    def apply(
-        ctx: typer.Context,
-        file: Annotated[Path, typer.Argument(help="Persona document (YAML or JSON).")],
-        name: Annotated[str, typer.Option("--name", "-n", help="The persona's name.")],
-    ) -> None:
+    @click.argument("file", type=PATH, help="Persona document (YAML or JSON).")
+    @option("--name", "-n", required=True, help="The persona's name.")
+    @click.pass_context
+    def apply(ctx: click.Context, file: Path, name: str) -> None:
         """Create a persona or store a new version of it from FILE (checked locally first)."""
         document = load_document(file.read_text(), str(file))
         try:
@@ -190,15 +192,17 @@ def register(app: typer.Typer) -> None:
         except InvalidDocument as exc:
             raise InvalidDocument(exc.errors, str(file)) from None
         done = admin_client(ctx).request("PUT", f"/v1/admin/personas/{name}", json=document)
-        out.print(f"persona {escape(done['name'])} is at version {done['version']}")
+        message_console().print(f"persona {escape(done['name'])} is at version {done['version']}")
 
     @admin.command("personas")
-    def personas(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
+    @output_option
+    @click.pass_context
+    def personas(ctx: click.Context, output: OutputFormat) -> None:
         """List personas with their current version."""
         items = admin_client(ctx).pages("/v1/admin/personas", limit=500)
 
         def table() -> Table:
-            table = Table("name", "version", "mode", "profile", "priority", "by")
+            table = new_table("name", "version", "mode", "profile", "priority", "by")
             for p in items:
                 doc = p["network_persona"]
                 table.add_row(
@@ -214,27 +218,25 @@ def register(app: typer.Typer) -> None:
         _show_table(output, items, table)
 
     @admin.command("show")
-    def show(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument(help="Persona name.")],
-        version: Annotated[int | None, typer.Option(help="An older version.")] = None,
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("name", help="Persona name.")
+    @option("--version", type=int, help="An older version.")
+    @output_option
+    @click.pass_context
+    def show(ctx: click.Context, name: str, version: int | None, output: OutputFormat) -> None:
         """Print a persona (current or a given version)."""
         path = f"/v1/admin/personas/{name}" + (f"/versions/{version}" if version else "")
         _show_record(output, admin_client(ctx).request("GET", path))
 
     @admin.command("history")
-    def history(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument()],
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("name")
+    @output_option
+    @click.pass_context
+    def history(ctx: click.Context, name: str, output: OutputFormat) -> None:
         """Every version of a persona, newest first."""
         items = admin_client(ctx).pages(f"/v1/admin/personas/{name}/versions", limit=500)
 
         def table() -> Table:
-            table = Table("version", "created by", "restored from", "priority", "mode")
+            table = new_table("version", "created by", "restored from", "priority", "mode")
             for v in items:
                 table.add_row(
                     str(v["version"]),
@@ -248,28 +250,26 @@ def register(app: typer.Typer) -> None:
         _show_table(output, items, table)
 
     @admin.command("restore")
-    def restore(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument()],
-        version: Annotated[int, typer.Argument(help="The version to make current again.")],
-    ) -> None:
+    @click.argument("name")
+    @click.argument("version", type=int, help="The version to make current again.")
+    @click.pass_context
+    def restore(ctx: click.Context, name: str, version: int) -> None:
         """Restore an old version of a persona (as a new version)."""
         done = admin_client(ctx).request(
             "POST", f"/v1/admin/personas/{name}/restore", json={"version": version}
         )
-        out.print(f"persona {escape(name)} is at version {done['version']} (from {version})")
+        message_console().print(
+            f"persona {escape(name)} is at version {done['version']} (from {version})"
+        )
 
     @admin.command("context")
-    def context(
-        ctx: typer.Context,
-        assignment: Annotated[
-            list[str] | None, typer.Argument(help="KEY=VALUE to set, KEY- to remove.")
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("assignment", nargs=-1, help="KEY=VALUE to set, KEY- to remove.")
+    @output_option
+    @click.pass_context
+    def context(ctx: click.Context, assignment: tuple[str, ...], output: OutputFormat) -> None:
         """Show the network context, or set/remove keys first."""
         client = admin_client(ctx)
-        for key, value in _labels(assignment or []).items():
+        for key, value in _labels(assignment).items():
             if value is None:
                 client.request("DELETE", f"/v1/admin/context/{key}")
             else:
@@ -277,7 +277,7 @@ def register(app: typer.Typer) -> None:
         items = client.request("GET", "/v1/admin/context")["items"]
 
         def table() -> Table:
-            table = Table("key", "value", "rev")
+            table = new_table("key", "value", "rev")
             for e in items:
                 table.add_row(escape(e["key"]), escape(e["value"]), str(e["revision"]))
             return table
@@ -285,14 +285,11 @@ def register(app: typer.Typer) -> None:
         _show_table(output, items, table)
 
     @admin.command("audit")
-    def audit(
-        ctx: typer.Context,
-        target: Annotated[
-            str | None, typer.Option(help="Only this record, e.g. persona/db, instance/vm1.")
-        ] = None,
-        limit: Annotated[int, typer.Option(help="How many entries (newest first).")] = 50,
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @option("--target", help="Only this record, e.g. persona/db, instance/vm1.")
+    @option("--limit", default=50, help="How many entries (newest first).")
+    @output_option
+    @click.pass_context
+    def audit(ctx: click.Context, target: str | None, limit: int, output: OutputFormat) -> None:
         """Who changed what, when."""
         params: dict[str, Any] = {"limit": limit}
         if target:
@@ -300,7 +297,7 @@ def register(app: typer.Typer) -> None:
         items = admin_client(ctx).request("GET", "/v1/admin/audit", params=params)["items"]
 
         def table() -> Table:
-            table = Table("seq", "actor", "action", "target", "change")
+            table = new_table("seq", "actor", "action", "target", "change")
             for e in items:
                 table.add_row(
                     str(e["seq"]),
@@ -314,11 +311,10 @@ def register(app: typer.Typer) -> None:
         _show_table(output, items, table)
 
     @admin.command("status")
-    def status(
-        ctx: typer.Context,
-        instance_id: Annotated[str, typer.Argument()],
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("instance_id")
+    @output_option
+    @click.pass_context
+    def status(ctx: click.Context, instance_id: str, output: OutputFormat) -> None:
         """The last status the instance's agent reported, with drop counters."""
         path = f"/v1/admin/instances/{instance_id}/status"
         _show_record(output, admin_client(ctx).request("GET", path))
@@ -327,19 +323,20 @@ def register(app: typer.Typer) -> None:
     reachability_cmd.register(admin)
 
 
-def _register_policy(admin: typer.Typer) -> None:
-    policy = typer.Typer(help="The service's persona policy: apply, show, explain, what-if.")
-    admin.add_typer(policy, name="policy")
+def _register_policy(admin: click.Group) -> None:
+    @admin.group("policy")
+    def policy() -> None:
+        """The service's persona policy: apply, show, explain, what-if."""
 
     @policy.command("apply")
-    def apply(
-        ctx: typer.Context,
-        file: Annotated[Path, typer.Argument(help="Policy document (YAML or JSON).")],
-        tests: Annotated[
-            Path | None,
-            typer.Option(help="Policy tests the service must see pass before it stores this."),
-        ] = None,
-    ) -> None:
+    @click.argument("file", type=PATH, help="Policy document (YAML or JSON).")
+    @option(
+        "--tests",
+        type=PATH,
+        help="Policy tests the service must see pass before it stores this.",
+    )
+    @click.pass_context
+    def apply(ctx: click.Context, file: Path, tests: Path | None) -> None:
         """Store FILE as the policy's new version (the service checks it in full first)."""
         document = load_document(file.read_text(), str(file))
         if not isinstance(document, dict):
@@ -347,44 +344,44 @@ def _register_policy(admin: typer.Typer) -> None:
         if tests is not None:
             document = {**document, "tests": load_document(tests.read_text(), str(tests))}
         done = admin_client(ctx).request("PUT", "/v1/admin/policy", json=document)
-        out.print(f"policy is at version {done['version']}")
+        message_console().print(f"policy is at version {done['version']}")
 
     @policy.command("show")
-    def show(
-        ctx: typer.Context,
-        version: Annotated[int | None, typer.Option(help="An older version.")] = None,
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @option("--version", type=int, help="An older version.")
+    @output_option
+    @click.pass_context
+    def show(ctx: click.Context, version: int | None, output: OutputFormat) -> None:
         """Print the policy (current or a given version)."""
         path = "/v1/admin/policy" + (f"/versions/{version}" if version else "")
         _show_record(output, admin_client(ctx).request("GET", path))
 
     @policy.command("explain")
-    def explain(
-        ctx: typer.Context,
-        instance_id: Annotated[str, typer.Argument()],
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @click.argument("instance_id")
+    @output_option
+    @click.pass_context
+    def explain(ctx: click.Context, instance_id: str, output: OutputFormat) -> None:
         """Why an instance has its persona: the deciding rule, earlier rules, overlays."""
         answer = admin_client(ctx).request("GET", f"/v1/admin/instances/{instance_id}/explain")
         emit(output, answer, lambda c: _lines(c, answer["lines"]))
 
     @policy.command("diff")
+    @proposed_policy_option
+    @option("--context", multiple=True, help="KEY=VALUE, or KEY- to unset (repeatable).")
+    @label_changes_option
+    @output_option
+    @click.pass_context
     def diff(
-        ctx: typer.Context,
-        policy_file: ProposedPolicy = None,
-        context: Annotated[
-            list[str] | None,
-            typer.Option("--context", help="KEY=VALUE, or KEY- to unset (repeatable)."),
-        ] = None,
-        label: LabelChanges = None,
-        output: OutputOption = OutputFormat.TABLE,
+        ctx: click.Context,
+        to_policy: Path | None,
+        context: tuple[str, ...],
+        label: tuple[str, ...],
+        output: OutputFormat,
     ) -> None:
         """Which instances a proposed change would move, and how. Nothing is committed."""
-        body: dict[str, Any] = {"context": _labels(context or []), "labels": {}}
-        if policy_file is not None:
-            body["policy"] = load_document(policy_file.read_text(), str(policy_file))
-        for item in label or []:
+        body: dict[str, Any] = {"context": _labels(context), "labels": {}}
+        if to_policy is not None:
+            body["policy"] = load_document(to_policy.read_text(), str(to_policy))
+        for item in label:
             instance_id, sep, pair = item.partition(":")
             if not sep or not instance_id:
                 raise UsageError(f"--label {item!r}: expected INSTANCE:KEY=VALUE or INSTANCE:KEY-")

@@ -11,15 +11,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import typer
-from rich.console import Console
-from rich.markup import escape
+import click
 
 from netpersona.agent.status import RECORD_FILE
-from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, data_text, pick
+from netpersona.cli.output import (
+    OutputFormat,
+    data_text,
+    escape,
+    json_alias,
+    message_console,
+    output_option,
+    pick,
+)
+from netpersona.cli.params import PATH, option
 from netpersona.cli.plan_cmd import load_facts, load_persona
 from netpersona.compiler import DROP_COUNTERS, compile_plan
 from netpersona.dataplane.apply import Applier, ApplyReport
@@ -36,20 +43,14 @@ __all__ = ["CHECK_DIFFERS", "register"]
 # `apply --check` exit status when the kernel differs from the plan (0 when it matches).
 CHECK_DIFFERS = 10
 
-StateDir = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        help="Where the applied plan and the VM's originals are kept.",
-        envvar="NETPERSONA_STATE_DIR",
-    ),
-]
-NetnsOption = Annotated[
-    str | None,
-    typer.Option("--netns", help="Act on this network namespace instead of the current one."),
-]
-
-out = Console(highlight=False, soft_wrap=True)
+state_dir_option = option(
+    "--state-dir",
+    type=PATH,
+    default=DEFAULT_STATE_DIR,
+    envvar="NETPERSONA_STATE_DIR",
+    help="Where the applied plan and the VM's originals are kept.",
+)
+netns_option = option("--netns", help="Act on this network namespace instead of the current one.")
 
 
 def _tiers(values: list[str]) -> dict[str, Tier]:
@@ -98,12 +99,14 @@ def _print_report(report: ApplyReport, output: OutputFormat) -> None:
         sys.stdout.write(data_text(report.to_json(), output))
         return
     if report.unchanged:
-        out.print(f"{report.action}: nothing to change")
+        message_console().print(f"{report.action}: nothing to change")
         return
     for step in report.steps:
-        out.print(f"  {escape(step)}")
+        message_console().print(f"  {escape(step)}")
     what = f" {report.persona}" if report.persona else ""
-    out.print(f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s")
+    message_console().print(
+        f"{report.action}{what}: {len(report.steps)} changes in {report.seconds:.2f}s"
+    )
 
 
 def read_agent_record(state_dir: Path) -> dict[str, Any] | None:
@@ -121,7 +124,7 @@ def _clock(when: object) -> str:
 
 def _print_agent(agent: dict[str, Any]) -> None:
     """What the agent holds, the service's state, and every watch that is failing and why."""
-    out.print(
+    message_console().print(
         f"agent: {agent.get('instance')} holds {agent.get('persona')} "
         f"v{agent.get('version')} ({agent.get('result')}); metadata service "
         f"{agent.get('service')} since {_clock(agent.get('service_since'))}"
@@ -131,82 +134,88 @@ def _print_agent(agent: dict[str, Any]) -> None:
         if not isinstance(watch, dict) or watch.get("state") != "failing":
             continue
         error = watch.get("error") or {}
-        out.print(
+        message_console().print(
             f"  [red]{escape(str(name))}: failing since {_clock(watch.get('since'))}[/red] "
             f"({watch.get('failures')} in a row): {escape(str(error.get('code')))}: "
             f"{escape(str(error.get('message')))}",
             markup=True,
         )
     if agent.get("retry_at"):
-        out.print(f"  the failed plan is tried again at {_clock(agent['retry_at'])}")
+        message_console().print(f"  the failed plan is tried again at {_clock(agent['retry_at'])}")
     if agent.get("gossip"):
         rejects = {
             k.removeprefix("reject_"): v
             for k, v in (agent.get("gossip_counters") or {}).items()
             if k.startswith("reject_") and v
         }
-        out.print(
+        message_console().print(
             f"control channel: {agent['gossip']}, {agent.get('gossip_peers', 0)} peers "
             f"learned; rejected: {rejects or 'none'}"
         )
     # A refused answer's error is the failing watch's, printed above.
     if agent.get("error") and agent.get("result") != "refused":
-        out.print(f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True)
+        message_console().print(
+            f"  [red]last error[/red]: {escape(str(agent['error']))}", markup=True
+        )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     @app.command()
+    @click.argument("persona", type=PATH, help="Persona document (YAML or JSON).")
+    @option(
+        "--facts",
+        default="auto",
+        help="'auto' (read this host) or a host facts file (YAML or JSON).",
+    )
+    @state_dir_option
+    @netns_option
+    @option("--name", help="Name to record the persona under (default: file stem).")
+    @option(
+        "--metadata-url",
+        "metadata",
+        envvar="NETPERSONA_METADATA_URL",
+        help="The metadata service (URL, or ADDR:PORT) the firewall keeps open, with"
+        f" --facts auto [{DEFAULT_METADATA}].",
+    )
+    @option(
+        "--control-port",
+        default=DEFAULT_CONTROL_PORT,
+        help="Control channel UDP port with --facts auto.",
+    )
+    @option("--tier", multiple=True, help="IFNAME=premium|standard, with --facts auto; repeatable.")
+    @option(
+        "--check",
+        is_flag=True,
+        help=f"Print how the kernel differs from the plan; change nothing. "
+        f"Exit 0 if it matches, {CHECK_DIFFERS} if not.",
+    )
+    @option(
+        "--confirm-timeout",
+        type=click.FloatRange(min=1),
+        help="Revert to the previous persona after SECONDS unless "
+        "`netpersona confirm` is run first.",
+    )
+    @output_option
+    @json_alias
     def apply(
-        persona: Annotated[Path, typer.Argument(help="Persona document (YAML or JSON).")],
-        facts: Annotated[
-            str,
-            typer.Option(help="'auto' (read this host) or a host facts file (YAML or JSON)."),
-        ] = "auto",
-        state_dir: StateDir = DEFAULT_STATE_DIR,
-        netns: NetnsOption = None,
-        name: Annotated[
-            str | None, typer.Option(help="Name to record the persona under (default: file stem).")
-        ] = None,
-        metadata: Annotated[
-            str | None,
-            typer.Option(
-                "--metadata-url",
-                envvar="NETPERSONA_METADATA_URL",
-                help="The metadata service (URL, or ADDR:PORT) the firewall keeps open, with"
-                f" --facts auto [{DEFAULT_METADATA}].",
-            ),
-        ] = None,
-        control_port: Annotated[
-            int, typer.Option(help="Control channel UDP port with --facts auto.")
-        ] = DEFAULT_CONTROL_PORT,
-        tier: Annotated[
-            list[str] | None,
-            typer.Option(help="IFNAME=premium|standard, with --facts auto; repeatable."),
-        ] = None,
-        check: Annotated[
-            bool,
-            typer.Option(
-                "--check",
-                help=f"Print how the kernel differs from the plan; change nothing. "
-                f"Exit 0 if it matches, {CHECK_DIFFERS} if not.",
-            ),
-        ] = False,
-        confirm_timeout: Annotated[
-            float | None,
-            typer.Option(
-                help="Revert to the previous persona after SECONDS unless "
-                "`netpersona confirm` is run first.",
-                min=1,
-            ),
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
+        persona: Path,
+        facts: str,
+        state_dir: Path,
+        netns: str | None,
+        name: str | None,
+        metadata: str | None,
+        control_port: int,
+        tier: tuple[str, ...],
+        check: bool,
+        confirm_timeout: float | None,
+        output: OutputFormat,
+        as_json: bool,
     ) -> None:
         """Apply PERSONA to this VM's kernel, all or nothing, verified by reading it back."""
         kernel = LinuxKernel(netns)
         the_persona = load_persona(persona)
         the_plan = compile_plan(
-            the_persona, _facts(facts, kernel, metadata, control_port, tier or [])
+            the_persona, _facts(facts, kernel, metadata, control_port, list(tier))
         )
         applier = Applier(kernel, StateStore(state_dir))
         output = pick(output, as_json)
@@ -216,9 +225,11 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.write(data_text({"differences": diff}, output))
             else:
                 for line in diff:
-                    out.print(escape(line))
-                out.print("the kernel matches the plan" if not diff else f"{len(diff)} differences")
-            raise typer.Exit(CHECK_DIFFERS if diff else 0)
+                    message_console().print(escape(line))
+                message_console().print(
+                    "the kernel matches the plan" if not diff else f"{len(diff)} differences"
+                )
+            raise click.exceptions.Exit(CHECK_DIFFERS if diff else 0)
         persona_name = name or persona.stem
         if confirm_timeout is None:
             _print_report(applier.apply(the_plan, persona_name), output)
@@ -227,32 +238,33 @@ def register(app: typer.Typer) -> None:
         _print_report(report, output)
         if output is OutputFormat.TABLE:
             deadline = time.strftime("%H:%M:%S", time.localtime(pending.deadline))
-            out.print(f"run `netpersona confirm` before {deadline} to keep it; else it reverts")
+            message_console().print(
+                f"run `netpersona confirm` before {deadline} to keep it; else it reverts"
+            )
 
     @app.command(name="confirm")
-    def confirm_command(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    @state_dir_option
+    def confirm_command(state_dir: Path) -> None:
         """Keep the persona applied with --confirm-timeout."""
         state = confirm(StateStore(state_dir))
-        out.print(f"confirmed {state.persona}")
+        message_console().print(f"confirmed {state.persona}")
 
     @app.command()
-    def remove(
-        state_dir: StateDir = DEFAULT_STATE_DIR,
-        netns: NetnsOption = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
-    ) -> None:
+    @state_dir_option
+    @netns_option
+    @output_option
+    @json_alias
+    def remove(state_dir: Path, netns: str | None, output: OutputFormat, as_json: bool) -> None:
         """Remove the persona and restore what the VM had before the first apply."""
         report = Applier(LinuxKernel(netns), StateStore(state_dir)).remove()
         _print_report(report, pick(output, as_json))
 
     @app.command()
-    def status(
-        state_dir: StateDir = DEFAULT_STATE_DIR,
-        netns: NetnsOption = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
-    ) -> None:
+    @state_dir_option
+    @netns_option
+    @output_option
+    @json_alias
+    def status(state_dir: Path, netns: str | None, output: OutputFormat, as_json: bool) -> None:
         """What is applied, drop counters by reason, and what drifted since apply."""
         store = StateStore(state_dir)
         kernel = LinuxKernel(netns)
@@ -282,19 +294,25 @@ def register(app: typer.Typer) -> None:
         if agent is not None:
             _print_agent(agent)
         if state is None:
-            out.print("no persona applied")
+            message_console().print("no persona applied")
             return
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.applied_at))
-        out.print(f"persona {state.persona}  plan {state.plan.digest[:16]}  applied {when}")
+        message_console().print(
+            f"persona {state.persona}  plan {state.plan.digest[:16]}  applied {when}"
+        )
         if state.pending:
             until = time.strftime("%H:%M:%S", time.localtime(state.pending.deadline))
-            out.print(f"on trial: reverts at {until} unless confirmed")
-        out.print("drops:")
+            message_console().print(f"on trial: reverts at {until} unless confirmed")
+        message_console().print("drops:")
         for reason, count in body["drops"].items():
-            out.print(f"  {reason.removeprefix('drop_'):<14} {count['packets']:>10} packets")
+            message_console().print(
+                f"  {reason.removeprefix('drop_'):<14} {count['packets']:>10} packets"
+            )
         if body["drift"]:
-            out.print(f"[red]drift[/red]: {len(body['drift'])} differences", markup=True)
+            message_console().print(
+                f"[red]drift[/red]: {len(body['drift'])} differences", markup=True
+            )
             for line in body["drift"]:
-                out.print(f"  {escape(line)}")
+                message_console().print(f"  {escape(line)}")
         else:
-            out.print("drift: none")
+            message_console().print("drift: none")

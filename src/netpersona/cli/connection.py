@@ -10,49 +10,58 @@ environment variable; one given on the command line beats one from the environme
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
+from netpersona.cli.params import PATH, option
 from netpersona.errors import UsageError
 
 if TYPE_CHECKING:
     from netpersona.admin_client import AdminClient
 
-__all__ = [
-    "AdminSocketOption",
-    "Connection",
-    "TokenFileOption",
-    "TokenOption",
-    "UrlOption",
-    "admin_client",
-    "read_token_file",
-]
+__all__ = ["Connection", "admin_client", "connection_options", "read_token_file"]
 
-UrlOption = Annotated[
-    str, typer.Option("--url", envvar="NETPERSONA_URL", help="Service URL, e.g. http://host:8080")
-]
-TokenOption = Annotated[
-    str, typer.Option("--token", envvar="NETPERSONA_TOKEN", help="Admin API bearer token.")
-]
-TokenFileOption = Annotated[
-    Path | None,
-    typer.Option(
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS = (
+    option(
+        "--url",
+        envvar="NETPERSONA_URL",
+        default="",
+        show_default=False,
+        help="Service URL, e.g. http://host:8080",
+    ),
+    option(
+        "--token",
+        envvar="NETPERSONA_TOKEN",
+        default="",
+        show_default=False,
+        help="Admin API bearer token.",
+    ),
+    option(
         "--token-file",
         envvar="NETPERSONA_TOKEN_FILE",
+        type=PATH,
         help="Read the bearer token from this file (mode 0600, e.g. DATA_DIR/admin.token).",
     ),
-]
-AdminSocketOption = Annotated[
-    Path | None,
-    typer.Option(
+    option(
         "--admin-socket",
         envvar="NETPERSONA_ADMIN_SOCKET",
+        type=PATH,
         help="The service's admin Unix socket (serve --admin-socket), instead of --url.",
     ),
-]
+)
+
+
+def connection_options(command: F) -> F:
+    """``--url``, ``--token``, ``--token-file`` and ``--admin-socket``, in that order."""
+    for add in reversed(_OPTIONS):
+        command = add(command)
+    return command
 
 
 @dataclass
@@ -81,15 +90,15 @@ def read_token_file(path: Path) -> str:
     return token
 
 
-def _rank(ctx: typer.Context, name: str) -> int:
+def _rank(ctx: click.Context, name: str) -> int:
     """0 for an option given on the command line, 1 from the environment, 2 not given."""
-    # By name: Typer carries its own copy of Click's ParameterSource.
-    source = getattr(ctx.get_parameter_source(name), "name", None)
-    return {"COMMANDLINE": 0, "ENVIRONMENT": 1}.get(str(source), 2)
+    source = ctx.get_parameter_source(name)
+    ranks = {click.core.ParameterSource.COMMANDLINE: 0, click.core.ParameterSource.ENVIRONMENT: 1}
+    return ranks.get(source, 2) if source is not None else 2
 
 
 def connect(
-    ctx: typer.Context, url: str, token: str, token_file: Path | None, admin_socket: Path | None
+    ctx: click.Context, url: str, token: str, token_file: Path | None, admin_socket: Path | None
 ) -> Connection:
     """The admin group's options, resolved: --token and --token-file together are refused at
     the same level, and the command line's beats the environment's."""
@@ -106,7 +115,7 @@ def connect(
     return Connection(url, token, admin_socket)
 
 
-def admin_client(ctx: typer.Context) -> AdminClient:
+def admin_client(ctx: click.Context) -> AdminClient:
     """The client for this invocation, made on first use (so --help needs no URL)."""
     from netpersona.admin_client import AdminClient  # noqa: PLC0415
 

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 from rich.console import Console
 
-from netpersona.cli.output import OutputFormat, OutputOption, data_text
+from netpersona.cli.output import OutputFormat, data_text, output_option
+from netpersona.cli.params import PATH
 from netpersona.cli.serve_cmd import (
-    DEFAULT_DATA_DIR,
-    DataDir,
-    DbPasswordFile,
-    DbUrl,
+    data_dir_option,
     database_path,
+    db_option,
+    db_password_file_option,
     open_data_store,
     with_data_store,
     write_admin_token,
@@ -128,16 +128,18 @@ def _sqlite_only(db: str | None, command: str) -> None:
         raise UsageError(f"netpersona db {command}: {_PG_BACKUP}")
 
 
-def register(app: typer.Typer) -> None:
-    db_app = typer.Typer(help="The service's database (works on it directly).")
-    app.add_typer(db_app, name="db")
+def register(app: click.Group) -> None:
+    @app.group("db")
+    def db_app() -> None:
+        """The service's database (works on it directly)."""
 
     @db_app.command("status")
+    @data_dir_option
+    @db_option
+    @db_password_file_option
+    @output_option
     def status(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-        db_password_file: DbPasswordFile = None,
-        output: OutputOption = OutputFormat.TABLE,
+        data_dir: Path, db: str | None, db_password_file: Path | None, output: OutputFormat
     ) -> None:
         """Schema version and the start-up checks (SQLite: quick_check, file modes and sizes;
         PostgreSQL: server version, last change); changes nothing. Exits non-zero, with the
@@ -164,22 +166,20 @@ def register(app: typer.Typer) -> None:
             raise report.error
 
     @db_app.command("migrate")
-    def migrate(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-        db_password_file: DbPasswordFile = None,
-    ) -> None:
+    @data_dir_option
+    @db_option
+    @db_password_file_option
+    def migrate(data_dir: Path, db: str | None, db_password_file: Path | None) -> None:
         """Bring an existing database's schema up to date (serve also does, on every start)."""
         store = open_data_store(data_dir, db, password_file=db_password_file)
         store.close()
         Console(stderr=True).print(f"schema version {len(MIGRATIONS)}: up to date")
 
     @db_app.command("token")
-    def token(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-        db_password_file: DbPasswordFile = None,
-    ) -> None:
+    @data_dir_option
+    @db_option
+    @db_password_file_option
+    def token(data_dir: Path, db: str | None, db_password_file: Path | None) -> None:
         """Mint a new admin token for an existing database and write it to DATA_DIR/admin.token
         (mode 0600, replacing that file). Older admin tokens stay valid until revoked."""
         written = with_data_store(
@@ -196,22 +196,20 @@ def register(app: typer.Typer) -> None:
         )
 
     @db_app.command("backup")
-    def backup(
-        file: Annotated[Path, typer.Argument(help="The backup file to write (a new file).")],
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-    ) -> None:
+    @click.argument("file", type=PATH, help="The backup file to write (a new file).")
+    @data_dir_option
+    @db_option
+    def backup(file: Path, data_dir: Path, db: str | None) -> None:
         """Copy the SQLite database to FILE, consistently, while the service runs."""
         _sqlite_only(db, "backup")
         backup_database(database_path(data_dir, db), file)
         Console(stderr=True).print(f"backed up to {file}")
 
     @db_app.command("restore")
-    def restore(
-        file: Annotated[Path, typer.Argument(help="A backup made by netpersona db backup.")],
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-    ) -> None:
+    @click.argument("file", type=PATH, help="A backup made by netpersona db backup.")
+    @data_dir_option
+    @db_option
+    def restore(file: Path, data_dir: Path, db: str | None) -> None:
         """Replace the SQLite database with the backup FILE, once FILE passes the start-up
         checks. Stop the service first: it keeps the database open."""
         _sqlite_only(db, "restore")

@@ -9,13 +9,10 @@ imports it when it runs, so a missing package is met there and said in one line.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
-
-import typer
 
 from netpersona.build_info import package_version
 
-__all__ = ["SERVICE_HINT", "package_version", "root_options", "exit_if_extra_missing"]
+__all__ = ["SERVICE_HINT", "exit_if_extra_missing", "package_version"]
 
 # Top-level modules that only ``netpersona[service]`` installs (pyproject.toml).
 SERVICE_MODULES = frozenset(
@@ -25,26 +22,6 @@ SERVICE_MODULES = frozenset(
     }
 )
 SERVICE_HINT = "pip install 'netpersona[service]'"
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"netpersona {package_version()}\n")
-        raise typer.Exit
-
-
-def root_options(
-    _version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            callback=_print_version,
-            is_eager=True,
-            help="Print the version and exit.",
-        ),
-    ] = False,
-) -> None:
-    """Network personas for Linux VMs: one document says how a VM communicates."""
 
 
 def exit_if_extra_missing(exc: ModuleNotFoundError) -> None:

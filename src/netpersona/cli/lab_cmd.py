@@ -15,13 +15,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 from rich.console import Console
 from rich.table import Table
 
-from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
+from netpersona.cli.output import OutputFormat, emit, output_option, print_table
+from netpersona.cli.params import PATH, option
 from netpersona.errors import UsageError
 from netpersona.lab.changes import Phase, changes_between, persona_changes
 from netpersona.lab.expect import ProbeKind
@@ -42,26 +43,32 @@ __all__ = ["register"]
 
 RUN_DIR = Path("/run/netpersona-lab")
 
-lab_app = typer.Typer(
-    help="The whole system on this machine, VMs as network namespaces.", no_args_is_help=True
-)
+
+@click.group("lab", no_args_is_help=True)
+def lab_app() -> None:
+    """The whole system on this machine, VMs as network namespaces."""
+
+
 # A log file (stdout not a terminal) gets lines as wide as the widest table, not 80 columns.
 console = Console(
     highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
 )
 
-ScenarioFile = Annotated[Path, typer.Option(help="Scenario file (see examples/lab/scenario.yaml).")]
-Prefix = Annotated[str, typer.Option(help="Name prefix of the lab's namespaces.")]
-Replicas = Annotated[
-    int,
-    typer.Option(
-        min=1,
-        max=8,
-        help="Metadata service replicas; above 1 they share a throwaway PostgreSQL cluster made"
-        " in the lab's directory, and every agent is given every replica's URL, its nearest"
-        " first.",
-    ),
-]
+scenario_option = option(
+    "--scenario",
+    type=PATH,
+    default=DEFAULT_SCENARIO,
+    help="Scenario file (see examples/lab/scenario.yaml).",
+)
+prefix_option = option("--prefix", default="nplab", help="Name prefix of the lab's namespaces.")
+replicas_option = option(
+    "--replicas",
+    type=click.IntRange(min=1, max=8),
+    default=1,
+    help="Metadata service replicas; above 1 they share a throwaway PostgreSQL cluster made"
+    " in the lab's directory, and every agent is given every replica's URL, its nearest"
+    " first.",
+)
 
 
 def _workdir(prefix: str) -> Path:
@@ -114,15 +121,14 @@ def _failure(exc: BaseException) -> str:
 
 
 @lab_app.command()
-def demo(
-    scenario: ScenarioFile = DEFAULT_SCENARIO,
-    prefix: Prefix = "nplab",
-    wrong_expectation: Annotated[
-        str | None,
-        typer.Option(help="SRC,DST,PROBE: invert one expectation, to see a mismatch reported."),
-    ] = None,
-    replicas: Replicas = 1,
-) -> None:
+@scenario_option
+@prefix_option
+@option(
+    "--wrong-expectation",
+    help="SRC,DST,PROBE: invert one expectation, to see a mismatch reported.",
+)
+@replicas_option
+def demo(scenario: Path, prefix: str, wrong_expectation: str | None, replicas: int) -> None:
     """Build a lab, prove every persona with real packets, raise the threat level, prove again."""
     lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console, replicas=replicas)
     s = lab.scenario
@@ -168,13 +174,14 @@ def demo(
             with activity(console, "tearing the lab down"):
                 left = lab.down(keep_logs=failed)
             green = print_result(console, phases, left, lab.logs_kept, failure)
-    raise typer.Exit(0 if green else 1)
+    raise click.exceptions.Exit(0 if green else 1)
 
 
 @lab_app.command()
-def up(
-    scenario: ScenarioFile = DEFAULT_SCENARIO, prefix: Prefix = "nplab", replicas: Replicas = 1
-) -> None:
+@scenario_option
+@prefix_option
+@replicas_option
+def up(scenario: Path, prefix: str, replicas: int) -> None:
     """Build a lab and leave it running (see lab status, lab probe, lab down)."""
     lab = LabRun(load_scenario(scenario), prefix, _workdir(prefix), console, replicas=replicas)
     with exclusive(lab.workdir), _terminate_as_interrupt():
@@ -189,7 +196,9 @@ def up(
 
 
 @lab_app.command()
-def status(prefix: Prefix = "nplab", output: OutputOption = OutputFormat.TABLE) -> None:
+@prefix_option
+@output_option
+def status(prefix: str, output: OutputFormat) -> None:
     """Each VM: the persona the service assigns and what its agent holds."""
     lab = LabRun.attach(_workdir(prefix), console)
     views = lab.views()
@@ -225,25 +234,27 @@ def status(prefix: Prefix = "nplab", output: OutputOption = OutputFormat.TABLE) 
 
 
 @lab_app.command()
-def probe(prefix: Prefix = "nplab") -> None:
+@prefix_option
+def probe(prefix: str) -> None:
     """Run the probe matrix on a running lab; exit 1 on any mismatch."""
     lab = LabRun.attach(_workdir(prefix), console)
     phase = lab.probe()
     print_legend(console, lab.scenario.probes, broadcast_of(lab.scenario))
-    raise typer.Exit(1 if print_phase(console, f"lab {prefix}", phase) else 0)
+    raise click.exceptions.Exit(1 if print_phase(console, f"lab {prefix}", phase) else 0)
 
 
 @lab_app.command()
-def down(prefix: Prefix = "nplab") -> None:
+@prefix_option
+def down(prefix: str) -> None:
     """Remove a lab: the namespaces, links and processes it recorded, also after a crash."""
     with exclusive(_workdir(prefix)):
         removal = remove_recorded(_workdir(prefix))
     if removal.left:
         console.print(f"[red]could not remove: {', '.join(removal.left)}[/red]")
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
     gone = removal.removed
     console.print(f"removed {len(gone)} namespace(s)" if gone else "nothing to remove")
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(lab_app, name="lab")
+def register(app: click.Group) -> None:
+    app.add_command(lab_app)

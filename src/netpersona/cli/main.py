@@ -1,4 +1,4 @@
-"""The ``netpersona`` command: one Typer app, with each group of commands in its own module.
+"""The ``netpersona`` command: one Click group, with each group of commands in its own module.
 
 Errors from the :mod:`netpersona.errors` tree are turned into lines on stderr and the error's
 exit code here, once, so no command handles them itself. Every line has one form,
@@ -8,18 +8,21 @@ A command's module is imported only when that command runs (:class:`LazyCommands
 lists the commands from :data:`COMMANDS` alone, and ``netpersona validate`` never loads the
 agent, the service or the admin client. Each module still says its commands in ``register``;
 a test checks that the table's help lines are the commands' own.
+
+The command line is plain Click (docs/cli.md says why not Typer): it imports neither pydantic
+nor Rich, so a command that prints no table loads neither.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
-import typer
-from typer.core import TyperGroup
+import click
 
-from netpersona.cli import install
+from netpersona.cli import completion, install
 from netpersona.errors import NetpersonaError
 
 # command -> (the module under netpersona.cli whose ``register`` adds it, its help line)
@@ -61,47 +64,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Packages that import a terminal toolkit only for an extra they offer (structlog's pretty
-# console tracebacks, httpx's own command line), which netpersona never uses.
-_CONSOLE_EXTRAS = ("rich", "pygments", "click")
-_WITHOUT_CONSOLE = ("httpx", "structlog")
+# Packages that others import only for an extra netpersona never uses: a terminal toolkit for
+# structlog's pretty console tracebacks and httpx's own command line, and trio, the event loop
+# httpcore supports beside asyncio (the agent runs on asyncio; trio comes with other tools).
+_UNUSED_EXTRAS = ("rich", "pygments", "trio")
+_IMPORTED_WITHOUT_THEM = ("httpx", "httpcore", "structlog")
+# The agent prints nothing with rich; apply/status/remove and admin load it only for a table.
+_WITHOUT_UNUSED_EXTRAS = frozenset({"agent_cmd", "apply_cmd", "admin_cmd"})
 
 
-def _import_without_console_extras() -> None:
-    """Import structlog and httpx with rich, pygments and click hidden, so that they skip their
-    console extras (about 100 modules and 8 MB resident in the agent). Anything that prints
+def _import_without_unused_extras() -> None:
+    """Import structlog, httpx and httpcore with rich, pygments and trio hidden, so that they
+    skip those extras (about 190 modules and 12 MB resident in the agent). Anything that prints
     with rich later imports it as usual."""
-    if any(name in sys.modules for name in (*_CONSOLE_EXTRAS, *_WITHOUT_CONSOLE)):
+    if any(name in sys.modules for name in (*_UNUSED_EXTRAS, *_IMPORTED_WITHOUT_THEM)):
         return
-    for name in _CONSOLE_EXTRAS:
+    for name in _UNUSED_EXTRAS:
         sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
-        for name in _WITHOUT_CONSOLE:
+        for name in _IMPORTED_WITHOUT_THEM:
             importlib.import_module(name)
     finally:
-        for name in _CONSOLE_EXTRAS:
+        for name in _UNUSED_EXTRAS:
             del sys.modules[name]
 
 
-def load_commands(module: str) -> dict[str, Any]:
+def load_commands(module: str) -> dict[str, click.Command]:
     """The click commands that ``netpersona.cli.<module>.register`` adds, by name."""
-    if module == "agent_cmd":  # the one long-running command that prints nothing with rich
-        _import_without_console_extras()
+    if module in _WITHOUT_UNUSED_EXTRAS:
+        _import_without_unused_extras()
     registers = importlib.import_module(f"netpersona.cli.{module}").register
-    holder = typer.Typer()
+    holder = click.Group()
     registers(holder)
-    return dict(typer.main.get_group(holder).commands)
+    return dict(holder.commands)
 
 
-class LazyCommands(TyperGroup):
+class LazyCommands(click.Group):
     """The root group: a placeholder per command for help, the real one when it runs."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         for name, (_, help_line) in COMMANDS.items():
-            self.commands[name] = typer.core.TyperCommand(name, help=help_line)
+            self.commands[name] = click.Command(name, help=help_line, short_help=help_line)
 
-    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         name, placeholder, rest = super().resolve_command(ctx, args)
         if name in COMMANDS:
             real = load_commands(COMMANDS[name][0])[name]
@@ -110,32 +118,55 @@ class LazyCommands(TyperGroup):
         return name, placeholder, rest
 
 
-app = typer.Typer(
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        sys.stdout.write(f"netpersona {install.package_version()}\n")
+        ctx.exit(0)
+
+
+@click.group(
     cls=LazyCommands,
-    rich_markup_mode=None,  # the list of commands needs no markup, and rich takes 0.2 s to load
     name="netpersona",
-    help="Network personas for Linux VMs: one document says how a VM communicates.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    # --install-completion / --show-completion (bash, zsh, fish, PowerShell): docs/cli.md.
-    add_completion=True,
 )
-app.callback()(install.root_options)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the version and exit.",
+)
+# --install-completion / --show-completion (bash, zsh, fish): docs/cli.md.
+@click.option(
+    "--install-completion",
+    metavar="[SHELL]",
+    is_flag=False,
+    flag_value="",
+    expose_value=False,
+    is_eager=True,
+    callback=completion.install_completion,
+    help="Install completion for this shell ($SHELL), or for SHELL (bash, zsh, fish).",
+)
+@click.option(
+    "--show-completion",
+    metavar="[SHELL]",
+    is_flag=False,
+    flag_value="",
+    expose_value=False,
+    is_eager=True,
+    callback=completion.show_completion,
+    help="Print the completion script for this shell, or for SHELL, to install it yourself.",
+)
+def app() -> None:
+    """Network personas for Linux VMs: one document says how a VM communicates."""
 
 
-def every_command() -> Any:
+def every_command() -> click.Group:
     """The root click group with every command loaded (for documentation and its tests)."""
-    group = typer.main.get_command(app)
     for name, (module, _) in COMMANDS.items():
-        group.commands[name] = load_commands(module)[name]  # type: ignore[attr-defined]
-    return group
-
-
-# Click's own errors (a bad option, a missing argument), found from a class Typer exports, as
-# Typer carries its own copy of Click.
-_CLICK_ERROR: type[Exception] = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-)
+        app.commands[name] = load_commands(module)[name]
+    return app
 
 
 def main() -> None:
@@ -148,32 +179,29 @@ def main() -> None:
         for line in str(exc).splitlines() or [""]:
             _error_line(exc.code, line)
         sys.exit(exc.exit_code)
-    except _CLICK_ERROR as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            # A group run without a command: its help, on stdout as `--help` prints it.
-            print(exc.ctx.get_help())  # type: ignore[attr-defined]
-        else:
-            _usage_error(exc)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except typer.Abort:
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # A group run without a command: its help, on stdout as `--help` prints it.
+        print(exc.ctx.get_help() if exc.ctx is not None else "")
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _usage_error(exc)
+        sys.exit(exc.exit_code)
+    except click.Abort:
         _error_line("error", "aborted")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _error_line(code: str, line: str, suffix: str = "") -> None:
-    """One ``error (<code>) <message>`` line on stderr (rich is loaded only when one is due)."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.markup import escape  # noqa: PLC0415
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[red]error[/red] ({code}) {escape(line)}{suffix}"
-    )
+    """One ``error (<code>) <message>`` line on stderr; "error" in red on a terminal."""
+    colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    word = "\033[31merror\033[0m" if colour else "error"
+    sys.stderr.write(f"{word} ({code}) {line}{suffix}\n")
 
 
-def _usage_error(exc: Exception) -> None:
+def _usage_error(exc: click.ClickException) -> None:
     """A command line error in the one error form, with where to find help."""
-    message = getattr(exc, "format_message", lambda: str(exc))()
+    message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
     for line in str(message).splitlines() or [""]:

@@ -12,20 +12,24 @@ import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import typer
+from netpersona.cli.params import EnumChoice, option
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
 __all__ = [
-    "JsonAlias",
     "OutputFormat",
-    "OutputOption",
     "data_text",
     "emit",
+    "escape",
+    "json_alias",
+    "message_console",
+    "new_table",
+    "output_option",
     "pick",
     "print_table",
     "show_document",
@@ -42,22 +46,44 @@ class OutputFormat(StrEnum):
     YAML = "yaml"
 
 
-OutputOption = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--output",
-        "-o",
-        help="table (for people), json or yaml (for scripts; shapes in docs/cli.md).",
-        case_sensitive=False,
-    ),
-]
+# ``@output_option``: the command gets ``output: OutputFormat``.
+output_option = option(
+    "--output",
+    "-o",
+    type=EnumChoice(OutputFormat),
+    default=OutputFormat.TABLE,
+    help="table (for people), json or yaml (for scripts; shapes in docs/cli.md).",
+)
 # The spelling these commands had before -o; kept so existing scripts go on working.
-JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Same as -o json.")]
+# ``@json_alias``: the command gets ``as_json: bool``.
+json_alias = option("--json", "as_json", is_flag=True, hidden=True, help="Same as -o json.")
 
 
 def pick(output: OutputFormat, as_json: bool) -> OutputFormat:
     """``--json`` (the old spelling) means ``-o json``."""
     return OutputFormat.JSON if as_json else output
+
+
+def escape(text: str) -> str:
+    """``text`` with Rich's markup escaped, for a line or cell printed with Rich."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415
+
+    return rich_escape(text)
+
+
+def new_table(*columns: str, **options: Any) -> Table:
+    """A Rich table (Rich is loaded here, for the table form only)."""
+    from rich.table import Table  # noqa: PLC0415
+
+    return Table(*columns, **options)
+
+
+@cache
+def message_console() -> Console:
+    """The console a command's one-line messages go to (``deleted vm1``), made on first use."""
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:

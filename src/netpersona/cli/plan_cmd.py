@@ -9,14 +9,12 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import click
 
-from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
+from netpersona.cli.output import OutputFormat, emit, output_option, print_table
+from netpersona.cli.params import PATH, EnumChoice, option
 from netpersona.compiler import compile_plan, replace_table_batch
 from netpersona.compiler.plan import LinkSetting, Plan, Route, RoutingRule, TcClass, TcQdisc
 from netpersona.errors import InvalidDocument, UsageError
@@ -27,6 +25,9 @@ from netpersona.model.protocols import SERVICES
 from netpersona.model.schema import persona_schema
 from netpersona.model.units import format_rate
 from netpersona.nftables.render import render_batch
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["error_lines", "load_facts", "load_persona", "read_document", "register"]
 
@@ -79,6 +80,8 @@ def nft_script(plan: Plan) -> str:
 
 
 def _text(console: Console, persona: Persona, plan: Plan) -> None:
+    from rich.markup import escape  # noqa: PLC0415  (rich only for this human form)
+
     console.print(
         f"[bold]persona[/bold] mode={persona.communication_mode} "
         f"profile={persona.security_profile} priority={persona.priority} dscp={persona.dscp}"
@@ -146,20 +149,23 @@ def _link_line(link: LinkSetting) -> str:
     return " ".join(parts)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     @app.command()
-    def plan(
-        persona: Annotated[
-            Path, typer.Argument(help="Persona document (YAML or JSON); - for stdin.")
-        ],
-        facts: Annotated[
-            Path | None,
-            typer.Option(help="Host facts file (YAML or JSON): uplinks, metadata, peers."),
-        ] = None,
-        format: Annotated[
-            PlanFormat, typer.Option("--format", "-f", help="text, json, or nft.")
-        ] = PlanFormat.TEXT,
-    ) -> None:
+    @click.argument("persona", type=PATH, help="Persona document (YAML or JSON); - for stdin.")
+    @option(
+        "--facts",
+        type=PATH,
+        help="Host facts file (YAML or JSON): uplinks, metadata, peers.",
+    )
+    @option(
+        "--format",
+        "-f",
+        "format",
+        type=EnumChoice(PlanFormat),
+        default=PlanFormat.TEXT,
+        help="text, json, or nft.",
+    )
+    def plan(persona: Path, facts: Path | None, format: PlanFormat) -> None:
         """Print what PERSONA would do to a VM's kernel. Touches nothing."""
         the_persona = load_persona(persona)
         the_plan = compile_plan(the_persona, load_facts(facts))
@@ -173,12 +179,15 @@ def register(app: typer.Typer) -> None:
         elif format is PlanFormat.NFT:
             sys.stdout.write(nft_script(the_plan))
         else:
+            from rich.console import Console  # noqa: PLC0415
+
             _text(Console(highlight=False, soft_wrap=True), the_persona, the_plan)
 
     @app.command()
-    def validate(
-        personas: Annotated[list[Path], typer.Argument(help="Persona documents to check.")],
-    ) -> None:
+    @click.argument(
+        "personas", type=PATH, nargs=-1, required=True, help="Persona documents to check."
+    )
+    def validate(personas: tuple[Path, ...]) -> None:
         """Check persona documents: one line per error, exit 1 if any is invalid."""
         failed = False
         for path in personas:
@@ -187,7 +196,7 @@ def register(app: typer.Typer) -> None:
             except InvalidDocument as exc:
                 failed = True
                 sys.stdout.write("".join(f"{line}\n" for line in error_lines(path, exc)))
-        raise typer.Exit(1 if failed else 0)
+        raise click.exceptions.Exit(1 if failed else 0)
 
     @app.command()
     def schema() -> None:
@@ -195,12 +204,15 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(json.dumps(persona_schema(), indent=2) + "\n")
 
     @app.command()
-    def protocols(output: OutputOption = OutputFormat.TABLE) -> None:
+    @output_option
+    def protocols(output: OutputFormat) -> None:
         """List the built-in service names usable in allowed_protocols."""
         services = sorted(SERVICES.items())
         data = [{"service": name, "means": [str(r) for r in rules]} for name, rules in services]
 
         def table(console: Console) -> None:
+            from rich.table import Table  # noqa: PLC0415
+
             table = Table("service", "means")
             for name, rules in services:
                 table.add_row(name, ", ".join(str(r) for r in rules))

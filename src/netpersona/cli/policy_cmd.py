@@ -10,13 +10,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
-from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, data_text, pick
+from netpersona.cli.output import OutputFormat, data_text, json_alias, output_option, pick
+from netpersona.cli.params import PATH, option
 from netpersona.cli.plan_cmd import error_lines, read_document
-from netpersona.cli.reachability_cmd import LabelChanges, ProposedPolicy, reachability_lines
+from netpersona.cli.reachability_cmd import (
+    label_changes_option,
+    proposed_policy_option,
+    reachability_lines,
+)
 from netpersona.errors import FieldError, InvalidDocument, UsageError
 from netpersona.model.labels import check_label_key, check_label_value
 from netpersona.model.limits import PERSONA_LIMITS, POLICY_LIMITS, DocumentLimits
@@ -37,18 +41,19 @@ from netpersona.records import Instance, PersonaVersion
 
 __all__ = ["load_personas", "register"]
 
-PersonasOption = Annotated[
-    Path,
-    typer.Option(
-        "--personas", help="Directory of persona files; NAME.yaml (or .yml, .json) is persona NAME."
-    ),
-]
-InventoryOption = Annotated[
-    Path, typer.Option("--inventory", help="Inventory file: {instances: [{id, name, ...}]}.")
-]
-ContextOption = Annotated[
-    Path | None, typer.Option("--context", help="Context file: a mapping of key to value.")
-]
+personas_option = option(
+    "--personas",
+    type=PATH,
+    required=True,
+    help="Directory of persona files; NAME.yaml (or .yml, .json) is persona NAME.",
+)
+inventory_option = option(
+    "--inventory",
+    type=PATH,
+    required=True,
+    help="Inventory file: {instances: [{id, name, ...}]}.",
+)
+context_option = option("--context", type=PATH, help="Context file: a mapping of key to value.")
 
 
 def _load(path: Path, limits: DocumentLimits = POLICY_LIMITS) -> object:
@@ -160,38 +165,33 @@ def _persona_changes(engine: PolicyEngine, texts: Sequence[str]) -> list[Change]
         raise InvalidDocument(exc.errors, "--set-persona") from None
 
 
-def register(app: typer.Typer) -> None:
-    policy_app = typer.Typer(
-        name="policy",
-        help="Assign personas by policy: validate, test, explain and diff, offline on files.",
-        no_args_is_help=True,
-    )
-    app.add_typer(policy_app)
+def register(app: click.Group) -> None:
+    @app.group("policy", no_args_is_help=True)
+    def policy_app() -> None:
+        """Assign personas by policy: validate, test, explain and diff, offline on files."""
 
     @policy_app.command("validate")
-    def validate(
-        policy: Annotated[Path, typer.Argument(help="Policy file (YAML or JSON).")],
-        personas: PersonasOption,
-    ) -> None:
+    @click.argument("policy", type=PATH, help="Policy file (YAML or JSON).")
+    @personas_option
+    def validate(policy: Path, personas: Path) -> None:
         """Check a policy: one line per error (pointer and message), exit 1 if invalid."""
         catalog = load_personas(personas)
         try:
             parsed = parse_policy(_load(policy), catalog)
         except InvalidDocument as exc:
             _write("\n".join(error_lines(policy, exc)))
-            raise typer.Exit(exc.exit_code) from None
+            raise click.exceptions.Exit(exc.exit_code) from None
         _write(
             f"{policy}: ok ({len(parsed.rules)} rules, {len(parsed.overlays)} overlays, "
             f"default {parsed.default or 'none'})"
         )
 
     @policy_app.command("test")
-    def test(
-        policy: Annotated[Path, typer.Argument(help="Policy file.")],
-        tests: Annotated[Path, typer.Argument(help="Policy tests file.")],
-        personas: PersonasOption,
-        inventory: InventoryOption,
-    ) -> None:
+    @click.argument("policy", type=PATH, help="Policy file.")
+    @click.argument("tests", type=PATH, help="Policy tests file.")
+    @personas_option
+    @inventory_option
+    def test(policy: Path, tests: Path, personas: Path, inventory: Path) -> None:
         """Check the expected assignments of a tests file; exit 1 if any fails."""
         catalog = load_personas(personas)
         the_policy = _policy(policy, catalog)
@@ -207,23 +207,28 @@ def register(app: typer.Typer) -> None:
                 _write(f"  {tests}:{failure.pointer}: {failure.message}")
         failed = sum(not r.passed for r in results)
         _write(f"{len(results) - failed} passed, {failed} failed")
-        raise typer.Exit(1 if failed else 0)
+        raise click.exceptions.Exit(1 if failed else 0)
 
     @policy_app.command("explain")
+    @click.argument("policy", type=PATH, help="Policy file.")
+    @personas_option
+    @inventory_option
+    @click.argument("instances", nargs=-1, help="Instance ids (default: every instance).")
+    @context_option
+    @output_option
+    @json_alias
     def explain(
-        policy: Annotated[Path, typer.Argument(help="Policy file.")],
-        personas: PersonasOption,
-        inventory: InventoryOption,
-        instances: Annotated[
-            list[str] | None, typer.Argument(help="Instance ids (default: every instance).")
-        ] = None,
-        context: ContextOption = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
+        policy: Path,
+        personas: Path,
+        inventory: Path,
+        instances: tuple[str, ...],
+        context: Path | None,
+        output: OutputFormat,
+        as_json: bool,
     ) -> None:
         """Why each instance has its persona: the deciding rule, earlier rules, overlays."""
         engine = _engine(policy, personas, inventory, context)
-        wanted = instances or sorted(engine.instances)
+        wanted = list(instances) or sorted(engine.instances)
         unknown = [i for i in wanted if i not in engine.instances]
         if unknown:
             raise UsageError(f"not in the inventory: {', '.join(unknown)}")
@@ -235,23 +240,27 @@ def register(app: typer.Typer) -> None:
         _write("\n".join("\n".join(e.lines()) for e in explanations))
 
     @policy_app.command("diff")
+    @click.argument("policy", type=PATH, help="The policy in force.")
+    @personas_option
+    @inventory_option
+    @context_option
+    @proposed_policy_option
+    @option("--set-context", multiple=True, help="A proposed context value, KEY=VALUE.")
+    @label_changes_option
+    @option("--set-persona", multiple=True, help="A proposed persona document, NAME=FILE.")
+    @output_option
+    @json_alias
     def diff(
-        policy: Annotated[Path, typer.Argument(help="The policy in force.")],
-        personas: PersonasOption,
-        inventory: InventoryOption,
-        context: ContextOption = None,
-        to_policy: ProposedPolicy = None,
-        set_context: Annotated[
-            list[str] | None,
-            typer.Option("--set-context", help="A proposed context value, KEY=VALUE."),
-        ] = None,
-        label: LabelChanges = None,
-        set_persona: Annotated[
-            list[str] | None,
-            typer.Option("--set-persona", help="A proposed persona document, NAME=FILE."),
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
+        policy: Path,
+        personas: Path,
+        inventory: Path,
+        context: Path | None,
+        to_policy: Path | None,
+        set_context: tuple[str, ...],
+        label: tuple[str, ...],
+        set_persona: tuple[str, ...],
+        output: OutputFormat,
+        as_json: bool,
     ) -> None:
         """What-if: every instance whose persona would change, and how, and every (from, to,
         service) pair that would gain or lose reachability; commits nothing."""

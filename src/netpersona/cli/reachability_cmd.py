@@ -7,34 +7,33 @@ field and rule that decided, and the drop counter that would count a dropped pac
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import click
 
 from netpersona.cli.connection import admin_client
-from netpersona.cli.output import JsonAlias, OutputFormat, OutputOption, emit, pick, print_table
+from netpersona.cli.output import OutputFormat, emit, json_alias, output_option, pick, print_table
+from netpersona.cli.params import PATH, option
 from netpersona.errors import UsageError
 
-__all__ = ["LabelChanges", "ProposedPolicy", "reachability_lines", "register"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["label_changes_option", "proposed_policy_option", "reachability_lines", "register"]
 
 # What-if label changes, the same on the service (admin policy diff) and offline (policy diff).
-LabelChanges = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--label",
-        help="A proposed label change: INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove "
-        "(repeatable).",
-    ),
-]
+# ``@label_changes_option`` gives ``label: tuple[str, ...]``.
+label_changes_option = option(
+    "--label",
+    multiple=True,
+    help="A proposed label change: INSTANCE:KEY=VALUE, or INSTANCE:KEY- to remove (repeatable).",
+)
 # The policy a what-if proposes: `--to-policy` in both diffs (`--policy` is kept on the admin
-# one, where it was first spelled so).
-ProposedPolicy = Annotated[
-    Path | None, typer.Option("--to-policy", "--policy", help="A proposed policy document.")
-]
+# one, where it was first spelled so). ``@proposed_policy_option`` gives
+# ``to_policy: Path | None``.
+proposed_policy_option = option(
+    "--to-policy", "--policy", "to_policy", type=PATH, help="A proposed policy document."
+)
 
 
 def reachability_lines(answer: dict[str, Any]) -> list[str]:
@@ -55,6 +54,8 @@ def reachability_lines(answer: dict[str, Any]) -> list[str]:
 
 
 def _print_verdict(out: Console, answer: dict[str, Any]) -> None:
+    from rich.markup import escape  # noqa: PLC0415  (rich only for the table form)
+
     verdict = answer["verdict"]
     out.print(
         ("[green]yes[/green] " if answer["reachable"] else "[red]no[/red] ")
@@ -72,21 +73,25 @@ def _print_verdict(out: Console, answer: dict[str, Any]) -> None:
         )
 
 
-def register(admin: typer.Typer) -> None:
+def register(admin: click.Group) -> None:
     @admin.command("can")
+    @click.argument("src", help="The sending instance.")
+    @click.argument("dst", help="The receiving instance.")
+    @click.argument("proto", help="tcp/5432, udp/53, icmp, postgres, ...")
+    @option("--broadcast", is_flag=True, help="Sent to the subnet broadcast address.")
+    @option("--group", help="Sent to this multicast group.")
+    @output_option
+    @json_alias
+    @click.pass_context
     def can(
-        ctx: typer.Context,
-        src: Annotated[str, typer.Argument(help="The sending instance.")],
-        dst: Annotated[str, typer.Argument(help="The receiving instance.")],
-        proto: Annotated[str, typer.Argument(help="tcp/5432, udp/53, icmp, postgres, ...")],
-        broadcast: Annotated[
-            bool, typer.Option("--broadcast", help="Sent to the subnet broadcast address.")
-        ] = False,
-        group: Annotated[
-            str | None, typer.Option("--group", help="Sent to this multicast group.")
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
+        ctx: click.Context,
+        src: str,
+        dst: str,
+        proto: str,
+        broadcast: bool,
+        group: str | None,
+        output: OutputFormat,
+        as_json: bool,
     ) -> None:
         """Can SRC reach DST with PROTO? Exit 0 yes, 1 no; prints the rule that decides."""
         if broadcast and group:
@@ -98,29 +103,30 @@ def register(admin: typer.Typer) -> None:
             params.update(via="multicast", group=group)
         answer = admin_client(ctx).request("GET", "/v1/admin/reachability", params=params)
         emit(pick(output, as_json), answer, lambda c: _print_verdict(c, answer))
-        raise typer.Exit(0 if answer["reachable"] else 1)
+        raise click.exceptions.Exit(0 if answer["reachable"] else 1)
 
     @admin.command("reachability")
+    @option("--instance", "-i", multiple=True, help="An instance (repeatable).")
+    @option("--label", "-l", multiple=True, help="KEY=VALUE (repeatable).")
+    @option("--persona", help="Only instances holding it.")
+    @option("--service", "-s", multiple=True, help="A service (repeatable).")
+    @output_option
+    @json_alias
+    @click.pass_context
     def reachability(
-        ctx: typer.Context,
-        instance: Annotated[
-            list[str] | None, typer.Option("--instance", "-i", help="An instance (repeatable).")
-        ] = None,
-        label: Annotated[
-            list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")
-        ] = None,
-        persona: Annotated[str | None, typer.Option(help="Only instances holding it.")] = None,
-        service: Annotated[
-            list[str] | None, typer.Option("--service", "-s", help="A service (repeatable).")
-        ] = None,
-        output: OutputOption = OutputFormat.TABLE,
-        as_json: JsonAlias = False,
+        ctx: click.Context,
+        instance: tuple[str, ...],
+        label: tuple[str, ...],
+        persona: str | None,
+        service: tuple[str, ...],
+        output: OutputFormat,
+        as_json: bool,
     ) -> None:
         """The reachability matrix of a selection (default: the whole fleet, at most 100)."""
         params: dict[str, Any] = {
-            "instance": instance or [],
-            "label": label or [],
-            "service": service or [],
+            "instance": list(instance),
+            "label": list(label),
+            "service": list(service),
         }
         if persona:
             params["persona"] = persona
@@ -129,6 +135,9 @@ def register(admin: typer.Typer) -> None:
 
 
 def _print_matrix(out: Console, answer: dict[str, Any]) -> None:
+    from rich.markup import escape  # noqa: PLC0415  (rich only for the table form)
+    from rich.table import Table  # noqa: PLC0415
+
     names = [i["id"] for i in answer["instances"]]
     reach: dict[tuple[str, str], list[str]] = {}
     for cell in answer["cells"]:

@@ -20,23 +20,26 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
+import click
 import structlog
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from netpersona.cli.log_options import LogFormatOption, LogLevelOption
-from netpersona.cli.output import OutputFormat, OutputOption, emit, print_table
+from netpersona.cli.log_options import log_options
+from netpersona.cli.output import OutputFormat, emit, output_option, print_table
+from netpersona.cli.params import PATH, EnumChoice, option
 from netpersona.errors import StorageFull, StoreError, StoreUnavailable, UsageError
-from netpersona.logs import configure_logging
+from netpersona.logs import LogFormat, configure_logging
 from netpersona.store import Role, Store, open_store
 from netpersona.store.url import is_postgres, sqlite_path
 
 __all__ = [
-    "DbPasswordFile",
+    "data_dir_option",
     "database_path",
+    "db_option",
+    "db_password_file_option",
     "ensure_admin_token",
     "open_data_store",
     "with_data_store",
@@ -53,30 +56,27 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # netpersona.service.connections.DEFAULT_HEADER_T
 
 log = structlog.get_logger("netpersona.serve")
 
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        help="Where the database and admin.token live.",
-        envvar="NETPERSONA_DATA_DIR",
-    ),
-]
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL: sqlite:///PATH (default sqlite:///DATA_DIR/netpersona.db) or"
-        " postgresql://USER@HOST/DB (password from PGPASSWORD, ~/.pgpass or"
-        " --db-password-file; never in the URL).",
-    ),
-]
-DbPasswordFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--db-password-file",
-        help="File whose first line is the PostgreSQL password (keeps it off the command line).",
-    ),
-]
+# The options of the commands that work on the service's data (``@data_dir_option`` gives
+# ``data_dir: Path``; ``@db_option``, ``db: str | None``; ``@db_password_file_option``,
+# ``db_password_file: Path | None``).
+data_dir_option = option(
+    "--data-dir",
+    type=PATH,
+    default=DEFAULT_DATA_DIR,
+    envvar="NETPERSONA_DATA_DIR",
+    help="Where the database and admin.token live.",
+)
+db_option = option(
+    "--db",
+    help="Database URL: sqlite:///PATH (default sqlite:///DATA_DIR/netpersona.db) or"
+    " postgresql://USER@HOST/DB (password from PGPASSWORD, ~/.pgpass or"
+    " --db-password-file; never in the URL).",
+)
+db_password_file_option = option(
+    "--db-password-file",
+    type=PATH,
+    help="File whose first line is the PostgreSQL password (keeps it off the command line).",
+)
 
 
 T = TypeVar("T")
@@ -244,53 +244,55 @@ def _unix_socket(path: Path) -> socket.socket:
     return sock
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     @app.command()
+    @data_dir_option
+    @option("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on.")
+    @db_option
+    @db_password_file_option
+    @log_options
+    @option(
+        "--access-log/--no-access-log",
+        default=True,
+        help="Log each request (method, path, status) at info level, in the log's format.",
+    )
+    @option(
+        "--admin-socket",
+        type=PATH,
+        envvar="NETPERSONA_ADMIN_SOCKET",
+        help="Also answer on this Unix socket (mode 0600), for operators on this host;"
+        " it carries no VM identity, so only the admin API is of use on it.",
+    )
+    @option(
+        "--certificate-lifetime",
+        type=click.IntRange(min=30),
+        default=DEFAULT_CERTIFICATE_LIFETIME,
+        help="Seconds a persona certificate is valid; it is re-issued when a third is left.",
+    )
+    @option(
+        "--header-timeout",
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="Seconds a connection has to send a request's header section (a new"
+        " connection, or the next request on a kept-alive one); then it is closed.",
+    )
+    @option(
+        "--max-connections",
+        type=int,
+        help="Open connections at most; more are closed at once. Default: the open"
+        " files limit (ulimit -n) less 64 kept for the database and logs.",
+    )
     def serve(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        listen: Annotated[
-            str, typer.Option("--listen", help="HOST:PORT to listen on.")
-        ] = DEFAULT_LISTEN,
-        db: DbUrl = None,
-        db_password_file: DbPasswordFile = None,
-        log_level: LogLevelOption = "info",
-        log_format: LogFormatOption = None,
-        access_log: Annotated[
-            bool,
-            typer.Option(
-                help="Log each request (method, path, status) at info level, in the log's format.",
-            ),
-        ] = True,
-        admin_socket: Annotated[
-            Path | None,
-            typer.Option(
-                envvar="NETPERSONA_ADMIN_SOCKET",
-                help="Also answer on this Unix socket (mode 0600), for operators on this host;"
-                " it carries no VM identity, so only the admin API is of use on it.",
-            ),
-        ] = None,
-        certificate_lifetime: Annotated[
-            int,
-            typer.Option(
-                min=30,
-                help="Seconds a persona certificate is valid; it is re-issued when a third is"
-                " left.",
-            ),
-        ] = DEFAULT_CERTIFICATE_LIFETIME,
-        header_timeout: Annotated[
-            float,
-            typer.Option(
-                help="Seconds a connection has to send a request's header section (a new"
-                " connection, or the next request on a kept-alive one); then it is closed.",
-            ),
-        ] = DEFAULT_HEADER_TIMEOUT,
-        max_connections: Annotated[
-            int | None,
-            typer.Option(
-                help="Open connections at most; more are closed at once. Default: the open"
-                " files limit (ulimit -n) less 64 kept for the database and logs.",
-            ),
-        ] = None,
+        data_dir: Path,
+        listen: str,
+        db: str | None,
+        db_password_file: Path | None,
+        log_level: str,
+        log_format: LogFormat | None,
+        access_log: bool,
+        admin_socket: Path | None,
+        certificate_lifetime: int,
+        header_timeout: float,
+        max_connections: int | None,
     ) -> None:
         """Run the metadata service (VM-facing API, admin API, /metrics)."""
         # The web stack loads only for this command: the agent shares this CLI and must not
@@ -353,16 +355,16 @@ def register(app: typer.Typer) -> None:
         finally:
             store.close()
 
-    token_app = typer.Typer(help="Admin API tokens (works on the database directly).")
-    app.add_typer(token_app, name="token")
+    @app.group("token")
+    def token_app() -> None:
+        """Admin API tokens (works on the database directly)."""
 
     @token_app.command("create")
-    def token_create(
-        name: Annotated[str, typer.Option(help="What the token is for (shown in the audit).")],
-        role: Annotated[Role, typer.Option(help="reader, operator or admin.")] = Role.READER,
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-    ) -> None:
+    @option("--name", required=True, help="What the token is for (shown in the audit).")
+    @option("--role", type=EnumChoice(Role), default=Role.READER, help="reader, operator or admin.")
+    @data_dir_option
+    @db_option
+    def token_create(name: str, role: Role, data_dir: Path, db: str | None) -> None:
         """Make a token and print its secret (shown once; only a hash is kept)."""
         token, secret = with_data_store(
             data_dir, db, lambda store: store.create_token(name, role, "netpersona token create")
@@ -371,11 +373,10 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(secret + "\n")
 
     @token_app.command("list")
-    def token_list(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-        output: OutputOption = OutputFormat.TABLE,
-    ) -> None:
+    @data_dir_option
+    @db_option
+    @output_option
+    def token_list(data_dir: Path, db: str | None, output: OutputFormat) -> None:
         """List tokens (never their secrets)."""
         tokens = with_data_store(data_dir, db, lambda store: store.list_tokens())
         rows = [
@@ -392,39 +393,36 @@ def register(app: typer.Typer) -> None:
         emit(output, rows, table)
 
     @token_app.command("revoke")
-    def token_revoke(
-        token_id: Annotated[str, typer.Argument(help="The token's id (tok-...).")],
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        db: DbUrl = None,
-    ) -> None:
+    @click.argument("token_id", help="The token's id (tok-...).")
+    @data_dir_option
+    @db_option
+    def token_revoke(token_id: str, data_dir: Path, db: str | None) -> None:
         """Revoke a token at once."""
         with_data_store(
             data_dir, db, lambda store: store.revoke_token(token_id, "netpersona token revoke")
         )
 
-    keys_app = typer.Typer(help="Certificate signing keys (works on DATA_DIR's key file).")
-    app.add_typer(keys_app, name="keys")
+    @app.group("keys")
+    def keys_app() -> None:
+        """Certificate signing keys (works on DATA_DIR's key file)."""
 
     @keys_app.command("rotate")
-    def keys_rotate(
-        data_dir: DataDir = DEFAULT_DATA_DIR,
-        overlap: Annotated[
-            int,
-            typer.Option(
-                min=0,
-                help="Seconds the old key stays valid for verification (default: one"
-                " certificate lifetime).",
-            ),
-        ] = DEFAULT_CERTIFICATE_LIFETIME,
-        publish_ahead: Annotated[
-            int,
-            typer.Option(
-                min=0,
-                help="Seconds the new key is served for verification before it signs (so"
-                " agents have it before they see certificates it signed).",
-            ),
-        ] = 0,
-    ) -> None:
+    @data_dir_option
+    @option(
+        "--overlap",
+        type=click.IntRange(min=0),
+        default=DEFAULT_CERTIFICATE_LIFETIME,
+        help="Seconds the old key stays valid for verification (default: one"
+        " certificate lifetime).",
+    )
+    @option(
+        "--publish-ahead",
+        type=click.IntRange(min=0),
+        default=0,
+        help="Seconds the new key is served for verification before it signs (so"
+        " agents have it before they see certificates it signed).",
+    )
+    def keys_rotate(data_dir: Path, overlap: int, publish_ahead: int) -> None:
         """Make a new signing key; older keys stay valid for verification for OVERLAP seconds
         after it starts signing, then are dropped. Prints the new key id."""
         from netpersona.service.keyring import KeyFile  # noqa: PLC0415
@@ -437,9 +435,9 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(ring.newest.kid + "\n")
 
     @keys_app.command("list")
-    def keys_list(
-        data_dir: DataDir = DEFAULT_DATA_DIR, output: OutputOption = OutputFormat.TABLE
-    ) -> None:
+    @data_dir_option
+    @output_option
+    def keys_list(data_dir: Path, output: OutputFormat) -> None:
         """List the keys: which one signs, which are still valid for verification until when."""
         from netpersona.service.keyring import KeyFile  # noqa: PLC0415
 
