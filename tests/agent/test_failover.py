@@ -5,6 +5,7 @@ own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,68 @@ def test_a_dead_replica_is_skipped_and_the_first_is_tried_again_after_failback()
         with pytest.raises(MetadataUnavailable, match=r"2 tried.*127\.0\.0\.1.*127\.0\.0\.2"):
             await client.get("/v1/instance")
         await client.aclose()
+
+    asyncio.run(scenario())
+
+
+class Curt:
+    """A real HTTP server on 127.0.0.1 that reads a request and closes the connection without
+    a word, the first ``curt`` times (as a server timing out a kept-alive connection just as a
+    request arrives does), and answers the others."""
+
+    def __init__(self, curt: int, name: str) -> None:
+        self.curt, self.name, self.requests = curt, name, 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.requests += 1
+                if self.requests <= self.curt:
+                    break
+                token = head.startswith(b"PUT ")
+                body = b"tok" if token else b'{"from": "%s"}' % self.name.encode()
+                kind = b"text/plain" if token else b"application/json"
+                writer.write(
+                    b'HTTP/1.1 200 OK\r\nContent-Type: %s\r\nETag: "e"\r\n'
+                    b"Content-Length: %d\r\n\r\n%s" % (kind, len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def test_a_connection_closed_without_an_answer_is_tried_once_more_before_failing_over() -> None:
+    async def scenario() -> None:
+        async with Curt(1, "first") as first, Curt(0, "second") as second:
+            client = MetadataClient([first, second], deadline_margin=10)
+            try:
+                # Closed once: asked again on a new connection, and the first replica stays.
+                assert (await client.get("/v1/instance")).body == {"from": "first"}
+                assert client.base_url == first
+            finally:
+                await client.aclose()
+        async with Curt(2, "first") as first, Curt(0, "second") as second:
+            client = MetadataClient([first, second], deadline_margin=10)
+            try:
+                # Closed twice running: that replica is failing, and the next one answers.
+                assert (await client.get("/v1/instance")).body == {"from": "second"}
+                assert client.base_url == second
+            finally:
+                await client.aclose()
 
     asyncio.run(scenario())
 

@@ -8,7 +8,9 @@ again later.
 
 Replicas: the client is given one or more base URLs, in order of preference. A request that
 gets no answer from one (refused, reset, cut off, past its deadline) or a 5xx is sent at once to
-the next, and the one that answered is used from then on; after :data:`FAILBACK` seconds away
+the next, and the one that answered is used from then on (a connection closed before any
+answer is first tried once more on the same replica: a kept-alive connection the server closed
+as the request went out is no sign of a dead replica); after :data:`FAILBACK` seconds away
 from the first, the next request tries the first again (docs/deployment.md). A session token
 from one replica is good at every other (they share its secret through the database).
 
@@ -229,7 +231,13 @@ class MetadataClient:
                 request = self._client.build_request(
                     method, base + path, headers=headers, params=params, json=body, timeout=timeout
                 )
-                response = await self._client.send(request, stream=True)
+                try:
+                    response = await self._client.send(request, stream=True)
+                except httpx.RemoteProtocolError:
+                    # Closed without a word: most often a kept-alive connection the server
+                    # timed out just as this request went out. Once more, on a new
+                    # connection, before the replica counts as failed.
+                    response = await self._client.send(request, stream=True)
                 try:
                     content = await _read_capped(response, limit, what)
                 finally:
