@@ -118,12 +118,18 @@ def test_a_namespace_made_again_under_the_same_name_is_the_one_used() -> None:
     with netns() as ns:
         kernel = LinuxKernel(ns.name)
         kernel.nft_load_text(TABLE)
-        assert kernel.nft_table() is not None
-        # Deleted behind the library's back (not through delete_netns) and made again.
+        kernel.nft_load_text(ELEMENTS)
+        assert kernel.nft_holds("peer_addrs_v4", ["10.0.0.1"], held=True)
+        # Deleted behind the library's back (not through delete_netns) and made again: the
+        # element lookup (first) and the commands ask the new one.
+        run(["ip", "netns", "delete", ns.name])
+        run(["ip", "netns", "add", ns.name])
+        assert not kernel.nft_holds("peer_addrs_v4", ["10.0.0.1"], held=True)
+        assert kernel.nft_table() is None
+        kernel.nft_load_text(TABLE)
         run(["ip", "netns", "delete", ns.name])
         run(["ip", "netns", "add", ns.name])
         assert kernel.nft_table() is None
-        assert not kernel.nft_holds("peer_addrs_v4", ["10.0.0.1"], held=True)
     with pytest.raises(KernelError, match="no network namespace"):
         kernel.nft_table()
 

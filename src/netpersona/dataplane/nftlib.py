@@ -210,7 +210,8 @@ class NftLibrary:
         self._identity: NetnsIdentity | None = None  # of the namespace the worker joined
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None  # NETLINK_NETFILTER, for lookup
-        self._socket_lock = threading.Lock()
+        # Reentrant: a command under it that finds the namespace made again closes it all.
+        self._socket_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"NftLibrary(netns={self.netns!r})"
@@ -235,6 +236,8 @@ class NftLibrary:
         return NftResult(_argv(self.netns, json, check), 0 if status == 0 else 1, out, err)
 
     def lookup(self, family: str, table: str, name: str, keys: Sequence[str]) -> list[bool]:
+        if self.netns is not None:
+            self._follow_netns()
         with self._socket_lock:
             if self._socket is None:
                 self._socket = (
@@ -270,27 +273,36 @@ class NftLibrary:
 
     def _own_context(self) -> _Context:
         # Called where the context's commands run: this thread, or the namespace's worker.
-        if self._context is None:
-            self._context = _Context(self._library)
-        return self._context
+        with self._lock:
+            if self._context is None:
+                self._context = _Context(self._library)
+            return self._context
 
-    def _in_netns(self, call: Callable[[], T]) -> T:
+    def _follow_netns(self) -> NetnsIdentity:
+        """The identity of the namespace named now; what was made in another one, let go.
+
+        A name can be deleted and made again: the worker (and the socket) must be in the
+        namespace that bears the name now (a stat(2) a command), not in the one it joined."""
         assert self.netns is not None
-        # A name can be deleted and made again: the worker must be in the namespace that
-        # bears the name now (a stat(2) a command), not in the one it joined.
         identity = netns_identity(self.netns)
         if identity is None:
             self.close()
             raise KernelError(f"there is no network namespace {self.netns!r}")
         if identity != self._identity:
             self.close()
+        return identity
+
+    def _in_netns(self, call: Callable[[], T]) -> T:
+        netns = self.netns
+        assert netns is not None
+        identity = self._follow_netns()
         with self._lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(
                     max_workers=1,
-                    thread_name_prefix=f"nft-{self.netns}",
+                    thread_name_prefix=f"nft-{netns}",
                     initializer=_join_netns,
-                    initargs=(self.netns, identity),
+                    initargs=(netns, identity),
                 )
                 self._identity = identity
             worker = self._worker
