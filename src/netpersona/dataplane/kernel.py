@@ -267,7 +267,7 @@ class LinuxKernel:
         try:
             found = self._nft_runner.lookup(TABLE_FAMILY, TABLE_NAME, name, keys)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT):
                 raise KernelError(f"nftables set {name}: element lookup failed: {exc}") from exc
             return self._nft_holds_checked(name, keys, held=held)
         return all(found) if held else not any(found)
