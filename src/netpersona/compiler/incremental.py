@@ -139,17 +139,22 @@ class PeerResolver:
     # --- internals
     def _count(self, peers: Iterable[Peer], sign: int) -> None:
         own = self.persona.priority
+        v4 = self._v4
         for peer in peers:
             chosen = selects(self.persona, peer)
             higher = peer.priority > own
             if not (chosen or higher):
                 continue
-            candidate = (peer.priority, peer_dscp(peer))
+            candidate = (peer.priority, peer_dscp(peer)) if higher else (0, 0)
             for address in peer.addresses:
                 if isinstance(address, IPv4Address):
                     value = int(address)
-                    if chosen:
-                        _add(self._v4, value, sign)
+                    if chosen:  # _add, inlined: this loop is the first compile's
+                        left = v4.get(value, 0) + sign
+                        if left:
+                            v4[value] = left
+                        else:
+                            del v4[value]
                     if higher:
                         _add(self._d4.setdefault(value, {}), candidate, sign)
                         if not self._d4[value]:
