@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from netpersona.dataplane import nftlib
 from tests.store.pg_cluster import PgCluster, find_pg_bin
 from tests.store.pg_cluster import pg_cluster as start_pg_cluster
 
@@ -31,7 +32,13 @@ def _forbid_subprocess(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"test started a process without a subprocess/kernel mark: {args!r}")
 
+    def refuse_nft(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("test ran nftables in-process without a subprocess/kernel mark")
+
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    # libnftables and nfnetlink in this process reach the kernel as nft would.
+    monkeypatch.setattr(nftlib._Context, "__init__", refuse_nft)
+    monkeypatch.setattr(nftlib, "_new_netfilter_socket", refuse_nft)
     yield
 
 

@@ -6,12 +6,21 @@ For each peer-set size N (a restricted, high-profile persona whose ``peers`` sel
 * ``apply_s``: the first full apply into a fresh namespace (snapshot, every step, readback);
 * ``reapply_unchanged_s``: the same plan again (readback only: nothing changes);
 * ``peer_join_s`` / ``peer_leave_s``: one peer joins / leaves: an in-place set update with
-  its readback and state write (mean of ``--repeat`` rounds);
+  its readback and state write (mean of ``--repeat`` rounds), the sets as the agent's
+  compiler makes them (the unchanged elements the objects the applied sets hold), the delta
+  found by comparing them; ``peer_join_resolved_s``: the same with sets resolved from scratch
+  (every element a new string, so the comparison reads them all);
 * ``raw_nft_add_s``: the reference in the same namespace: one bare ``nft add element`` of one
   address into the same set, as a shell would run it (mean of ``--repeat`` rounds);
-* ``agent_join_s``: the agent's whole path for one join: the peer view with one more peer
-  compiled into a plan (peer sets resolved), the plan's digests compared with the applied
-  state's, and the in-place update (mean of ``--repeat`` rounds).
+* ``agent_join_s`` / ``agent_leave_s``: the agent's whole path for one join (leave): the peer
+  view (in instance-id order, as the agent keeps it) with one more peer (one less) compiled
+  by the incremental compiler (the last plan with the changed peers' elements), the plan's
+  digest computed and compared with the applied state's (which the agent keeps), and the
+  in-place update with the compiler's delta (mean of ``--repeat`` rounds);
+  ``agent_join_compile_s`` (compile and digest) and ``agent_join_update_s`` split the join;
+* ``agent_join_scratch_s``: the same join with the plan compiled from scratch
+  (``compile_plan`` on the whole view: every peer resolved, the delta found by comparing the
+  sets), for comparison.
 
 Then, side by side in the same run, the per-packet cost of the allowlist as one set lookup
 (``ip saddr @allow accept``, what the compiler emits) against the same allowlist written as
@@ -41,8 +50,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from netpersona.compiler import compile_plan, resolve_peer_sets
+from netpersona.compiler import Plan, compile_plan, resolve_peer_sets
+from netpersona.compiler.incremental import PlanCompiler
 from netpersona.dataplane import Applier, LinuxKernel, StateStore
+from netpersona.dataplane.nftlib import nft_runner
 from netpersona.facts import HostFacts
 from netpersona.model import parse_persona_text
 from netpersona.records import Peer
@@ -64,7 +75,7 @@ FIRST_PEER = int(IPv4Address("10.128.0.1"))
 
 def _peers(count: int, start: int = 0) -> tuple[Peer, ...]:
     return tuple(
-        Peer(f"vm-{i}", (IPv4Address(FIRST_PEER + i),), persona="api", priority=1)
+        Peer(f"vm-{i:07d}", (IPv4Address(FIRST_PEER + i),), persona="api", priority=1)
         for i in range(start, start + count)
     )
 
@@ -73,28 +84,48 @@ def _with_peers(facts: HostFacts, peers: tuple[Peer, ...]) -> HostFacts:
     return HostFacts(facts.uplinks, facts.metadata, facts.control_port, peers)
 
 
+def _mean(values: list[float]) -> float:
+    return round(statistics.mean(values), 4)
+
+
 def bench_apply(size: int, repeat: int) -> dict[str, Any]:
     with lab("npbench") as net, tempfile.TemporaryDirectory() as state:
         base = net.facts()
         facts = _with_peers(base, _peers(size))
         started = time.perf_counter()
-        plan = compile_plan(PERSONA, facts)
+        compile_plan(PERSONA, facts)
         compile_s = time.perf_counter() - started
+        # The plan applied is the incremental compiler's, as in the agent (its peer sets are
+        # the objects the next peer change starts from).
+        compiler = PlanCompiler()
+        plan = compiler.compile(PERSONA, facts).plan
         applier = Applier(LinuxKernel(net.vm.name), StateStore(Path(state)))
         apply_s = applier.apply(plan, "bench").seconds
         started = time.perf_counter()
         applier.apply(plan, "bench")
         unchanged_s = time.perf_counter() - started
-        joins, leaves = [], []
+        joins, leaves, resolved = [], [], []
         for round_ in range(repeat):
-            extra = _peers(1, start=size + round_)
-            joined = resolve_peer_sets(PERSONA, _with_peers(base, facts.peers + extra))
+            # The sets as the agent's compiler gives them: the unchanged elements are the
+            # objects the applied sets hold. The delta is found by comparing the sets.
+            view = facts.peers
+            joined_view = tuple(sorted((*view, *_peers(1, start=size + round_)), key=_instance))
+            joined = compiler.compile(PERSONA, _with_peers(base, joined_view)).plan.peer_sets
             started = time.perf_counter()
             applier.update_peers(joined)
             joins.append(time.perf_counter() - started)
+            left = compiler.compile(PERSONA, _with_peers(base, view)).plan.peer_sets
             started = time.perf_counter()
-            applier.update_peers(plan.peer_sets)
+            applier.update_peers(left)
             leaves.append(time.perf_counter() - started)
+        for round_ in range(repeat):
+            # The sets resolved from scratch: every element a new string to compare.
+            extra = _peers(1, start=size + round_)
+            fresh = resolve_peer_sets(PERSONA, _with_peers(base, facts.peers + extra))
+            started = time.perf_counter()
+            applier.update_peers(fresh)
+            resolved.append(time.perf_counter() - started)
+            applier.update_peers(plan.peer_sets)
         raw = []
         for round_ in range(repeat):
             address = str(IPv4Address(FIRST_PEER + size + 100 + round_))
@@ -111,17 +142,44 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
             net.vm.run(add)
             raw.append(time.perf_counter() - started)
             net.vm.run(["nft", "delete", *add[2:]])
-        agent_joins = []
+        # The agent's whole path for one join and one leave: the view with one more peer (or
+        # one less) compiled (incrementally), its digest compared with the applied state's,
+        # and the in-place update with the compiler's delta.
+        agent: dict[str, list[float]] = {"join": [], "leave": [], "compile": [], "update": []}
+        agent_scratch = []
+        _remember(applier, plan.digest)
         for round_ in range(repeat):
+            view = facts.peers
+            joined_view = tuple(sorted((*view, *_peers(1, start=size + round_)), key=_instance))
+            for kind, peers in (("join", joined_view), ("leave", view)):
+                started = time.perf_counter()
+                compiled = compiler.compile(PERSONA, _with_peers(base, peers))
+                digest = compiled.plan.digest
+                compiled_at = time.perf_counter()
+                applied = applier.store.load()
+                assert applied is not None
+                assert compiled.peer_change is not None
+                assert digest != applied_digest(applied.plan)
+                assert applied.plan.ruleset_digest == compiled.plan.ruleset_digest
+                applier.update_peers(compiled.plan.peer_sets, compiled.peer_change)
+                done = time.perf_counter()
+                agent[kind].append(done - started)
+                if kind == "join":
+                    agent["compile"].append(compiled_at - started)
+                    agent["update"].append(done - compiled_at)
+                _remember(applier, digest)
+        for round_ in range(repeat):
+            # The same join compiled from scratch (what the agent did before the compiler
+            # kept its last plan), for comparison.
             extra = _peers(1, start=size + round_)
             started = time.perf_counter()
             joined_plan = compile_plan(PERSONA, _with_peers(base, facts.peers + extra))
             applied = applier.store.load()
             assert applied is not None
-            assert applied.plan.digest != joined_plan.digest
+            assert applied_digest(applied.plan) != joined_plan.digest
             assert applied.plan.ruleset_digest == joined_plan.ruleset_digest
             applier.update_peers(joined_plan.peer_sets)
-            agent_joins.append(time.perf_counter() - started)
+            agent_scratch.append(time.perf_counter() - started)
             applier.update_peers(plan.peer_sets)
         applier.remove()
     return {
@@ -129,11 +187,39 @@ def bench_apply(size: int, repeat: int) -> dict[str, Any]:
         "compile_s": round(compile_s, 4),
         "apply_s": round(apply_s, 4),
         "reapply_unchanged_s": round(unchanged_s, 4),
-        "peer_join_s": round(statistics.mean(joins), 4),
-        "peer_leave_s": round(statistics.mean(leaves), 4),
-        "raw_nft_add_s": round(statistics.mean(raw), 4),
-        "agent_join_s": round(statistics.mean(agent_joins), 4),
+        "peer_join_s": _mean(joins),
+        "peer_leave_s": _mean(leaves),
+        "peer_join_resolved_s": _mean(resolved),
+        "raw_nft_add_s": _mean(raw),
+        "agent_join_s": _mean(agent["join"]),
+        "agent_leave_s": _mean(agent["leave"]),
+        "agent_join_compile_s": _mean(agent["compile"]),
+        "agent_join_update_s": _mean(agent["update"]),
+        "agent_join_scratch_s": _mean(agent_scratch),
     }
+
+
+# The agent keeps the digest of the state it last applied (reconcile.py); so does the bench.
+_DIGESTS: dict[int, tuple[Plan, str]] = {}
+
+
+def applied_digest(plan: Plan) -> str:
+    known = _DIGESTS.get(id(plan))
+    if known is not None and known[0] is plan:
+        return known[1]
+    digest = plan.digest
+    _DIGESTS[id(plan)] = (plan, digest)
+    return digest
+
+
+def _remember(applier: Applier, digest: str) -> None:
+    state = applier.store.load()
+    assert state is not None
+    _DIGESTS[id(state.plan)] = (state.plan, digest)
+
+
+def _instance(peer: Peer) -> str:
+    return peer.instance
 
 
 SENDER, RECEIVER = "10.99.0.2", "10.99.0.1"
@@ -252,6 +338,7 @@ def main() -> None:
             "python": platform.python_version(),
             "kernel": platform.release(),
             "cpus": len(os.sched_getaffinity(0)),
+            "nft": type(nft_runner()).__name__,
         },
         "apply": [bench_apply(size, args.repeat) for size in args.sizes],
     }

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from netpersona.build_info import add_build_info
 from netpersona.certs.verify import RejectReason
+from netpersona.compiler.incremental import PeerChange
 from netpersona.compiler.plan import PeerSets, Plan
 from netpersona.dataplane.apply import Applier, ApplyReport
 from netpersona.dataplane.drift import drop_counters
@@ -368,6 +369,6 @@ class MeteredApplier(Applier):
         with self._timed("remove"):
             return super().remove()
 
-    def update_peers(self, peers: PeerSets) -> PeerUpdate:
+    def update_peers(self, peers: PeerSets, change: PeerChange | None = None) -> PeerUpdate:
         with self._timed("update_peers"):
-            return super().update_peers(peers)
+            return super().update_peers(peers, change)

@@ -27,7 +27,7 @@ from netpersona.agent.client import MetadataClient
 from netpersona.agent.config import AgentConfig, metadata_endpoint
 from netpersona.agent.status import StatusRecord
 from netpersona.agent.view import compose_facts
-from netpersona.compiler import compile_plan
+from netpersona.compiler.incremental import PeerChange, PlanCompiler
 from netpersona.compiler.plan import Plan
 from netpersona.dataplane.apply import Applier
 from netpersona.dataplane.drift import detect_drift, drop_counters
@@ -71,6 +71,10 @@ class Reconciler:
         self.clock = clock
         self.store = StateStore(config.state_dir)
         self.applier = Applier(kernel, self.store)
+        # Compiles a change of the peer view alone from the peers that changed; the change
+        # of the last compile goes to the in-place update (compiler/incremental.py).
+        self.compiler = PlanCompiler()
+        self._peer_change: PeerChange | None = None
         self.endpoint = metadata_endpoint(config.metadata_url)
         self.fallbacks = tuple(metadata_endpoint(u) for u in config.metadata_fallbacks)
         self.drift_due = False
@@ -194,7 +198,10 @@ class Reconciler:
             tiers=dict(inputs.instance.tiers),
         )
         facts = replace(compose_facts(live, inputs.peers), metadata_fallbacks=self.fallbacks)
-        return compile_plan(persona, facts)
+        self._peer_change = None
+        compiled = self.compiler.compile(persona, facts)
+        self._peer_change = compiled.peer_change
+        return compiled.plan
 
     async def _converge(self, inputs: Inputs, log: Log) -> None:
         answer = inputs.persona
@@ -265,7 +272,8 @@ class Reconciler:
             await self._apply(plan, digest, answer, log, why="drift")
 
     async def _update_peers(self, plan: Plan, digest: str, answer: PersonaAnswer, log: Log) -> None:
-        update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets)
+        change = self._peer_change  # used only if it starts from the applied sets
+        update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets, change)
         self._applied(digest)
         log.info("peer sets updated in place", added=update.added, deleted=update.deleted)
         self._set_result(answer.name, answer.version, digest, "peers-updated", None)

@@ -21,12 +21,15 @@ __all__ = [
 ]
 
 
-def compile_plan(persona: Persona, facts: HostFacts) -> Plan:
-    """Everything ``persona`` asks of the VM described by ``facts``. Same input, same plan."""
+def compile_plan(persona: Persona, facts: HostFacts, *, peer_sets: PeerSets | None = None) -> Plan:
+    """Everything ``persona`` asks of the VM described by ``facts``. Same input, same plan.
+
+    ``peer_sets``, if given, are ``resolve_peer_sets(persona, facts)`` already resolved (the
+    incremental compiler keeps them current itself)."""
     routes, rules = compile_routing(persona, facts)
     return Plan(
         nftables=tuple(compile_ruleset(persona, facts)),
-        peer_sets=resolve_peer_sets(persona, facts),
+        peer_sets=resolve_peer_sets(persona, facts) if peer_sets is None else peer_sets,
         tc=compile_tc(persona, facts),
         routes=routes,
         rules=rules,

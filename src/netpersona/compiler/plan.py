@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -177,13 +178,35 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        """A stable hash of the whole plan: equal plans, equal digests, on any machine."""
-        return _digest(self.to_json())
+        """A stable hash of the whole plan: equal plans, equal digests, on any machine.
+
+        It is the SHA-256 of the plan's canonical JSON (sorted keys, no spaces). A peer
+        update compiles a plan that shares everything but the peer sets with the last one,
+        so the rest's text is kept from the last plan whose parts are the same objects, and
+        the peer sets' text is joined from their addresses (json.dumps of 100k addresses is
+        about 20 ms; the text is the same, which tests/compiler/test_plan_digest.py checks).
+        """
+        ruleset = _ruleset_text(self)
+        if ruleset is None:
+            return _digest(self.to_json())
+        head, tail = ruleset.split(_PEERS_MARK, 1)
+        digest = hashlib.sha256(head.encode())
+        for piece in _peer_sets_text(self.peer_sets):
+            digest.update(piece)
+        digest.update(tail.encode())
+        return digest.hexdigest()
 
     @property
     def ruleset_digest(self) -> str:
         """The hash of everything but the peer-set elements: unchanged by a peer update."""
-        return _digest(self._ruleset_json())
+        parts = _parts(self)
+        cached = _RULESET_DIGEST
+        if cached and len(cached[0]) == len(parts) and all(map(operator.is_, cached[0], parts)):
+            known: str = cached[1]
+            return known
+        digest = _digest(self._ruleset_json())
+        _RULESET_DIGEST[:] = [parts, digest]
+        return digest
 
     def nftables_objects(self) -> list[JSON]:
         """The table's objects with the peer-set elements filled in, in load order."""
@@ -201,6 +224,72 @@ class Plan:
 def _digest(body: JSON) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Stands for the peer sets in the canonical text of the rest of a plan: a string no plan
+# holds (a control character), so it is found exactly once.
+_PEERS_MARK_VALUE = "\x00peer-sets\x00"
+_PEERS_MARK = json.dumps(_PEERS_MARK_VALUE)
+# The last plan parts whose texts were made, and those texts (one entry each: the agent
+# compiles one plan after another, each sharing its parts with the last).
+_RULESET_TEXT: list[Any] = []
+_RULESET_DIGEST: list[Any] = []
+
+
+def _parts(plan: Plan) -> tuple[Any, ...]:
+    return (plan.nftables, plan.tc, plan.routes, plan.rules, plan.sysctls, plan.links)
+
+
+def _ruleset_text(plan: Plan) -> str | None:
+    """The canonical text of ``plan`` with the peer sets as :data:`_PEERS_MARK` (None in the
+    unlikely case that the plan itself holds the mark)."""
+    parts = _parts(plan)
+    cached = _RULESET_TEXT
+    if cached and len(cached[0]) == len(parts) and all(map(operator.is_, cached[0], parts)):
+        text: str = cached[1]
+        return text
+    body = {**plan._ruleset_json(), "peer_sets": _PEERS_MARK_VALUE}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    if text.count(_PEERS_MARK) != 1:
+        return None
+    _RULESET_TEXT[:] = [parts, text]
+    return text
+
+
+# Bytes json.dumps writes as they are: printable ASCII but '"' and '\\'.
+_VERBATIM = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+
+
+def _strings_text(texts: tuple[str, ...]) -> bytes:
+    """``json.dumps(list(texts), separators=(",", ":"))``, encoded, by a join when nothing in
+    them needs escaping (addresses never do): a few C passes over the bytes instead of one
+    Python call per string."""
+    if not texts:
+        return b"[]"
+    joined = '","'.join(texts)
+    if joined.isascii():
+        data = joined.encode()
+        # Left after deleting what is written verbatim: only the separators' quotes.
+        if data.translate(None, _VERBATIM) == b'""' * (len(texts) - 1):
+            return b'["' + data + b'"]'
+    return json.dumps(list(texts), separators=(",", ":")).encode()
+
+
+def _peer_sets_text(peers: PeerSets) -> list[bytes]:
+    """The canonical JSON of ``peers.to_json()``, encoded, in pieces (keys sorted: the field
+    names are)."""
+    pairs = (",", ":")
+    return [
+        b'{"addrs_v4":',
+        _strings_text(peers.addrs_v4),
+        b',"addrs_v6":',
+        _strings_text(peers.addrs_v6),
+        b',"dscp_v4":',
+        json.dumps(peers.dscp_v4, separators=pairs).encode(),
+        b',"dscp_v6":',
+        json.dumps(peers.dscp_v6, separators=pairs).encode(),
+        b"}",
+    ]
 
 
 def replace_table_batch(objects: list[JSON]) -> JSON:

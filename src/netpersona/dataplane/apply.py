@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+from netpersona.compiler.incremental import PeerChange
 from netpersona.compiler.plan import (
     TABLE_FAMILY,
     TABLE_NAME,
@@ -174,9 +175,10 @@ class Applier:
         with self.store.locked():
             return self._remove()
 
-    def update_peers(self, peers: PeerSets) -> PeerUpdate:
-        """Change only the peer sets' elements, in place (no table reload)."""
-        return update_peer_sets(self.kernel, self.store, peers)
+    def update_peers(self, peers: PeerSets, change: PeerChange | None = None) -> PeerUpdate:
+        """Change only the peer sets' elements, in place (no table reload); ``change`` is the
+        incremental compiler's, whose delta is used if it starts from the applied sets."""
+        return update_peer_sets(self.kernel, self.store, peers, change)
 
     def _apply(self, plan: Plan, persona: str) -> ApplyReport:
         started = time.monotonic()

@@ -1,12 +1,14 @@
 """The kernel seam: every read and every change the applier makes, as one small Protocol.
 
 :class:`Kernel` is what the applier talks to; :class:`LinuxKernel` implements it with iproute2
-(``ip -j``, ``tc``), ``nft -j`` and ``sysctl``, all through the one command chokepoint
-(:func:`netpersona.system.command.run`); the host's links, addresses and default gateways
-(:meth:`Kernel.host_view`, read on every agent pass) come in-process over rtnetlink
-(:mod:`netpersona.dataplane.netlink`). Every method takes effect in one network namespace: the
-current one, or the one named at construction (``ip -n`` / ``ip netns exec``), so tests target a
-throwaway namespace without the test process ever leaving its own.
+(``ip -j``, ``tc``) and ``sysctl``, all through the one command chokepoint
+(:func:`netpersona.system.command.run`), and with nftables through libnftables in this process
+(:mod:`netpersona.dataplane.nftlib`; the ``nft`` program if the library is missing). The
+host's links, addresses and default gateways (:meth:`Kernel.host_view`, read on every agent
+pass) come in-process over rtnetlink (:mod:`netpersona.dataplane.netlink`). Every method takes
+effect in one network namespace: the current one, or the one named at construction (``ip -n``
+/ ``ip netns exec``, or a thread that joined it), so tests target a throwaway namespace
+without the test process ever leaving its own.
 
 Methods listed in :data:`MUTATIONS` change the kernel; everything else only reads. The
 fault-injection wrapper of the tests counts exactly these.
@@ -14,6 +16,7 @@ fault-injection wrapper of the tests counts exactly these.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -42,6 +45,7 @@ from netpersona.dataplane.link_ipv6 import (
     route_argv,
 )
 from netpersona.dataplane.netlink import HostView, read_host
+from netpersona.dataplane.nftlib import NftResult, NftRunner, nft_runner
 from netpersona.errors import CommandFailed, KernelError
 from netpersona.model.jsontree import JSON
 from netpersona.system.command import in_netns, run
@@ -78,6 +82,9 @@ MUTATIONS = (
 
 # The peer maps (address : verdict); a create needs a value, any verdict will do.
 _VERDICT_MAPS = frozenset({"peer_dscp_v4", "peer_dscp_v6"})
+
+# What an nftables set name may be (nft(8) identifiers), checked before it is put in a command.
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 _TABLE_NAMES = {"main": MAIN_TABLE, "local": 255, "default": 253, "unspec": 0}
 
@@ -195,8 +202,10 @@ class Kernel(Protocol):
 class LinuxKernel:
     """:class:`Kernel` over iproute2, nft and sysctl, in ``netns`` or the current namespace."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, nft: NftRunner | None = None) -> None:
         self.netns = netns
+        # libnftables in this process when it loads, else the nft program (nftlib.py).
+        self._nft_runner = nft if nft is not None else nft_runner(netns)
 
     def __repr__(self) -> str:
         return f"LinuxKernel(netns={self.netns!r})"
@@ -212,42 +221,40 @@ class LinuxKernel:
         return in_netns(self.netns, argv)
 
     # --- nftables
-    def nft_table(self) -> list[JSON] | None:
-        done = run(
-            self._exec(["nft", "-j", "list", "table", TABLE_FAMILY, TABLE_NAME]), check=False
-        )
-        if done.returncode != 0:
-            if "No such file or directory" in done.stderr:
-                return None
-            raise CommandFailed(done.args, done.returncode, done.stderr)
-        items = json.loads(done.stdout)["nftables"]
-        return [obj for obj in items if "metainfo" not in obj]
+    def _nft(self, command: str, *, json: bool = False, check: bool = False) -> NftResult:
+        return self._nft_runner.run(command, json=json, check=check)
 
-    def nft_table_text(self) -> str | None:
-        done = run(self._exec(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME]), check=False)
+    def _nft_listing(self, command: str, *, json: bool) -> str | None:
+        """What ``command`` (a listing) prints, or None if what it lists does not exist."""
+        done = self._nft_runner.run(command, json=json, listing=True)
         if done.returncode != 0:
             if "No such file or directory" in done.stderr:
                 return None
-            raise CommandFailed(done.args, done.returncode, done.stderr)
+            raise CommandFailed(done.argv, done.returncode, done.stderr)
         return done.stdout
 
+    def nft_table(self) -> list[JSON] | None:
+        out = self._nft_listing(f"list table {TABLE_FAMILY} {TABLE_NAME}", json=True)
+        if out is None:
+            return None
+        return [obj for obj in json.loads(out)["nftables"] if "metainfo" not in obj]
+
+    def nft_table_text(self) -> str | None:
+        return self._nft_listing(f"list table {TABLE_FAMILY} {TABLE_NAME}", json=False)
+
     def nft_counters(self) -> list[JSON] | None:
-        argv = ["nft", "-j", "list", "counters", "table", TABLE_FAMILY, TABLE_NAME]
-        done = run(self._exec(argv), check=False)
-        if done.returncode != 0:
-            if "No such file or directory" in done.stderr:
-                return None
-            raise CommandFailed(done.args, done.returncode, done.stderr)
-        return [obj for obj in json.loads(done.stdout)["nftables"] if "counter" in obj]
+        out = self._nft_listing(f"list counters table {TABLE_FAMILY} {TABLE_NAME}", json=True)
+        if out is None:
+            return None
+        return [obj for obj in json.loads(out)["nftables"] if "counter" in obj]
 
     def nft_set(self, name: str) -> list[Any] | None:
-        argv = ["nft", "-j", "list", "set", TABLE_FAMILY, TABLE_NAME, name]
-        done = run(self._exec(argv), check=False)
-        if done.returncode != 0:
-            if "No such file or directory" in done.stderr:
-                return None
-            raise CommandFailed(done.args, done.returncode, done.stderr)
-        for obj in json.loads(done.stdout)["nftables"]:
+        if not _NFT_NAME.fullmatch(name):
+            raise KernelError(f"{name!r} is not an nftables set name")
+        out = self._nft_listing(f"list set {TABLE_FAMILY} {TABLE_NAME} {name}", json=True)
+        if out is None:
+            return None
+        for obj in json.loads(out)["nftables"]:
             for kind in ("set", "map"):
                 if kind in obj:
                     elements: list[Any] = obj[kind].get("elem", [])
@@ -255,28 +262,45 @@ class LinuxKernel:
         return None
 
     def nft_holds(self, name: str, keys: Sequence[str], *, held: bool) -> bool:
-        # Asked of the kernel in a batch it checks and aborts (nft --check): deleting keys
-        # that are all there succeeds, else ENOENT; creating keys none of which is there
-        # succeeds, else EEXIST. Either costs what one element does, where `nft get element`
-        # (nft 1.0) and a listing read the whole set: a second or more at 100k elements.
+        if not _NFT_NAME.fullmatch(name):
+            raise KernelError(f"{name!r} is not an nftables set name")
+        try:
+            found = self._nft_runner.lookup(TABLE_FAMILY, TABLE_NAME, name, keys)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT):
+                raise KernelError(f"nftables set {name}: element lookup failed: {exc}") from exc
+            return self._nft_holds_checked(name, keys, held=held)
+        return all(found) if held else not any(found)
+
+    def _nft_holds_checked(self, name: str, keys: Sequence[str], *, held: bool) -> bool:
+        # For a kernel that does not look elements up by key: asked in a batch it checks and
+        # aborts (nft --check): deleting keys that are all there succeeds, else ENOENT;
+        # creating keys none of which is there succeeds, else EEXIST. Either costs what one
+        # element does (and an RCU grace period), where `nft get element` (nft 1.0) and a
+        # listing read the whole set: a second or more at 100k elements.
         # Keys are addresses, checked as such before they reach nft's parser.
         spelled = [str(ip_address(key)) for key in keys]
         if not held and name in _VERDICT_MAPS:
             spelled = [f"{key} : accept" for key in spelled]
         verb = "delete" if held else "create"
         line = f"{verb} element {TABLE_FAMILY} {TABLE_NAME} {name} {{ {', '.join(spelled)} }}\n"
-        done = run(self._exec(["nft", "--check", "-f", "-"]), input=line, check=False)
+        done = self._nft(line, check=True)
         if done.returncode == 0:
             return True
         if ("No such file or directory" if held else "File exists") in done.stderr:
             return False
-        raise CommandFailed(done.args, done.returncode, done.stderr)
+        raise CommandFailed(done.argv, done.returncode, done.stderr)
 
     def nft_load(self, document: JSON) -> None:
-        run(self._exec(["nft", "-j", "-f", "-"]), input=json.dumps(document))
+        self._nft_checked(json.dumps(document), json=True)
 
     def nft_load_text(self, text: str) -> None:
-        run(self._exec(["nft", "-f", "-"]), input=text)
+        self._nft_checked(text)
+
+    def _nft_checked(self, command: str, *, json: bool = False) -> None:
+        done = self._nft(command, json=json)
+        if done.returncode != 0:
+            raise CommandFailed(done.argv, done.returncode, done.stderr or done.stdout)
 
     # --- tc
     def root_qdiscs(self) -> list[RootQdisc]:

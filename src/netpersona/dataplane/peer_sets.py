@@ -4,7 +4,8 @@ A peer joining, leaving or changing priority changes only the elements of the pe
 maps. They are added and deleted in one nftables transaction; the table, its chains and rules
 are not reloaded, so conntrack entries and established flows are untouched.
 
-The work is proportional to the change, not to the sets: the delta is computed once, loaded
+The work is proportional to the change, not to the sets: the delta is computed once (or comes
+with the change from the incremental compiler, :mod:`netpersona.compiler.incremental`), loaded
 as one batch, read back for exactly the keys changed (each added one is there, each deleted
 one is gone: :meth:`~netpersona.dataplane.kernel.Kernel.nft_holds`), and recorded as one
 journal record (:mod:`.peer_files`). A large change (more than :data:`ELEMENT_READBACK_MAX`
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from netpersona.compiler.incremental import PeerChange
 from netpersona.compiler.plan import TABLE_FAMILY, TABLE_NAME, PeerSets, dscp_verdict
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.nftview import element_keys
@@ -82,7 +84,6 @@ def delta_batch(delta: PeerDelta, present: set[str]) -> tuple[JSON | None, PeerU
 
 def verify_delta(kernel: Kernel, delta: PeerDelta, present: set[str], peers: PeerSets) -> None:
     """Read back what ``delta`` changed; raise ApplyFailed if the kernel holds otherwise."""
-    wanted = peers.set_elements()
     for field, (name, is_map) in FIELDS.items():
         if name not in present:
             continue
@@ -91,7 +92,8 @@ def verify_delta(kernel: Kernel, delta: PeerDelta, present: set[str], peers: Pee
         gone = sorted(set(deleted) - set(keys))
         if len(keys) + len(gone) > ELEMENT_READBACK_MAX:
             live = kernel.nft_set(name)
-            if element_keys(live or [], interval=False) != element_keys(wanted[name]):
+            wanted = peers.set_elements()[name]
+            if element_keys(live or [], interval=False) != element_keys(wanted):
                 raise ApplyFailed(f"peer set {name}: the kernel holds other elements than sent")
             continue
         # A map element's value is not asked here (the kernel matches keys alone); it came
@@ -102,8 +104,14 @@ def verify_delta(kernel: Kernel, delta: PeerDelta, present: set[str], peers: Pee
             raise ApplyFailed(f"peer set {name}: an element deleted is still in the kernel")
 
 
-def update_peer_sets(kernel: Kernel, store: StateStore, peers: PeerSets) -> PeerUpdate:
-    """Bring the applied plan's peer sets to ``peers`` in place, verify, and record it."""
+def update_peer_sets(
+    kernel: Kernel, store: StateStore, peers: PeerSets, change: PeerChange | None = None
+) -> PeerUpdate:
+    """Bring the applied plan's peer sets to ``peers`` in place, verify, and record it.
+
+    ``change``, from the incremental compiler, carries the delta from the sets it started
+    from: used when those are the applied ones (the same object the store holds), else the
+    delta is found by comparing the sets."""
     with store.locked():
         state = store.load()
         if state is None:
@@ -114,7 +122,11 @@ def update_peer_sets(kernel: Kernel, store: StateStore, peers: PeerSets) -> Peer
             for kind in obj
             if kind in ("set", "map")
         }
-        delta = peer_delta(state.plan.peer_sets, peers)
+        applied = state.plan.peer_sets
+        if change is not None and change.before is applied and change.after is peers:
+            delta = change.delta
+        else:
+            delta = peer_delta(applied, peers)
         batch, update = delta_batch(delta, present)
         if batch is not None:
             kernel.nft_load(batch)

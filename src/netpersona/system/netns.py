@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ __all__ = [
     "kill_process",
     "list_netns",
     "netns_identity",
+    "on_delete",
     "process_netns",
     "process_running",
     "process_start_time",
@@ -73,9 +74,20 @@ def _kill_processes(name: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+_DELETE_HOOKS: list[Callable[[str], None]] = []
+
+
+def on_delete(hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` before :func:`delete_netns` deletes a namespace (to let go of what
+    this process holds in it: a thread that joined it keeps it alive)."""
+    _DELETE_HOOKS.append(hook)
+
+
 def delete_netns(name: str) -> None:
     """Delete the namespace ``name`` and kill every process in it (for namespaces the caller
     made itself, under a name nobody else uses)."""
+    for hook in _DELETE_HOOKS:
+        hook(name)
     _kill_processes(name)
     run(["ip", "netns", "delete", name], check=False)
 
