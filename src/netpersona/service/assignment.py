@@ -148,8 +148,7 @@ class PolicyPersonas:
             self._remember(data)
             self._served.clear()
             self._result = {}
-            for instance_id, decision in self._engine.decisions.items():
-                self._set(instance_id, decision)
+            self._set_all(self._engine.decisions)
             return self._result
         changes = self._changes(data)
         if policy_changed:
@@ -171,8 +170,7 @@ class PolicyPersonas:
         for instance_id in removed:
             result.pop(instance_id, None)
         self._result = result
-        for instance_id, decision in changed.items():
-            self._set(instance_id, decision)
+        self._set_all(changed)
         return self._result, set(changed) | removed
 
     def update(self, delta: FleetDelta) -> tuple[Mapping[str, EffectivePersona], set[str]]:
@@ -255,17 +253,30 @@ class PolicyPersonas:
 
     # --- what is served ------------------------------------------------------------------
 
-    def _set(self, instance_id: str, decision: Decision) -> None:
-        try:  # one lookup (a decision's hash is computed from its fields every time)
-            served = self._served[decision]
+    def _set_all(self, decisions: Mapping[str, Decision]) -> None:
+        """Serve each instance the effective persona of its decision: one object for equal
+        decisions, looked up once for a run of one decision object (the engine hands the
+        members of one outcome the same one, and a decision's hash is computed from its
+        fields every time)."""
+        result = self._result
+        last: Decision | None = None
+        served: EffectivePersona | None = None
+        for instance_id, decision in decisions.items():
+            if decision is not last:
+                last, served = decision, self._served_for(decision)
+            if served is None:
+                result.pop(instance_id, None)
+            else:
+                result[instance_id] = served
+
+    def _served_for(self, decision: Decision) -> EffectivePersona | None:
+        try:
+            return self._served[decision]
         except KeyError:
             if len(self._served) > 4096:  # distinct decisions are few; never let it grow
                 self._served.clear()
             served = self._served[decision] = self._effective(decision, self._personas)
-        if served is None:
-            self._result.pop(instance_id, None)
-        else:
-            self._result[instance_id] = served
+            return served
 
     @staticmethod
     def _effective(

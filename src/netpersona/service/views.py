@@ -355,7 +355,8 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
                 # The answer depends on the effective persona alone, and the holders of one
                 # share one object: compare each pair of them once (a persona's new version
                 # pairs every holder's old and new).
-                before_held, after_held = _held(old, instance_id), _held(new, instance_id)
+                before_held = old.effective.get(instance_id)
+                after_held = new.effective.get(instance_id)
                 if before_held is after_held:
                     continue
                 pair = (id(before_held), id(after_held))  # both alive: the views hold them
