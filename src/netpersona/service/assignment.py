@@ -5,7 +5,9 @@ It owns one :class:`~netpersona.policy.PolicyEngine`, built from the first fleet
 every later read (after each committed write) it compares the fleet with what the engine was
 last given and feeds the engine exactly the differences (instances upserted or removed, which
 carries label and pin changes; context keys; persona versions; the policy version), so the
-engine recomputes only what those can affect. With no stored policy the engine runs an empty
+engine recomputes only what those can affect. :meth:`PolicyPersonas.update` takes the same
+differences from the store's change sequence (a :class:`~netpersona.store.base.FleetDelta`)
+instead, without the fleet read. With no stored policy the engine runs an empty
 one: pinned instances get their pin, everyone else nothing.
 
 Effective persona: a pin if the instance has one (only ``enforce`` overlays still apply), else
@@ -40,7 +42,7 @@ from netpersona.policy import (
     run_policy_tests,
 )
 from netpersona.records import EffectivePersona, Instance, PersonaVersion
-from netpersona.store.base import FleetData, PolicyVersion
+from netpersona.store.base import FleetData, FleetDelta, PolicyVersion
 
 __all__ = [
     "EMPTY_POLICY",
@@ -146,54 +148,70 @@ class PolicyPersonas:
             self._remember(data)
             self._served.clear()
             self._result = {}
-            for instance_id, decision in self._engine.decisions.items():
-                self._set(instance_id, decision)
+            self._set_all(self._engine.decisions)
             return self._result
         changes = self._changes(data)
         if policy_changed:
             changes.append(PolicyChanged(self._policy))
         self._remember(data)
+        return self._recompute(changes)[0]
+
+    def _recompute(self, changes: list[Change]) -> tuple[Mapping[str, EffectivePersona], set[str]]:
+        """Feed ``changes`` to the engine (what it was given is remembered already); the
+        effective personas, and the instances whose effective persona may differ."""
+        assert self._engine is not None
         if not changes:
-            return self._result
+            return self._result, set()
         if any(isinstance(c, PersonaChanged | PolicyChanged) for c in changes):
             self._served.clear()
         changed = self._engine.recompute(changes)
         result = dict(self._result)  # views built before keep their mapping unchanged
-        for change in changes:
-            if isinstance(change, InstanceRemoved):
-                result.pop(change.instance_id, None)
-        self._result = result
-        for instance_id, decision in changed.items():
-            self._set(instance_id, decision)
-        return self._result
-
-    def update(
-        self, upserted: tuple[Instance, ...], removed: tuple[str, ...]
-    ) -> tuple[Mapping[str, EffectivePersona], set[str]]:
-        """:meth:`resolve` after a write of instances only (nothing else of the fleet
-        changed since the last call): the effective personas, and the instances whose
-        effective persona may differ (those written among them). Costs what the engine's
-        recompute of those instances costs, not a pass over the fleet."""
-        assert self._engine is not None, "resolve() has not run yet"
-        changes: list[Change] = []
-        for instance in upserted:
-            old = self._known.get(instance.id)
-            self._known[instance.id] = instance
-            if old is None or (old is not instance and _decides(old) != _decides(instance)):
-                changes.append(InstanceUpserted(instance))
-        for instance_id in removed:
-            if self._known.pop(instance_id, None) is not None:
-                changes.append(InstanceRemoved(instance_id))
-        if not changes:
-            return self._result, set()
-        changed = self._engine.recompute(changes)
-        result = dict(self._result)
+        removed = {c.instance_id for c in changes if isinstance(c, InstanceRemoved)}
         for instance_id in removed:
             result.pop(instance_id, None)
         self._result = result
-        for instance_id, decision in changed.items():
-            self._set(instance_id, decision)
-        return self._result, set(changed) | set(removed)
+        self._set_all(changed)
+        return self._result, set(changed) | removed
+
+    def update(self, delta: FleetDelta) -> tuple[Mapping[str, EffectivePersona], set[str]]:
+        """:meth:`resolve` after ``delta`` (what changed since the last call): the effective
+        personas, and the instances whose effective persona may differ. Costs what the
+        engine's recompute of the instances those changes concern costs (a persona: its
+        holders), not a pass over the fleet."""
+        assert self._engine is not None, "resolve() has not run yet"
+        changes: list[Change] = []
+        for name, persona in delta.personas.items():
+            old = self._personas.get(name)
+            if persona is None:
+                if self._personas.pop(name, None) is not None:
+                    changes.append(PersonaChanged(name, None))
+            elif old is None or old.version != persona.version:
+                self._personas[name] = persona
+                changes.append(PersonaChanged(name, persona))
+        for key, value in delta.context.items():
+            if self._context.get(key) != value:
+                if value is None:
+                    del self._context[key]
+                else:
+                    self._context[key] = value
+                changes.append(ContextChanged(key, value))
+        for instance in delta.upserted:
+            old_instance = self._known.get(instance.id)
+            self._known[instance.id] = instance
+            if old_instance is None or (
+                old_instance is not instance and _decides(old_instance) != _decides(instance)
+            ):
+                changes.append(InstanceUpserted(instance))
+        for instance_id in delta.removed:
+            if self._known.pop(instance_id, None) is not None:
+                changes.append(InstanceRemoved(instance_id))
+        if delta.policy_changed:
+            version = None if delta.policy is None else delta.policy.version
+            if version != self._policy_version:
+                self._policy = policy_of(delta.policy)
+                self._policy_version = version
+                changes.append(PolicyChanged(self._policy))
+        return self._recompute(changes)
 
     # --- feeding the engine --------------------------------------------------------------
 
@@ -235,16 +253,30 @@ class PolicyPersonas:
 
     # --- what is served ------------------------------------------------------------------
 
-    def _set(self, instance_id: str, decision: Decision) -> None:
-        if decision not in self._served:
+    def _set_all(self, decisions: Mapping[str, Decision]) -> None:
+        """Serve each instance the effective persona of its decision: one object for equal
+        decisions, looked up once for a run of one decision object (the engine hands the
+        members of one outcome the same one, and a decision's hash is computed from its
+        fields every time)."""
+        result = self._result
+        last: Decision | None = None
+        served: EffectivePersona | None = None
+        for instance_id, decision in decisions.items():
+            if decision is not last:
+                last, served = decision, self._served_for(decision)
+            if served is None:
+                result.pop(instance_id, None)
+            else:
+                result[instance_id] = served
+
+    def _served_for(self, decision: Decision) -> EffectivePersona | None:
+        try:
+            return self._served[decision]
+        except KeyError:
             if len(self._served) > 4096:  # distinct decisions are few; never let it grow
                 self._served.clear()
-            self._served[decision] = self._effective(decision, self._personas)
-        served = self._served[decision]
-        if served is None:
-            self._result.pop(instance_id, None)
-        else:
-            self._result[instance_id] = served
+            served = self._served[decision] = self._effective(decision, self._personas)
+            return served
 
     @staticmethod
     def _effective(

@@ -2,14 +2,15 @@
 
 Every write goes through :meth:`Fleet.write`: the store call and the new view's build run in a
 worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new view is
-published on the event loop, which wakes the affected watchers. A write that changed instances
-only (labels, a pin, an instance added, replaced or deleted: the common writes) costs the same
-at 100 instances and at 100,000: the store hands over just those instances
-(:meth:`~netpersona.store.base.Store.fleet_delta`, from its change sequence), the policy engine
-recomputes them, the view copies its mappings with them (:meth:`FleetView.apply`) and only
-their certificates are issued. Anything else since the last view (a persona, the policy, the
-context, many changes at once) is read and resolved whole, as :meth:`Fleet.refresh` and
-replication always do. Building the view
+published on the event loop, which wakes the affected watchers. A write never re-reads the
+fleet: the store hands over what changed since the last view
+(:meth:`~netpersona.store.base.Store.fleet_delta`, from its change sequence: the instances,
+personas, context keys and policy written), the policy engine recomputes the instances those
+concern, the view copies its mappings with them (:meth:`FleetView.apply`) and only their
+certificates are issued; an instance's write costs the same at 100 instances and at 100,000,
+a persona's what its holders cost. A replica follows another's write the same way
+(:meth:`Fleet.follow`). Only many changes at once (or one of a kind the delta does not carry)
+are read and resolved whole, as :meth:`Fleet.refresh` always does. Building the view
 runs the resolver (the policy engine, :mod:`netpersona.service.assignment`) under one lock, so the
 engine sees every write's result in order; :meth:`Fleet.with_engine` hands it out under that
 lock for explain and what-if. Writes whose checks read the stored policy (a policy save, a
@@ -54,8 +55,8 @@ log = structlog.get_logger("netpersona.service")
 INLINE_CERTIFICATES = 64
 # Certificates issued under the build lock at a time (~0.1 ms each to sign, and one store write).
 CERTIFICATE_BATCH = 512
-# Changes since the last view a build applies one by one; more (or any but an instance's) and
-# the whole fleet is read again.
+# Changes since the last view a build applies one by one; more (or one of a kind the store's
+# delta does not carry) and the whole fleet is read again.
 INCREMENTAL_CHANGES = 256
 
 
@@ -155,10 +156,11 @@ class Fleet:
             return view, _changed(previous, view)
 
     def _build_incremental(self, previous: FleetView | None) -> tuple[FleetView, int] | None:
-        """(Under the build lock.) The new view from the last one, when only instances were
-        written since (the common write: a label, a pin, an instance added or removed): the
-        store reads those, the engine recomputes them, the view copies its mappings with
-        them, and only their certificates fall due. None: read the whole fleet."""
+        """(Under the build lock.) The new view from the last one, when the changes since are
+        few and of a kind the store's delta carries (instances, personas, the context, the
+        policy): the store reads what they wrote, the engine recomputes the instances they
+        concern, the view copies its mappings with those, and only their certificates fall
+        due. None: read the whole fleet."""
         resolver = self.resolver
         if previous is None or not isinstance(resolver, PolicyPersonas):
             return None
@@ -170,7 +172,7 @@ class Fleet:
     def _apply(
         self, previous: FleetView, resolver: PolicyPersonas, delta: FleetDelta
     ) -> tuple[FleetView, int]:
-        if not delta.upserted and not delta.removed:  # a token, say: no view changes
+        if delta.empty:  # a token, say: no view changes
             same = replace(
                 previous,
                 revision=delta.revision,
@@ -178,7 +180,7 @@ class Fleet:
                 delta_from=(previous.generation, frozenset()),
             )
             return self._stamp(same, issue=False)[0], 0
-        effective, touched = resolver.update(delta.upserted, delta.removed)
+        effective, touched = resolver.update(delta)
         built = previous.apply(delta, effective, touched)
         changed = touched | {i.id for i in delta.upserted} | set(delta.removed)
         if self._uncertified is not None:
@@ -287,11 +289,11 @@ class Fleet:
         with self._build_lock:
             previous, resolver = self._latest, self.resolver
             if previous is not None and isinstance(resolver, PolicyPersonas):
-                # Instances only (or nothing: this process's own write, already published):
-                # as a write made here would.
+                # As a write made here would (nothing: this process's own write, already
+                # published).
                 delta = self.store.fleet_delta(previous.changes, INCREMENTAL_CHANGES)
                 if delta is not None:
-                    if not delta.upserted and not delta.removed:
+                    if delta.empty:
                         return None
                     return self._apply(previous, resolver, delta)
             if previous is not None:

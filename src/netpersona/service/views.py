@@ -150,22 +150,26 @@ class FleetView:
     def apply(
         self, delta: FleetDelta, effective: Mapping[str, EffectivePersona], touched: set[str]
     ) -> FleetView:
-        """This view after ``delta`` (instances written or deleted, nothing else), with the
-        resolver's ``effective`` personas: what :meth:`build` makes of the fleet after it,
-        at the cost of copying two mappings. ``touched``: every instance whose effective
-        persona may have changed. The certificates and key set are this view's (the fleet
-        stamps its own); the peer facts of untouched instances are carried over."""
+        """This view after ``delta``, with the resolver's ``effective`` personas after it:
+        what :meth:`build` makes of the fleet after it, at the cost of copying two mappings
+        (none of the instances' when it wrote none: a persona, the context, the policy).
+        ``touched``: every instance whose effective persona may have changed. The
+        certificates and key set are this view's (the fleet stamps its own); the peer facts
+        of untouched instances are carried over."""
         # Entries are replaced in place, not removed and added again: a dictionary with no
         # removed entries copies at memory speed (a few ms at 100,000), the next time too.
-        instances = dict(self.instances)
+        instances = self.instances
         moved: list[tuple[Instance | None, Instance | None]] = []
-        for instance_id in delta.removed:
-            moved.append((instances.pop(instance_id, None), None))
-        for instance in delta.upserted:
-            old = instances.get(instance.id)
-            instances[instance.id] = instance
-            if old is None or old.addresses != instance.addresses:
-                moved.append((old, instance))
+        if delta.upserted or delta.removed:
+            written = dict(instances)
+            for instance_id in delta.removed:
+                moved.append((written.pop(instance_id, None), None))
+            for instance in delta.upserted:
+                old = written.get(instance.id)
+                written[instance.id] = instance
+                if old is None or old.addresses != instance.addresses:
+                    moved.append((old, instance))
+            instances = written
         by_address = self.by_address
         if moved:  # addresses changed hands (most writes keep them: the mapping is shared)
             by_address = dict(by_address)
@@ -339,16 +343,31 @@ def affected_keys(old: FleetView, new: FleetView, watched: Iterable[WatchKey]) -
     changed_facts: list[str] | None = None
     touched: set[Network] | None = None
     network_diff: NetworkDiff | None = None
+    persona_pairs: dict[tuple[int, int], bool] = {}
     result: set[WatchKey] = set()
     for key in watched:
         kind, instance_id = key
         if kind is ViewKind.CERTIFICATE or kind is ViewKind.KEYS:
             candidate = True  # precomputed views: comparing ETags is the cheap test
         elif kind is ViewKind.PERSONA:
-            before_held, after_held = _held(old, instance_id), _held(new, instance_id)
-            candidate = (before_held is not after_held and before_held != after_held) or (
-                (instance_id in old.instances) != (instance_id in new.instances)
-            )
+            candidate = (instance_id in old.instances) != (instance_id in new.instances)
+            if not candidate:
+                # The answer depends on the effective persona alone, and the holders of one
+                # share one object: compare each pair of them once (a persona's new version
+                # pairs every holder's old and new).
+                before_held = old.effective.get(instance_id)
+                after_held = new.effective.get(instance_id)
+                if before_held is after_held:
+                    continue
+                pair = (id(before_held), id(after_held))  # both alive: the views hold them
+                differs = persona_pairs.get(pair)
+                if differs is None:
+                    differs = persona_pairs[pair] = before_held != after_held and (
+                        old._persona_view(instance_id).etag != new._persona_view(instance_id).etag
+                    )
+                if differs:
+                    result.add(key)
+                continue
         elif kind is ViewKind.INSTANCE:
             candidate = old.instances.get(instance_id) != new.instances.get(instance_id) or (
                 _held(old, instance_id) != _held(new, instance_id)

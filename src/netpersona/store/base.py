@@ -27,6 +27,7 @@ __all__ = [
     "Change",
     "ContextEntry",
     "FleetData",
+    "FleetDelta",
     "Instance",
     "InstanceStatus",
     "Interface",
@@ -209,14 +210,28 @@ PRUNED_CHANGES = "pruned"
 
 @dataclass(frozen=True, slots=True)
 class FleetDelta:
-    """What changed in the fleet since a read, when only instances did (:meth:`Store.fleet_delta`):
-    the instances written since (as they are now) and those deleted since, in one consistent
-    transaction with ``revision`` (as :attr:`FleetData.revision`) and ``changes``."""
+    """What changed in the fleet since a read (:meth:`Store.fleet_delta`), as it is now, in one
+    consistent transaction with ``revision`` (as :attr:`FleetData.revision`) and ``changes``:
+    the instances written since and those deleted since; the personas written or deleted since
+    (name -> current version, None: deleted); the context keys set or deleted since (key ->
+    value, None: deleted); and, when the policy was written or deleted since
+    (``policy_changed``), the current one (None: none)."""
 
     revision: int
     changes: int
     upserted: tuple[Instance, ...]
     removed: tuple[str, ...]
+    personas: Mapping[str, PersonaVersion | None] = field(default_factory=dict)
+    context: Mapping[str, str | None] = field(default_factory=dict)
+    policy_changed: bool = False
+    policy: PolicyVersion | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing a view derives from changed (a token, a status report, ...)."""
+        return not (
+            self.upserted or self.removed or self.personas or self.context or self.policy_changed
+        )
 
 
 class Store(Protocol):
@@ -311,8 +326,9 @@ class Store(Protocol):
     # whole-fleet read for the VM-facing views, and service secrets
     def fleet(self) -> FleetData: ...
     def fleet_delta(self, since: int, limit: int) -> FleetDelta | None:
-        """What changed after change ``since`` (a :attr:`FleetData.changes`), when only
-        instances did and at most ``limit`` changes were made; else None (read the fleet)."""
+        """What changed after change ``since`` (a :attr:`FleetData.changes`), when at most
+        ``limit`` changes were made and all of a kind it knows (instances, personas, the
+        context, the policy, and those that change no view); else None (read the fleet)."""
         ...
 
     # -- the change sequence (what replicas catch up with) ------------------------------------

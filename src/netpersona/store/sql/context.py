@@ -9,7 +9,7 @@ from netpersona.store.base import ContextEntry
 from netpersona.store.sql.aggregate import Aggregate, check_expect
 from netpersona.store.sql.engine import Connection, Row, retried
 
-__all__ = ["ContextTable"]
+__all__ = ["ContextTable", "context_from_row"]
 
 
 def context_from_row(row: Row) -> ContextEntry:

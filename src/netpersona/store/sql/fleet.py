@@ -1,4 +1,5 @@
-"""The whole-fleet read the VM-facing views derive from, in one consistent transaction."""
+"""The whole-fleet read the VM-facing views derive from, in one consistent transaction, and
+the read of what changed in it since an earlier one (from the change sequence)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from netpersona.store.base import (
     PersonaVersion,
 )
 from netpersona.store.sql.changes import pruned_through
-from netpersona.store.sql.context import ContextTable
+from netpersona.store.sql.context import ContextTable, context_from_row
 from netpersona.store.sql.engine import Connection
 from netpersona.store.sql.instances import InstanceTables, instance_from_row
 from netpersona.store.sql.personas import CURRENT_PERSONAS, PersonaTables
@@ -19,6 +20,8 @@ from netpersona.store.sql.policy import PolicyTables
 __all__ = ["FleetQuery"]
 
 _VIEWLESS = ",".join("?" * len(VIEWLESS_CHANGES))  # placeholders for the kinds
+# Change kinds a delta carries (with the viewless ones); any other and the fleet is read whole.
+_DELTA_KINDS = ("instance", "persona", "context", "policy")
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-parameter limit
 
 
@@ -52,30 +55,54 @@ class FleetQuery(InstanceTables, PersonaTables, PolicyTables, ContextTable):
             ).fetchall()
             if len(rows) > limit:
                 return None
-            written: set[str] = set()
+            written: dict[str, set[str]] = {kind: set() for kind in _DELTA_KINDS}
             for row in rows:
-                if row["kind"] == "instance":
-                    written.add(row["key"])
-                else:
-                    return None  # a persona, the policy, the context...: read it all
-            upserted = []
-            for instance_id in sorted(written):
-                row = db.execute("SELECT * FROM instances WHERE id = ?", (instance_id,)).fetchone()
-                decoded = None
-                if row is not None:
-                    decoded = self._rows.decode("instances", instance_id, row, instance_from_row)
-                if decoded is None:
-                    self._fleet_cache.pop(instance_id, None)
-                else:
-                    self._fleet_cache[instance_id] = decoded
-                    upserted.append(decoded)
+                keys = written.get(row["kind"])
+                if keys is None:
+                    return None  # a kind this read does not know: read it all
+                keys.add(row["key"])
+            upserted = self._written_instances(db, written["instance"])
+            personas = {name: self._persona_now(db, name) for name in sorted(written["persona"])}
+            context = {key: self._context_now(db, key) for key in sorted(written["context"])}
+            policy = self._current_policy(db) if written["policy"] else None
         found = {i.id for i in upserted}
         return FleetDelta(
             int(last["seq"]),
             max(since, int(newest["seq"])),
-            tuple(upserted),
-            tuple(sorted(written - found)),
+            upserted,
+            tuple(sorted(written["instance"] - found)),
+            personas,
+            context,
+            bool(written["policy"]),
+            policy,
         )
+
+    def _written_instances(self, db: Connection, ids: set[str]) -> tuple[Instance, ...]:
+        upserted = []
+        for instance_id in sorted(ids):
+            row = db.execute("SELECT * FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            decoded = None
+            if row is not None:
+                decoded = self._rows.decode("instances", instance_id, row, instance_from_row)
+            if decoded is None:
+                self._fleet_cache.pop(instance_id, None)
+            else:
+                self._fleet_cache[instance_id] = decoded
+                upserted.append(decoded)
+        return tuple(upserted)
+
+    def _persona_now(self, db: Connection, name: str) -> PersonaVersion | None:
+        """The current version of persona ``name`` as :meth:`fleet` reads it (None: deleted,
+        or a row that cannot be read back)."""
+        row = db.execute(f"{CURRENT_PERSONAS} AND p.name = ?", (name,)).fetchone()
+        return None if row is None else self._decode_persona(row)
+
+    def _context_now(self, db: Connection, key: str) -> str | None:
+        row = db.execute("SELECT * FROM context WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        entry = self._rows.decode("context", key, row, context_from_row)
+        return None if entry is None else entry.value
 
     def _fleet_instances(self, db: Connection) -> tuple[Instance, ...]:
         # Decoding every row is most of the cost of a fleet read, so rows are kept from the
