@@ -38,6 +38,7 @@ from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
 from netpersona.service.metrics import MetricsMiddleware, ServiceMetrics
 from netpersona.service.replication import ChangeFollower, Replicated
 from netpersona.service.views import PersonaResolver
+from netpersona.service.write_timing import WriteTimingMiddleware
 from netpersona.store.base import Store
 
 __all__ = ["ErrorBoundary", "create_app", "error_response", "renew_interval"]
@@ -194,6 +195,7 @@ def create_app(
     app.include_router(vm_api.router)
     app.include_router(admin.router)
     mount_console(app)
+    app.add_middleware(WriteTimingMiddleware)
     # Outermost last: metrics see every answer, including the guard's and the boundary's.
     app.add_middleware(RequestGuard, respond=error_response)
     app.add_middleware(ErrorBoundary)
