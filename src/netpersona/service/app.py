@@ -195,13 +195,13 @@ def create_app(
     app.include_router(vm_api.router)
     app.include_router(admin.router)
     mount_console(app)
-    app.add_middleware(WriteTimingMiddleware)
     # Outermost last: metrics see every answer, including the guard's and the boundary's.
     app.add_middleware(RequestGuard, respond=error_response)
     app.add_middleware(ErrorBoundary)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # In front of everything: the VM view GETs, the hot path (it counts its own metrics).
     app.add_middleware(FastViews, respond=error_response, metrics=metrics)
+    app.add_middleware(WriteTimingMiddleware)  # where an admin write's time went, all of it
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
