@@ -1,8 +1,12 @@
 """The running service's state: the store, the current :class:`FleetView`, and its watchers.
 
-Every write goes through :meth:`Fleet.write`: the store call and the new view's build run in a
-worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new view is
-published on the event loop, which wakes the affected watchers. A write that changed instances
+Every write goes through :meth:`Fleet.write`: the store call runs in a worker thread (SQLite
+blocks, and ``synchronous=FULL`` waits for the disk) and the write is answered once it is
+committed. The new view is built in a worker thread too, before the answer in a fleet of at
+most :data:`INLINE_BUILD` instances, after it in a larger one (:meth:`Fleet._build_behind`,
+one build at a time), and published on the event loop, which wakes the affected watchers;
+admin reads wait for the view to include every write answered here (:meth:`Fleet.settled`).
+A write that changed instances
 only (labels, a pin, an instance added, replaced or deleted: the common writes) costs the same
 at 100 instances and at 100,000: the store hands over just those instances
 (:meth:`~netpersona.store.base.Store.fleet_delta`, from its change sequence), the policy engine
