@@ -145,6 +145,7 @@ class Database:
         self._readers: ReadConnections[psycopg.Connection[DictRow]] = ReadConnections(
             self._connect, psycopg.Connection.close, READERS, _usable
         )
+        self._readers.open()
 
     def _connect(self) -> psycopg.Connection[DictRow]:
         extra: dict[str, Any] = {} if self._password is None else {"password": self._password}
