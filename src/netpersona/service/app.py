@@ -39,6 +39,7 @@ from netpersona.service.keyring import KeyRing, KeySource, StaticKeys
 from netpersona.service.metrics import MetricsMiddleware, ServiceMetrics
 from netpersona.service.replication import ChangeFollower, Replicated
 from netpersona.service.views import PersonaResolver
+from netpersona.service.write_timing import WriteTimingMiddleware
 from netpersona.store.base import Store
 
 __all__ = ["ErrorBoundary", "create_app", "error_response", "renew_interval"]
@@ -220,6 +221,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # In front of everything: the VM view GETs, the hot path (it counts its own metrics).
     app.add_middleware(FastViews, respond=error_response, metrics=metrics)
+    app.add_middleware(WriteTimingMiddleware)  # where an admin write's time went, all of it
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -13,6 +13,14 @@ certificates.
 ``seq`` is the larger of the previous one plus one and the issue time in milliseconds, so it
 grows even if the store were lost. Blocking (store writes): runs in a worker thread, under the
 fleet's build lock.
+
+A view may be published before all of its certificates are issued (a persona change held by
+thousands is signed in batches, after the new personas are served). Each certificate view
+(:class:`CertificateView`) names the instance record and effective persona it certifies, so
+:meth:`CertificateAuthority.stale` tells, without signing, whether the certificate a view
+serves certifies that view's answer; :meth:`CertificateAuthority.certify` then issues exactly
+those (the fleet does so when a VM asks for one, and for the watched ones before a view is
+published), so a certificate is never older than the answer it certifies.
 """
 
 from __future__ import annotations
@@ -34,13 +42,29 @@ from netpersona.service.keyring import KeySource
 from netpersona.service.views import NO_CERTIFICATE, FleetView, View
 from netpersona.store.base import Instance, IssuedCertificate, Store
 
-__all__ = ["DEFAULT_LIFETIME", "NO_CERTIFICATE", "CertificateAuthority"]
+__all__ = ["DEFAULT_LIFETIME", "NO_CERTIFICATE", "CertificateAuthority", "CertificateView"]
 
 DEFAULT_LIFETIME = 3600
 
 log = structlog.get_logger("netpersona.service")
 
 _TIMES = ("iat", "exp", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView(View):
+    """A certificate answer, and what it certifies: the instance record and effective persona
+    it was issued for (the same bytes may be served again for a later record that certifies
+    the same, with that record)."""
+
+    instance: Instance
+    version: EffectivePersona
+
+
+def _same(a: object, b: object) -> bool:
+    # By identity first: the store and the resolver hand out the same objects for what did
+    # not change; a re-read of the whole fleet may give equal ones.
+    return a is b or a == b
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +92,7 @@ class CertificateAuthority:
         self.lifetime = lifetime
         self.clock = clock
         self._issued = {c.instance_id: c for c in store.certificates()}
-        self._views: dict[str, tuple[int, View]] = {}
+        self._views: dict[str, tuple[int, CertificateView]] = {}
         self._summaries: dict[str, _Summary] = {}
         self._refused: set[str] = set()
         self._keys_view: View | None = None
@@ -265,13 +289,13 @@ class CertificateAuthority:
             served = None
             if summary is not None and summary.cert is not None:
                 served = self._current(summary, signer, now_f)
-            if served is None:
+            if served is None or summary is None:
                 certificates.pop(instance_id, None)
                 continue
             if served is not self._issued.get(instance_id):  # issued just now
                 fresh.append(served)
             # Replaced in place: a dictionary with no removed entries copies at memory speed.
-            certificates[instance_id] = self._view_of(served)
+            certificates[instance_id] = self._view_of(served, summary)
         return fresh
 
     def _seen_before(
@@ -310,18 +334,65 @@ class CertificateAuthority:
         due.extend(self.due_at(issued) for issued in fresh)
         return min([*due, float("inf") if full else self._next_due])
 
-    def _view_of(self, issued: IssuedCertificate) -> View:
+    def _view_of(self, issued: IssuedCertificate, summary: _Summary) -> CertificateView:
+        """The answer serving ``issued``, for the record and persona of ``summary`` (which it
+        certifies: the same bytes, and so the same ETag, for a record that changed in what a
+        certificate does not bind)."""
         cached = self._views.get(issued.instance_id)
         if cached is None or cached[0] != issued.seq:
-            cached = (
-                issued.seq,
-                View.of(
-                    {
-                        "certificate": issued.token,
-                        "expires_at": issued.expires_at,
-                        "seq": issued.seq,
-                    }
-                ),
+            body = View.of(
+                {"certificate": issued.token, "expires_at": issued.expires_at, "seq": issued.seq}
             )
-            self._views[issued.instance_id] = cached
-        return cached[1]
+            found = CertificateView(body.body, body.etag, summary.instance, summary.version)
+        else:
+            found = cached[1]
+            if found.instance is summary.instance and found.version is summary.version:
+                return found
+            found = CertificateView(found.body, found.etag, summary.instance, summary.version)
+        self._views[issued.instance_id] = (issued.seq, found)
+        return found
+
+    def stale(self, view: FleetView, instance_id: str) -> bool:
+        """Whether the certificate ``view`` serves to ``instance_id`` certifies something else
+        than the instance and effective persona ``view`` serves it (a view published before
+        its certificates were issued). Reads only ``view``: safe on the event loop."""
+        instance = view.instances.get(instance_id)
+        if instance is None:
+            return False
+        version = view.effective.get(instance_id)
+        held = view.certificates.get(instance_id)
+        if isinstance(held, CertificateView):
+            return not (_same(held.instance, instance) and _same(held.version, version))
+        # None held: stale when there is a persona to certify (one that cannot be certified
+        # is tried again, and logged once).
+        return version is not None and version.persona is not None
+
+    def certify(self, view: FleetView, instance_ids: Collection[str]) -> FleetView:
+        """``view`` with the certificates of ``instance_ids`` brought up to date now: issued
+        (and saved, before anything serves them) when the one held certifies something else,
+        else the one held. The passes of :meth:`attach` then find them current."""
+        now_f = self.clock()
+        signer = self.keys.current().signer(now_f)
+        certificates = dict(view.certificates)
+        fresh: list[IssuedCertificate] = []
+        for instance_id in instance_ids:
+            instance = view.instances.get(instance_id)
+            if instance is None:
+                continue
+            summary = self._summary(view, instance, signer)
+            served = None
+            if summary is not None and summary.cert is not None:
+                served = self._current(summary, signer, now_f)
+            if served is None or summary is None:
+                certificates.pop(instance_id, None)
+                continue
+            if served is not self._issued.get(instance_id):
+                fresh.append(served)
+            certificates[instance_id] = self._view_of(served, summary)
+        self.store.save_certificates(fresh)
+        for issued in fresh:
+            self._issued[issued.instance_id] = issued
+        if fresh:
+            log.info("certificates issued", count=len(fresh), on="demand")
+            self._next_due = min(self._next_due, *(self.due_at(i) for i in fresh))
+        return replace(view, certificates=certificates)

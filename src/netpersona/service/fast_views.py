@@ -188,6 +188,8 @@ class FastViews:
         key: WatchKey,
         watch: Watch,
     ) -> int:
+        if key[0] is ViewKind.CERTIFICATE:
+            await ctx.fleet.fresh_certificate(key[1])
         current = ctx.fleet.view.view(key)
         writer = scope.get("extensions", {}).get(WHOLE_RESPONSE)
         view: View | None

@@ -1,9 +1,12 @@
 """The running service's state: the store, the current :class:`FleetView`, and its watchers.
 
-Every write goes through :meth:`Fleet.write`: the store call and the new view's build run in a
-worker thread (SQLite blocks, and ``synchronous=FULL`` waits for the disk), then the new view is
-published on the event loop, which wakes the affected watchers. A write never re-reads the
-fleet: the store hands over what changed since the last view
+Every write goes through :meth:`Fleet.write`: the store call runs in a worker thread (SQLite
+blocks, and ``synchronous=FULL`` waits for the disk) and the write is answered once it is
+committed. The new view is built in a worker thread too, before the answer in a fleet of at
+most :data:`INLINE_BUILD` instances, after it in a larger one (:meth:`Fleet._build_behind`,
+one build at a time), and published on the event loop, which wakes the affected watchers;
+admin reads wait for the view to include every write answered here (:meth:`Fleet.settled`).
+A build never re-reads the fleet: the store hands over what changed since the last view
 (:meth:`~netpersona.store.base.Store.fleet_delta`, from its change sequence: the instances,
 personas, context keys and policy written), the policy engine recomputes the instances those
 concern, the view copies its mappings with them (:meth:`FleetView.apply`) and only their
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import TypeVar
 
@@ -42,10 +45,11 @@ from netpersona.policy import Policy, PolicyEngine
 from netpersona.service.assignment import PolicyPersonas, policy_of
 from netpersona.service.certificates import CertificateAuthority
 from netpersona.service.notifier import ChangeNotifier
-from netpersona.service.views import FleetView, PersonaResolver, WatchKey
+from netpersona.service.views import FleetView, PersonaResolver, ViewKind, WatchKey
+from netpersona.service.write_timing import WRITE_TIMING, WriteTiming
 from netpersona.store.base import FleetDelta, PolicyVersion, Store
 
-__all__ = ["CERTIFICATE_BATCH", "INLINE_CERTIFICATES", "Fleet"]
+__all__ = ["CERTIFICATE_BATCH", "INLINE_BUILD", "INLINE_CERTIFICATES", "Fleet"]
 
 T = TypeVar("T")
 
@@ -58,6 +62,14 @@ CERTIFICATE_BATCH = 512
 # Changes since the last view a build applies one by one; more (or one of a kind the store's
 # delta does not carry) and the whole fleet is read again.
 INCREMENTAL_CHANGES = 256
+# Up to this many instances a write builds the view after it before it answers (a pass over
+# the fleet costs ~0.1 ms an instance); above, it answers once committed and the view is built
+# after (even one instance's change copies the fleet's mappings: ~10 ms at 100,000).
+INLINE_BUILD = 200
+# Seconds before a view build that failed (the store unreachable) is tried again.
+BUILD_RETRY = 1.0
+# How often an admin read looks again for a view a write's thread stamped but has not published.
+SETTLE_POLL = 0.002
 
 
 def _changed(old: FleetView | None, new: FleetView) -> int:
@@ -98,6 +110,14 @@ class Fleet:
         self._renewals_wanted = 0
         self._renewals_done = 0
         self._background: set[asyncio.Task[None]] = set()
+        # The store's change sequence after the newest write acknowledged here (admin reads
+        # wait for a view past it), and the task building the view after such writes.
+        self._acknowledged = 0
+        self._builder: asyncio.Task[None] | None = None
+        # Certificates asked for before they were issued, issued together in one round.
+        self._on_demand: set[str] = set()
+        self._next_round: asyncio.Future[None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
         view = self._build()
         if self.authority is not None and isinstance(self.resolver, PolicyPersonas):
             # Past the changes of the certificates just issued (a whole fleet's at a first
@@ -194,23 +214,151 @@ class Fleet:
             view, changed = self._stamp(self._latest, issue=True)
             return view if changed else None
 
-    def _write_then_build(self, op: Callable[[], T]) -> tuple[T, FleetView, int]:
+    def _write_then_build(
+        self, op: Callable[[], T], timing: WriteTiming
+    ) -> tuple[T, int, tuple[FleetView, int] | None]:
+        """(In a worker thread.) Commit ``op``; then, in a fleet of at most
+        :data:`INLINE_BUILD` instances, the view after it with its certificates. (result, the
+        store's change sequence after the commit, the view and how many certificates are
+        still due); None for the view: it is built after the answer (:meth:`_build_behind`)."""
+        timing.mark("queue")
         result = op()
-        return result, *self._build_counted()
+        timing.mark("commit")
+        built = None
+        latest = self._latest
+        if latest is None or len(latest.instances) <= INLINE_BUILD:
+            built = self._build_issuing()  # a few milliseconds, whatever changed
+        timing.mark("build")
+        changes = built[0].changes if built is not None else self.store.last_change()
+        return result, changes, built
+
+    def _issue_few(self, view: FleetView, uncertified: int) -> tuple[FleetView, int]:
+        """(Under the build lock, ``view`` just stamped.) ``view`` with the certificates it
+        made due when they are few (at most :data:`INLINE_CERTIFICATES`), so they are
+        published with it; and how many are still due."""
+        if self.authority is None or uncertified == 0 or uncertified > INLINE_CERTIFICATES:
+            return view, uncertified
+        assert self._latest is view
+        certified = self._stamp(view, issue=True)[0]
+        return certified, CERTIFICATE_BATCH if self.authority.behind else 0
 
     async def write(self, op: Callable[[], T]) -> T:
-        """Run the store write ``op``, then publish the fleet as it is after it.
+        """Run the store write ``op``, and answer once it is committed.
 
-        The certificates the write changed are issued right after (:meth:`renew`); the write
-        waits for them when they are few (at most :data:`INLINE_CERTIFICATES`: one instance's
-        change), so a VM reading its certificate after an operator's write sees the new one.
-        A change of many (a persona held by thousands) is acknowledged at once and its
-        certificates are issued in the background, in one batch, and published as one view.
+        In a fleet of at most :data:`INLINE_BUILD` instances the view after the write is
+        built and published before the answer, with the certificates it made due when they
+        are few (:meth:`_issue_few`). In a larger one the answer follows the commit, and the
+        view is built after it, in order (:meth:`_build_behind`: one instance's change costs
+        a copy of the fleet's mappings, a persona, policy or context change a pass over the
+        fleet, ~1 s at 100,000), and published when done. Refusals come from ``op`` itself,
+        before it commits: a build only reads what was committed. Admin reads wait for the
+        view to include every write acknowledged here (:meth:`settled`). The certificates of
+        a change of many are issued in the background, the watched ones before the view is
+        published, and any a VM asks for first on demand (:meth:`fresh_certificate`).
         """
-        result, view, uncertified = await anyio.to_thread.run_sync(self._write_then_build, op)
-        self.notifier.publish(view)
-        await self._certify(uncertified)
+        timing = WRITE_TIMING.get() or WriteTiming()
+        timing.mark("request")
+        result, changes, built = await anyio.to_thread.run_sync(self._write_then_build, op, timing)
+        self._acknowledged = max(self._acknowledged, changes)
+        if built is None:
+            timing.deferred = True
+            self._build_soon()
+        else:
+            await self._publish(*built)
+        timing.mark("publish")
         return result
+
+    async def _publish(self, view: FleetView, uncertified: int) -> set[WatchKey]:
+        """Publish a view just built: first the certificates its watched instances need
+        (when it made many due), then the view, then the rest of them in the background."""
+        if uncertified > INLINE_CERTIFICATES and self.authority is not None:
+            watched = self.notifier.watched(ViewKind.CERTIFICATE)
+            if watched:
+                certified = await anyio.to_thread.run_sync(self._certify_latest, watched)
+                view = certified or view
+        woken = self.notifier.publish(view)
+        if uncertified and self.authority is not None:
+            await self._certify(uncertified)
+        return woken
+
+    def _build_soon(self) -> None:
+        if self._builder is None or self._builder.done():
+            self._builder = asyncio.create_task(self._build_behind())
+
+    async def _build_behind(self) -> None:
+        """Build and publish the view until it includes every acknowledged write (one build
+        at a time; writes acknowledged meanwhile share the next)."""
+        while self._latest is None or self._latest.changes < self._acknowledged:
+            try:
+                view, uncertified = await anyio.to_thread.run_sync(self._build_issuing)
+            except Exception:  # the store unreachable for a moment: the write is committed
+                log.exception("building the fleet view after a write failed; retrying")
+                await asyncio.sleep(BUILD_RETRY)
+                continue
+            await self._publish(view, uncertified)
+
+    def _build_issuing(self) -> tuple[FleetView, int]:
+        view, uncertified = self._build_counted()
+        with self._build_lock:
+            if self._latest is not view:  # a newer one was stamped meanwhile: it is published
+                return view, uncertified
+            return self._issue_few(view, uncertified)
+
+    async def settled(self) -> FleetView:
+        """The view once it includes every write acknowledged here (what an admin read
+        answers from: an operator reads what they wrote)."""
+        while self.view.changes < self._acknowledged:
+            self._build_soon()
+            assert self._builder is not None
+            await asyncio.shield(self._builder)
+            if self.view.changes < self._acknowledged:
+                # Built by a write's thread, published when it is back on the loop.
+                await asyncio.sleep(SETTLE_POLL)
+        return self.view
+
+    def _certify_latest(self, instance_ids: Collection[str]) -> FleetView | None:
+        """(In a worker thread.) The newest view with the certificates of ``instance_ids``
+        that it serves stale issued; None when none was."""
+        assert self.authority is not None
+        with self._build_lock:
+            latest = self._latest
+            assert latest is not None
+            stale = [i for i in instance_ids if self.authority.stale(latest, i)]
+            if not stale:
+                return None
+            view = self.authority.certify(latest, stale)
+            self._generation += 1
+            view.generation = self._generation
+            self._latest = view
+            return view
+
+    async def fresh_certificate(self, instance_id: str) -> None:
+        """Make the current view serve ``instance_id`` a certificate of its current answer,
+        issuing it now if the view was published before it (~0.1 ms to sign). Requests that
+        arrive together share one round (one store write)."""
+        if self.authority is None or not self.authority.stale(self.view, instance_id):
+            return
+        self._on_demand.add(instance_id)
+        if self._next_round is None:
+            self._next_round = asyncio.get_running_loop().create_future()
+        round_done = self._next_round
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._certify_on_demand())
+        await asyncio.shield(round_done)
+
+    async def _certify_on_demand(self) -> None:
+        while self._on_demand:
+            wanted, self._on_demand = self._on_demand, set()
+            done, self._next_round = self._next_round, None
+            try:
+                view = await anyio.to_thread.run_sync(self._certify_latest, wanted)
+                if view is not None:
+                    self.notifier.publish(view)
+            except Exception:  # a busy disk: the old certificate is served meanwhile
+                log.exception("issuing certificates on demand failed")
+            finally:
+                if done is not None:
+                    done.set_result(None)
 
     async def _certify(self, uncertified: int) -> None:
         """Issue the certificates a change made due: awaited when few (at most
@@ -260,7 +408,10 @@ class Fleet:
         return version, self._policy_cache[1]
 
     async def with_engine(self, use: Callable[[PolicyEngine], T]) -> T:
-        """``use(engine)`` in a worker thread, under the lock the engine is fed under."""
+        """``use(engine)`` in a worker thread, under the lock the engine is fed under, once
+        the engine has seen every write acknowledged here (:meth:`settled`)."""
+
+        await self.settled()
 
         def run() -> T:
             with self._build_lock:

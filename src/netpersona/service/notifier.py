@@ -70,6 +70,10 @@ class ChangeNotifier:
             return sum(self._waiting_by_kind.values())
         return self._waiting_by_kind[kind]
 
+    def watched(self, kind: ViewKind) -> list[str]:
+        """The instances whose view of ``kind`` someone is waiting on now."""
+        return [instance_id for k, instance_id in self._groups if k is kind]
+
     def publish(self, view: FleetView) -> set[WatchKey]:
         """Make ``view`` current and wake the watchers whose view it changed.
 

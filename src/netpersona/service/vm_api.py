@@ -169,6 +169,8 @@ async def _serve_view(request: Request, kind: ViewKind) -> Response:
     instance = await caller(request, ctx, request.headers.get(TOKEN_HEADER))
     watch = Watch.of(request)
     key = (kind, instance.id)
+    if kind is ViewKind.CERTIFICATE:
+        await ctx.fleet.fresh_certificate(instance.id)
     current = ctx.fleet.view.view(key)
     if not watch.wait_for_change:
         if (

@@ -161,7 +161,7 @@ async def instance_status(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse
 async def instance_view(ctx: Ctx, _: Reader, instance_id: str) -> JSONResponse:
     """What the instance itself would get from the VM-facing API, for debugging."""
     await ctx.fleet.read(lambda: ctx.store.get_instance(instance_id))  # 404 when unknown
-    view = ctx.fleet.view
+    view = await ctx.fleet.settled()
     parts = {
         kind.value: view.view((kind, instance_id))
         for kind in (ViewKind.INSTANCE, ViewKind.PERSONA, ViewKind.PEERS)

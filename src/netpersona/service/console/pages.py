@@ -173,7 +173,7 @@ async def fleet(
 ) -> Response:
     if viewer is None:
         return to_sign_in()
-    view = ctx.fleet.view
+    view = await ctx.fleet.settled()
     error = None
     try:
         labels = parse_labels([p for p in label.split(",") if p.strip()], "/label")
@@ -210,7 +210,7 @@ async def fleet(
 async def instance_page(request: Request, ctx: Ctx, viewer: Viewer, instance_id: str) -> Response:
     if viewer is None:
         return to_sign_in()
-    view = ctx.fleet.view
+    view = await ctx.fleet.settled()
     instance = view.instances.get(instance_id)
     if instance is None:
         return render(request, ctx, viewer, "missing.html", 404, what=f"instance {instance_id}")
@@ -254,7 +254,7 @@ async def personas_page(request: Request, ctx: Ctx, viewer: Viewer) -> Response:
     if viewer is None:
         return to_sign_in()
     items = await ctx.fleet.read(lambda: ctx.store.list_personas(1000).items)
-    held = Counter(v.name for v in ctx.fleet.view.effective.values())
+    held = Counter(v.name for v in (await ctx.fleet.settled()).effective.values())
     return render(request, ctx, viewer, "personas.html", personas=items, held=held)
 
 

@@ -32,6 +32,7 @@ from psycopg.rows import DictRow, dict_row
 from netpersona.errors import StorageFull, StoreCorrupt, StoreError, StoreUnavailable
 from netpersona.store.migrations import migrate
 from netpersona.store.sql.engine import Connection, Cursor, Dialect
+from netpersona.store.sql.readers import ReadConnections
 
 __all__ = ["POSTGRES", "Database", "open_database", "translate"]
 
@@ -41,6 +42,8 @@ R = TypeVar("R")
 _MIGRATION_LOCK = 0x6E70_0001
 _CHANGE_LOCK = 0x6E70_0002
 RETRIES = 8  # attempts of a write transaction aborted for serialisation
+_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+READERS = 2  # read transactions at once, each on a connection of its own (a server process)
 
 POSTGRES = Dialect(
     "postgresql",
@@ -124,7 +127,8 @@ class PgConnection:
 
 
 class Database:
-    """A connection to one PostgreSQL database; :func:`open_database` migrates it first."""
+    """Connections to one PostgreSQL database (one for writes, a few for reads);
+    :func:`open_database` migrates it first."""
 
     dialect = POSTGRES
 
@@ -136,6 +140,12 @@ class Database:
         self._lock = threading.Lock()
         self._closed = False
         self.connection = self._connect()
+        # Read transactions on connections of their own: a write does not wait for a read
+        # of the whole fleet (netpersona.store.sql.readers).
+        self._readers: ReadConnections[psycopg.Connection[DictRow]] = ReadConnections(
+            self._connect, psycopg.Connection.close, READERS, _usable
+        )
+        self._readers.open()
 
     def _connect(self) -> psycopg.Connection[DictRow]:
         extra: dict[str, Any] = {} if self._password is None else {"password": self._password}
@@ -160,7 +170,25 @@ class Database:
         return self._transaction("BEGIN ISOLATION LEVEL SERIALIZABLE", operation)
 
     def read(self, operation: str) -> AbstractContextManager[Connection]:
-        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", operation)
+        return self._read(operation)
+
+    @contextmanager
+    def _read(self, operation: str) -> Iterator[Connection]:
+        with self._readers.connection() as db:
+            if db is None:  # no connection of its own can be made: share the writing one
+                with self._transaction(_READ, operation) as shared:
+                    yield shared
+                return
+            with self.translated(operation):
+                db.execute(_READ.encode())
+                try:
+                    yield PgConnection(db)
+                    db.execute(b"COMMIT")
+                except BaseException:
+                    if not db.closed and db.info.transaction_status != TransactionStatus.IDLE:
+                        with contextlib.suppress(psycopg.Error):
+                            db.execute(b"ROLLBACK")
+                    raise
 
     def migrating(self) -> AbstractContextManager[Connection]:
         # READ COMMITTED: the version is read after the lock is held, so it is the latest.
@@ -227,9 +255,14 @@ class Database:
         return None if row is None else str(row["t"])
 
     def close(self) -> None:
+        self._readers.close()
         with self._lock:
             self._closed = True
             self.connection.close()
+
+
+def _usable(db: psycopg.Connection[DictRow]) -> bool:
+    return not db.broken and not db.closed
 
 
 def open_database(url: str, *, password: str | None = None, create: bool = True) -> Database:

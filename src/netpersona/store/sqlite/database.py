@@ -2,8 +2,11 @@
 
 WAL with FULL syncs the log on every commit, so a write the service has acknowledged survives
 ``kill -9`` and power loss (https://www.sqlite.org/wal.html, "synchronous"). One connection
-serialised by a lock serves the whole process; other processes (``netpersona token create``)
-may write the same file at the same time, which SQLite's own locking and ``busy_timeout`` handle.
+serialised by a lock writes for the whole process; read transactions, once the file is in WAL
+mode, each take a connection of a small pool (:mod:`netpersona.store.sql.readers`), so a
+write does not wait for a read of the whole fleet. Other processes (``netpersona token
+create``) may write the same file at the same time, which SQLite's own locking and
+``busy_timeout`` handle.
 
 Every ``sqlite3`` error is translated here, once, into the :mod:`netpersona.errors` tree
 (https://www.sqlite.org/rescode.html): the message names the database and the operation.
@@ -36,6 +39,7 @@ from netpersona.errors import (
 )
 from netpersona.store.migrations import check_version, migrate
 from netpersona.store.sql.engine import Connection, Dialect
+from netpersona.store.sql.readers import ReadConnections
 from netpersona.store.sqlite.files import (
     PRIVATE_FILE,
     check_database_file,
@@ -73,6 +77,8 @@ _ADVICE: dict[type[StoreError], str] = {
     StoreCorrupt: "; restore it from a backup",
     StoreUnavailable: "; check that the file is there, writable, and not held by another process",
 }
+# Read transactions at once (each on its own connection; more wait for one).
+READERS = 4
 # Per-connection settings only: nothing here writes to the file, which is checked first.
 _PRAGMAS = (
     "PRAGMA synchronous=FULL",
@@ -101,6 +107,7 @@ class Database:
         self.check_seconds: float | None = None  # how long the start-up check took
         self._lock = threading.Lock()
         self.connection = self._connect()
+        self._readers: ReadConnections[sqlite3.Connection] | None = None  # once in WAL mode
 
     def _connect(self) -> sqlite3.Connection:
         with self.translated("open"):
@@ -129,7 +136,41 @@ class Database:
 
     def read(self, operation: str) -> AbstractContextManager[sqlite3.Connection]:
         """One read transaction: every query in the block sees the same snapshot."""
-        return self._transaction("BEGIN", operation)
+        if self._readers is None:
+            return self._transaction("BEGIN", operation)
+        return self._read(self._readers, operation)
+
+    @contextmanager
+    def _read(
+        self, readers: ReadConnections[sqlite3.Connection], operation: str
+    ) -> Iterator[sqlite3.Connection]:
+        with readers.connection() as db:
+            if db is None:  # no connection of its own can be opened: share the writing one
+                with self._transaction("BEGIN", operation) as shared:
+                    yield shared
+                return
+            with self.translated(operation):
+                db.execute("BEGIN")
+                try:
+                    yield db
+                finally:
+                    if db.in_transaction:  # a read: nothing to keep
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        # mode=rw: never make a file that is not there.
+        uri = Path(self.path).resolve().as_uri() + "?mode=rw"
+        with self.translated("open for reading"):
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            try:
+                db.row_factory = sqlite3.Row
+                for pragma in _PRAGMAS:
+                    db.execute(pragma)
+            except BaseException:
+                db.close()
+                raise
+        return db
 
     @contextmanager
     def _transaction(self, begin: str, operation: str) -> Iterator[sqlite3.Connection]:
@@ -166,10 +207,14 @@ class Database:
     def migrate(self) -> None:
         """Use WAL (a setting kept in the file) and bring the schema up to date."""
         with self.translated("switch to WAL mode"):
-            self.connection.execute("PRAGMA journal_mode=WAL")
+            mode = self.connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         migrate(self)
+        if str(mode).lower() == "wal" and self._readers is None:
+            self._readers = ReadConnections(self._connect_reader, sqlite3.Connection.close, READERS)
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         with self._lock:
             self.connection.close()
 
