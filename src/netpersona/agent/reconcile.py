@@ -208,6 +208,7 @@ class Reconciler:
         except InvalidDocument as exc:
             self._reject(answer, exc, log)
             return
+        log.debug("plan compiled")
         if self.superseded():
             # A newer answer came while the facts were read and the plan compiled; nothing
             # has touched the kernel yet, so the next pass (already due) compiles that one.

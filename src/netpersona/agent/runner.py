@@ -175,6 +175,7 @@ class Agent:
         self.compiled_view = inputs.peers
         self.control.set_seeds(self.seeds())
         answers = self._answers()
+        self.log.debug("pass started", answers=answers)
         self.reconciler.superseded = lambda: self._answers() != answers
         await self.reconciler.reconcile(inputs)
 
