@@ -88,6 +88,10 @@ class Reconciler:
         # Whether newer answers than the pass's own have come (asked before the kernel is
         # touched).
         self.superseded: Callable[[], bool] = lambda: False
+        # Passes run one at a time. The pass (task) that has begun to change the kernel, which
+        # must not be cancelled: None while the one running only reads and compiles.
+        self._one_pass = asyncio.Lock()
+        self.kernel_owner: asyncio.Task[Any] | None = None
         # The digest of the applied state the store last gave (it keeps one object while the
         # files are unchanged): a plan of 100k peers takes a while to hash.
         self._state_digest: tuple[AppliedState, str] | None = None
@@ -102,21 +106,45 @@ class Reconciler:
         left = self.retry.retry_at - self.clock()
         return left if left > 0 else None
 
-    async def reconcile(self, inputs: Inputs) -> None:
+    async def reconcile(self, inputs: Inputs, superseded: Callable[[], bool] | None = None) -> None:
         """Bring the kernel to what ``inputs`` say; never raises for outside failures.
 
-        The outcome is reported to the service in the background (:meth:`reported` waits for
-        it): a newer answer does not wait behind a status report of the last one.
+        One pass at a time: a pass waits for the one before to end. ``superseded`` (else
+        :attr:`superseded`) says whether newer answers than ``inputs`` have come; a pass that
+        finds it so before it touches the kernel ends there, as the pass for those answers
+        follows. Until then (:attr:`kernel_owner` is not its task) it only reads, and may
+        be cancelled. The outcome is reported to the service in the background
+        (:meth:`reported` waits for it): a newer answer does not wait behind a status report
+        of the last one.
         """
-        self.status.record.instance = inputs.instance.id
-        self.persona_etag = inputs.persona_etag
+        newer = superseded or self.superseded
         answer = inputs.persona
         log = self.log.bind(vm=inputs.instance.id, persona=answer.name, version=answer.version)
-        if answer.document is None:
-            await self._remove(log)
-        else:
-            await self._converge(inputs, log)
+        async with self._one_pass:
+            planned = None if answer.document is None else await self._prepare(inputs)
+            if newer():
+                # Nothing has touched the kernel yet; the next pass (already due) compiles the
+                # newer answers.
+                log.debug("superseded by a newer answer before applying")
+                return
+            self.kernel_owner = asyncio.current_task()
+            try:
+                self.status.record.instance = inputs.instance.id
+                self.persona_etag = inputs.persona_etag
+                if planned is None:
+                    await self._remove(log)
+                elif isinstance(planned, InvalidDocument):
+                    self._reject(answer, planned, log)
+                else:
+                    await self._converge(planned, answer, log)
+            finally:
+                self.kernel_owner = None
         self._report_in_background(log)
+
+    def report_again(self) -> None:
+        """Send the outcome the service has not taken yet (it was away), unless a report is
+        under way; a pass is not needed for that."""
+        self._report_in_background(self.log)
 
     def _report_in_background(self, log: Log) -> None:
         if self.pending_report is None:
@@ -161,15 +189,6 @@ class Reconciler:
         log.info("persona removed", steps=len(report.steps))
         self._set_result(None, None, None, "removed", None)
 
-    def _persona(self, answer: PersonaAnswer, log: Log) -> Persona | None:
-        """The persona document, validated; None (reported as rejected) when it is not valid."""
-        assert answer.document is not None
-        try:
-            return parse_persona(dict(answer.document))
-        except InvalidDocument as exc:
-            self._reject(answer, exc, log)
-            return None
-
     def _reject(self, answer: PersonaAnswer, exc: InvalidDocument, log: Log) -> None:
         """Report a persona that is not valid (as a document, or for this VM's uplinks) once
         per version, and keep the one in force."""
@@ -196,24 +215,20 @@ class Reconciler:
         facts = replace(compose_facts(live, inputs.peers), metadata_fallbacks=self.fallbacks)
         return compile_plan(persona, facts)
 
-    async def _converge(self, inputs: Inputs, log: Log) -> None:
-        answer = inputs.persona
-        persona = self._persona(answer, log)
-        if persona is None:
-            return
-        assert answer.name is not None
+    async def _prepare(self, inputs: Inputs) -> Plan | InvalidDocument:
+        """The plan of ``inputs`` (reads the host's facts, touches nothing), or why the persona
+        is not valid (as a document, or for this VM: e.g. an MTU that IPv6 does not survive)."""
+        assert inputs.persona.document is not None
         try:
-            # The compiler checks what needs this VM's facts (e.g. an MTU that IPv6 survives).
+            persona = parse_persona(dict(inputs.persona.document))
             plan = await self._plan(inputs, persona)
         except InvalidDocument as exc:
-            self._reject(answer, exc, log)
-            return
-        log.debug("plan compiled")
-        if self.superseded():
-            # A newer answer came while the facts were read and the plan compiled; nothing
-            # has touched the kernel yet, so the next pass (already due) compiles that one.
-            log.debug("superseded by a newer answer before applying")
-            return
+            return exc
+        self.log.debug("plan compiled", version=inputs.persona.version)
+        return plan
+
+    async def _converge(self, plan: Plan, answer: PersonaAnswer, log: Log) -> None:
+        assert answer.name is not None
         state = self.store.load()
         drift_check, self.drift_due = self.drift_due, False
         digest = plan.digest

@@ -91,6 +91,8 @@ class Agent:
             self.status.on_outcome = self.metrics.observe_outcome
             self.reconciler.applier = MeteredApplier(self.reconciler.applier, self.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self._passes: set[asyncio.Task[None]] = set()  # running (at most one not superseded)
+        self._pause = False  # the last pass failed: the next waits PASS_PAUSE
 
     @property
     def record(self) -> AgentRecord:
@@ -139,8 +141,9 @@ class Agent:
         elif changed:
             self.latest[name] = answer
             self.dirty.set()
-        if self.reconciler.pending_report is not None:
-            self.dirty.set()
+        # The service answers again: an outcome it has not taken yet goes now (no pass needed:
+        # a pass here would only hold up the next change).
+        self.reconciler.report_again()
 
     async def _control_update(self) -> None:
         """Take a new key set or own certificate; the channel starts once both are here."""
@@ -176,8 +179,7 @@ class Agent:
         self.control.set_seeds(self.seeds())
         answers = self._answers()
         self.log.debug("pass started", answers=answers)
-        self.reconciler.superseded = lambda: self._answers() != answers
-        await self.reconciler.reconcile(inputs)
+        await self.reconciler.reconcile(inputs, lambda: self._answers() != answers)
 
     def _answers(self) -> tuple[str | None, ...]:
         """The ETags of the answers a pass compiles from: another one is news (the same view
@@ -306,6 +308,28 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.dirty.wait(), timeout=retry_in + 0.01)
 
+    async def _guarded_pass(self) -> None:
+        """One pass of the loop: a failure is said, and the next pass waits a moment."""
+        try:
+            await self._pass()
+            if self.converged:  # systemd: the persona is in force (Type=notify)
+                self.systemd.ready()
+        except Exception as exc:  # the agent must outlive every failure
+            self._pass_failed(exc)
+            self._pause = True
+
+    def _start_pass(self) -> asyncio.Task[None]:
+        """A pass for the latest answers. Passes run one at a time; one that has not begun to
+        change the kernel only reads (the host's facts) and compiles, so it is dropped for the
+        newer one; one that has, ends first (the kernel always ends in the newest plan)."""
+        for older in self._passes:
+            if older is not self.reconciler.kernel_owner:
+                older.cancel()
+        task = asyncio.create_task(self._guarded_pass(), name="pass")
+        self._passes.add(task)
+        task.add_done_callback(self._passes.discard)
+        return task
+
     async def run(self) -> None:
         await self.start_metrics_endpoint()
         tasks = [*self._tasks(), asyncio.create_task(self.systemd.keep_alive(), name="watchdog")]
@@ -313,17 +337,20 @@ class Agent:
             while True:
                 await self._next_wake()
                 self.dirty.clear()
-                try:
-                    await self._pass()
-                    if self.converged:  # systemd: the persona is in force (Type=notify)
-                        self.systemd.ready()
-                except Exception as exc:  # the agent must outlive every failure
-                    self._pass_failed(exc)
+                if self._pause:
+                    self._pause = False
                     await self.sleep(PASS_PAUSE)
+                current = self._start_pass()
+                # Until that pass ends, or news comes (which may supersede it).
+                news = asyncio.create_task(self.dirty.wait())
+                try:
+                    await asyncio.wait((current, news), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
         finally:
-            for task in tasks:
+            for task in (*tasks, *self._passes):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._passes, return_exceptions=True)
             await self.reconciler.close()
             if self.metrics_endpoint is not None:
                 await self.metrics_endpoint.close()
