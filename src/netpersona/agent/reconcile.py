@@ -38,7 +38,14 @@ from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavaila
 from netpersona.model import Persona, parse_persona
 from netpersona.records import Peer
 
-__all__ = ["Inputs", "Reconciler"]
+__all__ = ["REPORT_LATEST", "REPORT_QUIET", "Inputs", "Reconciler"]
+
+# A status report waits until no pass has run for REPORT_QUIET seconds, and at most
+# REPORT_LATEST after it is due: a run of quick changes is reported once, when it is over,
+# instead of once a change (each report reads the drop counters with nft, and the service
+# writes it down), and no report competes for the CPU with the pass of the next change.
+REPORT_QUIET = 0.2
+REPORT_LATEST = 2.0
 
 # (persona, version, plan digest)
 Done = tuple[str | None, int | None, str | None]
@@ -92,6 +99,8 @@ class Reconciler:
         # must not be cancelled: None while the one running only reads and compiles.
         self._one_pass = asyncio.Lock()
         self.kernel_owner: asyncio.Task[Any] | None = None
+        self._pass_ended = float("-inf")  # the loop's clock when the last pass ended
+        self._report_now = asyncio.Event()
         # The digest of the applied state the store last gave (it keeps one object while the
         # files are unchanged): a plan of 100k peers takes a while to hash.
         self._state_digest: tuple[AppliedState, str] | None = None
@@ -139,6 +148,7 @@ class Reconciler:
                     await self._converge(planned, answer, log)
             finally:
                 self.kernel_owner = None
+                self._pass_ended = asyncio.get_running_loop().time()
         self._report_in_background(log)
 
     def report_again(self) -> None:
@@ -156,6 +166,7 @@ class Reconciler:
     async def _report_all(self, log: Log) -> None:
         try:
             while self.pending_report is not None:
+                await self._quiet()
                 key = self.pending_key
                 await self.flush_report(log)
                 if self.pending_key == key and self.pending_report is not None:
@@ -165,10 +176,33 @@ class Reconciler:
                 raise
             self.on_report_failed(exc)
 
+    async def _quiet(self) -> None:
+        """Until passes have been quiet for :data:`REPORT_QUIET` (at most :data:`REPORT_LATEST`),
+        or :meth:`reported` asks for the report now."""
+        loop = asyncio.get_running_loop()
+        latest = loop.time() + REPORT_LATEST
+        while not self._report_now.is_set():
+            now = loop.time()
+            if self._one_pass.locked():
+                wait = REPORT_QUIET
+            elif now - self._pass_ended >= REPORT_QUIET:
+                return
+            else:
+                wait = self._pass_ended + REPORT_QUIET - now
+            wait = min(wait, latest - now)
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), wait)
+
     async def reported(self) -> None:
-        """Until the report under way (if any) is done."""
+        """Until the report under way (if any) is done; it goes now."""
         if self._reporting is not None and not self._reporting.done():
-            await asyncio.gather(self._reporting, return_exceptions=True)
+            self._report_now.set()
+            try:
+                await asyncio.gather(self._reporting, return_exceptions=True)
+            finally:
+                self._report_now.clear()
 
     async def close(self) -> None:
         if self._reporting is not None and not self._reporting.done():
