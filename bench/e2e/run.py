@@ -114,6 +114,7 @@ def main() -> None:
                     "max": round(max(samples), 1),
                     "mean": round(statistics.fmean(samples), 1),
                 },
+                "driver_cpu_share": round(result["cpu_share"], 3),
                 "write_ms_p50": round(
                     statistics.median(r["write_s"] * 1000 for r in result["rounds"]), 1
                 ),
