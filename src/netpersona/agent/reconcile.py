@@ -35,7 +35,8 @@ from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
-from netpersona.model import Persona, parse_persona
+from netpersona.facts import HostFacts
+from netpersona.model import parse_persona
 from netpersona.records import Peer
 
 __all__ = ["REPORT_LATEST", "REPORT_QUIET", "Inputs", "Reconciler"]
@@ -59,6 +60,14 @@ class Inputs:
     persona: PersonaAnswer
     persona_etag: str | None
     peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A pass's plan, or why there is none, and the host facts it was compiled from."""
+
+    plan: Plan | InvalidDocument
+    live: HostFacts | None  # None: the document was refused before the facts were read
 
 
 class Reconciler:
@@ -99,6 +108,7 @@ class Reconciler:
         # must not be cancelled: None while the one running only reads and compiles.
         self._one_pass = asyncio.Lock()
         self.kernel_owner: asyncio.Task[Any] | None = None
+        self._kernel_phases = 0  # how many passes have begun to change the kernel
         self._pass_ended = float("-inf")  # the loop's clock when the last pass ended
         self._report_now = asyncio.Event()
         # The digest of the applied state the store last gave (it keeps one object while the
@@ -118,7 +128,9 @@ class Reconciler:
     async def reconcile(self, inputs: Inputs, superseded: Callable[[], bool] | None = None) -> None:
         """Bring the kernel to what ``inputs`` say; never raises for outside failures.
 
-        One pass at a time: a pass waits for the one before to end. ``superseded`` (else
+        A pass reads the host's facts and compiles its plan while the pass before may still be
+        changing the kernel (reading the facts again once that has ended, and compiling again
+        if they changed); it then waits for the pass before to end. ``superseded`` (else
         :attr:`superseded`) says whether newer answers than ``inputs`` have come; a pass that
         finds it so before it touches the kernel ends there, as the pass for those answers
         follows. Until then (:attr:`kernel_owner` is not its task) it only reads, and may
@@ -129,8 +141,14 @@ class Reconciler:
         newer = superseded or self.superseded
         answer = inputs.persona
         log = self.log.bind(vm=inputs.instance.id, persona=answer.name, version=answer.version)
+        # Read and compiled while the pass before may still be changing the kernel.
+        phases = self._kernel_phases
+        prepared = None if answer.document is None else await self._prepare(inputs)
         async with self._one_pass:
-            planned = None if answer.document is None else await self._prepare(inputs)
+            if prepared is not None and prepared.live is not None and self._kernel_phases != phases:
+                # The kernel changed since the facts were read: read them again (the plan
+                # compiled stands when they are the same).
+                prepared = await self._prepare(inputs, known=prepared)
             if newer():
                 # Nothing has touched the kernel yet; the next pass (already due) compiles the
                 # newer answers.
@@ -140,13 +158,14 @@ class Reconciler:
             try:
                 self.status.record.instance = inputs.instance.id
                 self.persona_etag = inputs.persona_etag
-                if planned is None:
+                if prepared is None:
                     await self._remove(log)
-                elif isinstance(planned, InvalidDocument):
-                    self._reject(answer, planned, log)
+                elif isinstance(prepared.plan, InvalidDocument):
+                    self._reject(answer, prepared.plan, log)
                 else:
-                    await self._converge(planned, answer, log)
+                    await self._converge(prepared.plan, answer, log)
             finally:
+                self._kernel_phases += 1
                 self.kernel_owner = None
                 self._pass_ended = asyncio.get_running_loop().time()
         self._report_in_background(log)
@@ -238,7 +257,15 @@ class Reconciler:
             )
         self._set_result(answer.name, answer.version, record.digest, "rejected", str(exc))
 
-    async def _plan(self, inputs: Inputs, persona: Persona) -> Plan:
+    async def _prepare(self, inputs: Inputs, known: Prepared | None = None) -> Prepared:
+        """The plan of ``inputs`` (reads the host's facts, touches nothing), or why the persona
+        is not valid (as a document, or for this VM: e.g. an MTU that IPv6 does not survive);
+        ``known`` when the facts it was compiled from are still the host's."""
+        assert inputs.persona.document is not None
+        try:
+            persona = parse_persona(dict(inputs.persona.document))
+        except InvalidDocument as exc:
+            return Prepared(exc, None)
         live = await asyncio.to_thread(
             gather_facts,
             self.kernel,
@@ -246,20 +273,15 @@ class Reconciler:
             control_port=self.config.control_port,
             tiers=dict(inputs.instance.tiers),
         )
+        if known is not None and known.live == live:
+            return known
         facts = replace(compose_facts(live, inputs.peers), metadata_fallbacks=self.fallbacks)
-        return compile_plan(persona, facts)
-
-    async def _prepare(self, inputs: Inputs) -> Plan | InvalidDocument:
-        """The plan of ``inputs`` (reads the host's facts, touches nothing), or why the persona
-        is not valid (as a document, or for this VM: e.g. an MTU that IPv6 does not survive)."""
-        assert inputs.persona.document is not None
         try:
-            persona = parse_persona(dict(inputs.persona.document))
-            plan = await self._plan(inputs, persona)
+            plan = compile_plan(persona, facts)
         except InvalidDocument as exc:
-            return exc
+            return Prepared(exc, live)
         self.log.debug("plan compiled", version=inputs.persona.version)
-        return plan
+        return Prepared(plan, live)
 
     async def _converge(self, plan: Plan, answer: PersonaAnswer, log: Log) -> None:
         assert answer.name is not None
