@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -124,7 +125,7 @@ class Agent:
             view = self.peer_view()
         except MalformedAnswer:
             return
-        if view != self.compiled_view:
+        if self.compiled_view is None or _as_compiled(view) != _as_compiled(self.compiled_view):
             self.dirty.set()
 
     # --- answers
@@ -356,3 +357,11 @@ class Agent:
                 await self.metrics_endpoint.close()
             await self.control.close()
             await self.client.aclose()
+
+
+def _as_compiled(view: Iterable[Peer]) -> tuple[Peer, ...]:
+    """The peer view as the compiler reads it: without the peers' persona versions (a peer's
+    new version says nothing to this VM's plan unless its persona's name, priority, DSCP,
+    mode, profile or labels moved too; VMs that share a persona hear of each of its changes
+    through the control channel, and a pass for each would only hold up the next change)."""
+    return tuple(replace(peer, persona_version=None) for peer in view)
