@@ -38,6 +38,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children it has waited for (its nft, ip, ...)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=3)
@@ -71,6 +77,9 @@ def main() -> None:
             time.sleep(3)  # every agent has applied the first version
             token = (fleet.data_dir / "admin.token").read_text().strip()
             assert topo.hypervisor is not None
+            assert fleet.service is not None
+            pids = {"service": fleet.service.pid, **{n: p.pid for n, p in fleet.agents.items()}}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             done = topo.hypervisor.run(
                 [
                     sys.executable,
@@ -84,6 +93,7 @@ def main() -> None:
                 timeout=args.rounds * 40,
             )
             result = json.loads(done.stdout)
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             if args.trace:
                 vms = {
                     f"vm{i}": (a, fleet.log_path(f"agent-vm{i}")) for i, a in enumerate(addresses)
@@ -115,6 +125,17 @@ def main() -> None:
                     "mean": round(statistics.fmean(samples), 1),
                 },
                 "driver_cpu_share": round(result["cpu_share"], 3),
+                # CPU per change, the steadier figure on a loaded machine.
+                "cpu_ms_per_change": {
+                    "service": round(cpu["service"] * 1000 / args.rounds, 1),
+                    "agent_mean": round(
+                        sum(v for k, v in cpu.items() if k != "service")
+                        * 1000
+                        / args.rounds
+                        / args.vms,
+                        1,
+                    ),
+                },
                 "write_ms_p50": round(
                     statistics.median(r["write_s"] * 1000 for r in result["rounds"]), 1
                 ),
