@@ -11,6 +11,10 @@ the spacing of retries of a plan that failed), :mod:`~netpersona.agent.control` 
 node and its transport) and :mod:`~netpersona.agent.status` (``agent.json``). This module wires
 them together.
 
+News starts a pass for the newest answers at once: the pass still reading the host's facts
+and compiling for older ones is dropped, and one already changing the kernel ends first (the
+next waits for it), so the kernel always ends in the newest plan and no pass holds up news.
+
 Everything that can fail outside the VM (service down, slow, answering garbage, tokens
 expiring) only delays news: the kernel keeps the last persona that applied, and a watcher
 retries with capped exponential backoff and jitter. No failure ends a loop: each one is
