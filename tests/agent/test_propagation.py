@@ -17,6 +17,7 @@ from netpersona.gossip.wire import Certs, encode
 from netpersona.records import Peer
 from netpersona.testing.certs import fixed_key, key_set, make_certificate, signed
 
+B = ip_address("10.0.0.2")
 C = ip_address("10.0.0.3")
 
 
@@ -171,6 +172,24 @@ def test_news_that_says_what_the_view_says_does_not_wake(tmp_path: Path) -> None
     hear(agent, "10.0.0.2", "web", seq=4, issued_at=now - 1)  # a change of persona
     assert agent.dirty.is_set()
     assert personas(agent.peer_view()) == {"10.0.0.2": "web"}
+
+
+def test_a_peers_new_persona_version_alone_does_not_wake(tmp_path: Path) -> None:
+    now = int(time.time())
+    agent = agent_with_node(tmp_path, served_at=now - 100)
+    hear(agent, "10.0.0.2", "api", seq=2, issued_at=now - 10)
+    agent.compiled_view = agent.peer_view()
+    agent.dirty.clear()
+    assert agent.control.node is not None
+    # B's persona got a new version that changes nothing this VM compiles from.
+    cert = make_certificate(
+        "vm-b", ("10.0.0.2",), persona="api", seq=3, issued_at=now - 5, persona_version=2
+    )
+    step = agent.control.node.receive(encode(Certs((signed(cert).encode(),))), B, time.time())
+    assert step.learned
+    agent.control.on_gossip(step)
+    assert not agent.dirty.is_set()
+    assert {p.persona_version for p in agent.peer_view()} == {2}
 
 
 def test_news_older_than_the_service_answer_does_not_wake(tmp_path: Path) -> None:

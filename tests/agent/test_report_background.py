@@ -82,3 +82,47 @@ async def test_a_slow_report_does_not_hold_up_the_next_pass(tmp_path: Path) -> N
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+@synchronous
+async def test_a_run_of_quick_changes_is_reported_once_it_is_over(tmp_path: Path) -> None:
+    reports: list[dict[str, Any]] = []
+    answers: dict[str, Any] = {
+        "/v1/instance": INSTANCE,
+        "/v1/instance/network_persona": persona(1),
+        "/v1/instance/peers": {"peers": []},
+    }
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            reports.append(json.loads(request.content))
+            return httpx.Response(204)
+        await asyncio.sleep(0.2)  # a long-poll that answers the same again
+        return httpx.Response(200, json=answers[request.url.path], headers={"ETag": '"e"'})
+
+    config = AgentConfig(URL, tmp_path, gossip=False, drift_interval=3600)
+    agent = Agent(config, cast(Kernel, CountersOnly()), client(handle))
+    running = asyncio.create_task(agent.run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if reports:
+                break
+        assert [r["version"] for r in reports] == [1]
+        # Twenty changes, 50 ms apart: each is recorded when its pass ends...
+        for version in range(2, 22):
+            agent.latest["persona"] = Watched(persona(version), f'"e{version}"')
+            agent.dirty.set()
+            await asyncio.sleep(0.05)
+            assert agent.record.version == version
+        # ... and the service hears of the last one, once the run is over.
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if reports[-1]["version"] == 21:
+                break
+        assert reports[-1]["version"] == 21
+        assert len(reports) <= 6, [r["version"] for r in reports]  # not one a change
+        assert not running.done(), "the agent stopped"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -35,10 +35,18 @@ from netpersona.dataplane.host_probe import gather_facts
 from netpersona.dataplane.kernel import Kernel
 from netpersona.dataplane.state import AppliedState, StateStore
 from netpersona.errors import ApplyRolledBack, InvalidDocument, MetadataUnavailable, NetpersonaError
-from netpersona.model import Persona, parse_persona
+from netpersona.facts import HostFacts
+from netpersona.model import parse_persona
 from netpersona.records import Peer
 
-__all__ = ["Inputs", "Reconciler"]
+__all__ = ["REPORT_LATEST", "REPORT_QUIET", "Inputs", "Reconciler"]
+
+# A status report waits until no pass has run for REPORT_QUIET seconds, and at most
+# REPORT_LATEST after it is due: a run of quick changes is reported once, when it is over,
+# instead of once a change (each report reads the drop counters with nft, and the service
+# writes it down), and no report competes for the CPU with the pass of the next change.
+REPORT_QUIET = 0.2
+REPORT_LATEST = 2.0
 
 # (persona, version, plan digest)
 Done = tuple[str | None, int | None, str | None]
@@ -52,6 +60,15 @@ class Inputs:
     persona: PersonaAnswer
     persona_etag: str | None
     peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A pass's plan, or why there is none, and the host facts it was compiled from."""
+
+    plan: Plan | InvalidDocument
+    live: HostFacts | None  # None: the document was refused before the facts were read
+    peer_change: PeerChange | None = None  # from the compiler's last plan, when incremental
 
 
 class Reconciler:
@@ -74,7 +91,6 @@ class Reconciler:
         # Compiles a change of the peer view alone from the peers that changed; the change
         # of the last compile goes to the in-place update (compiler/incremental.py).
         self.compiler = PlanCompiler()
-        self._peer_change: PeerChange | None = None
         self.endpoint = metadata_endpoint(config.metadata_url)
         self.fallbacks = tuple(metadata_endpoint(u) for u in config.metadata_fallbacks)
         self.drift_due = False
@@ -92,6 +108,13 @@ class Reconciler:
         # Whether newer answers than the pass's own have come (asked before the kernel is
         # touched).
         self.superseded: Callable[[], bool] = lambda: False
+        # Passes run one at a time. The pass (task) that has begun to change the kernel, which
+        # must not be cancelled: None while the one running only reads and compiles.
+        self._one_pass = asyncio.Lock()
+        self.kernel_owner: asyncio.Task[Any] | None = None
+        self._kernel_phases = 0  # how many passes have begun to change the kernel
+        self._pass_ended = float("-inf")  # the loop's clock when the last pass ended
+        self._report_now = asyncio.Event()
         # The digest of the applied state the store last gave (it keeps one object while the
         # files are unchanged): a plan of 100k peers takes a while to hash.
         self._state_digest: tuple[AppliedState, str] | None = None
@@ -106,21 +129,55 @@ class Reconciler:
         left = self.retry.retry_at - self.clock()
         return left if left > 0 else None
 
-    async def reconcile(self, inputs: Inputs) -> None:
+    async def reconcile(self, inputs: Inputs, superseded: Callable[[], bool] | None = None) -> None:
         """Bring the kernel to what ``inputs`` say; never raises for outside failures.
 
-        The outcome is reported to the service in the background (:meth:`reported` waits for
-        it): a newer answer does not wait behind a status report of the last one.
+        A pass reads the host's facts and compiles its plan while the pass before may still be
+        changing the kernel (reading the facts again once that has ended, and compiling again
+        if they changed); it then waits for the pass before to end. ``superseded`` (else
+        :attr:`superseded`) says whether newer answers than ``inputs`` have come; a pass that
+        finds it so before it touches the kernel ends there, as the pass for those answers
+        follows. Until then (:attr:`kernel_owner` is not its task) it only reads, and may
+        be cancelled. The outcome is reported to the service in the background
+        (:meth:`reported` waits for it): a newer answer does not wait behind a status report
+        of the last one.
         """
-        self.status.record.instance = inputs.instance.id
-        self.persona_etag = inputs.persona_etag
+        newer = superseded or self.superseded
         answer = inputs.persona
         log = self.log.bind(vm=inputs.instance.id, persona=answer.name, version=answer.version)
-        if answer.document is None:
-            await self._remove(log)
-        else:
-            await self._converge(inputs, log)
+        # Read and compiled while the pass before may still be changing the kernel.
+        phases = self._kernel_phases
+        prepared = None if answer.document is None else await self._prepare(inputs)
+        async with self._one_pass:
+            if prepared is not None and prepared.live is not None and self._kernel_phases != phases:
+                # The kernel changed since the facts were read: read them again (the plan
+                # compiled stands when they are the same).
+                prepared = await self._prepare(inputs, known=prepared)
+            if newer():
+                # Nothing has touched the kernel yet; the next pass (already due) compiles the
+                # newer answers.
+                log.debug("superseded by a newer answer before applying")
+                return
+            self.kernel_owner = asyncio.current_task()
+            try:
+                self.status.record.instance = inputs.instance.id
+                self.persona_etag = inputs.persona_etag
+                if prepared is None:
+                    await self._remove(log)
+                elif isinstance(prepared.plan, InvalidDocument):
+                    self._reject(answer, prepared.plan, log)
+                else:
+                    await self._converge(prepared.plan, answer, log, prepared.peer_change)
+            finally:
+                self._kernel_phases += 1
+                self.kernel_owner = None
+                self._pass_ended = asyncio.get_running_loop().time()
         self._report_in_background(log)
+
+    def report_again(self) -> None:
+        """Send the outcome the service has not taken yet (it was away), unless a report is
+        under way; a pass is not needed for that."""
+        self._report_in_background(self.log)
 
     def _report_in_background(self, log: Log) -> None:
         if self.pending_report is None:
@@ -132,6 +189,7 @@ class Reconciler:
     async def _report_all(self, log: Log) -> None:
         try:
             while self.pending_report is not None:
+                await self._quiet()
                 key = self.pending_key
                 await self.flush_report(log)
                 if self.pending_key == key and self.pending_report is not None:
@@ -141,10 +199,33 @@ class Reconciler:
                 raise
             self.on_report_failed(exc)
 
+    async def _quiet(self) -> None:
+        """Until passes have been quiet for :data:`REPORT_QUIET` (at most :data:`REPORT_LATEST`),
+        or :meth:`reported` asks for the report now."""
+        loop = asyncio.get_running_loop()
+        latest = loop.time() + REPORT_LATEST
+        while not self._report_now.is_set():
+            now = loop.time()
+            if self._one_pass.locked():
+                wait = REPORT_QUIET
+            elif now - self._pass_ended >= REPORT_QUIET:
+                return
+            else:
+                wait = self._pass_ended + REPORT_QUIET - now
+            wait = min(wait, latest - now)
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), wait)
+
     async def reported(self) -> None:
-        """Until the report under way (if any) is done."""
+        """Until the report under way (if any) is done; it goes now."""
         if self._reporting is not None and not self._reporting.done():
-            await asyncio.gather(self._reporting, return_exceptions=True)
+            self._report_now.set()
+            try:
+                await asyncio.gather(self._reporting, return_exceptions=True)
+            finally:
+                self._report_now.clear()
 
     async def close(self) -> None:
         if self._reporting is not None and not self._reporting.done():
@@ -165,15 +246,6 @@ class Reconciler:
         log.info("persona removed", steps=len(report.steps))
         self._set_result(None, None, None, "removed", None)
 
-    def _persona(self, answer: PersonaAnswer, log: Log) -> Persona | None:
-        """The persona document, validated; None (reported as rejected) when it is not valid."""
-        assert answer.document is not None
-        try:
-            return parse_persona(dict(answer.document))
-        except InvalidDocument as exc:
-            self._reject(answer, exc, log)
-            return None
-
     def _reject(self, answer: PersonaAnswer, exc: InvalidDocument, log: Log) -> None:
         """Report a persona that is not valid (as a document, or for this VM's uplinks) once
         per version, and keep the one in force."""
@@ -189,7 +261,15 @@ class Reconciler:
             )
         self._set_result(answer.name, answer.version, record.digest, "rejected", str(exc))
 
-    async def _plan(self, inputs: Inputs, persona: Persona) -> Plan:
+    async def _prepare(self, inputs: Inputs, known: Prepared | None = None) -> Prepared:
+        """The plan of ``inputs`` (reads the host's facts, touches nothing), or why the persona
+        is not valid (as a document, or for this VM: e.g. an MTU that IPv6 does not survive);
+        ``known`` when the facts it was compiled from are still the host's."""
+        assert inputs.persona.document is not None
+        try:
+            persona = parse_persona(dict(inputs.persona.document))
+        except InvalidDocument as exc:
+            return Prepared(exc, None)
         live = await asyncio.to_thread(
             gather_facts,
             self.kernel,
@@ -197,29 +277,22 @@ class Reconciler:
             control_port=self.config.control_port,
             tiers=dict(inputs.instance.tiers),
         )
+        if known is not None and known.live == live:
+            return known
         facts = replace(compose_facts(live, inputs.peers), metadata_fallbacks=self.fallbacks)
-        self._peer_change = None
-        compiled = self.compiler.compile(persona, facts)
-        self._peer_change = compiled.peer_change
-        return compiled.plan
-
-    async def _converge(self, inputs: Inputs, log: Log) -> None:
-        answer = inputs.persona
-        persona = self._persona(answer, log)
-        if persona is None:
-            return
-        assert answer.name is not None
         try:
-            # The compiler checks what needs this VM's facts (e.g. an MTU that IPv6 survives).
-            plan = await self._plan(inputs, persona)
+            # Incremental for a change of the peer view (compiler/incremental.py). Its change
+            # travels with this pass's plan: a newer pass may compile while this one applies.
+            compiled = self.compiler.compile(persona, facts)
         except InvalidDocument as exc:
-            self._reject(answer, exc, log)
-            return
-        if self.superseded():
-            # A newer answer came while the facts were read and the plan compiled; nothing
-            # has touched the kernel yet, so the next pass (already due) compiles that one.
-            log.debug("superseded by a newer answer before applying")
-            return
+            return Prepared(exc, live)
+        self.log.debug("plan compiled", version=inputs.persona.version)
+        return Prepared(compiled.plan, live, compiled.peer_change)
+
+    async def _converge(
+        self, plan: Plan, answer: PersonaAnswer, log: Log, peer_change: PeerChange | None = None
+    ) -> None:
+        assert answer.name is not None
         state = self.store.load()
         drift_check, self.drift_due = self.drift_due, False
         digest = plan.digest
@@ -230,7 +303,7 @@ class Reconciler:
                     await self._keep(state, plan, digest, answer, log, drift_check=drift_check)
                     return
                 if state.plan.ruleset_digest == plan.ruleset_digest:
-                    await self._update_peers(plan, digest, answer, log)
+                    await self._update_peers(plan, digest, answer, log, peer_change)
                     return
             if self._may_try(key, log):
                 await self._apply(plan, digest, answer, log, why="persona")
@@ -271,8 +344,15 @@ class Reconciler:
         if self._may_try((answer.name, digest), log):
             await self._apply(plan, digest, answer, log, why="drift")
 
-    async def _update_peers(self, plan: Plan, digest: str, answer: PersonaAnswer, log: Log) -> None:
-        change = self._peer_change  # used only if it starts from the applied sets
+    async def _update_peers(
+        self,
+        plan: Plan,
+        digest: str,
+        answer: PersonaAnswer,
+        log: Log,
+        change: PeerChange | None,
+    ) -> None:
+        # ``change`` is used only if it starts from the sets the state holds.
         update = await asyncio.to_thread(self.applier.update_peers, plan.peer_sets, change)
         self._applied(digest)
         log.info("peer sets updated in place", added=update.added, deleted=update.deleted)

@@ -11,6 +11,10 @@ the spacing of retries of a plan that failed), :mod:`~netpersona.agent.control` 
 node and its transport) and :mod:`~netpersona.agent.status` (``agent.json``). This module wires
 them together.
 
+News starts a pass for the newest answers at once: the pass still reading the host's facts
+and compiling for older ones is dropped, and one already changing the kernel ends first (the
+next waits for it), so the kernel always ends in the newest plan and no pass holds up news.
+
 Everything that can fail outside the VM (service down, slow, answering garbage, tokens
 expiring) only delays news: the kernel keeps the last persona that applied, and a watcher
 retries with capped exponential backoff and jitter. No failure ends a loop: each one is
@@ -22,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -92,6 +97,8 @@ class Agent:
             self.status.on_outcome = self.metrics.observe_outcome
             self.reconciler.applier = MeteredApplier(self.reconciler.applier, self.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self._passes: set[asyncio.Task[None]] = set()  # running (at most one not superseded)
+        self._pause = False  # the last pass failed: the next waits PASS_PAUSE
 
     @property
     def record(self) -> AgentRecord:
@@ -123,7 +130,7 @@ class Agent:
             view = self.peer_view()
         except MalformedAnswer:
             return
-        if view != self.compiled_view:
+        if self.compiled_view is None or _as_compiled(view) != _as_compiled(self.compiled_view):
             self.dirty.set()
 
     # --- answers
@@ -140,8 +147,9 @@ class Agent:
         elif changed:
             self.latest[name] = answer
             self.dirty.set()
-        if self.reconciler.pending_report is not None:
-            self.dirty.set()
+        # The service answers again: an outcome it has not taken yet goes now (no pass needed:
+        # a pass here would only hold up the next change).
+        self.reconciler.report_again()
 
     async def _control_update(self) -> None:
         """Take a new key set or own certificate; the channel starts once both are here."""
@@ -176,8 +184,8 @@ class Agent:
         self.compiled_view = inputs.peers
         self.control.set_seeds(self.seeds())
         answers = self._answers()
-        self.reconciler.superseded = lambda: self._answers() != answers
-        await self.reconciler.reconcile(inputs)
+        self.log.debug("pass started", answers=answers)
+        await self.reconciler.reconcile(inputs, lambda: self._answers() != answers)
 
     def _answers(self) -> tuple[str | None, ...]:
         """The ETags of the answers a pass compiles from: another one is news (the same view
@@ -306,6 +314,31 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.dirty.wait(), timeout=retry_in + 0.01)
 
+    async def _guarded_pass(self) -> None:
+        """One pass of the loop: a failure is said, and the next pass waits a moment."""
+        try:
+            await self._pass()
+            if self.converged:  # systemd: the persona is in force (Type=notify)
+                first = not self.systemd.is_ready
+                self.systemd.ready()
+                if first:  # what start-up freed (imports, first plan) back to the OS
+                    return_free_memory()
+        except Exception as exc:  # the agent must outlive every failure
+            self._pass_failed(exc)
+            self._pause = True
+
+    def _start_pass(self) -> asyncio.Task[None]:
+        """A pass for the latest answers. Passes run one at a time; one that has not begun to
+        change the kernel only reads (the host's facts) and compiles, so it is dropped for the
+        newer one; one that has, ends first (the kernel always ends in the newest plan)."""
+        for older in self._passes:
+            if older is not self.reconciler.kernel_owner:
+                older.cancel()
+        task = asyncio.create_task(self._guarded_pass(), name="pass")
+        self._passes.add(task)
+        task.add_done_callback(self._passes.discard)
+        return task
+
     async def run(self) -> None:
         await self.start_metrics_endpoint()
         tasks = [*self._tasks(), asyncio.create_task(self.systemd.keep_alive(), name="watchdog")]
@@ -313,22 +346,30 @@ class Agent:
             while True:
                 await self._next_wake()
                 self.dirty.clear()
-                try:
-                    await self._pass()
-                    if self.converged:  # systemd: the persona is in force (Type=notify)
-                        first = not self.systemd.is_ready
-                        self.systemd.ready()
-                        if first:  # what start-up freed (imports, first plan) back to the OS
-                            return_free_memory()
-                except Exception as exc:  # the agent must outlive every failure
-                    self._pass_failed(exc)
+                if self._pause:
+                    self._pause = False
                     await self.sleep(PASS_PAUSE)
+                current = self._start_pass()
+                # Until that pass ends, or news comes (which may supersede it).
+                news = asyncio.create_task(self.dirty.wait())
+                try:
+                    await asyncio.wait((current, news), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
         finally:
-            for task in tasks:
+            for task in (*tasks, *self._passes):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._passes, return_exceptions=True)
             await self.reconciler.close()
             if self.metrics_endpoint is not None:
                 await self.metrics_endpoint.close()
             await self.control.close()
             await self.client.aclose()
+
+
+def _as_compiled(view: Iterable[Peer]) -> tuple[Peer, ...]:
+    """The peer view as the compiler reads it: without the peers' persona versions (a peer's
+    new version says nothing to this VM's plan unless its persona's name, priority, DSCP,
+    mode, profile or labels moved too; VMs that share a persona hear of each of its changes
+    through the control channel, and a pass for each would only hold up the next change)."""
+    return tuple(replace(peer, persona_version=None) for peer in view)

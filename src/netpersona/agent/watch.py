@@ -4,13 +4,17 @@ A watcher takes an answer only when it has the view's documented shape (checked 
 parser in :mod:`netpersona.agent.answers`); anything else is refused and the agent keeps the
 last answer it took. Whatever happens (the service away, slow, answering garbage, a defect
 here) the loop survives: it records the failure in the status record, backs off with jitter
-and asks again. It never spins either: requests of one view start at least
-:data:`MIN_INTERVAL` apart, so a service that ignores long-poll (answers at once, unchanged)
-costs two requests a second, not hundreds. The one exception: right after an answer that
-brought a change, the next request goes at once (a second change made soon after the first is
-then seen as soon as it is made, not up to half a second later), at most
-:data:`UNPACED_PER_SECOND` such requests in any second, so a service answering "changed"
-every time costs at most ten a second.
+and asks again.
+
+It never spins either. After an answer that brought nothing new, the next request of the view
+starts at least :data:`MIN_INTERVAL` after the one before, so a service that ignores long-poll
+(answers at once, unchanged) costs two requests a second, not hundreds. After an answer that
+brought a change the next request goes at once: a second change made soon after the first is
+then seen as soon as it is made. Those requests are metered by a token bucket
+(:class:`ChangeBudget`): a burst of :data:`UNPACED_BURST` back to back, then
+:data:`UNPACED_PER_SECOND` a second, each waiting only for the next token (never the whole
+:data:`MIN_INTERVAL`). An operator's run of quick changes is followed change by change, and a
+service that answers "changed" every time costs at most that many requests a second.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +33,25 @@ from netpersona.agent.backoff import Backoff
 from netpersona.agent.client import ANSWER_LIMIT, PEER_VIEW_LIMIT, MetadataClient, Watched
 from netpersona.agent.status import StatusRecord, error_code, error_text
 
-__all__ = ["GOSSIP_VIEWS", "MIN_INTERVAL", "UNPACED_PER_SECOND", "VIEWS", "View", "Watcher"]
+__all__ = [
+    "GOSSIP_VIEWS",
+    "MIN_INTERVAL",
+    "UNPACED_BURST",
+    "UNPACED_PER_SECOND",
+    "VIEWS",
+    "ChangeBudget",
+    "View",
+    "Watcher",
+]
 
-# The shortest time between two requests of one view (at most two a second).
+# The shortest time between two requests of one view after an answer that brought nothing new
+# (at most two a second).
 MIN_INTERVAL = 0.5
-# Requests after a change that skip the pacing, at most this many in any second.
-UNPACED_PER_SECOND = 8
+# Requests right after a change: this many back to back, then this many a second. A pass that
+# follows a change takes some 50 ms (one nft batch), so twenty a second is as fast as the
+# kernel can follow anyway.
+UNPACED_BURST = 20
+UNPACED_PER_SECOND = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,32 @@ async def fetch(
     return answer
 
 
+class ChangeBudget:
+    """A token bucket for the requests that follow a change (:data:`UNPACED_BURST` tokens,
+    refilled at :data:`UNPACED_PER_SECOND`)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        burst: int = UNPACED_BURST,
+        per_second: float = UNPACED_PER_SECOND,
+    ) -> None:
+        self.clock = clock
+        self.burst = burst
+        self.per_second = per_second
+        self.tokens = float(burst)
+        self.at = clock()
+
+    def take(self) -> float:
+        """Spend a token; the seconds to wait first (0 when one was there)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        self.tokens -= 1
+        # A debt is paid by waiting for the tokens it owes.
+        return -self.tokens / self.per_second if self.tokens < 0 else 0.0
+
+
 class Watcher:
     def __init__(
         self,
@@ -105,22 +147,21 @@ class Watcher:
         self.clock = clock
         self._started: float | None = None
         self._unpaced = False  # the next request may skip the pacing (after a change)
-        self._unpaced_at: deque[float] = deque()  # when the recent unpaced requests started
+        self.budget = ChangeBudget(clock)
         self.log = structlog.get_logger("netpersona.agent").bind(view=view.name)
 
     async def _pace(self) -> None:
         """Wait until the next request may start."""
         unpaced, self._unpaced = self._unpaced, False
-        now = self.clock()
-        while self._unpaced_at and now - self._unpaced_at[0] >= 1.0:
-            self._unpaced_at.popleft()
-        unpaced = unpaced and len(self._unpaced_at) < UNPACED_PER_SECOND
         if unpaced:
-            self._unpaced_at.append(now)
-        if self._started is not None and not unpaced:
+            gap = self.budget.take()
+        elif self._started is not None:
             gap = MIN_INTERVAL - (self.clock() - self._started)
-            if gap > 0:
-                await self.sleep(gap)
+        else:
+            gap = 0.0
+        if gap > 0:
+            self.log.debug("request paced", seconds=round(gap, 4), after_change=unpaced)
+            await self.sleep(gap)
         self._started = self.clock()
 
     async def step(self) -> bool:
@@ -129,9 +170,16 @@ class Watcher:
         # next change) and after a failure (the agent wants to know at once that the service
         # is back, and whether anything changed while it was away).
         wait = self.wait if self.backoff.attempt == 0 and self.last is not None else None
+        asked = self.clock()
         answer = await fetch(self.client, self.view, self.last, wait)
         last, self.last = self.last, answer
         changed = last is None or answer.etag != last.etag or answer.body != last.body
+        self.log.debug(
+            "answer taken",
+            changed=changed,
+            version=answer.body.get("version") if isinstance(answer.body, dict) else None,
+            held=round(self.clock() - asked, 4),
+        )
         self.status.watch_ok(self.view.name)
         await self.on_answer(self.view.name, answer, changed)
         return changed
