@@ -125,7 +125,7 @@ def test_the_agent_is_ready_after_its_first_successful_pass(
         outcomes = iter(["failed", "applied", "unchanged"])
         passes = asyncio.Event()
 
-        async def reconcile(_inputs: Inputs) -> None:
+        async def reconcile(_inputs: Inputs, _superseded: object = None) -> None:
             agent.record.result = next(outcomes)
             passes.set()
 
