@@ -36,6 +36,8 @@ __all__ = [
     "parse_instance",
     "parse_key_set",
     "parse_network",
+    "PeersAnswer",
+    "PeersAnswerParser",
     "parse_peer_view",
     "parse_peers_answer",
     "parse_persona_answer",
@@ -179,11 +181,69 @@ def _peer(entry: object, at: str, where: str) -> Peer:
 
 
 def parse_peer_view(body: Mapping[str, Any]) -> tuple[Peer, ...]:
+    return _peer_view(body, None)
+
+
+def _peer_view(body: Mapping[str, Any], last: _Entries | None) -> tuple[Peer, ...]:
     where = "GET /v1/instance/peers"
     peers = body.get("peers")
     if not isinstance(peers, list):
         raise _bad(where, "/peers", f"{_show(peers)} is not a list")
-    return tuple(_peer(entry, f"/peers/{index}", where) for index, entry in enumerate(peers))
+    return _peer_list(peers, "/peers", where, last)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entries:
+    """One list of peer entries of an answer as it came (each one valid) and as parsed."""
+
+    raw: list[Any]
+    peers: tuple[Peer, ...]
+
+
+# The entry fields whose values are JSON numbers: ``true == 1`` and ``1.0 == 1`` in Python, so
+# equal entries are the same entry only when these have the same types too. (Every other
+# field of a valid entry is a string, a list of strings or an object of strings, which no other
+# JSON value equals.)
+_NUMBER_FIELDS = ("persona_version", "priority", "dscp")
+
+
+def _same(entry: Any, known: dict[str, Any]) -> bool:
+    """Whether ``entry`` is the (valid) entry ``known`` again, value for value."""
+    return entry == known and all(type(entry.get(f)) is type(known.get(f)) for f in _NUMBER_FIELDS)
+
+
+def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -> tuple[Peer, ...]:
+    """The entries parsed; with ``last`` (the same list of the previous answer), an entry equal
+    to one of ``last`` is that entry's ``Peer`` object again, not a new one.
+
+    The previous entries are walked alongside (a peer that joins, leaves or changes shifts
+    the rest by at most one); an entry that is neither the next one nor the one after is
+    looked up by its instance id (the index made at the first such entry).
+    """
+    if last is None or not last.raw:
+        return tuple(_peer(entry, f"{at}/{index}", where) for index, entry in enumerate(entries))
+    raw, known = last.raw, last.peers
+    by_instance: dict[Any, int] | None = None
+    parsed: list[Peer] = []
+    j = 0
+    for index, entry in enumerate(entries):
+        if j < len(raw) and _same(entry, raw[j]):
+            parsed.append(known[j])
+            j += 1
+            continue
+        if j + 1 < len(raw) and _same(entry, raw[j + 1]):
+            parsed.append(known[j + 1])
+            j += 2
+            continue
+        if by_instance is None:
+            by_instance = {e["instance"]: k for k, e in enumerate(raw)}
+        k = by_instance.get(entry.get("instance")) if isinstance(entry, dict) else None
+        if k is not None and _same(entry, raw[k]):
+            parsed.append(known[k])
+            j = k + 1
+            continue
+        parsed.append(_peer(entry, f"{at}/{index}", where))
+    return tuple(parsed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +258,10 @@ class NetworkAnswer:
 
 def parse_network(body: Mapping[str, Any]) -> NetworkAnswer | None:
     """The ``network`` part of ``GET /v1/instance/peers``; None from a service without it."""
+    return _network(body, {})
+
+
+def _network(body: Mapping[str, Any], last: dict[str, _Entries]) -> NetworkAnswer | None:
     where = "GET /v1/instance/peers"
     network = body.get("network")
     if network is None:
@@ -209,18 +273,49 @@ def parse_network(body: Mapping[str, Any]) -> NetworkAnswer | None:
         entries = network.get(name, [])
         if not isinstance(entries, list):
             raise _bad(where, f"/network/{name}", f"{_show(entries)} is not a list")
-        parts[name] = tuple(
-            _peer(entry, f"/network/{name}/{index}", where) for index, entry in enumerate(entries)
-        )
+        parts[name] = _peer_list(entries, f"/network/{name}", where, last.get(name))
     truncated = network.get("truncated", False)
     if not isinstance(truncated, bool):
         raise _bad(where, "/network/truncated", f"{_show(truncated)} is not true or false")
     return NetworkAnswer(parts["members"], parts["seeds"], truncated)
 
 
-def parse_peers_answer(body: Mapping[str, Any]) -> tuple[tuple[Peer, ...], NetworkAnswer | None]:
+PeersAnswer = tuple[tuple[Peer, ...], NetworkAnswer | None]
+
+
+def parse_peers_answer(body: Mapping[str, Any]) -> PeersAnswer:
     """The whole peers answer: the peer view and its network part."""
     return parse_peer_view(body), parse_network(body)
+
+
+class PeersAnswerParser:
+    """:func:`parse_peers_answer` that keeps its last answer, for an agent that parses every
+    answer of the peers view (up to 100k entries) as it comes.
+
+    The same body object again gives the same result (no parsing); a new body gives a result
+    in which every entry equal to one of the last answer's is the ``Peer`` object parsed then,
+    so a peer that joins costs one entry's parsing and comparing the others, and the compiler,
+    which compares views by object first, sees the unchanged entries as unchanged at once. A
+    body that does not parse changes nothing kept.
+    """
+
+    def __init__(self) -> None:
+        self._body: Mapping[str, Any] | None = None
+        self._answer: PeersAnswer = ((), None)
+        self._entries: dict[str, _Entries] = {}
+
+    def __call__(self, body: Mapping[str, Any]) -> PeersAnswer:
+        if body is self._body:
+            return self._answer
+        served = _peer_view(body, self._entries.get("peers"))
+        network = _network(body, self._entries)
+        entries = {"peers": _Entries(body["peers"], served)}
+        if network is not None:
+            raw = body["network"]
+            entries["members"] = _Entries(raw.get("members", []), network.members)
+            entries["seeds"] = _Entries(raw.get("seeds", []), network.seeds)
+        self._body, self._answer, self._entries = body, (served, network), entries
+        return self._answer
 
 
 def parse_certificate(body: Mapping[str, Any]) -> str | None:
