@@ -105,44 +105,57 @@ def cert(n: int, persona: str, issued_at: int) -> PersonaCertificate:
     )
 
 
-# A sequence of gossip states: the certificates held (instance, persona, issued at), and
-# sometimes a new service answer (or the same one again).
+# A sequence of states: the certificates held (instance, persona, issued at), and sometimes a
+# new service answer (its peers, as the parser gives them: unchanged entries the same objects).
 states = st.lists(
     st.tuples(
         st.lists(
             st.tuples(st.integers(0, 40), st.sampled_from(["api", "web"]), st.integers(990, 1010))
         ),
-        st.booleans(),
+        st.none() | views,
     ),
     min_size=1,
     max_size=8,
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(served=views, members=views, steps=states)
 def test_merging_from_the_last_view_is_merging_from_scratch(
     served: list[tuple[int, str]],
     members: list[tuple[int, str]],
-    steps: list[tuple[list[tuple[int, str, int]], bool]],
+    steps: list[tuple[list[tuple[int, str, int]], list[tuple[int, str]] | None]],
 ) -> None:
     merge = PeerViewMerger()
-    served_view = parse_peers_answer(answer([entry(n, p) for n, p in served]))[0]
-    summary = parse_peers_answer(answer([entry(n, p, 6) for n, p in members]))[0]
+    parse = PeersAnswerParser()
+    summary = [entry(n, p, 6) for n, p in members]
+    served_view, network = parse(answer([entry(n, p) for n, p in served], summary))
     made: dict[tuple[int, str, int], PersonaCertificate] = {}
     last: tuple[Peer, ...] | None = None
     for held, new_answer in steps:
-        if new_answer:
-            served_view = tuple(reversed(served_view))
+        if new_answer is not None:
+            served_view, network = parse(answer([entry(n, p) for n, p in new_answer], summary))
+        assert network is not None
         learned = [made.setdefault(c, cert(*c)) for c in held]
-        view = merge(served_view, 1000.0, learned, summary)
-        assert view == merge_peer_views(served_view, 1000.0, learned, summary)
-        if last is not None and not new_answer:
+        view = merge(served_view, 1000.0, learned, network.members)
+        assert view == merge_peer_views(served_view, 1000.0, learned, network.members)
+        if last is not None:
             old = {p.instance: p for p in last}
             for peer in view:
                 if peer.instance in old and old[peer.instance] == peer:
                     assert peer is old[peer.instance]
         last = view
+
+
+def test_an_answer_with_one_more_peer_changes_one_entry_of_the_last_view() -> None:
+    merge, parse = PeerViewMerger(), PeersAnswerParser()
+    entries = [entry(n) for n in range(0, 100, 2)]
+    before = merge(parse(answer(entries))[0], 1000.0, [])
+    joined = merge(parse(answer([*entries[:3], entry(5), *entries[3:]]))[0], 1001.0, [])
+    assert [p.instance for p in joined] == sorted([*(p.instance for p in before), "vm-0005"])
+    assert all(a is b for a, b in zip(joined[:3] + joined[4:], before, strict=True))
+    twice = answer([*entries, entries[0]])  # one instance twice: the last entry wins
+    assert merge(parse(twice)[0], 1002.0, []) == merge_peer_views(parse(twice)[0], 1002.0, [])
 
 
 def test_one_certificate_changes_one_entry_of_the_last_view() -> None:
