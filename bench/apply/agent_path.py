@@ -3,6 +3,8 @@
 The agent's own functions, in the order the agent calls them, into a throwaway namespace
 (the persona and peers of ``run.py``: a restricted persona whose ``peers`` select N VMs):
 
+The VM that joins has a new address and an instance id in the middle of the others'.
+
 * ``certificate``: a certificate for a new VM arrives over the control channel. The gossip
   news wakes the agent, which merges its view and compares it with the one it compiled
   (``wake_s``); the pass merges it again and compiles it incrementally, computes the plan's
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +111,14 @@ def _mean(values: list[float]) -> float:
     return round(statistics.mean(values), 4)
 
 
-def _certificate(size: int, round_: int) -> PersonaCertificate:
+def _joining(size: int, round_: int) -> Peer:
+    """The VM that joins in round ``round_``: a new address, an instance id in the middle."""
     (peer,) = _peers(1, start=size + round_)
+    return replace(peer, instance=f"vm-{size // 2:07d}-{round_}")
+
+
+def _certificate(size: int, round_: int) -> PersonaCertificate:
+    peer = _joining(size, round_)
     return make_certificate(
         peer.instance, peer.addresses, persona="api", priority=1, issued_at=int(SERVED_AT) + 1
     )
@@ -119,8 +128,8 @@ def bench_paths(size: int, repeat: int) -> dict[str, Any]:
     served = _peers(size)
     raw = _answer(served)
     joined_raw = [
-        # The service lists its peers in instance-id order: the new one is the last.
-        _answer(tuple(sorted((*served, *_peers(1, start=size + r)), key=lambda p: p.instance)))
+        # The service lists its peers in instance-id order: the new one is in the middle.
+        _answer(tuple(sorted((*served, _joining(size, r)), key=lambda p: p.instance)))
         for r in range(repeat)
     ]
     result: dict[str, Any] = {"peers": size, "answer_bytes": len(raw)}
