@@ -18,7 +18,9 @@ The VM that joins has a new address and an instance id in the middle of the othe
 Each path is measured twice in the same run: ``after`` with the agent's parser and merger
 that keep their last answer and view (``PeersAnswerParser``, ``PeerViewMerger``), ``before``
 with the from-scratch functions (``parse_peers_answer``, ``merge_peer_views``: every peer a
-new object at every merge, so the compiler compares every entry). Figures are means of
+new object at every merge, so the compiler compares every entry). ``pass_merge_s`` and
+``pass_compile_s`` split a pass: the view made, and the plan compiled with its digest (the
+rest of ``pass_s`` is the update). Figures are means of
 ``--repeat`` joins (each followed by the leave, untimed, that restores the view).
 
     .venv/bin/python bench/apply/agent_path.py                     # 100k peers
@@ -55,6 +57,8 @@ from netpersona.testing.topology import lab
 SERVED_AT = 1000.0
 WHERE = "GET /v1/instance/peers"
 
+SPLIT = ("pass_merge", "pass_compile")
+
 Parse = Callable[[Any], Any]
 Merge = Callable[..., tuple[Peer, ...]]
 
@@ -70,6 +74,7 @@ class Agent:
         self.learned: list[PersonaCertificate] = []
         self.compiled_view: tuple[Peer, ...] | None = None
         self.applied_digest: str | None = None
+        self.split = (0.0, 0.0)  # the last pass's merge and compile (with the digest)
 
     def peer_view(self) -> tuple[Peer, ...]:
         served, network = self.parse(self.body)
@@ -89,10 +94,13 @@ class Agent:
         assert self.peer_view() != self.compiled_view
 
     def run_pass(self) -> None:
+        started = time.perf_counter()
         view = self.peer_view()
         self.compiled_view = view
+        merged = time.perf_counter()
         compiled = self.compiler.compile(PERSONA, compose_facts(self.base, view))
         digest = compiled.plan.digest
+        self.split = (merged - started, time.perf_counter() - merged)
         state = self.applier.store.load()
         if state is None:
             self.applier.apply(compiled.plan, "bench")
@@ -146,8 +154,10 @@ def bench_paths(size: int, repeat: int) -> dict[str, Any]:
             started = time.perf_counter()
             agent.run_pass()  # the first pass: the whole plan (a fresh apply, or 0 peers changed)
             first_s = time.perf_counter() - started
-            cert: dict[str, list[float]] = {"wake": [], "pass": [], "total": []}
-            http: dict[str, list[float]] = {"decode": [], "check": [], "pass": [], "total": []}
+            cert: dict[str, list[float]] = {k: [] for k in ("wake", "pass", "total", *SPLIT)}
+            http: dict[str, list[float]] = {
+                k: [] for k in ("decode", "check", "pass", "total", *SPLIT)
+            }
             for round_ in range(repeat):
                 agent.learned = [_certificate(size, round_)]
                 t0 = time.perf_counter()
@@ -157,6 +167,8 @@ def bench_paths(size: int, repeat: int) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 cert["wake"].append(t1 - t0)
                 cert["pass"].append(t2 - t1)
+                cert["pass_merge"].append(agent.split[0])
+                cert["pass_compile"].append(agent.split[1])
                 cert["total"].append(t2 - t0)
                 agent.learned = []  # it leaves again (untimed)
                 agent.run_pass()
@@ -173,6 +185,8 @@ def bench_paths(size: int, repeat: int) -> dict[str, Any]:
                 http["decode"].append(t1 - t0)
                 http["check"].append(t2 - t1)
                 http["pass"].append(t3 - t2)
+                http["pass_merge"].append(agent.split[0])
+                http["pass_compile"].append(agent.split[1])
                 http["total"].append(t3 - t0)
                 agent.take(raw)  # it leaves again (untimed)
                 agent.run_pass()
