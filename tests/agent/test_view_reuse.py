@@ -99,6 +99,16 @@ def test_an_entry_equal_to_a_valid_one_but_for_its_json_type_is_still_refused(
     assert all(a is b for a, b in zip(parse(good)[0], served, strict=True))  # nothing kept
 
 
+@pytest.mark.parametrize("instance", [["vm-0001"], {"a": 1}, None, 7])
+def test_a_new_entry_with_a_bad_instance_is_refused_naming_it(instance: object) -> None:
+    parse = PeersAnswerParser()
+    parse(answer([entry(n) for n in range(10)]))
+    bad = answer([entry(n) for n in range(10)])
+    bad["peers"][0:3] = [{**entry(20), "instance": instance}] * 3  # neither next nor after
+    with pytest.raises(MalformedAnswer, match="/peers/0/instance"):
+        parse(bad)
+
+
 def cert(n: int, persona: str, issued_at: int) -> PersonaCertificate:
     return make_certificate(
         f"vm-{n:04d}", (f"10.2.0.{n + 1}",), persona=persona, issued_at=issued_at, seq=issued_at

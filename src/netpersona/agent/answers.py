@@ -28,14 +28,14 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "InstanceAnswer",
     "NetworkAnswer",
+    "PeersAnswer",
+    "PeersAnswerParser",
     "PersonaAnswer",
     "decode_json",
     "parse_certificate",
     "parse_instance",
     "parse_key_set",
     "parse_network",
-    "PeersAnswer",
-    "PeersAnswerParser",
     "parse_peer_view",
     "parse_peers_answer",
     "parse_persona_answer",
@@ -251,7 +251,8 @@ def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -
             continue
         if by_instance is None:
             by_instance = {e["instance"]: k for k, e in enumerate(raw)}
-        k = by_instance.get(entry.get("instance")) if isinstance(entry, dict) else None
+        instance = entry.get("instance") if isinstance(entry, dict) else None
+        k = by_instance.get(instance) if isinstance(instance, str) else None
         if k is not None and _same(entry, raw[k]):
             parsed.append(known[k])
             j = k + 1
