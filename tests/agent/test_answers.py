@@ -3,6 +3,8 @@ that must be refused whole (MalformedAnswer), named by path and pointer."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import time
 from typing import Any
@@ -214,6 +216,21 @@ json_values = st.recursive(
 def test_depth_is_the_nesting_of_the_json_capped_past_the_most(value: object, most: int) -> None:
     for raw in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=1)):
         assert json_depth(raw.encode(), most) == min(_depth(value), most + 1)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": [1]}', b"{not json"])
+def test_decoding_leaves_the_collector_as_it_found_it(raw: bytes) -> None:
+    assert gc.isenabled()
+    with contextlib.suppress(MalformedAnswer):
+        decode_json(raw, "x")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with contextlib.suppress(MalformedAnswer):
+            decode_json(raw, "x")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_deep_nesting_is_refused_before_parsing() -> None:

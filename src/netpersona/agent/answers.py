@@ -11,6 +11,7 @@ refused without handing it to a recursive parser.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,10 +86,18 @@ def decode_json(raw: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> JSON:
     """The JSON object ``raw`` holds; refused when it is not one or nests too deeply."""
     if json_depth(raw, max_depth) > max_depth:
         raise _bad(where, "", f"nested deeper than {max_depth} levels")
+    # A JSON document holds no cycles, so the collector has nothing to find in it; run while
+    # a 100k-peer answer is built (1.5M objects), it walks the agent's heap again and again
+    # (0.37-0.48 s of a 0.46 s decode here, against 0.12-0.14 s paused).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise _bad(where, "", "not JSON") from None
+    finally:
+        if collecting:
+            gc.enable()
     if not isinstance(body, dict):
         raise _bad(where, "", f"expected an object, got {_show(body)}")
     return body
