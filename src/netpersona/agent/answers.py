@@ -15,6 +15,7 @@ import gc
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from netpersona.errors import InvalidDocument, MalformedAnswer
@@ -239,27 +240,36 @@ def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -
     """The entries parsed; with ``last`` (the same list of the previous answer), an entry equal
     to one of ``last`` is that entry's ``Peer`` object again, not a new one.
 
-    The previous entries are walked alongside (a peer that joins, leaves or changes shifts
-    the rest by at most one); an entry that is neither the next one nor the one after is
-    looked up by its instance id (the index made at the first such entry).
+    When no entry has a number field that is not an integer, the common head and tail of the
+    two lists are found a chunk at a time in C. The entries between are walked alongside the
+    previous ones (a peer that joins, leaves or changes shifts the rest by at most one); an
+    entry that is neither the next one nor the one after is looked up by its instance id (the
+    index made at the first such entry).
     """
     if last is None or not last.raw:
         return tuple(_peer(entry, f"{at}/{index}", where) for index, entry in enumerate(entries))
     raw, known = last.raw, last.peers
+    head = tail = 0
+    if _plain_numbers(entries):
+        head = _common_prefix(entries, raw)
+        rest = min(len(entries), len(raw)) - head
+        tail = _common_prefix(entries[::-1][:rest], raw[::-1][:rest])
+    end, raw_end = len(entries) - tail, len(raw) - tail
+    parsed: list[Peer] = list(known[:head])
     by_instance: dict[Any, int] | None = None
-    parsed: list[Peer] = []
-    j = 0
-    for index, entry in enumerate(entries):
-        if j < len(raw) and _same(entry, raw[j]):
+    j = head
+    for index in range(head, end):
+        entry = entries[index]
+        if j < raw_end and _same(entry, raw[j]):
             parsed.append(known[j])
             j += 1
             continue
-        if j + 1 < len(raw) and _same(entry, raw[j + 1]):
+        if j + 1 < raw_end and _same(entry, raw[j + 1]):
             parsed.append(known[j + 1])
             j += 2
             continue
         if by_instance is None:
-            by_instance = {e["instance"]: k for k, e in enumerate(raw)}
+            by_instance = {raw[k]["instance"]: k for k in range(head, raw_end)}
         instance = entry.get("instance") if isinstance(entry, dict) else None
         k = by_instance.get(instance) if isinstance(instance, str) else None
         if k is not None and _same(entry, raw[k]):
@@ -267,7 +277,39 @@ def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -
             j = k + 1
             continue
         parsed.append(_peer(entry, f"{at}/{index}", where))
+    parsed.extend(known[raw_end:])
     return tuple(parsed)
+
+
+# The entry fields whose values are JSON numbers (see _same).
+_NUMBER_FIELDS = ("priority", "dscp", "persona_version")
+_PLAIN = frozenset((int, type(None)))
+# Chunk of the common-prefix search: compared a chunk at a time in C, then entry by entry.
+_CHUNK = 1024
+
+
+def _plain_numbers(entries: list[Any]) -> bool:
+    """Whether every entry is an object whose number fields are integers or absent: then an
+    entry equal to a valid one is the same entry (``==`` alone says it, in C)."""
+    try:
+        return all(
+            set(map(type, map(dict.get, entries, repeat(field)))) <= _PLAIN
+            for field in _NUMBER_FIELDS
+        )
+    except TypeError:  # an entry that is not an object
+        return False
+
+
+def _common_prefix(a: list[Any], b: list[Any]) -> int:
+    """How many leading entries ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
+        i += _CHUNK
+    i = min(i, n)
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 @dataclass(frozen=True, slots=True)
