@@ -3,10 +3,15 @@ that must be refused whole (MalformedAnswer), named by path and pointer."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netpersona.agent.answers import (
     MAX_DEPTH,
@@ -186,6 +191,46 @@ def test_depth_is_counted_on_the_bytes_outside_strings() -> None:
     assert json_depth(b'{"a": [1, {"b": "[[[{{{\\"]]]"}]}') == 3
     assert json_depth(b"[]") == 1
     assert json_depth(b"7") == 0
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n'),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=3), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, most=st.integers(0, 8))
+def test_depth_is_the_nesting_of_the_json_capped_past_the_most(value: object, most: int) -> None:
+    for raw in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=1)):
+        assert json_depth(raw.encode(), most) == min(_depth(value), most + 1)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": [1]}', b"{not json"])
+def test_decoding_leaves_the_collector_as_it_found_it(raw: bytes) -> None:
+    assert gc.isenabled()
+    with contextlib.suppress(MalformedAnswer):
+        decode_json(raw, "x")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with contextlib.suppress(MalformedAnswer):
+            decode_json(raw, "x")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_deep_nesting_is_refused_before_parsing() -> None:

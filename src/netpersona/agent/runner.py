@@ -26,17 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from netpersona.agent.answers import (
+    PeersAnswerParser,
     parse_certificate,
     parse_instance,
     parse_key_set,
-    parse_peers_answer,
     parse_persona_answer,
 )
 from netpersona.agent.client import MetadataClient, Watched
@@ -44,7 +44,7 @@ from netpersona.agent.config import AgentConfig
 from netpersona.agent.control import ControlChannel
 from netpersona.agent.reconcile import Inputs, Reconciler
 from netpersona.agent.status import AgentRecord, StatusRecord, error_code, error_text
-from netpersona.agent.view import merge_peer_views
+from netpersona.agent.view import PeerViewMerger
 from netpersona.agent.watch import GOSSIP_VIEWS, VIEWS, Watcher, fetch
 from netpersona.dataplane.kernel import Kernel
 from netpersona.errors import MalformedAnswer, NetpersonaError, UsageError
@@ -86,6 +86,11 @@ class Agent:
         self.reconciler = Reconciler(config, kernel, self.status, self.client)
         self.reconciler.on_report_failed = self._pass_failed
         self.compiled_view: tuple[Peer, ...] | None = None
+        # The peers answer parsed once as it comes (its watcher's check), and the view merged
+        # from the last one: unchanged peers stay the same objects from view to view.
+        self.parse_peers = PeersAnswerParser()
+        self.merge_peers = PeerViewMerger()
+        self.views = {**VIEWS, "peers": replace(VIEWS["peers"], check=self.parse_peers)}
         self.log = structlog.get_logger("netpersona.agent")
         self.systemd = Notifier()
         self.metrics: AgentMetrics | None = None
@@ -109,17 +114,17 @@ class Agent:
         """The view to compile with: the service's (its peers and its priority summary) merged
         with what gossip learned."""
         answer = self.latest["peers"]
-        served, network = parse_peers_answer(answer.body)
+        served, network = self.parse_peers(answer.body)
         members = () if network is None else network.members
         learned = self.control.learned(time.time()) if self.control.node is not None else ()
-        return merge_peer_views(served, answer.served_at, learned, members)
+        return self.merge_peers(served, answer.served_at, learned, members)
 
     def seeds(self) -> tuple[Peer, ...]:
         """Whom gossip starts from: the service's seed list (the VM's own peer view from a
         service that gives none)."""
         if "peers" not in self.latest:
             return ()
-        served, network = parse_peers_answer(self.latest["peers"].body)
+        served, network = self.parse_peers(self.latest["peers"].body)
         return served if network is None else network.seeds
 
     def _wake_if_view_changed(self) -> None:
@@ -130,7 +135,7 @@ class Agent:
             view = self.peer_view()
         except MalformedAnswer:
             return
-        if self.compiled_view is None or _as_compiled(view) != _as_compiled(self.compiled_view):
+        if self.compiled_view is None or _differs_for_compiler(view, self.compiled_view):
             self.dirty.set()
 
     # --- answers
@@ -194,7 +199,7 @@ class Agent:
 
     # --- running
     async def fetch_all(self) -> None:
-        for name, view in VIEWS.items():
+        for name, view in self.views.items():
             try:
                 self.latest[name] = await fetch(self.client, view, self.latest.get(name), None)
             except NetpersonaError as exc:
@@ -221,7 +226,7 @@ class Agent:
         return self.record.result in ("applied", "unchanged", "peers-updated", "removed")
 
     def _watcher(self, name: str) -> Watcher:
-        view = VIEWS.get(name) or GOSSIP_VIEWS[name]
+        view = self.views.get(name) or GOSSIP_VIEWS[name]
         return Watcher(
             view,
             self.client,
@@ -367,9 +372,19 @@ class Agent:
             await self.client.aclose()
 
 
-def _as_compiled(view: Iterable[Peer]) -> tuple[Peer, ...]:
-    """The peer view as the compiler reads it: without the peers' persona versions (a peer's
-    new version says nothing to this VM's plan unless its persona's name, priority, DSCP,
-    mode, profile or labels moved too; VMs that share a persona hear of each of its changes
-    through the control channel, and a pass for each would only hold up the next change)."""
-    return tuple(replace(peer, persona_version=None) for peer in view)
+def _differs_for_compiler(view: tuple[Peer, ...], compiled: tuple[Peer, ...]) -> bool:
+    """Whether the compiler would read ``view`` differently from ``compiled``: the peers'
+    persona versions aside (a peer's new version says nothing to this VM's plan unless its
+    persona's name, priority, DSCP, mode, profile or labels moved too; VMs that share a persona
+    hear of each of its changes through the control channel, and a pass for each would only
+    hold up the next change). The views share their unchanged entries (agent/view.py), so the
+    first comparison is the tuples' own, item by item by identity first, in C; only when that
+    finds a difference are the entries compared without their versions."""
+    if view == compiled:
+        return False
+    if len(view) != len(compiled):
+        return True
+    return any(
+        new is not old and replace(new, persona_version=None) != replace(old, persona_version=None)
+        for new, old in zip(view, compiled, strict=True)
+    )
