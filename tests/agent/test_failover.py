@@ -5,7 +5,6 @@ own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +89,7 @@ class Curt:
     def __init__(self, curt: int, name: str) -> None:
         self.curt, self.name, self.requests = curt, name, 0
         self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -99,9 +99,12 @@ class Curt:
     async def __aexit__(self, *_: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:  # also those of connections the client keeps open
+            writer.close()
         await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 self.requests += 1
@@ -117,9 +120,8 @@ class Curt:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        finally:
+            writer.close()
 
 
 def test_a_connection_closed_without_an_answer_is_tried_once_more_before_failing_over() -> None:

@@ -36,13 +36,13 @@ class Gate:
         self.opened = threading.Event()
         self.opened.set()
         self.held = threading.Event()  # a call is waiting at the gate
-        original: Callable[[], Any] = getattr(target, name)
+        original: Callable[..., Any] = getattr(target, name)
 
-        def gated() -> Any:
+        def gated(*args: Any) -> Any:
             if not self.opened.is_set():
                 self.held.set()
                 self.opened.wait(60)
-            return original()
+            return original(*args)
 
         monkeypatch.setattr(target, name, gated)
 
@@ -63,9 +63,10 @@ class Gate:
 
 @pytest.fixture
 def gate(service: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
-    """The view builds' read of the whole fleet, held while the gate is closed."""
+    """The view builds' read of what changed since the last view, held while the gate is
+    closed."""
     monkeypatch.setattr(fleet_module, "INLINE_BUILD", 0)
-    found = Gate(monkeypatch, service.store, "fleet")
+    found = Gate(monkeypatch, service.store, "fleet_delta")
     try:
         yield found
     finally:
