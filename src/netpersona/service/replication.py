@@ -91,6 +91,23 @@ class ChangeFollower:
         self.catch_ups = 0  # how many catch-ups found changes that concern views
         self._catching_up = asyncio.Lock()
         self._unknown_caller_at = -UNKNOWN_CALLER_PAUSE
+        self._reads = 0  # catch-ups started
+        self._read_through = 0  # a revision every change up to which a catch-up has read
+
+    async def catch_up_to(self, revision: int) -> None:
+        """Catch up now, for a caller that saw ``revision`` (a VM's ``min_revision``) while
+        this replica's view is older: the write may not have been heard of yet here. A
+        catch-up that starts after the caller arrived has read every change up to
+        ``revision``, so one read serves every caller of a burst, and a revision already read
+        through (a change that alters no view) costs no read again. The view is then whatever
+        it is: after a restore of the database revisions go back, and that is no error."""
+        if revision <= max(self.fleet.view.revision, self._read_through):
+            return
+        arrived = self._reads
+        async with self._catching_up:
+            if self._reads == arrived:  # none started since this caller arrived
+                await self._catch_up()
+        self._read_through = max(self._read_through, revision)
 
     async def catch_up_for_unknown_caller(self) -> None:
         """Catch up now, for a request from an address no view knows (a VM created through
@@ -110,6 +127,7 @@ class ChangeFollower:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
+        self._reads += 1
         store = self.fleet.store
         if self.last_seen is None:
             # First time: the view may be older than anything (it was built before the
