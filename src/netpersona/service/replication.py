@@ -91,7 +91,7 @@ class ChangeFollower:
         self.catch_ups = 0  # how many catch-ups found changes that concern views
         self._catching_up = asyncio.Lock()
         self._unknown_caller_at = -UNKNOWN_CALLER_PAUSE
-        self._reads = 0  # catch-ups started
+        self.reads = 0  # catch-ups started (each one store read, or a page of them)
         self._read_through = 0  # a revision every change up to which a catch-up has read
 
     async def catch_up_to(self, revision: int) -> None:
@@ -103,9 +103,10 @@ class ChangeFollower:
         it is: after a restore of the database revisions go back, and that is no error."""
         if revision <= max(self.fleet.view.revision, self._read_through):
             return
-        arrived = self._reads
+        arrived = self.reads
         async with self._catching_up:
-            if self._reads == arrived:  # none started since this caller arrived
+            # None started since this caller arrived, and none since has reached it.
+            if self.reads == arrived and revision > self.fleet.view.revision:
                 await self._catch_up()
         self._read_through = max(self._read_through, revision)
 
@@ -127,7 +128,7 @@ class ChangeFollower:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
-        self._reads += 1
+        self.reads += 1
         store = self.fleet.store
         if self.last_seen is None:
             # First time: the view may be older than anything (it was built before the
