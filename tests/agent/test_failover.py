@@ -1,6 +1,7 @@
 """The agent's client fails over between replicas of the metadata service, in order, and goes
 back to the first after a while: against httpx transports (the rules), and with the agent's
-own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed with -9."""
+own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed with -9. It
+sends the highest revision it saw, so a replica that moved to is not behind it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from netpersona.errors import MetadataUnavailable, UsageError
 from tests.service.conftest import persona_doc
 from tests.service.replica_processes import serve_replicas
 from tests.service.serve_process import ServeProcess
+from tests.service.test_replicas import _served, deafened, replicas, until
 from tests.store.pg_cluster import PgCluster
 
 FIRST, SECOND = "http://127.0.0.1:1", "http://127.0.0.2:2"
@@ -226,3 +229,60 @@ def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
                 await client.aclose()
 
         asyncio.run(scenario())
+
+
+class _ByHost(httpx.AsyncBaseTransport):
+    """Each replica's app under its own host name, called from the VM's address."""
+
+    def __init__(self, apps: dict[str, Any], address: str) -> None:
+        self.transports = {
+            host: httpx.ASGITransport(app=app, client=(address, 40000))
+            for host, app in apps.items()
+        }
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transports[request.url.host].handle_async_request(request)
+
+
+def test_the_client_sends_the_highest_revision_it_saw_so_another_replica_is_not_behind(
+    pg_url: str,
+) -> None:
+    """b has not heard of the write the client was served by a; the client, moved to b, sends
+    the revision it saw and gets the new persona, not the old one. A lower revision (b's,
+    before) does not lower what it sends."""
+    persona = "/v1/instance/network_persona"
+
+    async def scenario() -> None:
+        async with replicas(pg_url) as (a, b):
+            await a.service.add_instance("vm1", "10.0.0.1")
+            await a.service.put_persona("web", persona_doc(1))
+            await a.service.pin("vm1", "web")
+            await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+            apps = {"replica-a": a.service.app, "replica-b": b.service.app}
+            client = MetadataClient(
+                ["http://replica-a", "http://replica-b"],
+                transport=_ByHost(apps, "10.0.0.1"),
+                clock=lambda: 0.0,  # no failback: the test moves it between replicas
+            )
+            try:
+                async with deafened(b, pg_url):
+                    await a.service.put_persona("web", persona_doc(6))
+                    client.current = 1  # on b first: it has not heard of the write
+                    stale = await client.get(persona)
+                    assert isinstance(stale.body, dict)
+                    assert stale.body["version"] == 1
+                    client.current = 0
+                    new = await client.get(persona)
+                    assert isinstance(new.body, dict)
+                    assert new.body["version"] == 2
+                    seen = client.revision
+                    assert seen == a.service.app.state.netpersona.fleet.view.revision
+                    client.current = 1  # as after a failover, or a failback
+                    moved = await client.get(persona)
+                    assert client.base_url == "http://replica-b"
+                    assert moved.etag == new.etag
+                    assert client.revision == seen
+            finally:
+                await client.aclose()
+
+    asyncio.run(scenario())
