@@ -15,6 +15,10 @@ the last one it read. When some of those were pruned meanwhile, the store says s
 ``pruned`` change, which (as any kind it does not know) counts as one that concerns views,
 and the fleet is read whole. The listener LISTENs before it reads, so a change committed during a
 catch-up is either read by it or notified after it.
+
+A VM may also ask for it: one that saw a newer fleet revision on another replica sends it as
+``min_revision``, and a replica whose view is older catches up before it answers
+(:meth:`ChangeFollower.catch_up_to`), so moving between replicas never serves it an older view.
 """
 
 from __future__ import annotations
