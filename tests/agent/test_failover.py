@@ -182,13 +182,18 @@ def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
             admin.post("/v1/admin/instances", json={"id": "vm1", "addresses": ["127.0.1.1"]})
             admin.put("/v1/admin/instances/vm1/pin", json={"persona": "web"})
         seen: list[int] = []
+        trail: list[object] = []
 
         async def on_answer(name: str, answer: Watched, changed: bool) -> None:
             assert isinstance(answer.body, dict)
             if changed:
                 seen.append(answer.body["version"])
+                trail.append((answer.body["version"], client.base_url, client.revision))
+
+        client: MetadataClient
 
         async def scenario() -> None:
+            nonlocal client
             client = MetadataClient(
                 [a.url, b.url],
                 transport=httpx.AsyncHTTPTransport(local_address="127.0.1.1"),
@@ -222,7 +227,7 @@ def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
                 await _until(lambda: client.base_url == a.url, "back on the first replica")
                 await asyncio.to_thread(_put_persona, b, 4)  # through b, heard on a
                 await _until(lambda: 4 in seen, "a change made through b, watched on a")
-                assert seen == [1, 2, 3, 4]
+                assert seen == [1, 2, 3, 4], (trail, a.url, b.url)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -263,6 +263,42 @@ async def test_a_vm_that_saw_a_newer_revision_is_not_served_an_older_view_by_ano
             assert int(beyond.headers[REVISION_HEADER]) < 10**17
 
 
+async def test_a_vm_that_saw_a_write_elsewhere_waits_for_its_view_on_the_replica_that_made_it(
+    pg_url: str,
+) -> None:
+    """a made the write, but its view is not published yet when b (which heard of it) has
+    served it: asked with ``min_revision``, a waits for its own view instead of answering the
+    one before (the catch-up finds nothing to build: a built it already)."""
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        fleet = a.service.app.state.netpersona.fleet
+        publish = fleet._publish
+
+        async def late(*args: object) -> object:
+            await asyncio.sleep(0.5)  # the write's thread is back on a's loop, a moment late
+            return await publish(*args)
+
+        fleet._publish = late
+        write = asyncio.create_task(a.service.put_persona("web", persona_doc(6)))
+        try:
+            await until(lambda: _served(b, "vm1") == ("web", 2), "b heard of the write")
+            assert _served(a, "vm1") == ("web", 1)
+            async with (
+                await a.service.vm("10.0.0.1") as on_a,
+                await b.service.vm("10.0.0.1") as on_b,
+            ):
+                seen = (await on_b.get(PERSONA)).headers[REVISION_HEADER]
+                answer = await on_a.get(PERSONA, params={"min_revision": seen})
+            assert answer.json()["version"] == 2
+            assert answer.headers[REVISION_HEADER] == seen
+        finally:
+            await write
+            fleet._publish = publish
+
+
 async def test_a_replica_behind_the_pruned_changes_reads_the_fleet_again(pg_url: str) -> None:
     """Its listener was away while the changes it missed were pruned: when it catches up it
     learns so, and serves what the store holds rather than an incomplete delta."""

@@ -105,14 +105,18 @@ class ChangeFollower:
         ``revision``, so one read serves every caller of a burst, and a revision already read
         through (a change that alters no view) costs no read again. The view is then whatever
         it is: after a restore of the database revisions go back, and that is no error."""
-        if revision <= max(self.fleet.view.revision, self._read_through):
+        if revision <= self.fleet.view.revision:
             return
-        arrived = self.reads
-        async with self._catching_up:
-            # None started since this caller arrived, and none since has reached it.
-            if self.reads == arrived and revision > self.fleet.view.revision:
-                await self._catch_up()
-        self._read_through = max(self._read_through, revision)
+        if revision > self._read_through:
+            arrived = self.reads
+            async with self._catching_up:
+                # None started since this caller arrived, and none since has reached it.
+                if self.reads == arrived and revision > self.fleet.view.revision:
+                    await self._catch_up()
+            self._read_through = max(self._read_through, revision)
+        # A write made here whose view is built but not yet published (the catch-up found
+        # nothing to build): the moment until it is.
+        await self.fleet.published(revision)
 
     async def catch_up_for_unknown_caller(self) -> None:
         """Catch up now, for a request from an address no view knows (a VM created through
