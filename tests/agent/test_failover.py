@@ -93,6 +93,7 @@ class Curt:
     def __init__(self, curt: int, name: str) -> None:
         self.curt, self.name, self.requests = curt, name, 0
         self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -103,8 +104,15 @@ class Curt:
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
+        # Each connection's handler ends before the loop does (the client has closed them), so
+        # no stream is left to be collected after it, in another test.
+        if self.handlers:
+            await asyncio.wait(self.handlers, timeout=10)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 self.requests += 1
