@@ -24,6 +24,7 @@ from netpersona.agent.answers import (
     parse_network,
     parse_peer_view,
     parse_persona_answer,
+    parse_revision,
     parse_token,
 )
 from netpersona.agent.backoff import RetryGate
@@ -299,3 +300,11 @@ def test_retries_of_one_failed_plan_in_ten_seconds() -> None:
             tries += 1
             gate.failed("plan", now)
     assert tries == 2  # at 0 s and at 5 s
+
+
+def test_a_revision_header_is_a_bounded_whole_number_or_ignored() -> None:
+    assert parse_revision("42") == 42
+    assert parse_revision(" 7 ") == 7
+    assert parse_revision("9" * 18) == int("9" * 18)
+    for bad in (None, "", "-1", "+1", "1.0", "1e3", "\u00b2", "0x10", "9" * 19, "1 2"):
+        assert parse_revision(bad) is None, bad

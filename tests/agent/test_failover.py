@@ -1,12 +1,14 @@
 """The agent's client fails over between replicas of the metadata service, in order, and goes
 back to the first after a while: against httpx transports (the rules), and with the agent's
-own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed with -9."""
+own watch loop against two real ``serve`` replicas on one PostgreSQL, one killed with -9. It
+sends the highest revision it saw, so a replica that moved to is not behind it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from netpersona.errors import MetadataUnavailable, UsageError
 from tests.service.conftest import persona_doc
 from tests.service.replica_processes import serve_replicas
 from tests.service.serve_process import ServeProcess
+from tests.service.test_replicas import _served, deafened, replicas, until
 from tests.store.pg_cluster import PgCluster
 
 FIRST, SECOND = "http://127.0.0.1:1", "http://127.0.0.2:2"
@@ -90,6 +93,7 @@ class Curt:
         self.curt, self.name, self.requests = curt, name, 0
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.handlers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -102,9 +106,16 @@ class Curt:
         for writer in self.writers:  # also those of connections the client keeps open
             writer.close()
         await self.server.wait_closed()
+        # Each connection's handler ends before the loop does (the client has closed them), so
+        # no stream is left to be collected after it, in another test.
+        if self.handlers:
+            await asyncio.wait(self.handlers, timeout=10)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 self.requests += 1
@@ -181,13 +192,18 @@ def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
             admin.post("/v1/admin/instances", json={"id": "vm1", "addresses": ["127.0.1.1"]})
             admin.put("/v1/admin/instances/vm1/pin", json={"persona": "web"})
         seen: list[int] = []
+        trail: list[object] = []
 
         async def on_answer(name: str, answer: Watched, changed: bool) -> None:
             assert isinstance(answer.body, dict)
             if changed:
                 seen.append(answer.body["version"])
+                trail.append((answer.body["version"], client.base_url, client.revision))
+
+        client: MetadataClient
 
         async def scenario() -> None:
+            nonlocal client
             client = MetadataClient(
                 [a.url, b.url],
                 transport=httpx.AsyncHTTPTransport(local_address="127.0.1.1"),
@@ -212,19 +228,76 @@ def test_a_watching_agent_keeps_its_control_plane_when_its_replica_is_killed(
                 # a comes back; after the failback time the agent returns to it.
                 await asyncio.to_thread(a.start)
                 await asyncio.sleep(5)
-                # Written through a, heard by the agent on b, and a has it when the agent
-                # comes back to it (a change written through b at that very moment may not
-                # have reached a yet: replicas follow each other within milliseconds, not at
-                # once).
-                await asyncio.to_thread(_put_persona, a, 3)
+                # Written through b: when the agent comes back to a at once, a may not have
+                # heard of it yet (replicas follow each other within milliseconds, not at
+                # once); the revision the agent sends makes a catch up first, so the agent
+                # never goes back to version 2.
+                await asyncio.to_thread(_put_persona, b, 3)
                 await _until(lambda: 3 in seen, "the next change")
                 await _until(lambda: client.base_url == a.url, "back on the first replica")
                 await asyncio.to_thread(_put_persona, b, 4)  # through b, heard on a
                 await _until(lambda: 4 in seen, "a change made through b, watched on a")
-                assert seen == [1, 2, 3, 4]
+                assert seen == [1, 2, 3, 4], (trail, a.url, b.url)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 await client.aclose()
 
         asyncio.run(scenario())
+
+
+class _ByHost(httpx.AsyncBaseTransport):
+    """Each replica's app under its own host name, called from the VM's address."""
+
+    def __init__(self, apps: dict[str, Any], address: str) -> None:
+        self.transports = {
+            host: httpx.ASGITransport(app=app, client=(address, 40000))
+            for host, app in apps.items()
+        }
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transports[request.url.host].handle_async_request(request)
+
+
+def test_the_client_sends_the_highest_revision_it_saw_so_another_replica_is_not_behind(
+    pg_url: str,
+) -> None:
+    """b has not heard of the write the client was served by a; the client, moved to b, sends
+    the revision it saw and gets the new persona, not the old one. A lower revision (b's,
+    before) does not lower what it sends."""
+    persona = "/v1/instance/network_persona"
+
+    async def scenario() -> None:
+        async with replicas(pg_url) as (a, b):
+            await a.service.add_instance("vm1", "10.0.0.1")
+            await a.service.put_persona("web", persona_doc(1))
+            await a.service.pin("vm1", "web")
+            await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+            apps = {"replica-a": a.service.app, "replica-b": b.service.app}
+            client = MetadataClient(
+                ["http://replica-a", "http://replica-b"],
+                transport=_ByHost(apps, "10.0.0.1"),
+                clock=lambda: 0.0,  # no failback: the test moves it between replicas
+            )
+            try:
+                async with deafened(b, pg_url):
+                    await a.service.put_persona("web", persona_doc(6))
+                    client.current = 1  # on b first: it has not heard of the write
+                    stale = await client.get(persona)
+                    assert isinstance(stale.body, dict)
+                    assert stale.body["version"] == 1
+                    client.current = 0
+                    new = await client.get(persona)
+                    assert isinstance(new.body, dict)
+                    assert new.body["version"] == 2
+                    seen = client.revision
+                    assert seen == a.service.app.state.netpersona.fleet.view.revision
+                    client.current = 1  # as after a failover, or a failback
+                    moved = await client.get(persona)
+                    assert client.base_url == "http://replica-b"
+                    assert moved.etag == new.etag
+                    assert client.revision == seen
+            finally:
+                await client.aclose()
+
+    asyncio.run(scenario())

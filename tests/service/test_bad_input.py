@@ -228,3 +228,12 @@ async def test_an_unexpected_failure_is_a_json_500_not_text(
         assert _error(response, 500)["code"] == "error"
         assert "nobody expected" not in response.text  # internals stay in the log
         assert (await admin.get("/v1/admin/personas")).status_code == 200
+
+
+@pytest.mark.parametrize("revision", ["\u00b2", "-1", "1.5", "", "9" * 19])
+async def test_a_bad_min_revision_is_422_naming_it(service: Service, revision: str) -> None:
+    await service.add_instance("vm1", "10.0.0.1")
+    async with await service.vm("10.0.0.1") as vm:
+        response = await vm.get("/v1/instance/network_persona", params={"min_revision": revision})
+    error = _error(response, 422)
+    assert error["errors"][0]["pointer"] == "/min_revision"

@@ -1,6 +1,7 @@
 """Two replicas of the service (two apps, two stores) on one PostgreSQL database: a write made
 through one wakes the watchers held by the other, also after its listening connection was
-killed; concurrent If-Match writes through both lose no update; health and readiness."""
+killed; a VM that saw a newer revision on one is not served an older view by the other;
+concurrent If-Match writes through both lose no update; health and readiness."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from netpersona.service import create_app
 from netpersona.service.auth import TOKEN_TTL_HEADER
 from netpersona.service.fleet import INLINE_CERTIFICATES
 from netpersona.service.replication import ChangeFollower, Listener
+from netpersona.service.vm_api import REVISION_HEADER
 from netpersona.store import FleetData, Instance, Role
 from netpersona.store.base import PRUNED_CHANGES
 from netpersona.store.postgres import PostgresStore
@@ -200,6 +202,101 @@ async def test_a_vm_created_through_another_replica_is_known_at_its_first_reques
                 refused = await stranger.put("/v1/token", headers={TOKEN_TTL_HEADER: "60"})
             assert refused.status_code == 403
             assert "10.0.0.9" in refused.json()["error"]["message"]
+
+
+async def test_a_vm_that_saw_a_newer_revision_is_not_served_an_older_view_by_another_replica(
+    pg_url: str,
+) -> None:
+    """b has not heard of the write a VM was served by a: asked with ``min_revision``, b reads
+    the store first (once for a burst of such requests, and not again for the same revision)
+    and answers the new persona, also to a long-poll; a revision b can never reach (a restored
+    database) gets b's view as it is."""
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        async with (
+            deafened(b, pg_url),
+            await a.service.vm("10.0.0.1") as on_a,
+            await b.service.vm("10.0.0.1") as on_b,
+        ):
+            await a.service.put_persona("web", persona_doc(6))
+            new = await on_a.get(PERSONA)
+            assert new.json()["version"] == 2
+            seen = int(new.headers[REVISION_HEADER])
+            stale = await on_b.get(PERSONA)
+            assert stale.json()["version"] == 1  # b has not heard of it
+            assert int(stale.headers[REVISION_HEADER]) < seen
+
+            reads = b.follower.reads
+            burst = await asyncio.gather(
+                *(on_b.get(PERSONA, params={"min_revision": seen}) for _ in range(20))
+            )
+            for answer in burst:
+                assert answer.json()["version"] == 2
+                assert answer.headers["etag"] == new.headers["etag"]
+                assert int(answer.headers[REVISION_HEADER]) >= seen
+            assert b.follower.reads == reads + 1
+            again = await on_b.get(PERSONA, params={"min_revision": seen})
+            assert again.json()["version"] == 2
+            assert b.follower.reads == reads + 1
+
+            await a.service.put_persona("web", persona_doc(7))
+            newer = await on_a.get(PERSONA)
+            held = await on_b.get(
+                PERSONA,
+                params={
+                    "wait_for_change": "true",
+                    "last_etag": new.headers["etag"],
+                    "timeout_sec": 60,
+                    "min_revision": newer.headers[REVISION_HEADER],
+                },
+                timeout=70,
+            )
+            assert held.json()["version"] == 3
+            assert held.headers[REVISION_HEADER] == newer.headers[REVISION_HEADER]
+
+            beyond = await on_b.get(PERSONA, params={"min_revision": 10**17})
+            assert beyond.status_code == 200
+            assert beyond.json()["version"] == 3
+            assert int(beyond.headers[REVISION_HEADER]) < 10**17
+
+
+async def test_a_vm_that_saw_a_write_elsewhere_waits_for_its_view_on_the_replica_that_made_it(
+    pg_url: str,
+) -> None:
+    """a made the write, but its view is not published yet when b (which heard of it) has
+    served it: asked with ``min_revision``, a waits for its own view instead of answering the
+    one before (the catch-up finds nothing to build: a built it already)."""
+    async with replicas(pg_url) as (a, b):
+        await a.service.add_instance("vm1", "10.0.0.1")
+        await a.service.put_persona("web", persona_doc(1))
+        await a.service.pin("vm1", "web")
+        await until(lambda: _served(b, "vm1") == ("web", 1), "vm1 holding web v1 on b")
+        fleet = a.service.app.state.netpersona.fleet
+        publish = fleet._publish
+
+        async def late(*args: object) -> object:
+            await asyncio.sleep(0.5)  # the write's thread is back on a's loop, a moment late
+            return await publish(*args)
+
+        fleet._publish = late
+        write = asyncio.create_task(a.service.put_persona("web", persona_doc(6)))
+        try:
+            await until(lambda: _served(b, "vm1") == ("web", 2), "b heard of the write")
+            assert _served(a, "vm1") == ("web", 1)
+            async with (
+                await a.service.vm("10.0.0.1") as on_a,
+                await b.service.vm("10.0.0.1") as on_b,
+            ):
+                seen = (await on_b.get(PERSONA)).headers[REVISION_HEADER]
+                answer = await on_a.get(PERSONA, params={"min_revision": seen})
+            assert answer.json()["version"] == 2
+            assert answer.headers[REVISION_HEADER] == seen
+        finally:
+            await write
+            fleet._publish = publish
 
 
 async def test_a_replica_behind_the_pruned_changes_reads_the_fleet_again(pg_url: str) -> None:

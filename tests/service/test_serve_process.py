@@ -86,7 +86,8 @@ def test_several_vms_on_one_server_each_see_only_their_own(tmp_path: Path) -> No
             assert spoofed.status_code == 403
 
             # A long poll over the real socket returns when the operator changes the persona.
-            etag = vm2.get("/v1/instance/network_persona").headers["etag"]
+            before = vm2.get("/v1/instance/network_persona")
+            etag = before.headers["etag"]
             result: dict[str, Any] = {}
 
             def poll() -> None:
@@ -111,11 +112,16 @@ def test_several_vms_on_one_server_each_see_only_their_own(tmp_path: Path) -> No
             # The connection the answer was written to in one piece serves the next requests.
             again = vm2.get("/v1/instance/network_persona")
             assert (again.content, again.headers["etag"]) == (woken.content, woken.headers["etag"])
+            # The revision, added to the shared answer per send, moved on with the write.
+            revision = woken.headers["x-netpersona-revision"]
+            assert int(revision) > int(before.headers["x-netpersona-revision"])
+            assert again.headers["x-netpersona-revision"] == revision
             unchanged = vm2.get(
                 "/v1/instance/network_persona", headers={"If-None-Match": woken.headers["etag"]}
             )
             assert (unchanged.status_code, unchanged.content) == (304, b"")
             assert unchanged.headers["etag"] == woken.headers["etag"]
+            assert unchanged.headers["x-netpersona-revision"] == revision
             assert "content-length" not in unchanged.headers
             # Answered in front of the middleware, and counted all the same.
             metrics = vm2.get("/metrics").text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from netpersona.service.auth import TOKEN_HEADER, TOKEN_TTL_HEADER
+from netpersona.service.fast_views import VIEW_PATHS
+from netpersona.service.vm_api import REVISION_HEADER
 from netpersona.store import Role
 from tests.service.conftest import Service, persona_doc
 
@@ -230,3 +232,34 @@ async def test_a_dual_stack_socket_view_of_an_ipv4_caller_is_that_ipv4_caller(
     await service.add_instance("vm1", "10.0.0.1")
     async with await service.vm("::ffff:10.0.0.1") as vm:
         assert (await vm.get("/v1/instance")).json()["id"] == "vm1"
+
+
+async def test_the_routes_and_the_fast_path_give_the_same_answers_and_revision(
+    service: Service,
+) -> None:
+    """A GET with a Content-Length goes past the fast path to the routes: both give the same
+    status, body and headers (the revision included) for a plain, a conditional and a
+    long-poll GET of every view; ``min_revision`` beyond the view changes nothing on one
+    process."""
+    await service.add_instance("vm1", "10.0.0.1")
+    await service.put_persona("db", persona_doc(6))
+    await service.pin("vm1", "db")
+    revision = service.app.state.netpersona.fleet.view.revision
+    assert revision > 0
+    routed = {"content-length": "0"}
+    async with await service.vm("10.0.0.1") as vm:
+        for path in VIEW_PATHS:
+            etag = (await vm.get(path)).headers["etag"]
+            asks: list[tuple[dict[str, str], dict[str, str | int]]] = [
+                ({}, {}),
+                ({"If-None-Match": etag}, {}),
+                ({}, {"wait_for_change": "true", "last_etag": '"old"', "timeout_sec": 5}),
+                ({}, {"min_revision": revision + 1000}),
+            ]
+            for headers, params in asks:
+                fast = await vm.get(path, headers=headers, params=params)
+                route = await vm.get(path, headers={**headers, **routed}, params=params)
+                assert fast.status_code in (200, 304), (path, fast.text)
+                assert (fast.status_code, fast.content) == (route.status_code, route.content)
+                assert dict(fast.headers) == dict(route.headers), (path, headers, params)
+                assert fast.headers[REVISION_HEADER] == str(revision)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # its module loads the JOSE library, which only the control c
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_REVISION_DIGITS",
     "MAX_TOKEN_LENGTH",
     "InstanceAnswer",
     "NetworkAnswer",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_network",
     "parse_peer_view",
     "parse_peers_answer",
+    "parse_revision",
     "parse_persona_answer",
     "parse_token",
 ]
@@ -113,6 +115,22 @@ def parse_token(raw: bytes) -> str:
     if not all(0x21 <= c <= 0x7E for c in token):
         raise _bad(where, "", "the token is not printable ASCII")
     return token.decode("ascii")
+
+
+MAX_REVISION_DIGITS = 18
+
+
+def parse_revision(value: str | None) -> int | None:
+    """An ``X-Netpersona-Revision`` header: a whole number of at most
+    :data:`MAX_REVISION_DIGITS` digits. Anything else (or none) is None: not trusted, and no
+    reason to refuse the answer it came with (the revision only steers which replica catches
+    up)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_REVISION_DIGITS):
+        return None
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

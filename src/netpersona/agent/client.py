@@ -13,6 +13,10 @@ answer is first tried once more on the same replica: a kept-alive connection the
 as the request went out is no sign of a dead replica); after :data:`FAILBACK` seconds away
 from the first, the next request tries the first again (docs/deployment.md). A session token
 from one replica is good at every other (they share its secret through the database).
+Replicas follow each other's writes within milliseconds, not at once, so every view GET
+carries ``min_revision``, the highest ``X-Netpersona-Revision`` any answer has had: a replica
+that has not heard of that write yet catches up before it answers, and the agent does not go
+back to an older persona because it changed replica.
 
 Whatever the service does, one request costs bounded memory and time: the body is streamed and
 dropped past its cap (:data:`ANSWER_LIMIT`, or what the caller allows, e.g. the peer view's
@@ -33,7 +37,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import structlog
 
-from netpersona.agent.answers import decode_json, parse_token
+from netpersona.agent.answers import decode_json, parse_revision, parse_token
 from netpersona.errors import MalformedAnswer, MetadataUnavailable
 from netpersona.model.jsontree import JSON
 
@@ -50,6 +54,7 @@ __all__ = [
 # Header names, not secrets.
 TOKEN_HEADER = "X-Netpersona-Token"  # noqa: S105
 TOKEN_TTL_HEADER = "X-Netpersona-Token-TTL-Seconds"  # noqa: S105
+REVISION_HEADER = "X-Netpersona-Revision"
 TOKEN_TTL = 21600
 # Renew a token this long before it expires, so a long-poll never starts with a dying token.
 TOKEN_MARGIN = 300
@@ -147,6 +152,7 @@ class MetadataClient:
         )
         self._token: str | None = None
         self._token_expires = 0.0
+        self.revision: int | None = None  # the highest revision an answer has had
 
     @property
     def base_url(self) -> str:
@@ -292,6 +298,8 @@ class MetadataClient:
             params = {"wait_for_change": "true", "timeout_sec": str(max(1, int(wait)))}
             if last_etag:
                 params["last_etag"] = last_etag
+        if self.revision is not None:
+            params["min_revision"] = str(self.revision)
         answer = await self._call("GET", path, params=params, wait=wait or 0.0, limit=limit)
         if answer.status != 200:
             raise MetadataUnavailable(f"GET {path} answered {answer.status}: {answer.excerpt()}")
@@ -299,6 +307,9 @@ class MetadataClient:
         etag = answer.headers.get("etag", "")
         if len(etag) > MAX_ETAG_LENGTH or not etag.isascii():
             raise MalformedAnswer(f"GET {path}: an ETag that is not one: {etag[:40]!r}")
+        revision = parse_revision(answer.headers.get(REVISION_HEADER))
+        if revision is not None and (self.revision is None or revision > self.revision):
+            self.revision = revision
         return Watched(body, etag, served_at(answer.headers))
 
     async def report(self, status: JSON) -> None:

@@ -37,8 +37,9 @@ from netpersona.service.auth import FORWARDING_HEADERS, TOKEN_HEADER, canonical_
 from netpersona.service.connections import WHOLE_RESPONSE, WholeResponse
 from netpersona.service.context import ServiceContext
 from netpersona.service.metrics import ServiceMetrics
+from netpersona.service.notifier import ChangeNotifier
 from netpersona.service.views import View, ViewKind, WatchKey, normalize_etag
-from netpersona.service.vm_api import Watch
+from netpersona.service.vm_api import REVISION_HEADER, Watch, reach
 
 __all__ = ["VIEW_PATHS", "Answer", "FastViews", "answer_for"]
 
@@ -53,6 +54,7 @@ VIEW_PATHS: dict[str, ViewKind] = {
 log = structlog.get_logger("netpersona.service")
 
 _TOKEN = TOKEN_HEADER.lower().encode()
+_REVISION = REVISION_HEADER.lower().encode()
 _FALL_BACK = frozenset(
     [*(name.encode() for name in FORWARDING_HEADERS), b"content-length", b"transfer-encoding"]
 )
@@ -60,12 +62,22 @@ _FALL_BACK = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One response, ready to send: as ASGI messages' fields and as HTTP/1.1 bytes."""
+    """One response, ready to send: as ASGI messages' fields and as HTTP/1.1 bytes.
+
+    Shared by every request for the same view, so without the one header that depends on
+    the fleet view it was taken from, the revision: :meth:`head_at` and :meth:`headers_at`
+    add it per send."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     head: bytes  # status line and header lines, each ending in CRLF; no blank line
     body: bytes
+
+    def head_at(self, revision: int) -> bytes:
+        return b"%s%s: %d\r\n" % (self.head, _REVISION, revision)
+
+    def headers_at(self, revision: int) -> list[tuple[bytes, bytes]]:
+        return [*self.headers, (_REVISION, b"%d" % revision)]
 
 
 def _answer(status: int, phrase: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
@@ -105,16 +117,19 @@ def answer_for(view: View, not_modified: bool = False) -> Answer:
 class _Delivery:
     """The notifier's callback for one waiting long poll: writes the new view's answer."""
 
-    __slots__ = ("sent", "writer")
+    __slots__ = ("notifier", "sent", "writer")
 
-    def __init__(self, writer: WholeResponse) -> None:
+    def __init__(self, writer: WholeResponse, notifier: ChangeNotifier) -> None:
         self.writer = writer
+        self.notifier = notifier
         self.sent = False
 
     def __call__(self, view: View | None) -> None:
         if view is not None:  # a deleted instance gets the error body, from the task
             answer = answer_for(view)
-            self.sent = self.writer.send(answer.head, answer.body)
+            # Called from publish, once the published fleet view is current.
+            head = answer.head_at(self.notifier.view.revision)
+            self.sent = self.writer.send(head, answer.body)
 
 
 _Metrics = tuple["Counter", "Histogram"]
@@ -188,9 +203,12 @@ class FastViews:
         key: WatchKey,
         watch: Watch,
     ) -> int:
+        await reach(ctx, watch)
         if key[0] is ViewKind.CERTIFICATE:
             await ctx.fleet.fresh_certificate(key[1])
-        current = ctx.fleet.view.view(key)
+        fleet_view = ctx.fleet.view
+        revision = fleet_view.revision
+        current = fleet_view.view(key)
         writer = scope.get("extensions", {}).get(WHOLE_RESPONSE)
         view: View | None
         if not watch.wait_for_change:
@@ -207,8 +225,10 @@ class FastViews:
                 etag = normalize_etag(watch.last_etag)
             else:
                 etag = current.etag if current is not None else ""
-            delivery = _Delivery(writer) if isinstance(writer, WholeResponse) else None
-            view = await ctx.fleet.notifier.wait(key, etag, float(watch.timeout_sec), delivery)
+            notifier = ctx.fleet.notifier
+            delivery = _Delivery(writer, notifier) if isinstance(writer, WholeResponse) else None
+            view = await notifier.wait(key, etag, float(watch.timeout_sec), delivery)
+            revision = ctx.fleet.view.revision  # as the route gives it
             not_modified = False
             sent = delivery is not None and delivery.sent
         if view is None:
@@ -219,7 +239,7 @@ class FastViews:
             answer = answer_for(view, not_modified)
             status = answer.status
             if not sent:
-                await _send(answer, writer, send)
+                await _send(answer, revision, writer, send)
         return status
 
     def _metric(self, route: str, status: int, watch: bool) -> _Metrics:
@@ -234,8 +254,9 @@ class FastViews:
         return found
 
 
-async def _send(answer: Answer, writer: object, send: Send) -> None:
-    if isinstance(writer, WholeResponse) and writer.send(answer.head, answer.body):
+async def _send(answer: Answer, revision: int, writer: object, send: Send) -> None:
+    if isinstance(writer, WholeResponse) and writer.send(answer.head_at(revision), answer.body):
         return
-    await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+    headers = answer.headers_at(revision)
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import TypeVar
@@ -70,6 +71,8 @@ INLINE_BUILD = 200
 BUILD_RETRY = 1.0
 # How often an admin read looks again for a view a write's thread stamped but has not published.
 SETTLE_POLL = 0.002
+# Longest a VM's request waits for a view this process built to be published (published).
+PUBLISH_WAIT = 1.0
 
 
 def _changed(old: FleetView | None, new: FleetView) -> int:
@@ -315,6 +318,18 @@ class Fleet:
                 # Built by a write's thread, published when it is back on the loop.
                 await asyncio.sleep(SETTLE_POLL)
         return self.view
+
+    async def published(self, revision: int) -> None:
+        """Once the view is at ``revision``, when this process has built a view at it: a
+        write's view is built in its thread and published when that is back on the loop, and
+        another replica may have served the write to a VM in between (it hears it within
+        milliseconds). At once when no such view was built; at most :data:`PUBLISH_WAIT`."""
+        deadline = time.monotonic() + PUBLISH_WAIT
+        while self.view.revision < revision:
+            latest = self._latest
+            if latest is None or latest.revision < revision or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(SETTLE_POLL)
 
     def _certify_latest(self, instance_ids: Collection[str]) -> FleetView | None:
         """(In a worker thread.) The newest view with the certificates of ``instance_ids``

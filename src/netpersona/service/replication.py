@@ -15,6 +15,10 @@ the last one it read. When some of those were pruned meanwhile, the store says s
 ``pruned`` change, which (as any kind it does not know) counts as one that concerns views,
 and the fleet is read whole. The listener LISTENs before it reads, so a change committed during a
 catch-up is either read by it or notified after it.
+
+A VM may also ask for it: one that saw a newer fleet revision on another replica sends it as
+``min_revision``, and a replica whose view is older catches up before it answers
+(:meth:`ChangeFollower.catch_up_to`), so moving between replicas never serves it an older view.
 """
 
 from __future__ import annotations
@@ -91,6 +95,28 @@ class ChangeFollower:
         self.catch_ups = 0  # how many catch-ups found changes that concern views
         self._catching_up = asyncio.Lock()
         self._unknown_caller_at = -UNKNOWN_CALLER_PAUSE
+        self.reads = 0  # catch-ups started (each one store read, or a page of them)
+        self._read_through = 0  # a revision every change up to which a catch-up has read
+
+    async def catch_up_to(self, revision: int) -> None:
+        """Catch up now, for a caller that saw ``revision`` (a VM's ``min_revision``) while
+        this replica's view is older: the write may not have been heard of yet here. A
+        catch-up that starts after the caller arrived has read every change up to
+        ``revision``, so one read serves every caller of a burst, and a revision already read
+        through (a change that alters no view) costs no read again. The view is then whatever
+        it is: after a restore of the database revisions go back, and that is no error."""
+        if revision <= self.fleet.view.revision:
+            return
+        if revision > self._read_through:
+            arrived = self.reads
+            async with self._catching_up:
+                # None started since this caller arrived, and none since has reached it.
+                if self.reads == arrived and revision > self.fleet.view.revision:
+                    await self._catch_up()
+            self._read_through = max(self._read_through, revision)
+        # A write made here whose view is built but not yet published (the catch-up found
+        # nothing to build): the moment until it is.
+        await self.fleet.published(revision)
 
     async def catch_up_for_unknown_caller(self) -> None:
         """Catch up now, for a request from an address no view knows (a VM created through
@@ -110,6 +136,7 @@ class ChangeFollower:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
+        self.reads += 1
         store = self.fleet.store
         if self.last_seen is None:
             # First time: the view may be older than anything (it was built before the

@@ -24,13 +24,16 @@ from netpersona.service.strict_json import shown
 from netpersona.service.views import View, ViewKind, normalize_etag
 from netpersona.store.base import Instance, InstanceStatus
 
-__all__ = ["router"]
+__all__ = ["REVISION_HEADER", "router"]
 
 router = APIRouter(prefix="/v1", tags=["instance"])
 log = structlog.get_logger("netpersona.service")
 
 DEFAULT_WAIT = 300
 MAX_WAIT = 3600
+# The fleet revision of the view an answer comes from; ``min_revision`` asks for at least it.
+REVISION_HEADER = "X-Netpersona-Revision"
+MAX_REVISION_DIGITS = 18
 
 
 def _source(request: Request) -> str:
@@ -68,14 +71,22 @@ async def put_token(
     )
 
 
-def _respond(view: View | None) -> Response:
+def _respond(view: View | None, revision: int) -> Response:
     if view is None:
         raise NotFound("this instance was deleted")
     return Response(
         view.body,
         media_type="application/json",
-        headers={"ETag": view.etag, "Cache-Control": "no-store"},
+        headers={"ETag": view.etag, "Cache-Control": "no-store", REVISION_HEADER: str(revision)},
     )
+
+
+async def reach(ctx: ServiceContext, watch: Watch) -> None:
+    """When the caller saw a newer revision than this replica's view (it asked another
+    replica), catch up with the store first; one read at most, and the view is then what it
+    is. On a store no other process writes (SQLite) there is nothing to catch up with."""
+    if watch.min_revision is not None and ctx.follower is not None:
+        await ctx.follower.catch_up_to(watch.min_revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,7 @@ class Watch:
     last_etag: str | None
     timeout_sec: int
     if_none_match: str | None
+    min_revision: int | None = None
 
     @classmethod
     def of(cls, request: Request) -> Watch:
@@ -112,6 +124,23 @@ class Watch:
                     f"{shown(timeout_text)} is not a number of seconds 1..{MAX_WAIT}",
                 )
             )
+        revision_text = query.get("min_revision")
+        revision = None
+        if revision_text is not None:
+            if (
+                revision_text.isascii()
+                and revision_text.isdigit()
+                and len(revision_text) <= MAX_REVISION_DIGITS
+            ):
+                revision = int(revision_text)
+            else:
+                errors.append(
+                    FieldError(
+                        "/min_revision",
+                        f"{shown(revision_text)} is not a revision (a whole number of at most "
+                        f"{MAX_REVISION_DIGITS} digits)",
+                    )
+                )
         if errors:
             raise InvalidDocument(errors)
         return cls(
@@ -119,6 +148,7 @@ class Watch:
             last_etag=query.get("last_etag") or None,
             timeout_sec=timeout,
             if_none_match=if_none_match,
+            min_revision=revision,
         )
 
 
@@ -152,6 +182,13 @@ WATCH_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT, "default": DEFAULT_WAIT},
         "description": "longest wait, in seconds; then the current value is returned",
     },
+    {
+        "name": "min_revision",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "the highest X-Netpersona-Revision the caller has seen: a replica whose "
+        "view is older first catches up with the store",
+    },
     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
     {
         "name": TOKEN_HEADER,
@@ -169,23 +206,30 @@ async def _serve_view(request: Request, kind: ViewKind) -> Response:
     instance = await caller(request, ctx, request.headers.get(TOKEN_HEADER))
     watch = Watch.of(request)
     key = (kind, instance.id)
+    await reach(ctx, watch)
     if kind is ViewKind.CERTIFICATE:
         await ctx.fleet.fresh_certificate(instance.id)
-    current = ctx.fleet.view.view(key)
+    fleet_view = ctx.fleet.view
+    current = fleet_view.view(key)
     if not watch.wait_for_change:
         if (
             current is not None
             and watch.if_none_match
             and normalize_etag(watch.if_none_match) == current.etag
         ):
-            return Response(status_code=304, headers={"ETag": current.etag})
-        return _respond(current)
+            return Response(
+                status_code=304,
+                headers={"ETag": current.etag, REVISION_HEADER: str(fleet_view.revision)},
+            )
+        return _respond(current, fleet_view.revision)
     # GCE semantics: without last_etag, wait for the next change from now.
     if watch.last_etag:
         etag = normalize_etag(watch.last_etag)
     else:
         etag = current.etag if current is not None else ""
-    return _respond(await ctx.fleet.notifier.wait(key, etag, float(watch.timeout_sec)))
+    view = await ctx.fleet.notifier.wait(key, etag, float(watch.timeout_sec))
+    # The view the answer came from, or a newer one (never an older: publish keeps the order).
+    return _respond(view, ctx.fleet.view.revision)
 
 
 _VIEW_ROUTE: dict[str, Any] = {
