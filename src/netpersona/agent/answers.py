@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+from netpersona.compiler.peer_delta import common_prefix
 from netpersona.errors import InvalidDocument, MalformedAnswer
 from netpersona.model.jsontree import JSON
 from netpersona.records import Peer, Tier
@@ -269,9 +270,9 @@ def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -
     raw, known = last.raw, last.peers
     head = tail = 0
     if _plain_numbers(entries):
-        head = _common_prefix(entries, raw)
+        head = common_prefix(entries, raw)
         rest = min(len(entries), len(raw)) - head
-        tail = _common_prefix(entries[::-1][:rest], raw[::-1][:rest])
+        tail = common_prefix(entries[::-1][:rest], raw[::-1][:rest])
     end, raw_end = len(entries) - tail, len(raw) - tail
     parsed: list[Peer] = list(known[:head])
     by_instance: dict[Any, int] | None = None
@@ -302,8 +303,6 @@ def _peer_list(entries: list[Any], at: str, where: str, last: _Entries | None) -
 # The entry fields whose values are JSON numbers (see _same).
 _NUMBER_FIELDS = ("priority", "dscp", "persona_version")
 _PLAIN = frozenset((int, type(None)))
-# Chunk of the common-prefix search: compared a chunk at a time in C, then entry by entry.
-_CHUNK = 1024
 
 
 def _plain_numbers(entries: list[Any]) -> bool:
@@ -316,18 +315,6 @@ def _plain_numbers(entries: list[Any]) -> bool:
         )
     except TypeError:  # an entry that is not an object
         return False
-
-
-def _common_prefix(a: list[Any], b: list[Any]) -> int:
-    """How many leading entries ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
-        i += _CHUNK
-    i = min(i, n)
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from netpersona.compiler.plan import PeerSets
 
-__all__ = ["MAP_FIELDS", "PeerDelta", "differing_window", "peer_delta"]
+__all__ = ["MAP_FIELDS", "PeerDelta", "common_prefix", "differing_window", "peer_delta"]
 
 # PeerSets field -> whether it fills a map (address : DSCP) rather than a set.
 MAP_FIELDS: dict[str, bool] = {
@@ -57,8 +57,9 @@ class PeerDelta:
 _CHUNK = 1024
 
 
-def _common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """How many leading elements ``a`` and ``b`` share."""
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading elements ``a`` and ``b`` share (also the agent's, for two peers
+    answers)."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i : i + _CHUNK] == b[i : i + _CHUNK]:
@@ -75,9 +76,9 @@ def differing_window(
     """The parts of ``a`` and ``b`` between their common head and their common tail. Both are
     in the compiler's order, so one peer joining or leaving leaves a window of one element,
     and the set arithmetic below costs the change, not the 100k elements around it."""
-    head = _common_prefix(a, b)
+    head = common_prefix(a, b)
     a_rest, b_rest = a[head:], b[head:]
-    tail = _common_prefix(a_rest[::-1], b_rest[::-1])
+    tail = common_prefix(a_rest[::-1], b_rest[::-1])
     return a_rest[: len(a_rest) - tail], b_rest[: len(b_rest) - tail]
 
 

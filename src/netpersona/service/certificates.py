@@ -285,18 +285,31 @@ class CertificateAuthority:
                 del self._basis[instance_id]
                 self._behind = True
                 continue
-            summary = self._summary(view, instance, signer)
-            served = None
-            if summary is not None and summary.cert is not None:
-                served = self._current(summary, signer, now_f)
-            if served is None or summary is None:
-                certificates.pop(instance_id, None)
-                continue
-            if served is not self._issued.get(instance_id):  # issued just now
-                fresh.append(served)
-            # Replaced in place: a dictionary with no removed entries copies at memory speed.
-            certificates[instance_id] = self._view_of(served, summary)
+            self._serve(view, instance, signer, now_f, certificates, fresh)
         return fresh
+
+    def _serve(
+        self,
+        view: FleetView,
+        instance: Instance,
+        signer: SigningKey,
+        now_f: float,
+        certificates: dict[str, View],
+        fresh: list[IssuedCertificate],
+    ) -> None:
+        """Put ``instance``'s current certificate in ``certificates`` (none when it cannot be
+        certified), and in ``fresh`` when it had to be issued now."""
+        summary = self._summary(view, instance, signer)
+        served = None
+        if summary is not None and summary.cert is not None:
+            served = self._current(summary, signer, now_f)
+        if served is None or summary is None:
+            certificates.pop(instance.id, None)
+            return
+        if served is not self._issued.get(instance.id):  # issued just now
+            fresh.append(served)
+        # Replaced in place: a dictionary with no removed entries copies at memory speed.
+        certificates[instance.id] = self._view_of(served, summary)
 
     def _seen_before(
         self, instance_id: str, instance: Instance, version: EffectivePersona | None
@@ -377,18 +390,8 @@ class CertificateAuthority:
         fresh: list[IssuedCertificate] = []
         for instance_id in instance_ids:
             instance = view.instances.get(instance_id)
-            if instance is None:
-                continue
-            summary = self._summary(view, instance, signer)
-            served = None
-            if summary is not None and summary.cert is not None:
-                served = self._current(summary, signer, now_f)
-            if served is None or summary is None:
-                certificates.pop(instance_id, None)
-                continue
-            if served is not self._issued.get(instance_id):
-                fresh.append(served)
-            certificates[instance_id] = self._view_of(served, summary)
+            if instance is not None:
+                self._serve(view, instance, signer, now_f, certificates, fresh)
         self.store.save_certificates(fresh)
         for issued in fresh:
             self._issued[issued.instance_id] = issued

@@ -114,14 +114,7 @@ class Database:
             db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
-            try:
-                db.row_factory = sqlite3.Row
-                for pragma in _PRAGMAS:
-                    db.execute(pragma)
-            except BaseException:
-                db.close()
-                raise
-        return db
+            return _configured(db)
 
     @contextmanager
     def translated(self, operation: str) -> Iterator[None]:
@@ -163,14 +156,7 @@ class Database:
         uri = Path(self.path).resolve().as_uri() + "?mode=rw"
         with self.translated("open for reading"):
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            try:
-                db.row_factory = sqlite3.Row
-                for pragma in _PRAGMAS:
-                    db.execute(pragma)
-            except BaseException:
-                db.close()
-                raise
-        return db
+            return _configured(db)
 
     @contextmanager
     def _transaction(self, begin: str, operation: str) -> Iterator[sqlite3.Connection]:
@@ -310,3 +296,16 @@ def _os_error(path: Path, operation: str, exc: OSError) -> StoreError:
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     kind: type[StoreError] = StorageFull if full else StoreUnavailable
     return kind(f"database {path}: {operation}: {exc.strerror}{_ADVICE[kind]}")
+
+
+def _configured(db: sqlite3.Connection) -> sqlite3.Connection:
+    """``db`` with rows by name and the pragmas every connection runs with; closed if one
+    fails."""
+    try:
+        db.row_factory = sqlite3.Row
+        for pragma in _PRAGMAS:
+            db.execute(pragma)
+    except BaseException:
+        db.close()
+        raise
+    return db
