@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import socket
 import threading
@@ -154,7 +153,9 @@ def _library() -> _Library | None:
     with _LOAD_LOCK:
         if not _LOADED:
             try:
-                _LOADED.append(_Library(ctypes.util.find_library("nftables") or LIBRARY_NAME))
+                # By its soname, through the dynamic loader's own search: find_library would
+                # run ldconfig (a process, at every agent start) to find the same file.
+                _LOADED.append(_Library(LIBRARY_NAME))
             except (OSError, AttributeError):  # missing, or too old to have these symbols
                 _LOADED.append(None)
         return _LOADED[0]
