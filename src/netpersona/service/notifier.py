@@ -24,14 +24,13 @@ Everything here runs on the event loop; nothing blocks.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import Enum
 
 import structlog
 
+from netpersona.model.collector import collector_paused
 from netpersona.service.views import FleetView, View, ViewKind, WatchKey, affected_keys
 
 __all__ = ["ChangeNotifier", "Deliver"]
@@ -83,7 +82,9 @@ class ChangeNotifier:
         if (view.revision, view.generation) < (self._view.revision, self._view.generation):
             return set()
         old, self._view = self._view, view
-        with _collector_paused():
+        # With 10,000 watchers a collection's pass over the oldest generation took 0.1-1 s
+        # (gc.callbacks in a serve process of bench/fanout.py), every answer waiting on it.
+        with collector_paused():
             affected = affected_keys(old, view, self._groups) if self._groups else set()
             woken = [(view.view(key), self._groups.pop(key)) for key in affected]
             # Every answer goes out first; the requests' tasks are scheduled after.
@@ -145,28 +146,6 @@ class ChangeNotifier:
         if answer is _Expired.EXPIRED:  # the timeout: the view as it is now
             return self._view.view(key)
         return answer
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hold off Python's cyclic garbage collector while a change is published.
-
-    With 10,000 watchers the process holds millions of tracked objects (each connection's
-    protocol, transport, request cycle and task), and publishing allocates enough (the woken
-    futures' callbacks, the answers' buffers) to start a collection, whose pass over the
-    oldest generation then takes 0.1 to 1 s (measured with ``gc.callbacks`` in a serve
-    process of ``bench/fanout.py``), with every answer not yet written waiting behind it. The
-    collection runs after the answers are out instead. Refcounting still frees everything as
-    usual meanwhile.
-    """
-    if not gc.isenabled():  # the caller's choice (or a worker thread's pause): leave it
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _expire(future: asyncio.Future[View | _Expired | None]) -> None:
