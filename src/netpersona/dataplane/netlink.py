@@ -33,7 +33,7 @@ from typing import Any
 from netpersona.errors import KernelError
 from netpersona.facts import IPInterface
 
-__all__ = ["HostLink", "HostView", "read_host"]
+__all__ = ["HostLink", "HostView", "read_host", "setns_net"]
 
 _AF_INET, _AF_INET6 = 2, 10
 _MAIN_TABLE = 254
@@ -221,7 +221,7 @@ def _socket_in(netns: str) -> socket.socket:
         try:
             fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                _setns(fd)
+                setns_net(fd)
             finally:
                 os.close(fd)
             made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE))
@@ -237,7 +237,8 @@ def _socket_in(netns: str) -> socket.socket:
     return made[0]
 
 
-def _setns(fd: int) -> None:
+def setns_net(fd: int) -> None:
+    """Move the calling thread into the network namespace open as ``fd``."""
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, _CLONE_NEWNET)
         return

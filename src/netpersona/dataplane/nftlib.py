@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from netpersona.dataplane.netlink import setns_net
 from netpersona.dataplane.nft_elements import NETLINK_NETFILTER, lookup_elements
 from netpersona.errors import KernelError
 from netpersona.system.command import in_netns, run
@@ -55,7 +56,6 @@ T = TypeVar("T")
 LIBRARY_NAME = "libnftables.so.1"
 # libnftables.h: enum nft_output_flags
 _OUTPUT_JSON = 1 << 4
-_CLONE_NEWNET = 0x40000000
 _TIMEOUT_S = 10.0
 
 
@@ -349,13 +349,7 @@ def _join_netns(netns: str, identity: NetnsIdentity) -> None:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != identity:
             raise OSError(f"network namespace {netns!r} was replaced")
-        if hasattr(os, "setns"):  # Python 3.12+
-            os.setns(fd, _CLONE_NEWNET)
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
+        setns_net(fd)
     finally:
         os.close(fd)
 
