@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -45,7 +44,6 @@ from netpersona.dataplane.originals import originals_target, plan_target, record
 from netpersona.dataplane.peer_sets import PeerUpdate, update_peer_sets
 from netpersona.dataplane.port_sets import PortChange, port_change, update_ports_in_place
 from netpersona.dataplane.snapshot import (
-    PARTS,
     KernelSnapshot,
     Target,
     read_snapshot,
@@ -55,6 +53,7 @@ from netpersona.dataplane.snapshot import (
     target_mismatches,
 )
 from netpersona.dataplane.state import AppliedState, StateStore, without_peer_elements
+from netpersona.dataplane.transaction import ApplyReport, Transaction, restore_table_text
 from netpersona.errors import ApplyFailed, ApplyRolledBack, Conflict, NetpersonaError
 from netpersona.model.jsontree import JSON
 
@@ -62,90 +61,6 @@ __all__ = ["ApplyReport", "Applier", "ApplyRolledBack", "plan_target", "restore_
 
 TcItem = TcQdisc | TcClass
 T = TypeVar("T", Route, RoutingRule)
-# The first word of a step's description -> the snapshot part it changes.
-_PART_OF = {
-    "link": "links",
-    "sysctl": "sysctls",
-    "tc": "tc",
-    "route": "routes",
-    "rule": "rules",
-    "nftables": "nftables",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyReport:
-    action: str  # "apply" or "remove"
-    persona: str | None
-    steps: tuple[str, ...]  # what was changed, in order (also on failure: what was undone)
-    unchanged: bool = False
-    failed: str | None = None  # the error that stopped the apply
-    rollback_held: bool | None = None  # None: no rollback was needed
-    rollback_problems: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-    def to_json(self) -> JSON:
-        return {
-            "action": self.action,
-            "persona": self.persona,
-            "steps": list(self.steps),
-            "unchanged": self.unchanged,
-            "failed": self.failed,
-            "rollback_held": self.rollback_held,
-            "rollback_problems": list(self.rollback_problems),
-            "seconds": round(self.seconds, 4),
-        }
-
-
-def restore_table_text(listing: str | None) -> str:
-    """An ``nft -f`` script that puts the table back as listed (or removes it), atomically."""
-    head = f"add table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n"
-    return head + (listing or "")
-
-
-@dataclass
-class _Transaction:
-    """The undo log. A step is logged before it runs: a command that fails may still have
-    taken effect (a timeout, a partial batch of iproute2), so its undo is tried as well; an
-    undo of such a step that fails is not an error, the readback after rollback judges."""
-
-    steps: list[tuple[str, Callable[[], None] | None]] = field(default_factory=list)
-    completed: int = 0
-
-    def step(self, what: str, do: Callable[[], None], undo: Callable[[], None] | None) -> None:
-        self.steps.append((what, undo))
-        do()
-        self.completed += 1
-
-    @property
-    def parts(self) -> set[str]:
-        """The snapshot parts the steps changed (snapshot.PARTS), to read back."""
-        found = set()
-        for what, _ in self.steps:
-            part = _PART_OF.get(what.split(maxsplit=1)[0].rstrip(":"))
-            if part is None:  # a step of a kind not named here: read everything back
-                return set(PARTS)
-            found.add(part)
-            if part == "links":  # an MTU can add or remove a link's IPv6 sysctls
-                found.add("sysctls")
-        return found
-
-    def rollback(self) -> list[str]:
-        problems = []
-        for index in reversed(range(len(self.steps))):
-            what, undo = self.steps[index]
-            if undo is None:
-                continue
-            try:
-                undo()
-            except NetpersonaError as exc:
-                if index < self.completed:
-                    problems.append(f"undo of {what!r} failed: {exc}")
-        return problems
-
-    @property
-    def descriptions(self) -> tuple[str, ...]:
-        return tuple(what for what, _ in self.steps)
 
 
 class Applier:
@@ -205,7 +120,7 @@ class Applier:
         )
         listing = previous.nft_listing if previous is not None and (same_table or ports) else None
 
-        def commit(after: KernelSnapshot, txn: _Transaction) -> None:
+        def commit(after: KernelSnapshot, txn: Transaction) -> None:
             same = (
                 not txn.steps
                 and previous is not None
@@ -261,11 +176,11 @@ class Applier:
         known_listing: tuple[JSON, ...] | None,
         ports: PortChange | None = None,
         against: str,
-        commit: Callable[[KernelSnapshot, _Transaction], None],
+        commit: Callable[[KernelSnapshot, Transaction], None],
         started: float,
     ) -> ApplyReport:
         """Converge to ``target``, read back, ``commit``; on any failure undo and verify."""
-        txn = _Transaction()
+        txn = Transaction()
         try:
             self._converge(target, before, txn, known_listing=known_listing, ports=ports)
             # The readback reads again what the steps changed (with nothing changed, the
@@ -326,7 +241,7 @@ class Applier:
         self,
         target: Target,
         before: KernelSnapshot,
-        txn: _Transaction,
+        txn: Transaction,
         *,
         known_listing: tuple[JSON, ...] | None,
         ports: PortChange | None = None,
@@ -381,7 +296,7 @@ class Applier:
         restore = partial(k.nft_load_text, restore_table_text(listing_text))
         txn.step(f"nftables: {what} table inet netpersona", partial(k.nft_load, batch), restore)
 
-    def _converge_links(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
+    def _converge_links(self, target: Target, before: KernelSnapshot, txn: Transaction) -> None:
         live_links = {link.ifname: link for link in before.links}
         for name, want in sorted(target.links.items()):
             have = live_links[name]
@@ -406,7 +321,7 @@ class Applier:
                     partial(self.kernel.link_set, LinkSetting(name, multicast=have.multicast)),
                 )
 
-    def _converge_tc(self, target: Target, before: KernelSnapshot, txn: _Transaction) -> None:
+    def _converge_tc(self, target: Target, before: KernelSnapshot, txn: Transaction) -> None:
         k = self.kernel
         for dev in sorted({item.dev for item in before.tc} - set(target.tc)):
             old = before.tc_on(dev)
@@ -465,7 +380,7 @@ class Applier:
         action: str,
         *,
         persona: str | None,
-        txn: _Transaction,
+        txn: Transaction,
         before: KernelSnapshot,
         target: Target,
         exc: NetpersonaError,
@@ -491,7 +406,7 @@ class Applier:
 
 
 def _converge_set(
-    txn: _Transaction,
+    txn: Transaction,
     what: str,
     have: Sequence[T],
     want: Sequence[T],
